@@ -1,0 +1,111 @@
+# Khachapuri: two commands for people (`make dev`, `make test`), one for benchmarks (`make bench`).
+# Every target installs what it needs on first use, from this repository's own pinned files.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+BIN     := $(CURDIR)/node_modules/.bin
+FORGE   := $(BIN)/forge
+ANVIL   := $(BIN)/anvil
+CAST    := $(BIN)/cast
+STAMPS  := target/.stamps
+VENV    := .venv
+CARGO   ?= cargo
+export PATH := $(BIN):$(PATH)
+
+.PHONY: help dev test bench toolchain contracts bindings examples \
+        test-contracts test-gas test-slither test-deploy test-bindings test-rust
+
+help:
+	@echo "make dev    start the local network (anvil + contracts) and print what it started"
+	@echo "make test   run every test (installs the toolchain on first use)"
+	@echo "make bench  run the benchmarks; figures land in target/bench/*.json"
+
+# --------------------------------------------------------------------------------------------
+# Toolchain (first use only; each step leaves a stamp)
+# --------------------------------------------------------------------------------------------
+
+$(STAMPS)/npm: package.json package-lock.json
+	@mkdir -p $(STAMPS)
+	@echo "==> installing the pinned npm toolchain (forge, anvil, cast, solc-js, forge-std, IPFS references)"
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+$(STAMPS)/wasm32:
+	@mkdir -p $(STAMPS)
+	@echo "==> adding the wasm32-wasip1 Rust target"
+	rustup target add wasm32-wasip1
+	@touch $@
+
+$(STAMPS)/slither: requirements-dev.txt
+	@mkdir -p $(STAMPS)
+	@echo "==> installing Slither into $(VENV)"
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	@touch $@
+
+toolchain: $(STAMPS)/npm $(STAMPS)/wasm32
+
+# --------------------------------------------------------------------------------------------
+# Build
+# --------------------------------------------------------------------------------------------
+
+contracts: $(STAMPS)/npm
+	$(FORGE) build
+
+examples: $(STAMPS)/wasm32
+	@echo "==> building example functions for wasm32-wasip1"
+	$(CARGO) build --manifest-path examples/Cargo.toml --target wasm32-wasip1 --release
+
+# --------------------------------------------------------------------------------------------
+# make dev: the local network
+# --------------------------------------------------------------------------------------------
+
+dev: toolchain contracts
+	script/dev.sh
+
+# --------------------------------------------------------------------------------------------
+# make test: every test
+# --------------------------------------------------------------------------------------------
+
+test: test-contracts test-gas test-slither test-deploy test-bindings test-rust
+	@echo "==> all tests passed"
+
+test-contracts: contracts
+	@echo "==> forge test (ci profile: 10k fuzz runs, invariant depth 64)"
+	FOUNDRY_PROFILE=ci $(FORGE) test
+
+test-gas: contracts
+	@echo "==> whole-transaction gas against snapshots/GasTest.json (targets asserted in test/Gas.t.sol)"
+	FOUNDRY_PROFILE=gas FORGE_SNAPSHOT_CHECK=true $(FORGE) test
+
+gas-snapshot: contracts
+	FOUNDRY_PROFILE=gas $(FORGE) test
+
+test-slither: contracts $(STAMPS)/slither
+	@echo "==> slither over contracts/"
+	@# slither runs `forge clean` + its own build: keep that away from out/ in a folder of its own.
+	FOUNDRY_OUT=target/slither/out FOUNDRY_CACHE_PATH=target/slither/cache \
+	  $(VENV)/bin/slither . --config-file slither.config.json
+
+test-deploy: contracts
+	@echo "==> forge script deploy against a fresh anvil; checks deployments/<chainId>.json"
+	script/test-deploy.sh
+
+test-bindings: contracts
+	@echo "==> bindings are current against the contracts"
+	script/bindings.sh --check
+
+test-rust: toolchain contracts examples
+	@echo "==> cargo test (workspace)"
+	$(CARGO) test --workspace --all-features --locked
+
+# --------------------------------------------------------------------------------------------
+# make bench: figures under target/bench/*.json (never a timed assertion in a test)
+# --------------------------------------------------------------------------------------------
+
+bench: toolchain contracts examples
+	@mkdir -p target/bench
+	$(CARGO) bench --workspace --all-features --locked
+	@ls -1 target/bench

@@ -1,0 +1,87 @@
+// SPDX-License-Identifier: MIT
+pragma solidity 0.8.30;
+
+import {Charge} from "../contracts/interfaces/IEscrow.sol";
+import {Base} from "./utils/Base.sol";
+
+/// @notice Whole-transaction gas of the hot paths, each call run as its own transaction (`isolate`), so
+/// the figures include the 21,000 base, calldata and cold storage. Snapshots land in `snapshots/GasTest.json`
+/// and `make test` checks them against drift.
+contract GasTest is Base {
+    uint256 internal constant PRICE = 10_000; // 0.01 USDC
+
+    address[] internal payers;
+
+    function setUp() public override {
+        super.setUp();
+        for (uint256 i; i < 100; ++i) {
+            address p = address(uint160(0x1000 + i));
+            payers.push(p);
+            _fund(p, 1_000 * USDC);
+            _approve(p, provider, PRICE, 1_000 * USDC);
+        }
+        _fund(payer, 1_000 * USDC);
+        _approve(payer, provider, PRICE, 1_000 * USDC);
+        // Steady state: the provider already has earnings (a first-ever charge also pays 0 -> non-zero).
+        vm.prank(provider);
+        escrow.consume(payer, PRICE);
+    }
+
+    function test_gas_deposit() public {
+        usdc.mint(stranger, 10 * USDC);
+        vm.prank(stranger);
+        usdc.approve(address(escrow), 10 * USDC);
+        vm.prank(stranger);
+        escrow.deposit(stranger, 10 * USDC);
+        vm.snapshotGasLastCall("deposit");
+    }
+
+    function test_gas_depositWithPermit() public {
+        usdc.mint(payer, 10 * USDC);
+        (uint8 v, bytes32 r, bytes32 s) = _permit(payerKey, address(escrow), 10 * USDC, block.timestamp + 1 hours);
+        vm.prank(payer);
+        escrow.depositWithPermit(payer, 10 * USDC, block.timestamp + 1 hours, v, r, s);
+        vm.snapshotGasLastCall("depositWithPermit");
+    }
+
+    function test_gas_approve() public {
+        vm.prank(payer);
+        escrow.approve(stranger, PRICE, 100 * USDC);
+        vm.snapshotGasLastCall("approve");
+    }
+
+    function test_gas_consume() public {
+        vm.prank(provider);
+        escrow.consume(payer, PRICE);
+        uint256 gas = vm.snapshotGasLastCall("consume");
+        assertLe(gas, 45_000, "consume over its 45,000 gas target");
+    }
+
+    function test_gas_consumeBatch_1() public {
+        _batch(1, 1, "consumeBatch_1");
+    }
+
+    function test_gas_consumeBatch_10() public {
+        _batch(10, 1, "consumeBatch_10");
+    }
+
+    function test_gas_consumeBatch_100() public {
+        _batch(100, 1, "consumeBatch_100");
+    }
+
+    /// @dev The target: 1,000 requests of 10 payers in one batch at most 200 gas per request.
+    function test_gas_consumeBatch_1000_requests_10_payers() public {
+        uint256 gas = _batch(10, 100, "consumeBatch_1000req_10payers");
+        assertLe(gas / 1000, 200, "batch over its 200 gas per request target");
+    }
+
+    function _batch(uint256 n, uint32 count, string memory name) internal returns (uint256 gas) {
+        Charge[] memory charges = new Charge[](n);
+        for (uint256 i; i < n; ++i) {
+            charges[i] = Charge(payers[i], uint64(PRICE), count);
+        }
+        vm.prank(provider);
+        escrow.consumeBatch(charges);
+        gas = vm.snapshotGasLastCall(name);
+    }
+}
