@@ -1,0 +1,174 @@
+//! The deployment spec: JSON, versioned, signed by its owner.
+
+use std::collections::BTreeMap;
+
+use alloy::primitives::{Address, B256, Bytes, U256, keccak256};
+use serde::{Deserialize, Serialize};
+
+/// The only spec version this build reads and writes.
+pub const SPEC_VERSION: u32 = 1;
+
+/// Resource limits the owner asks for (the provider may impose lower maxima of its own).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Limits {
+    /// Linear memory cap of the program, bytes.
+    pub memory_bytes: u64,
+    /// Wall-clock deadline of one request, milliseconds.
+    pub timeout_ms: u64,
+    /// Cap on the response body, bytes.
+    pub output_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { memory_bytes: 64 << 20, timeout_ms: 5_000, output_bytes: 4 << 20 }
+    }
+}
+
+/// A deployment spec: which program to run, with which environment, for whom, at what price.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Spec {
+    /// Format version, [`SPEC_VERSION`].
+    pub version: u32,
+    /// CID of the program: a zip holding the entry module, or a bare `.wasm`.
+    pub program: String,
+    /// Path of the entry module inside the zip (ignored for a bare module, where it names the module).
+    pub entry: String,
+    /// Environment variables given to the program (secrets stay secret only in an encrypted spec).
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Who signed the terms; pays for calls that present no payer token.
+    pub owner: Address,
+    /// The provider label this spec is meant for; `None` for an open deployment any provider may run.
+    #[serde(default)]
+    pub provider: Option<String>,
+    /// The most the owner pays per request, in USDC base units (6 decimals), as a decimal string.
+    #[serde(with = "decimal")]
+    pub max_price: U256,
+    /// Resource limits.
+    #[serde(default)]
+    pub limits: Limits,
+    /// Terms and conditions text the owner agreed to (its keccak256 is signed).
+    #[serde(default)]
+    pub terms: String,
+    /// The chain and escrow of the EIP-712 domain the signature is bound to.
+    pub chain_id: u64,
+    /// The escrow contract (the EIP-712 verifying contract).
+    pub escrow: Address,
+    /// The owner's EIP-712 signature over the terms (65 bytes, hex).
+    #[serde(default)]
+    pub signature: Bytes,
+}
+
+/// Why a spec is not acceptable.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SpecError {
+    /// Not JSON of the spec's shape.
+    #[error("not a valid deployment spec: {0}")]
+    Malformed(String),
+    /// A version this build does not know.
+    #[error("spec version {0} is not supported (this build reads version {SPEC_VERSION})")]
+    UnsupportedVersion(u32),
+    /// A field has a value that can never be valid.
+    #[error("invalid spec field `{field}`: {reason}")]
+    Invalid {
+        /// The field.
+        field: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+impl Spec {
+    /// Parses and checks a spec from its JSON bytes.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, SpecError> {
+        #[derive(Deserialize)]
+        struct Versioned {
+            version: u32,
+        }
+        let v: Versioned = serde_json::from_slice(bytes).map_err(|e| SpecError::Malformed(e.to_string()))?;
+        if v.version != SPEC_VERSION {
+            return Err(SpecError::UnsupportedVersion(v.version));
+        }
+        let spec: Spec = serde_json::from_slice(bytes).map_err(|e| SpecError::Malformed(e.to_string()))?;
+        spec.check()?;
+        Ok(spec)
+    }
+
+    /// The JSON bytes of the spec.
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec_pretty(self).unwrap_or_default()
+    }
+
+    /// Structural checks that need no chain: fields that can never be valid.
+    pub fn check(&self) -> Result<(), SpecError> {
+        let invalid = |field, reason: &str| Err(SpecError::Invalid { field, reason: reason.into() });
+        if self.program.trim().is_empty() {
+            return invalid("program", "empty: the program's CID is required");
+        }
+        if self.entry.is_empty() || self.entry.contains("..") || self.entry.starts_with('/') {
+            return invalid("entry", "must be a relative path inside the program, without `..`");
+        }
+        if self.owner == Address::ZERO {
+            return invalid("owner", "the zero address cannot sign");
+        }
+        if self.max_price.is_zero() {
+            return invalid("maxPrice", "zero: a provider would never run it");
+        }
+        if let Some(label) = &self.provider {
+            if !is_valid_label(label) {
+                return invalid("provider", "not a label: 1..63 of [a-z0-9-], no leading or trailing `-`");
+            }
+        }
+        for key in self.env.keys() {
+            if key.is_empty() || key.contains('=') || key.contains('\0') {
+                return invalid("env", "variable names must be non-empty, without `=` or NUL");
+            }
+        }
+        let l = &self.limits;
+        if l.memory_bytes == 0 || l.timeout_ms == 0 || l.output_bytes == 0 {
+            return invalid("limits", "every limit must be above zero");
+        }
+        Ok(())
+    }
+
+    /// `keccak256` of the environment's canonical JSON (keys sorted): what the signature covers.
+    pub fn env_digest(&self) -> B256 {
+        keccak256(serde_json::to_vec(&self.env).unwrap_or_default())
+    }
+
+    /// `keccak256` of the terms text.
+    pub fn terms_digest(&self) -> B256 {
+        keccak256(self.terms.as_bytes())
+    }
+}
+
+/// Whether `label` is a provider label as the Registry accepts it.
+pub fn is_valid_label(label: &str) -> bool {
+    let b = label.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && b[0] != b'-'
+        && b[b.len() - 1] != b'-'
+        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+}
+
+/// Serde for a `U256` as a decimal string (JSON numbers lose precision above 2^53).
+mod decimal {
+    use alloy::primitives::U256;
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub(super) fn serialize<S: Serializer>(v: &U256, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&v.to_string())
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<U256, D::Error> {
+        let s = String::deserialize(d)?;
+        if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(D::Error::custom("expected a decimal string of USDC base units, e.g. \"10000\""));
+        }
+        U256::from_str_radix(&s, 10).map_err(D::Error::custom)
+    }
+}

@@ -1,0 +1,60 @@
+//! Spec JSON: parsing, version refusal, structural checks, digests.
+
+use khachapuri_spec::{SPEC_VERSION, Spec, SpecError};
+
+fn json(version: u32) -> String {
+    format!(
+        r#"{{"version":{version},"program":"bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku","entry":"hello.wasm",
+        "env":{{"B":"2","A":"1"}},"owner":"0x70997970C51812dc3A010C7d01b50e0d17dc79C8","provider":"alice",
+        "maxPrice":"10000","limits":{{"memoryBytes":1048576,"timeoutMs":1000,"outputBytes":65536}},
+        "terms":"be nice","chainId":31337,"escrow":"0xCf7Ed3AccA5a467e9e704C703E8D87F634fB0Fc9"}}"#
+    )
+}
+
+#[test]
+fn parses_and_round_trips() {
+    let spec = Spec::from_json(json(SPEC_VERSION).as_bytes()).expect("parse");
+    assert_eq!(spec.provider.as_deref(), Some("alice"));
+    assert_eq!(spec.max_price.to::<u64>(), 10_000);
+    let again = Spec::from_json(&spec.to_json()).expect("reparse");
+    assert_eq!(again, spec);
+}
+
+#[test]
+fn env_digest_is_order_independent_and_covers_values() {
+    let a = Spec::from_json(json(1).as_bytes()).expect("parse");
+    let b = Spec::from_json(json(1).replace(r#""B":"2","A":"1""#, r#""A":"1","B":"2""#).as_bytes()).expect("parse");
+    assert_eq!(a.env_digest(), b.env_digest());
+    let c = Spec::from_json(json(1).replace(r#""A":"1""#, r#""A":"x""#).as_bytes()).expect("parse");
+    assert_ne!(a.env_digest(), c.env_digest());
+    assert_ne!(a.terms_digest(), Spec { terms: "be mean".into(), ..a.clone() }.terms_digest());
+}
+
+#[test]
+fn refuses_unknown_versions_and_fields() {
+    assert_eq!(Spec::from_json(json(2).as_bytes()), Err(SpecError::UnsupportedVersion(2)));
+    let extra = json(1).replace(r#""terms""#, r#""surprise":1,"terms""#);
+    assert!(matches!(Spec::from_json(extra.as_bytes()), Err(SpecError::Malformed(_))));
+    assert!(matches!(Spec::from_json(b"not json"), Err(SpecError::Malformed(_))));
+}
+
+#[test]
+fn refuses_invalid_fields() {
+    for (from, to, field) in [
+        (r#""provider":"alice""#, r#""provider":"Alice""#, "provider"),
+        (r#""maxPrice":"10000""#, r#""maxPrice":"0""#, "maxPrice"),
+        (r#""entry":"hello.wasm""#, r#""entry":"../etc/passwd""#, "entry"),
+        (r#""timeoutMs":1000"#, r#""timeoutMs":0"#, "limits"),
+        (r#""B":"2""#, r#""B=C":"2""#, "env"),
+        (r#""owner":"0x70997970C51812dc3A010C7d01b50e0d17dc79C8""#, r#""owner":"0x0000000000000000000000000000000000000000""#, "owner"),
+    ] {
+        let bad = json(1).replace(from, to);
+        assert_ne!(bad, json(1), "replacement {from} did not apply");
+        match Spec::from_json(bad.as_bytes()) {
+            Err(SpecError::Invalid { field: f, .. }) => assert_eq!(f, field),
+            other => panic!("{field}: expected Invalid, got {other:?}"),
+        }
+    }
+    let price = json(1).replace(r#""maxPrice":"10000""#, r#""maxPrice":"0.01""#);
+    assert!(matches!(Spec::from_json(price.as_bytes()), Err(SpecError::Malformed(_))));
+}
