@@ -2,7 +2,9 @@
 
 use std::collections::BTreeMap;
 
-use alloy::primitives::{Address, B256, Bytes, U256, keccak256};
+use alloy::primitives::{Address, B256, Bytes, Signature, U256, keccak256};
+use alloy::signers::Signer;
+use khachapuri_chain::{ChainError, SpecTerms, eip712};
 use serde::{Deserialize, Serialize};
 
 /// The only spec version this build reads and writes.
@@ -142,6 +144,44 @@ impl Spec {
     /// `keccak256` of the terms text.
     pub fn terms_digest(&self) -> B256 {
         keccak256(self.terms.as_bytes())
+    }
+
+    /// The EIP-712 terms the owner signs.
+    pub fn signed_terms(&self) -> SpecTerms {
+        SpecTerms {
+            program: self.program.clone(),
+            entry: self.entry.clone(),
+            envDigest: self.env_digest(),
+            provider: self.provider.clone().unwrap_or_default(),
+            owner: self.owner,
+            maxPrice: self.max_price,
+            memoryBytes: self.limits.memory_bytes,
+            timeoutMs: self.limits.timeout_ms,
+            outputBytes: self.limits.output_bytes,
+            termsDigest: self.terms_digest(),
+        }
+    }
+
+    /// Signs the terms as the owner (`signer` must be `owner`), filling `signature`.
+    pub async fn sign(&mut self, signer: &impl Signer) -> Result<(), ChainError> {
+        if signer.address() != self.owner {
+            return Err(ChainError::InvalidArgument(format!(
+                "the spec's owner is {} but the signing key is {}",
+                self.owner,
+                signer.address()
+            )));
+        }
+        let domain = eip712::domain(self.chain_id, self.escrow);
+        let signature = self.signed_terms().sign(signer, &domain).await?;
+        self.signature = Bytes::from(signature.as_bytes().to_vec());
+        Ok(())
+    }
+
+    /// Whether `signature` is the owner's over these terms, in the spec's own domain. A spec that does not
+    /// verify is never run.
+    pub fn verify_signature(&self) -> bool {
+        let Ok(signature) = Signature::try_from(self.signature.as_ref()) else { return false };
+        self.signed_terms().verify(&eip712::domain(self.chain_id, self.escrow), &signature)
     }
 }
 

@@ -2,6 +2,7 @@
 
 use khachapuri_spec::{SPEC_VERSION, Spec, SpecError};
 
+
 fn json(version: u32) -> String {
     format!(
         r#"{{"version":{version},"program":"bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku","entry":"hello.wasm",
@@ -57,4 +58,39 @@ fn refuses_invalid_fields() {
     }
     let price = json(1).replace(r#""maxPrice":"10000""#, r#""maxPrice":"0.01""#);
     assert!(matches!(Spec::from_json(price.as_bytes()), Err(SpecError::Malformed(_))));
+}
+
+#[tokio::test]
+async fn signature_covers_every_term() {
+    use alloy::signers::local::PrivateKeySigner;
+    let owner = PrivateKeySigner::random();
+    let mut spec = Spec::from_json(json(1).as_bytes()).expect("parse");
+    spec.owner = owner.address();
+    assert!(!spec.verify_signature(), "an unsigned spec verified");
+    spec.sign(&owner).await.expect("sign");
+    assert!(spec.verify_signature());
+    let reparsed = Spec::from_json(&spec.to_json()).expect("reparse");
+    assert!(reparsed.verify_signature(), "the signature did not survive JSON");
+
+    let tampered: Vec<Box<dyn Fn(&mut Spec)>> = vec![
+        Box::new(|s| s.program.push('x')),
+        Box::new(|s| s.entry = "other.wasm".into()),
+        Box::new(|s| {
+            s.env.insert("A".into(), "changed".into());
+        }),
+        Box::new(|s| s.provider = Some("bob".into())),
+        Box::new(|s| s.provider = None),
+        Box::new(|s| s.max_price += alloy::primitives::U256::from(1)),
+        Box::new(|s| s.limits.timeout_ms += 1),
+        Box::new(|s| s.terms.push('!')),
+        Box::new(|s| s.chain_id += 1),
+        Box::new(|s| s.escrow = alloy::primitives::Address::repeat_byte(9)),
+    ];
+    for (i, tamper) in tampered.iter().enumerate() {
+        let mut bad = spec.clone();
+        tamper(&mut bad);
+        assert!(!bad.verify_signature(), "tampering #{i} kept the signature valid");
+    }
+    let stranger = PrivateKeySigner::random();
+    assert!(spec.clone().sign(&stranger).await.is_err(), "signed with a key that is not the owner's");
 }

@@ -1,0 +1,37 @@
+//! The chain client of Khachapuri, shared by the provider agent, the gateway and the CLI.
+//!
+//! - [`Chain`]: connect to an RPC with a signer ([`SignerSource`]) and the chain's [`Deployment`].
+//! - Labels: [`Chain::resolve_label`] → [`ProviderRecord`]; registration ([`Chain::deploy_resolver`],
+//!   [`Chain::register_label`]).
+//! - Escrow reads ([`Chain::allowance`], [`Chain::balance`], ...) and writes ([`Chain::deposit`],
+//!   [`Chain::deposit_with_permit`], [`Chain::approve`], [`Chain::consume`], ...), amounts in [`Usdc`].
+//! - EIP-712: [`PayerToken`] / [`SignedPayerToken`] (the `Authorization: Bearer kp1.…` token) and
+//!   [`SpecTerms`], in the escrow's domain ([`eip712::domain`]).
+//! - [`Settler`]: the settlement sender that owns the signer's nonce and batches charges.
+//! - [`ChainError`]: an unreachable RPC ([`ChainError::Unavailable`]) apart from a revert
+//!   ([`ChainError::Reverted`], with the contract error as a sentence).
+//! - [`testing`]: a real anvil with every contract deployed, for tests.
+//!
+//! The contracts are reached only through the generated bindings of `khachapuri-bindings`.
+
+mod client;
+mod deployment;
+pub mod eip712;
+mod error;
+mod escrow;
+mod registry;
+mod settle;
+pub mod testing;
+mod usdc;
+
+pub use client::{Chain, ConnectOptions, Receipt, SignerSource, parse_private_key};
+pub use deployment::Deployment;
+pub use eip712::{PayerToken, SignedPayerToken, SpecTerms, TokenError};
+pub use error::{ChainError, ContractError, format_time};
+pub use escrow::{Allowance, Charge, PendingCut, PendingWithdrawal};
+pub use registry::{ProviderRecord, RegistrationStep, Server, label_node, validate_label};
+pub use settle::{Settlement, SettlementHandle, Settler, SettlerConfig};
+pub use usdc::{Usdc, UsdcParseError};
+
+pub use alloy::primitives::{Address, B256, Bytes};
+pub use alloy::signers::local::PrivateKeySigner;

@@ -1,0 +1,126 @@
+//! `khachapuri-gateway`: serves `{label}.{base-domain}/{cid}` and provider tunnels.
+
+use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use khachapuri_gateway::{Directory, Gateway, GatewayConfig, StaticDirectory};
+
+/// The Khachapuri gateway: resolves provider labels and forwards requests, directly or through the
+/// providers' WebSocket tunnels (at /_tunnel).
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Args {
+    /// Address to listen on.
+    #[arg(
+        long,
+        env = "KHACHAPURI_GATEWAY_LISTEN",
+        default_value = "127.0.0.1:8080"
+    )]
+    listen: SocketAddr,
+    /// Base domain: `alice.{base}` means label `alice`. Path mode (`/alice/...`) works on any host.
+    #[arg(
+        long,
+        env = "KHACHAPURI_GATEWAY_BASE_DOMAIN",
+        default_value = "localhost"
+    )]
+    base_domain: String,
+    /// This gateway's id in tunnel challenges (defaults to the base domain).
+    #[arg(long, env = "KHACHAPURI_GATEWAY_ID")]
+    gateway_id: Option<String>,
+    /// Static directory file (JSON: {"alice": {"server": "http://127.0.0.1:3000", "payee": "0x.."}}).
+    #[arg(long, env = "KHACHAPURI_GATEWAY_ROUTES")]
+    routes: Option<PathBuf>,
+    /// Static route, repeatable: LABEL=SERVER or LABEL=tunnel:@0xPAYEE.
+    #[arg(long = "route")]
+    route: Vec<String>,
+    /// Chain RPC URL: resolve labels on-chain (Registry -> Resolver) instead of a static table.
+    #[arg(long, env = "KHACHAPURI_RPC_URL")]
+    rpc_url: Option<String>,
+    /// Deployments file (deployments/<chainId>.json) with the Registry address; with --rpc-url.
+    #[arg(long, env = "KHACHAPURI_DEPLOYMENTS")]
+    deployments: Option<PathBuf>,
+    /// Seconds to connect to a provider.
+    #[arg(long, default_value_t = 5)]
+    connect_timeout: u64,
+    /// Seconds for a provider to send its response head.
+    #[arg(long, default_value_t = 60)]
+    response_timeout: u64,
+    /// X-Forwarded-Proto to send (https behind a TLS terminator).
+    #[arg(long, default_value = "http")]
+    forwarded_proto: String,
+}
+
+#[cfg(feature = "chain")]
+fn chain_directory(
+    rpc_url: &str,
+    deployments: Option<&std::path::Path>,
+) -> anyhow::Result<Arc<dyn Directory>> {
+    use khachapuri_chain::{Chain, ConnectOptions, Deployment};
+    use khachapuri_gateway::chain_directory::{ChainDirectory, ChainDirectoryConfig};
+    let Some(path) = deployments else {
+        bail!("--rpc-url needs --deployments deployments/<chainId>.json")
+    };
+    let deployment =
+        Deployment::read(path).with_context(|| format!("reading {}", path.display()))?;
+    tracing::info!(registry = %deployment.registry, chain_id = deployment.chain_id, "resolving labels on-chain");
+    let chain = Chain::new(rpc_url, None, deployment, ConnectOptions::default())?;
+    Ok(ChainDirectory::start(
+        chain,
+        ChainDirectoryConfig::default(),
+    ))
+}
+
+#[cfg(not(feature = "chain"))]
+fn chain_directory(_: &str, _: Option<&std::path::Path>) -> anyhow::Result<Arc<dyn Directory>> {
+    bail!("this build has no on-chain directory: rebuild with the `chain` feature")
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let args = Args::parse();
+    let directory: Arc<dyn Directory> = match (&args.rpc_url, &args.routes, args.route.is_empty()) {
+        (Some(rpc_url), _, _) => chain_directory(rpc_url, args.deployments.as_deref())?,
+        (None, None, true) => {
+            bail!("give a directory: --routes FILE, --route LABEL=SERVER, or --rpc-url")
+        }
+        (None, file, _) => {
+            let mut dir = match file {
+                Some(path) => StaticDirectory::from_file(path)?,
+                None => StaticDirectory::new(),
+            };
+            for entry in &args.route {
+                dir.parse_entry(entry)
+                    .with_context(|| format!("--route {entry}"))?;
+            }
+            Arc::new(dir)
+        }
+    };
+    let config = GatewayConfig {
+        gateway_id: args
+            .gateway_id
+            .clone()
+            .unwrap_or_else(|| args.base_domain.clone()),
+        base_domain: Some(args.base_domain),
+        connect_timeout: Duration::from_secs(args.connect_timeout),
+        response_timeout: Duration::from_secs(args.response_timeout),
+        forwarded_proto: args.forwarded_proto,
+        ..GatewayConfig::default()
+    };
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    tracing::info!(addr = %listener.local_addr()?, "gateway listening");
+    let gateway = Gateway::new(config, directory);
+    let serving = tokio::spawn(gateway.clone().serve(listener));
+    tokio::signal::ctrl_c().await?;
+    tracing::info!("shutting down");
+    gateway.shutdown();
+    serving.await?;
+    Ok(())
+}

@@ -1,0 +1,26 @@
+//! The Khachapuri gateway (DESIGN.md, Gateway): `https://{label}.{base-domain}/{cid}...` (or
+//! `/{label}/{cid}...` for local use) is resolved to a provider and forwarded, streaming both ways; a
+//! provider behind NAT holds a WebSocket [`tunnel`] open to the gateway instead.
+//!
+//! - [`label`]: label validation and where a request names it.
+//! - [`directory`]: label -> [`directory::Route`] (the [`directory::Directory`] trait, a static table).
+//! - `chain_directory` (feature `chain`, on by default): the on-chain directory, cached and refreshed
+//!   from the Registry's and Resolvers' events.
+//! - [`server`]: the gateway itself ([`server::spawn`] starts one on a port).
+//! - [`tunnel`]: the tunnel protocol; [`tunnel::client::run_tunnel`] is what a provider agent calls.
+//! - [`proxy`]: hop-by-hop headers, `X-Forwarded-*`, JSON errors.
+//!
+//! Errors reach callers as JSON `{"error": ..., "hint": ...}`: 400 bad label, 404 unknown label, 502
+//! provider unreachable or tunnel down, 504 provider too slow.
+
+#[cfg(feature = "chain")]
+pub mod chain_directory;
+pub mod directory;
+pub mod label;
+pub mod proxy;
+pub mod server;
+pub mod tunnel;
+
+pub use directory::{DirError, Directory, Route, Server, StaticDirectory};
+pub use label::Label;
+pub use server::{Gateway, GatewayConfig, GatewayHandle, spawn};

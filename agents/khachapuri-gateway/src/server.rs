@@ -1,0 +1,416 @@
+//! The gateway server: finds the label, resolves it, forwards (directly or down a tunnel), streams back.
+
+use std::{convert::Infallible, net::SocketAddr, sync::Arc, time::Duration};
+
+use http::{HeaderValue, Request, Response, StatusCode, Uri, header};
+use hyper::body::Incoming;
+use hyper_util::{
+    client::legacy::{Client, connect::HttpConnector},
+    rt::{TokioExecutor, TokioIo, TokioTimer},
+    server::conn::auto,
+};
+use tokio::{net::TcpListener, task::JoinHandle};
+use tokio_tungstenite::{
+    WebSocketStream,
+    tungstenite::{handshake::derive_accept_key, protocol::Role},
+};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    directory::{Directory, Route, Server},
+    label::{Addressing, Label, addressing},
+    proxy::{
+        Body, add_forwarded, boxed, error_response, full, is_timeout, join_url, strip_hop_by_hop,
+    },
+    tunnel::{
+        TUNNEL_PATH,
+        server::{TunnelServerConfig, TunnelTable, serve_tunnel},
+    },
+};
+
+/// Gateway settings. [`GatewayConfig::default`] suits local use and tests.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    /// `khachapuri.xyz` makes `alice.khachapuri.xyz` mean label `alice`. `None`: path mode only.
+    pub base_domain: Option<String>,
+    /// This gateway's id in tunnel challenges.
+    pub gateway_id: String,
+    /// Most time to open a TCP connection to a provider (then 504).
+    pub connect_timeout: Duration,
+    /// Most time from sending a request to receiving the response head, connect included (then 504).
+    /// Bodies stream for as long as they flow.
+    pub response_timeout: Duration,
+    /// `X-Forwarded-Proto` to send: `https` when a TLS terminator sits in front of the gateway.
+    pub forwarded_proto: String,
+    /// Most time for an agent to complete the tunnel handshake.
+    pub handshake_timeout: Duration,
+    /// HTTP/2 ping interval on tunnels.
+    pub tunnel_keepalive: Duration,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            base_domain: Some("localhost".into()),
+            gateway_id: "khachapuri-gateway".into(),
+            connect_timeout: Duration::from_secs(5),
+            response_timeout: Duration::from_secs(60),
+            forwarded_proto: "http".into(),
+            handshake_timeout: Duration::from_secs(10),
+            tunnel_keepalive: Duration::from_secs(20),
+        }
+    }
+}
+
+/// The gateway: a directory, an HTTP client to providers, and the live tunnels.
+pub struct Gateway {
+    config: GatewayConfig,
+    directory: Arc<dyn Directory>,
+    client: Client<HttpConnector, Body>,
+    tunnels: Arc<TunnelTable>,
+    shutdown: CancellationToken,
+}
+
+impl Gateway {
+    /// A gateway over `directory`.
+    pub fn new(config: GatewayConfig, directory: Arc<dyn Directory>) -> Arc<Self> {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(config.connect_timeout));
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .pool_timer(TokioTimer::new())
+            .build(connector);
+        Arc::new(Self {
+            config,
+            directory,
+            client,
+            tunnels: Arc::default(),
+            shutdown: CancellationToken::new(),
+        })
+    }
+
+    /// The live tunnels.
+    pub fn tunnels(&self) -> &TunnelTable {
+        &self.tunnels
+    }
+
+    /// Stops [`Gateway::serve`], its connections and its tunnels.
+    pub fn shutdown(&self) {
+        self.shutdown.cancel();
+    }
+
+    /// Accepts connections on `listener` until [`Gateway::shutdown`].
+    pub async fn serve(self: Arc<Self>, listener: TcpListener) {
+        loop {
+            let (stream, remote) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(pair) => pair,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                () = self.shutdown.cancelled() => return,
+            };
+            let _ = stream.set_nodelay(true);
+            let gateway = self.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(|req| {
+                    let gateway = gateway.clone();
+                    async move { Ok::<_, Infallible>(gateway.handle(req, remote).await) }
+                });
+                let builder = auto::Builder::new(TokioExecutor::new());
+                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                tokio::select! {
+                    res = conn => if let Err(e) = res { tracing::debug!(error = %e, %remote, "connection ended") },
+                    () = gateway.shutdown.cancelled() => {}
+                }
+            });
+        }
+    }
+
+    /// Answers one request.
+    pub async fn handle(
+        self: &Arc<Self>,
+        req: Request<Incoming>,
+        remote: SocketAddr,
+    ) -> Response<Body> {
+        let host = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(str::to_owned)
+            .or_else(|| req.uri().authority().map(|a| a.to_string()));
+        let path_and_query = req
+            .uri()
+            .path_and_query()
+            .map_or("/", |pq| pq.as_str())
+            .to_owned();
+        let (label, forward_path) = match addressing(
+            host.as_deref(),
+            self.config.base_domain.as_deref(),
+            req.uri().path(),
+        ) {
+            Addressing::Host(label) => (label, path_and_query),
+            Addressing::Path { label, .. } if label == TUNNEL_PATH[1..] => {
+                return self.accept_tunnel(req);
+            }
+            Addressing::Path { label, .. } if label == "_health" => {
+                let body =
+                    serde_json::json!({ "ok": true, "tunnels": self.tunnels.labels().len() });
+                return Response::new(full(body.to_string()));
+            }
+            Addressing::Path { label, rest } => {
+                let query = req
+                    .uri()
+                    .query()
+                    .map(|q| format!("?{q}"))
+                    .unwrap_or_default();
+                (label, format!("{rest}{query}"))
+            }
+            Addressing::None => return self.no_label(),
+        };
+        let Ok(label) = Label::new(&label) else {
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                &format!("invalid provider label {label:?}"),
+                "a label is 1-63 characters of a-z, 0-9 and '-', not starting or ending with '-'",
+            );
+        };
+        let route = match self.directory.lookup(&label).await {
+            Ok(Some(route)) => route,
+            Ok(None) => {
+                return error_response(
+                    StatusCode::NOT_FOUND,
+                    &format!("unknown provider {label:?}"),
+                    "check the spelling; providers register their label in the Registry contract",
+                );
+            }
+            Err(e) => {
+                return error_response(
+                    StatusCode::BAD_GATEWAY,
+                    &format!("cannot resolve {label:?}: {e}"),
+                    "the gateway's directory is unavailable; retry shortly",
+                );
+            }
+        };
+        let (mut parts, body) = req.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        parts.headers.remove(header::HOST);
+        add_forwarded(
+            &mut parts.headers,
+            remote,
+            host.as_deref(),
+            &self.config.forwarded_proto,
+        );
+        let req = Request::from_parts(parts, boxed(body));
+        let result = tokio::time::timeout(
+            self.config.response_timeout,
+            self.forward(&label, &route, forward_path, req),
+        )
+        .await;
+        let mut response = match result {
+            Ok(Ok(response)) => response.map(boxed),
+            Ok(Err(e)) => return e.into_response(&label),
+            Err(_) => {
+                return error_response(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    &format!(
+                        "provider {label:?} did not answer within {:?}",
+                        self.config.response_timeout
+                    ),
+                    "the provider is overloaded or the request is slow; retry later or ask the provider",
+                );
+            }
+        };
+        strip_hop_by_hop(response.headers_mut());
+        response
+    }
+
+    async fn forward(
+        &self,
+        label: &Label,
+        route: &Route,
+        path_and_query: String,
+        mut req: Request<Body>,
+    ) -> Result<Response<Incoming>, ForwardError> {
+        match &route.server {
+            Server::Url(base) => {
+                *req.uri_mut() = join_url(base, &path_and_query)
+                    .parse::<Uri>()
+                    .map_err(|_| ForwardError::BadUrl)?;
+                self.client.request(req).await.map_err(|e| {
+                    if is_timeout(&e) {
+                        ForwardError::ConnectTimeout
+                    } else if e.is_connect() {
+                        ForwardError::Unreachable(e.to_string())
+                    } else {
+                        ForwardError::Broken(e.to_string())
+                    }
+                })
+            }
+            Server::Tunnel => {
+                let (payee, mut sender) = self
+                    .tunnels
+                    .sender(label)
+                    .await
+                    .ok_or(ForwardError::NoTunnel)?;
+                if route.payee != Some(payee) {
+                    // The payee changed on-chain since the handshake: that key no longer speaks for the label.
+                    self.tunnels.remove(label);
+                    return Err(ForwardError::NoTunnel);
+                }
+                *req.uri_mut() = format!("http://{label}{path_and_query}")
+                    .parse::<Uri>()
+                    .map_err(|_| ForwardError::BadUrl)?;
+                *req.version_mut() = http::Version::HTTP_2;
+                sender
+                    .ready()
+                    .await
+                    .map_err(|e| ForwardError::Broken(e.to_string()))?;
+                sender
+                    .send_request(req)
+                    .await
+                    .map_err(|e| ForwardError::Broken(e.to_string()))
+            }
+        }
+    }
+
+    fn accept_tunnel(self: &Arc<Self>, mut req: Request<Incoming>) -> Response<Body> {
+        let headers = req.headers();
+        let is_ws = headers
+            .get(header::UPGRADE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+        let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY).filter(|_| is_ws) else {
+            return error_response(
+                StatusCode::UPGRADE_REQUIRED,
+                "the tunnel endpoint speaks WebSocket only",
+                "providers connect here with the khachapuri-gateway tunnel client",
+            );
+        };
+        let accept = derive_accept_key(key.as_bytes());
+        let on_upgrade = hyper::upgrade::on(&mut req);
+        let gateway = self.clone();
+        tokio::spawn(async move {
+            let upgraded = match on_upgrade.await {
+                Ok(u) => u,
+                Err(e) => return tracing::info!(error = %e, "tunnel upgrade failed"),
+            };
+            let ws =
+                WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
+            let config = TunnelServerConfig {
+                gateway_id: gateway.config.gateway_id.clone(),
+                handshake_timeout: gateway.config.handshake_timeout,
+                keepalive: gateway.config.tunnel_keepalive,
+                retire_grace: gateway.config.response_timeout,
+            };
+            let shutdown = gateway.shutdown.clone();
+            serve_tunnel(
+                ws,
+                gateway.directory.clone(),
+                gateway.tunnels.clone(),
+                config,
+                shutdown,
+            )
+            .await;
+        });
+        let mut response = Response::new(full(""));
+        *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        let h = response.headers_mut();
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        if let Ok(accept) = HeaderValue::try_from(accept) {
+            h.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+        }
+        response
+    }
+
+    fn no_label(&self) -> Response<Body> {
+        let hint = match &self.config.base_domain {
+            Some(base) => format!("call http(s)://{{label}}.{base}/{{cid}} or /{{label}}/{{cid}}"),
+            None => "call /{label}/{cid}".to_owned(),
+        };
+        error_response(
+            StatusCode::NOT_FOUND,
+            "no provider named in the request",
+            &hint,
+        )
+    }
+}
+
+enum ForwardError {
+    BadUrl,
+    ConnectTimeout,
+    Unreachable(String),
+    Broken(String),
+    NoTunnel,
+}
+
+impl ForwardError {
+    fn into_response(self, label: &Label) -> Response<Body> {
+        match self {
+            Self::BadUrl => error_response(
+                StatusCode::BAD_GATEWAY,
+                &format!("provider {label:?} has an unusable server URL"),
+                "the provider must fix the server record of its resolver",
+            ),
+            Self::ConnectTimeout => error_response(
+                StatusCode::GATEWAY_TIMEOUT,
+                &format!("connecting to provider {label:?} timed out"),
+                "the provider may be down or overloaded; retry later",
+            ),
+            Self::Unreachable(e) => error_response(
+                StatusCode::BAD_GATEWAY,
+                &format!("provider {label:?} is unreachable: {e}"),
+                "the provider's server is down; retry later or use another provider",
+            ),
+            Self::Broken(e) => error_response(
+                StatusCode::BAD_GATEWAY,
+                &format!("provider {label:?} failed mid-request: {e}"),
+                "retry; if it persists the provider is unhealthy",
+            ),
+            Self::NoTunnel => error_response(
+                StatusCode::BAD_GATEWAY,
+                &format!("provider {label:?} is not connected to this gateway"),
+                "the provider's agent must open its tunnel; retry later or use another provider",
+            ),
+        }
+    }
+}
+
+/// A gateway running on a spawned task (for tests, benches and embedding).
+pub struct GatewayHandle {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// The gateway itself (its tunnels, shutdown).
+    pub gateway: Arc<Gateway>,
+    task: JoinHandle<()>,
+}
+
+impl GatewayHandle {
+    /// Stops the gateway, its connections and tunnels, and waits until the listener is closed.
+    pub async fn shutdown(self) {
+        self.gateway.shutdown();
+        let _ = self.task.await;
+    }
+}
+
+/// Binds `addr` (port 0 for any) and serves a gateway over `directory` on a spawned task.
+pub async fn spawn(
+    addr: SocketAddr,
+    config: GatewayConfig,
+    directory: Arc<dyn Directory>,
+) -> std::io::Result<GatewayHandle> {
+    let listener = TcpListener::bind(addr).await?;
+    let addr = listener.local_addr()?;
+    let gateway = Gateway::new(config, directory);
+    let task = tokio::spawn(gateway.clone().serve(listener));
+    Ok(GatewayHandle {
+        addr,
+        gateway,
+        task,
+    })
+}

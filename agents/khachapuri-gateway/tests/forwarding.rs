@@ -1,0 +1,231 @@
+//! Direct forwarding: a real gateway on 127.0.0.1 in front of a real upstream server.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::{convert::Infallible, time::Duration};
+
+use bytes::Bytes;
+use common::*;
+use futures::{SinkExt, StreamExt};
+use http::{Request, StatusCode};
+use http_body_util::StreamBody;
+use hyper::body::Frame;
+use khachapuri_gateway::{GatewayConfig, Server, StaticDirectory, proxy::boxed};
+
+async fn dir_to_upstream() -> StaticDirectory {
+    let upstream = spawn_upstream().await;
+    StaticDirectory::new()
+        .with(
+            "alice",
+            Server::Url(format!("http://{upstream}/base")),
+            None,
+        )
+        .unwrap()
+}
+
+#[tokio::test]
+async fn forwards_method_path_query_headers_and_body_in_path_mode() {
+    let gw = gateway(dir_to_upstream().await).await;
+    let req = Request::post(format!("http://{}/alice/bafy/x?a=1&b=two", gw.addr))
+        .header("x-custom", "v1")
+        .header("authorization", "Bearer t")
+        .header("content-type", "text/plain")
+        .body(boxed(http_body_util::Full::new(Bytes::from(
+            "hello provider",
+        ))))
+        .unwrap();
+    let r = send(&client(), req).await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    assert_eq!(r.headers["x-echo-method"], "POST");
+    // The `/alice` prefix is gone, the upstream's base path is prefixed, the query is kept.
+    assert_eq!(r.headers["x-echo-uri"], "/base/bafy/x?a=1&b=two");
+    assert_eq!(r.text(), "hello provider");
+    let h = r.echoed_headers();
+    assert_eq!(h["x-custom"], "v1");
+    assert_eq!(h["authorization"], "Bearer t");
+    assert_eq!(h["content-type"], "text/plain");
+    assert_eq!(h["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(h["x-forwarded-host"], gw.addr.to_string());
+    assert_eq!(h["x-forwarded-proto"], "http");
+    // The provider sees its own authority, not the gateway's.
+    assert!(h["host"].starts_with("127.0.0.1:"), "{h:?}");
+    assert_ne!(h["host"], gw.addr.to_string());
+    assert_eq!(r.headers["x-upstream"], "yes");
+}
+
+#[tokio::test]
+async fn host_mode_takes_the_label_from_a_mixed_case_host_and_keeps_the_whole_path() {
+    let gw = gateway(dir_to_upstream().await).await;
+    let req = Request::put(format!("http://{}/alice/cid?q", gw.addr))
+        .header("host", "ALICE.LocalHost:8080")
+        .body(boxed(http_body_util::Full::new(Bytes::from("x"))))
+        .unwrap();
+    let r = send(&client(), req).await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    assert_eq!(r.headers["x-echo-method"], "PUT");
+    assert_eq!(r.headers["x-echo-uri"], "/base/alice/cid?q");
+    assert_eq!(
+        r.echoed_headers()["x-forwarded-host"],
+        "ALICE.LocalHost:8080"
+    );
+}
+
+#[tokio::test]
+async fn hop_by_hop_headers_are_dropped_both_ways() {
+    let gw = gateway(dir_to_upstream().await).await;
+    let req = Request::get(format!("http://{}/alice/h", gw.addr))
+        .header("connection", "keep-alive, x-hop")
+        .header("x-hop", "must not pass")
+        .header("keep-alive", "timeout=5")
+        .header("te", "trailers")
+        .header("proxy-connection", "keep-alive")
+        .header("upgrade", "foo/1")
+        .header("x-forwarded-for", "10.1.2.3")
+        .header("x-end-to-end", "passes")
+        .body(boxed(http_body_util::Empty::<Bytes>::new()))
+        .unwrap();
+    let r = send(&client(), req).await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let h = r.echoed_headers();
+    for gone in ["x-hop", "keep-alive", "te", "proxy-connection", "upgrade"] {
+        assert!(!h.contains_key(gone), "{gone} reached the provider: {h:?}");
+    }
+    assert_eq!(h["x-end-to-end"], "passes");
+    assert_eq!(h["x-forwarded-for"], "10.1.2.3, 127.0.0.1");
+    // The provider's hop-by-hop headers (and the one its Connection names) stop at the gateway.
+    assert!(r.headers.get("x-private").is_none(), "{:?}", r.headers);
+    assert!(r.headers.get("keep-alive").is_none(), "{:?}", r.headers);
+    assert_eq!(r.headers["x-upstream"], "yes");
+}
+
+#[tokio::test]
+async fn errors_are_json_with_a_hint() {
+    let dead = {
+        let l = std::net::TcpListener::bind(LOCAL).unwrap();
+        l.local_addr().unwrap()
+    }; // closed: nothing listens there now
+    let dir = dir_to_upstream()
+        .await
+        .with("dead", Server::Url(format!("http://{dead}")), None)
+        .unwrap();
+    let config = GatewayConfig {
+        response_timeout: Duration::from_millis(400),
+        ..GatewayConfig::default()
+    };
+    let gw = gateway_with(dir, config).await;
+    let c = client();
+    for (path, status, needle) in [
+        (
+            "/Bad_Label/x",
+            StatusCode::BAD_REQUEST,
+            "invalid provider label",
+        ),
+        (
+            "/-alice/x",
+            StatusCode::BAD_REQUEST,
+            "invalid provider label",
+        ),
+        ("/bob/x", StatusCode::NOT_FOUND, "unknown provider"),
+        ("/", StatusCode::NOT_FOUND, "no provider"),
+        ("/dead/x", StatusCode::BAD_GATEWAY, "unreachable"),
+        ("/alice/slow", StatusCode::GATEWAY_TIMEOUT, "did not answer"),
+    ] {
+        let started = std::time::Instant::now();
+        let r = get(&c, &format!("http://{}{path}", gw.addr)).await;
+        assert_eq!(r.status, status, "{path}: {}", r.text());
+        assert_eq!(r.headers["content-type"], "application/json");
+        let j = r.json();
+        assert!(j["error"].as_str().unwrap().contains(needle), "{path}: {j}");
+        assert!(!j["hint"].as_str().unwrap().is_empty(), "{path}: {j}");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{path} took {:?}",
+            started.elapsed()
+        );
+    }
+    // In host mode too: a bad label in the Host header is a 400.
+    let req = Request::get(format!("http://{}/", gw.addr))
+        .header("host", "a_b.localhost")
+        .body(boxed(http_body_util::Empty::new()))
+        .unwrap();
+    assert_eq!(send(&c, req).await.status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn streams_several_mib_each_way() {
+    let gw = gateway(dir_to_upstream().await).await;
+    let c = client();
+    let data = pattern(8 << 20);
+    let req = Request::post(format!("http://{}/alice/echo", gw.addr))
+        .body(streamed(data.clone(), 256 * 1024))
+        .unwrap();
+    let r = send(&c, req).await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    assert!(
+        r.body == data,
+        "upload echo differs: {} bytes back",
+        r.body.len()
+    );
+
+    let r = get(&c, &format!("http://{}/alice/big/{}", gw.addr, 6 << 20)).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(
+        r.body == pattern(6 << 20),
+        "download differs: {} bytes",
+        r.body.len()
+    );
+}
+
+#[tokio::test]
+async fn request_body_streams_before_it_ends() {
+    // The upstream answers on the first chunk; the client holds the rest of its body back until the
+    // answer arrives. A gateway that buffered the request would hang here.
+    let gw = gateway(dir_to_upstream().await).await;
+    let (mut tx, rx) = futures::channel::mpsc::channel::<Bytes>(1);
+    let body = boxed(StreamBody::new(
+        rx.map(|b| Ok::<_, Infallible>(Frame::data(b))),
+    ));
+    let req = Request::post(format!("http://{}/alice/first-chunk", gw.addr))
+        .body(body)
+        .unwrap();
+    let c = client();
+    let pending = tokio::spawn(async move { c.request(req).await.unwrap() });
+    tx.send(Bytes::from(vec![7u8; 1000])).await.unwrap();
+    let response = tokio::time::timeout(Duration::from_secs(5), pending)
+        .await
+        .expect("not streamed")
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    drop(tx);
+}
+
+#[tokio::test]
+async fn provider_dropping_mid_request_is_a_502_and_the_gateway_stays_healthy() {
+    let gw = gateway(dir_to_upstream().await).await;
+    let c = client();
+    let r = get(&c, &format!("http://{}/alice/drop", gw.addr)).await;
+    assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{}", r.text());
+    assert!(
+        r.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("failed mid-request"),
+        "{}",
+        r.text()
+    );
+    let r = get(&c, &format!("http://{}/alice/after", gw.addr)).await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    assert_eq!(r.headers["x-echo-uri"], "/base/after");
+}
+
+#[tokio::test]
+async fn health_and_non_websocket_tunnel_requests() {
+    let gw = gateway(StaticDirectory::new()).await;
+    let c = client();
+    let r = get(&c, &format!("http://{}/_health", gw.addr)).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.json()["tunnels"], 0);
+    let r = get(&c, &format!("http://{}/_tunnel", gw.addr)).await;
+    assert_eq!(r.status, StatusCode::UPGRADE_REQUIRED);
+}

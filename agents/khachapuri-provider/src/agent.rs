@@ -1,0 +1,473 @@
+//! The agent: start-up checks, the HTTP server and the request pipeline
+//! (spec → payer → program → claim → run → receipt).
+
+use std::{
+    net::SocketAddr,
+    sync::Arc,
+    time::{Instant, SystemTime, UNIX_EPOCH},
+};
+
+use alloy::sol_types::Eip712Domain;
+use axum::{
+    Router,
+    body::{Body, Bytes},
+    extract::{Request, State},
+    http::{HeaderMap, HeaderName, HeaderValue, StatusCode},
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use khachapuri_chain::{
+    Address, Chain, ChainError, PrivateKeySigner, Settler, SettlerConfig, SignedPayerToken, TokenError, Usdc, eip712,
+};
+use khachapuri_ipfs::{Cid, Fetcher, FsBlockstore, Source};
+use khachapuri_runtime::{Runtime, RuntimeConfig};
+use khachapuri_spec::ProviderKey;
+use tokio::{net::TcpListener, sync::watch};
+
+use crate::{
+    config::{Config, SettlementMode},
+    error::ApiError,
+    ledger::{ClaimError, Ledger, LedgerConfig},
+    metrics::Metrics,
+    receipt::{Receipt, SignedReceipt, request_digest, response_digest},
+    specs::{SpecStore, VerifiedSpec},
+    wal::Wal,
+};
+
+/// The price of the request, as `0.01 USDC`.
+pub const PRICE_HEADER: &str = "x-khachapuri-price";
+/// Who paid.
+pub const PAYER_HEADER: &str = "x-khachapuri-payer";
+/// The provider's signed receipt (base64url JSON).
+pub const RECEIPT_HEADER: &str = "x-khachapuri-receipt";
+/// The largest program (zip or module) the agent fetches.
+const MAX_PROGRAM_BYTES: u64 = 64 << 20;
+
+/// Why the agent could not start, with what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The chain could not be reached or read.
+    #[error("chain: {0}")]
+    Chain(#[from] ChainError),
+    /// The label is not registered to this agent's keys.
+    #[error("{0}")]
+    Registration(String),
+    /// Files in the data directory.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The RSA key.
+    #[error(transparent)]
+    Key(#[from] khachapuri_spec::KeyError),
+    /// The runtime.
+    #[error("runtime: {0}")]
+    Runtime(#[from] khachapuri_runtime::Error),
+    /// A setting.
+    #[error("{0}")]
+    Config(String),
+}
+
+struct Agent {
+    config: Config,
+    signer: PrivateKeySigner,
+    domain: Eip712Domain,
+    chain_id: u64,
+    escrow: Address,
+    specs: SpecStore,
+    fetcher: Arc<Fetcher>,
+    runtime: Arc<Runtime>,
+    ledger: Arc<Ledger>,
+    metrics: Metrics,
+}
+
+/// A running agent.
+#[derive(Debug)]
+pub struct RunningAgent {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    done: tokio::task::JoinHandle<()>,
+}
+
+impl RunningAgent {
+    /// Stops accepting, finishes in-flight requests, settles every claim, then returns.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        let _ = self.done.await;
+    }
+
+    /// Waits until the agent stops (after a shutdown signal).
+    pub async fn wait(self) {
+        let _ = self.done.await;
+    }
+
+    /// A sender that triggers the graceful shutdown.
+    pub fn shutdown_handle(&self) -> watch::Sender<bool> {
+        self.shutdown.clone()
+    }
+}
+
+/// Starts the agent: connects to the chain, checks the label's records against this agent's keys, opens
+/// the claims log (settling claims a previous run left), and serves.
+/// `signer` is the payee key (see [`Config::signer`] for where the binary loads it from).
+pub async fn start(config: Config, signer: PrivateKeySigner) -> Result<RunningAgent, StartError> {
+    let chain = Chain::connect(&config.rpc_url, Some(signer.clone()), &config.deployments).await?;
+    let io = |what: &str| {
+        let what = what.to_owned();
+        move |source| StartError::Io { what, source }
+    };
+    std::fs::create_dir_all(&config.data_dir).map_err(io("create the data directory"))?;
+    let key = ProviderKey::load_or_generate(&config.data_dir.join("rsa.pem"))?;
+
+    let record = chain.resolve_label(&config.label).await.map_err(|e| match e {
+        ChainError::UnknownLabel { .. } => StartError::Registration(format!(
+            "label `{}` is not registered; run `khachapuri provider init --label {}` first",
+            config.label, config.label
+        )),
+        other => StartError::Chain(other),
+    })?;
+    if record.payee != signer.address() {
+        return Err(StartError::Registration(format!(
+            "label `{}` pays {}, but this agent's key is {}; use the payee's key or update the resolver",
+            config.label,
+            record.payee,
+            signer.address()
+        )));
+    }
+    if record.rsa_public_key_der.as_ref() != key.public_key_der() {
+        return Err(StartError::Registration(format!(
+            "the resolver of `{}` publishes another RSA key (version {}) than {}; update it with \
+             `khachapuri provider init` so that specs are encrypted to this agent",
+            config.label,
+            record.key_version,
+            config.data_dir.join("rsa.pem").display()
+        )));
+    }
+
+    let fetcher = Arc::new(Fetcher::new(sources(&config)?));
+    let runtime = Runtime::new(RuntimeConfig {
+        limits: khachapuri_runtime::Limits {
+            memory_bytes: config.max_memory_bytes,
+            deadline: config.max_timeout,
+            output_bytes: config.max_output_bytes,
+            ..Default::default()
+        },
+        cache_dir: Some(config.data_dir.join("modules")),
+        ..Default::default()
+    })?;
+
+    let (wal, open, next_id) =
+        Wal::open(&config.data_dir.join("claims.wal"), config.wal_durability).map_err(io("open the claims log"))?;
+    let wal = Arc::new(wal);
+    wal.spawn_flusher(std::time::Duration::from_millis(20));
+    let linger = match config.settlement {
+        SettlementMode::Batch => config.batch_linger,
+        SettlementMode::Sync => std::time::Duration::ZERO,
+    };
+    let settler = Settler::spawn(
+        chain.clone(),
+        SettlerConfig { max_batch: config.batch_max, linger, ..SettlerConfig::default() },
+    )?;
+    let ledger = Ledger::new(chain.clone(), settler, wal, next_id, open, LedgerConfig::default())?;
+
+    let deployment = chain.deployment();
+    let agent = Arc::new(Agent {
+        domain: eip712::domain(deployment.chain_id, deployment.escrow),
+        chain_id: deployment.chain_id,
+        escrow: deployment.escrow,
+        specs: SpecStore::new(fetcher.clone(), vec![key], 1024),
+        fetcher,
+        runtime: Arc::new(runtime),
+        ledger,
+        metrics: Metrics::default(),
+        signer,
+        config,
+    });
+
+    let listener = TcpListener::bind(agent.config.listen)
+        .await
+        .map_err(io(&format!("listen on {}", agent.config.listen)))?;
+    let addr = listener.local_addr().map_err(io("read the bound address"))?;
+    let router = Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics))
+        .fallback(call)
+        .with_state(agent.clone());
+    let (shutdown, mut rx) = watch::channel(false);
+    tracing::info!(%addr, label = %agent.config.label, price = %agent.config.price, "provider agent listening");
+    let done = tokio::spawn(async move {
+        let signal = async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        };
+        if let Err(err) = axum::serve(listener, router).with_graceful_shutdown(signal).await {
+            tracing::error!(%err, "server stopped");
+        }
+        let outstanding = agent.ledger.outstanding();
+        if outstanding > 0 {
+            tracing::info!(outstanding, "settling every claim before exit");
+        }
+        agent.ledger.drain().await;
+        tracing::info!("provider agent stopped");
+    });
+    Ok(RunningAgent { addr, shutdown, done })
+}
+
+fn sources(config: &Config) -> Result<Vec<Source>, StartError> {
+    config
+        .ipfs
+        .iter()
+        .map(|s| match s.split_once('=') {
+            None if s == "local" => FsBlockstore::open(&config.data_dir.join("ipfs"))
+                .map(Source::Local)
+                .map_err(|source| StartError::Io { what: "open the local IPFS store".into(), source }),
+            Some(("kubo", url)) => Ok(Source::Kubo(url.to_owned())),
+            Some(("gateway", url)) => Ok(Source::Gateway(url.to_owned())),
+            _ => Err(StartError::Config(format!(
+                "IPFS source `{s}`: expected `local`, `kubo=URL` or `gateway=URL`"
+            ))),
+        })
+        .collect()
+}
+
+async fn metrics(State(agent): State<Arc<Agent>>) -> impl IntoResponse {
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], agent.metrics.render(agent.ledger.outstanding()))
+}
+
+async fn call(State(agent): State<Arc<Agent>>, request: Request) -> Response {
+    let response = match agent.serve(request).await {
+        Ok(response) => response,
+        Err(err) => {
+            agent.metrics.refusal(err.code);
+            if err.status.is_server_error() {
+                tracing::warn!(status = %err.status, code = err.code, message = %err.message, "request failed");
+            }
+            err.into_response()
+        }
+    };
+    agent.metrics.request(response.status().as_u16());
+    response
+}
+
+impl Agent {
+    async fn serve(&self, request: Request) -> Result<Response, ApiError> {
+        let (parts, body) = request.into_parts();
+        let (cid_text, path_info) = split_path(parts.uri.path());
+        let cid = khachapuri_ipfs::parse_cid(cid_text).map_err(|e| {
+            ApiError::bad_request("malformed_cid", e.to_string()).hint("call /{cid}[/path], with the spec's CID")
+        })?;
+        let body = axum::body::to_bytes(body, self.config.max_body_bytes).await.map_err(|_| {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!("the request body is over this provider's {} bytes", self.config.max_body_bytes),
+            )
+        })?;
+
+        let verified = self.specs.get(&cid).await?;
+        let spec = &verified.spec;
+        self.check_spec(&verified)?;
+        let price = self.config.price;
+        let payer = self.payer(&parts.headers, &cid, spec.owner, price)?;
+
+        // Fetch and compile before claiming: nobody pays for a program that cannot run.
+        let entry = Some(spec.entry.as_str());
+        let program = match self.runtime.cached(&spec.program, entry) {
+            Some(program) => program,
+            None => {
+                let program_cid = khachapuri_ipfs::parse_cid(&spec.program)
+                    .map_err(|e| ApiError::unprocessable("invalid_spec", format!("program CID: {e}")))?;
+                let bytes = self.fetcher.get(&program_cid, MAX_PROGRAM_BYTES).await?;
+                let runtime = self.runtime.clone();
+                let (program_id, entry) = (spec.program.clone(), spec.entry.clone());
+                tokio::task::spawn_blocking(move || runtime.load(&program_id, &bytes, Some(&entry)))
+                    .await
+                    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))??
+            }
+        };
+
+        let claimed = match self.config.settlement {
+            SettlementMode::Batch => self.ledger.claim(payer, price).await,
+            SettlementMode::Sync => self.ledger.claim_settled(payer, price).await,
+        }
+        .map_err(claim_error)?;
+        self.metrics.claim();
+
+        let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
+        let run_request = khachapuri_runtime::Request {
+            method: parts.method.as_str().to_owned(),
+            path_info: path_info.to_owned(),
+            query_string: parts.uri.query().unwrap_or_default().to_owned(),
+            headers: program_headers(&parts.headers),
+            body: body.to_vec(),
+            env: spec.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        };
+        let started = Instant::now();
+        let runtime = self.runtime.clone();
+        let output = tokio::task::spawn_blocking(move || runtime.run(&program, &run_request))
+            .await
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+        self.metrics.run(started.elapsed());
+        let output = output.map_err(|e| {
+            tracing::info!(%cid, error = %e, "program failed");
+            ApiError::from(e)
+        })?;
+        if !output.stderr.is_empty() {
+            tracing::debug!(%cid, stderr = %String::from_utf8_lossy(&output.stderr), "program stderr");
+        }
+
+        let response = output.response;
+        let receipt = Receipt {
+            provider: self.signer.address(),
+            payer: claimed.payer,
+            spec: cid.to_string(),
+            price: alloy::primitives::U256::from(price.units()),
+            sequence: claimed.id,
+            requestDigest: request_digest(parts.method.as_str(), &path_and_query, &body),
+            responseDigest: response_digest(response.status, &response.body),
+        };
+        let receipt = SignedReceipt::sign(receipt, &self.signer, &self.domain)
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e))?;
+
+        let mut out = Response::builder().status(StatusCode::from_u16(response.status).unwrap_or(StatusCode::OK));
+        for (name, value) in &response.headers {
+            let (Ok(name), Ok(value)) = (HeaderName::try_from(name.as_str()), HeaderValue::try_from(value.as_str()))
+            else {
+                continue;
+            };
+            if !is_reserved(&name) {
+                out = out.header(name, value);
+            }
+        }
+        out = out
+            .header(PRICE_HEADER, price.to_string())
+            .header(PAYER_HEADER, claimed.payer.to_string())
+            .header(RECEIPT_HEADER, receipt.encode());
+        out.body(Body::from(Bytes::from(response.body)))
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))
+    }
+
+    /// Checks that depend on this provider: domain, label, price, limits.
+    fn check_spec(&self, verified: &VerifiedSpec) -> Result<(), ApiError> {
+        let spec = &verified.spec;
+        if spec.chain_id != self.chain_id || spec.escrow != self.escrow {
+            return Err(ApiError::unprocessable(
+                "wrong_chain",
+                format!(
+                    "the spec is signed for chain {} escrow {}; this provider settles on chain {} escrow {}",
+                    spec.chain_id, spec.escrow, self.chain_id, self.escrow
+                ),
+            ));
+        }
+        match &spec.provider {
+            Some(label) if *label != self.config.label => {
+                return Err(ApiError::unprocessable(
+                    "not_for_this_provider",
+                    format!("the spec is meant for provider `{label}`, this is `{}`", self.config.label),
+                )
+                .hint(format!("call https://{label}.khachapuri.xyz/<cid> instead")));
+            }
+            None if verified.encrypted => {
+                return Err(ApiError::unprocessable(
+                    "invalid_spec",
+                    "an encrypted spec must name the provider it was encrypted for",
+                ));
+            }
+            _ => {}
+        }
+        let max_price = Usdc::from_u256(spec.max_price);
+        if self.config.price > max_price {
+            return Err(ApiError::unprocessable(
+                "price_above_spec",
+                format!("this provider charges {} per request; the spec pays at most {max_price}", self.config.price),
+            ));
+        }
+        let l = &spec.limits;
+        let too_much = |what: &str, asked: String, offered: String| {
+            Err(ApiError::unprocessable(
+                "limits_above_provider",
+                format!("the spec asks for {asked} of {what}; this provider offers at most {offered}"),
+            ))
+        };
+        if l.memory_bytes > self.config.max_memory_bytes as u64 {
+            return too_much("memory", format!("{} bytes", l.memory_bytes), format!("{}", self.config.max_memory_bytes));
+        }
+        if u128::from(l.timeout_ms) > self.config.max_timeout.as_millis() {
+            return too_much("time", format!("{} ms", l.timeout_ms), format!("{} ms", self.config.max_timeout.as_millis()));
+        }
+        if l.output_bytes > self.config.max_output_bytes as u64 {
+            return too_much("output", format!("{} bytes", l.output_bytes), format!("{}", self.config.max_output_bytes));
+        }
+        Ok(())
+    }
+
+    /// The owner, or the signer of a valid payer token.
+    fn payer(&self, headers: &HeaderMap, cid: &Cid, owner: Address, price: Usdc) -> Result<Address, ApiError> {
+        let Some(value) = headers.get(axum::http::header::AUTHORIZATION) else {
+            return Ok(owner);
+        };
+        let text = value.to_str().map_err(|_| ApiError::bad_request("malformed_token", "Authorization is not text"))?;
+        let token = SignedPayerToken::decode(text).map_err(token_error)?;
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default();
+        token.verify(&self.domain, self.signer.address(), &cid.to_string(), price, now).map_err(token_error)
+    }
+}
+
+fn token_error(err: TokenError) -> ApiError {
+    let hint = "make a new token with `khachapuri token`";
+    match err {
+        TokenError::Malformed(_) => ApiError::bad_request("malformed_token", err.to_string()).hint(hint),
+        TokenError::PriceAboveMax { .. } => ApiError::payment_required("price_above_token", err.to_string()).hint(hint),
+        TokenError::Expired { .. } => ApiError::unauthorized("expired_token", err.to_string()).hint(hint),
+        TokenError::WrongProvider { .. } | TokenError::SpecMismatch { .. } => {
+            ApiError::unauthorized("token_not_for_this_request", err.to_string()).hint(hint)
+        }
+        TokenError::BadSignature => ApiError::unauthorized("bad_token_signature", err.to_string()).hint(hint),
+    }
+}
+
+fn claim_error(err: ClaimError) -> ApiError {
+    match &err {
+        ClaimError::Chain(_) => ApiError::chain_unavailable(err.to_string()),
+        ClaimError::Log(_) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", err.to_string()),
+        ClaimError::NotApproved { .. } | ClaimError::PriceAboveApproved { .. } => {
+            ApiError::payment_required(err.code(), err.to_string())
+                .hint("approve this provider: `khachapuri escrow approve --provider <label> --price <USDC> --budget <USDC>`")
+        }
+        ClaimError::BudgetExhausted { .. } => ApiError::payment_required(err.code(), err.to_string())
+            .hint("raise the budget with `khachapuri escrow approve`"),
+        ClaimError::InsufficientBalance { .. } => ApiError::payment_required(err.code(), err.to_string())
+            .hint("deposit with `khachapuri escrow deposit`"),
+        ClaimError::Refused(_) => ApiError::payment_required(err.code(), err.to_string()),
+    }
+}
+
+/// `/{cid}/rest` → (`cid`, `/rest`).
+fn split_path(path: &str) -> (&str, &str) {
+    let path = path.trim_start_matches('/');
+    match path.find('/') {
+        Some(i) => (&path[..i], &path[i..]),
+        None => (path, ""),
+    }
+}
+
+/// Request headers a program sees: never the payer token, never hop-by-hop headers.
+fn program_headers(headers: &HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .filter(|(name, _)| {
+            !matches!(name.as_str(), "authorization" | "connection" | "keep-alive" | "transfer-encoding" | "upgrade" | "te")
+        })
+        .filter_map(|(name, value)| Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned())))
+        .collect()
+}
+
+/// Response headers a program may not set.
+fn is_reserved(name: &HeaderName) -> bool {
+    let n = name.as_str();
+    n.starts_with("x-khachapuri-")
+        || matches!(n, "content-length" | "transfer-encoding" | "connection" | "keep-alive" | "upgrade" | "te")
+}

@@ -1,0 +1,112 @@
+//! What a caller sees when a request is not served: a status and a short JSON body saying why and what
+//! to do next.
+
+use axum::{
+    Json,
+    http::StatusCode,
+    response::{IntoResponse, Response},
+};
+use serde::Serialize;
+
+/// A refused or failed request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{status} {code}: {message}")]
+pub struct ApiError {
+    /// The HTTP status.
+    pub status: StatusCode,
+    /// A stable machine-readable reason, e.g. `budget_exhausted`.
+    pub code: &'static str,
+    /// What happened, in a sentence (amounts in USDC).
+    pub message: String,
+    /// What to do next.
+    pub hint: Option<String>,
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    error: &'a str,
+    message: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hint: Option<&'a str>,
+}
+
+impl ApiError {
+    /// An error with no hint.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self { status, code, message: message.into(), hint: None }
+    }
+
+    /// Adds what the caller should do next.
+    pub fn hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+
+    /// 400.
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    /// 401.
+    pub fn unauthorized(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, code, message)
+    }
+
+    /// 402.
+    pub fn payment_required(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::PAYMENT_REQUIRED, code, message)
+    }
+
+    /// 422.
+    pub fn unprocessable(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
+    }
+
+    /// 503 for a chain RPC that does not answer: fail closed, nothing runs for free.
+    pub fn chain_unavailable(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "chain_unavailable", message)
+            .hint("the provider cannot check payment right now; retry later")
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = Body { error: self.code, message: &self.message, hint: self.hint.as_deref() };
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<khachapuri_ipfs::FetchError> for ApiError {
+    fn from(err: khachapuri_ipfs::FetchError) -> Self {
+        use khachapuri_ipfs::FetchError as F;
+        match &err {
+            F::NotFound { .. } => Self::new(StatusCode::NOT_FOUND, "not_found", err.to_string())
+                .hint("check the CID; the content must be reachable from this provider's IPFS sources"),
+            F::Block(_) => Self::bad_request("malformed_cid", err.to_string()),
+            F::TooLarge { .. } => Self::new(StatusCode::PAYLOAD_TOO_LARGE, "content_too_large", err.to_string()),
+            F::BadDag { .. } => Self::unprocessable("bad_content", err.to_string()),
+            F::Unavailable { .. } | F::Remote(_) => {
+                Self::new(StatusCode::BAD_GATEWAY, "ipfs_unavailable", err.to_string()).hint("retry later")
+            }
+        }
+    }
+}
+
+impl From<khachapuri_runtime::Error> for ApiError {
+    fn from(err: khachapuri_runtime::Error) -> Self {
+        use khachapuri_runtime::Error as E;
+        let status = StatusCode::from_u16(err.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let code = match &err {
+            E::Timeout(_) => "program_timeout",
+            E::Trap(_) | E::Exit(_) => "program_trap",
+            E::MemoryLimit { .. } => "program_memory_limit",
+            E::OutputLimit { .. } => "program_output_limit",
+            E::Busy(_) => "busy",
+            E::BadRequest(_) => "bad_request",
+            E::NotWasm(_) | E::BadPackage(_) | E::Compile(_) | E::MissingStart | E::Link(_) => "bad_program",
+            E::ModuleTooLarge { .. } | E::UnzippedTooLarge { .. } => "program_too_large",
+            E::Io(_) | E::Engine(_) => "internal",
+        };
+        Self::new(status, code, err.to_string())
+    }
+}

@@ -1,0 +1,23 @@
+//! The Khachapuri provider agent (DESIGN.md: "The deployment spec", "Who pays, and when").
+//!
+//! Per request `{METHOD} /{cid}[/{path}][?{query}]`: fetch the spec by CID (verified), decrypt it with the
+//! provider's RSA key or accept an open spec, verify the owner's EIP-712 terms and that the spec is meant
+//! for this provider, choose the payer (the owner, or the signer of an `Authorization: Bearer` payer
+//! token), fetch and compile the program (cached), claim the price against the payer's on-chain terms
+//! minus unsettled claims (logged before the run), run the program, and answer with the price and a
+//! signed receipt. Claims settle in batches (or one per request in `sync` mode) through one task that
+//! owns the signer's nonce.
+
+pub mod agent;
+pub mod config;
+pub mod error;
+pub mod ledger;
+pub mod metrics;
+pub mod receipt;
+pub mod specs;
+pub mod wal;
+
+pub use agent::{PAYER_HEADER, PRICE_HEADER, RECEIPT_HEADER, RunningAgent, StartError, start};
+pub use config::{Config, ConfigError, ProviderArgs, SettlementMode};
+pub use error::ApiError;
+pub use receipt::{Receipt, SignedReceipt};

@@ -1,0 +1,51 @@
+//! `khachapuri-provider`: run a provider agent.
+
+use anyhow::Context as _;
+use clap::Parser;
+use khachapuri_provider::ProviderArgs;
+
+/// Serve Khachapuri functions for pay: fetch specs from IPFS, claim USDC from the escrow, run wasm.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(flatten)]
+    args: ProviderArgs,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,khachapuri=info".into()),
+        )
+        .init();
+    let config = Cli::parse().args.resolve()?;
+    let signer = config.signer.load().context("cannot load the payee key")?;
+    let agent = khachapuri_provider::start(config, signer).await.context("the provider agent could not start")?;
+    println!("provider agent listening on http://{}", agent.addr);
+    let stop = agent.shutdown_handle();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        eprintln!("shutting down: finishing requests and settling every claim");
+        let _ = stop.send(true);
+    });
+    agent.wait().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => return ctrl_c.await.unwrap_or(()),
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

@@ -1,0 +1,178 @@
+//! Specs by CID: fetched (verified against the CID), decrypted with the provider's key or read as open
+//! JSON, checked and signature-verified once, then cached. Decryption failures are remembered and rate
+//! limited, so nobody can use the agent as a decryption oracle or a CPU sink.
+
+use std::{
+    collections::HashMap,
+    num::NonZeroUsize,
+    sync::{Arc, Mutex},
+    time::Instant,
+};
+
+use axum::http::StatusCode;
+use khachapuri_ipfs::{Cid, Fetcher};
+use khachapuri_spec::{ProviderKey, Spec, envelope};
+
+use crate::error::ApiError;
+
+/// The largest spec (encrypted or not) the agent fetches.
+pub const MAX_SPEC_BYTES: u64 = 256 << 10;
+
+/// A spec that passed every check that does not depend on the request.
+#[derive(Debug)]
+pub struct VerifiedSpec {
+    /// The spec.
+    pub spec: Spec,
+    /// Whether it came encrypted to this provider (else it is an open spec).
+    pub encrypted: bool,
+}
+
+/// Specs by CID.
+pub struct SpecStore {
+    fetcher: Arc<Fetcher>,
+    keys: Vec<ProviderKey>,
+    cache: Mutex<Lru<Result<Arc<VerifiedSpec>, ApiError>>>,
+    failures: Mutex<TokenBucket>,
+}
+
+impl std::fmt::Debug for SpecStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SpecStore").finish_non_exhaustive()
+    }
+}
+
+impl SpecStore {
+    /// A store over `fetcher`, decrypting with `keys` (the current key first; older ones during a rotation).
+    pub fn new(fetcher: Arc<Fetcher>, keys: Vec<ProviderKey>, capacity: usize) -> Self {
+        Self {
+            fetcher,
+            keys,
+            cache: Mutex::new(Lru::new(NonZeroUsize::new(capacity).unwrap_or(NonZeroUsize::MIN))),
+            failures: Mutex::new(TokenBucket::new(20.0, 5.0)),
+        }
+    }
+
+    /// The spec at `cid`, or why it cannot be run. Refusals of a given CID are cached like successes.
+    pub async fn get(&self, cid: &Cid) -> Result<Arc<VerifiedSpec>, ApiError> {
+        let key = cid.to_string();
+        if let Some(hit) = self.lock().get(&key) {
+            return hit;
+        }
+        let bytes = self.fetcher.get(cid, MAX_SPEC_BYTES).await.map_err(|e| match e {
+            khachapuri_ipfs::FetchError::TooLarge { .. } => ApiError::unprocessable(
+                "spec_too_large",
+                format!("{cid} is larger than a spec may be ({MAX_SPEC_BYTES} bytes)"),
+            ),
+            other => ApiError::from(other),
+        })?;
+        let result = self.open(&bytes);
+        // Transient outcomes (rate limiting) are not remembered; verdicts on the bytes are.
+        if result.as_ref().err().is_none_or(|e| e.status != StatusCode::TOO_MANY_REQUESTS) {
+            self.lock().put(key, result.clone());
+        }
+        result
+    }
+
+    fn open(&self, bytes: &[u8]) -> Result<Arc<VerifiedSpec>, ApiError> {
+        let encrypted = envelope::is_envelope(bytes);
+        let plain = if encrypted {
+            if !self.failures_lock().has_budget() {
+                return Err(ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "too many undecryptable specs")
+                    .hint("retry in a few seconds"));
+            }
+            match envelope::open(&self.keys, bytes) {
+                Ok(plain) => plain,
+                Err(err) => {
+                    self.failures_lock().take();
+                    return Err(ApiError::unprocessable("undecryptable_spec", err.to_string()).hint(
+                        "encrypt the spec to this provider's current RSA key (its resolver's rsaKey record)",
+                    ));
+                }
+            }
+        } else {
+            bytes.to_vec()
+        };
+        let spec = Spec::from_json(&plain).map_err(|e| {
+            ApiError::unprocessable("invalid_spec", e.to_string()).hint("rebuild the spec with `khachapuri deploy`")
+        })?;
+        if !spec.verify_signature() {
+            return Err(ApiError::unauthorized(
+                "bad_spec_signature",
+                format!("the spec's terms are not signed by its owner {}", spec.owner),
+            )
+            .hint("the owner must sign the terms (EIP-712) in the escrow's domain"));
+        }
+        Ok(Arc::new(VerifiedSpec { spec, encrypted }))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Lru<Result<Arc<VerifiedSpec>, ApiError>>> {
+        self.cache.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn failures_lock(&self) -> std::sync::MutexGuard<'_, TokenBucket> {
+        self.failures.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A small least-recently-used map.
+struct Lru<V> {
+    capacity: NonZeroUsize,
+    tick: u64,
+    map: HashMap<String, (u64, V)>,
+}
+
+impl<V: Clone> Lru<V> {
+    fn new(capacity: NonZeroUsize) -> Self {
+        Self { capacity, tick: 0, map: HashMap::new() }
+    }
+
+    fn get(&mut self, key: &str) -> Option<V> {
+        self.tick += 1;
+        let tick = self.tick;
+        self.map.get_mut(key).map(|(t, v)| {
+            *t = tick;
+            v.clone()
+        })
+    }
+
+    fn put(&mut self, key: String, value: V) {
+        if self.map.len() >= self.capacity.get() && !self.map.contains_key(&key) {
+            if let Some(oldest) = self.map.iter().min_by_key(|(_, (t, _))| *t).map(|(k, _)| k.clone()) {
+                self.map.remove(&oldest);
+            }
+        }
+        self.tick += 1;
+        self.map.insert(key, (self.tick, value));
+    }
+}
+
+/// Failures allowed: a burst of `capacity`, refilled at `per_second`.
+struct TokenBucket {
+    capacity: f64,
+    per_second: f64,
+    tokens: f64,
+    at: Instant,
+}
+
+impl TokenBucket {
+    fn new(capacity: f64, per_second: f64) -> Self {
+        Self { capacity, per_second, tokens: capacity, at: Instant::now() }
+    }
+
+    fn refill(&mut self) {
+        let elapsed = self.at.elapsed().as_secs_f64();
+        self.tokens = (self.tokens + elapsed * self.per_second).min(self.capacity);
+        self.at = Instant::now();
+    }
+
+    fn has_budget(&mut self) -> bool {
+        self.refill();
+        self.tokens >= 1.0
+    }
+
+    fn take(&mut self) {
+        self.refill();
+        self.tokens = (self.tokens - 1.0).max(0.0);
+    }
+}
+

@@ -1,0 +1,135 @@
+//! A real local network for the agent's tests: anvil with the contracts, a registered provider with its
+//! RSA key, the embedded IPFS store, the hello example deployed with an encrypted env var, a funded owner.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::{collections::BTreeMap, path::PathBuf, time::Duration};
+
+use alloy::primitives::U256;
+use khachapuri_chain::{
+    Address, Chain, PrivateKeySigner, SignerSource, Usdc,
+    testing::{Devnet, DevnetOptions, anvil_signer},
+};
+use khachapuri_ipfs::FsBlockstore;
+use khachapuri_provider::{Config, RunningAgent, SettlementMode, wal::Durability};
+use khachapuri_spec::{Limits, ProviderKey, SPEC_VERSION, Spec, seal};
+
+pub const LABEL: &str = "alice";
+pub const PROVIDER: u32 = 1;
+pub const OWNER: u32 = 2;
+pub const PRICE: Usdc = Usdc::from_units(10_000); // 0.01 USDC
+
+pub fn workspace() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+pub fn example(name: &str) -> Vec<u8> {
+    let path = workspace().join(format!("examples/target/wasm32-wasip1/release/{name}.wasm"));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}; run `make examples` first", path.display()))
+}
+
+pub struct Net {
+    pub devnet: Devnet,
+    pub dir: tempfile::TempDir,
+    pub key: ProviderKey,
+    pub store: FsBlockstore,
+}
+
+impl Net {
+    /// anvil + contracts; the provider's resolver and label registered with a fresh RSA key.
+    pub async fn start() -> Self {
+        let devnet = Devnet::start_with(DevnetOptions { withdrawal_delay: 300, min_commitment_age: 1, max_commitment_age: 3600 })
+            .await
+            .expect("devnet");
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("data")).unwrap();
+        std::fs::create_dir_all(dir.path().join("deployments")).unwrap();
+        devnet.deployment.write(&dir.path().join("deployments")).expect("deployment file");
+        let key = ProviderKey::load_or_generate(&dir.path().join("data/rsa.pem")).expect("rsa key");
+        let provider = devnet.chain(PROVIDER);
+        let resolver = provider
+            .deploy_resolver(devnet.address(PROVIDER), &khachapuri_chain::Server::Url("http://127.0.0.1:0".into()), key.public_key_der().to_vec().into())
+            .await
+            .expect("resolver");
+        provider.register_label(LABEL, resolver, |_| {}).await.expect("register");
+        let store = FsBlockstore::open(dir.path().join("data/ipfs")).expect("store");
+        Self { devnet, dir, key, store }
+    }
+
+    pub fn chain(&self, index: u32) -> Chain {
+        self.devnet.chain(index)
+    }
+
+    pub fn config(&self, settlement: SettlementMode) -> Config {
+        Config {
+            label: LABEL.into(),
+            listen: "127.0.0.1:0".parse().unwrap(),
+            rpc_url: self.devnet.anvil.url(),
+            deployments: self.dir.path().join("deployments"),
+            data_dir: self.dir.path().join("data"),
+            signer: SignerSource::Env("UNUSED_IN_TESTS".into()),
+            price: PRICE,
+            ipfs: vec!["local".into()],
+            settlement,
+            batch_max: 200,
+            batch_linger: Duration::from_millis(50),
+            wal_durability: Durability::Interval,
+            max_body_bytes: 64 << 10,
+            max_memory_bytes: 64 << 20,
+            max_timeout: Duration::from_secs(2),
+            max_output_bytes: 1 << 20,
+        }
+    }
+
+    pub async fn agent(&self, settlement: SettlementMode) -> RunningAgent {
+        khachapuri_provider::start(self.config(settlement), anvil_signer(PROVIDER)).await.expect("agent")
+    }
+
+    /// A signed spec for `program_bytes`, owned by account `owner`.
+    pub async fn spec(&self, program: &[u8], entry: &str, env: &[(&str, &str)], owner: u32) -> Spec {
+        let program_cid = self.store.put(program).expect("put program").cid;
+        let d = &self.devnet.deployment;
+        let mut spec = Spec {
+            version: SPEC_VERSION,
+            program: program_cid.to_string(),
+            entry: entry.into(),
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>(),
+            owner: self.devnet.address(owner),
+            provider: Some(LABEL.into()),
+            max_price: U256::from(50_000),
+            limits: Limits { memory_bytes: 16 << 20, timeout_ms: 1_000, output_bytes: 64 << 10 },
+            terms: "test terms".into(),
+            chain_id: d.chain_id,
+            escrow: d.escrow,
+            signature: Default::default(),
+        };
+        spec.sign(&anvil_signer(owner)).await.expect("sign");
+        spec
+    }
+
+    /// Encrypts `spec` to the provider and stores it: its CID is the callable id.
+    pub fn publish(&self, spec: &Spec) -> String {
+        let sealed = seal(self.key.public_key_der(), &spec.to_json()).expect("seal");
+        self.store.put(&sealed).expect("put spec").cid.to_string()
+    }
+
+    /// Stores `spec` unencrypted (an open spec).
+    pub fn publish_open(&self, spec: &Spec) -> String {
+        self.store.put(&spec.to_json()).expect("put spec").cid.to_string()
+    }
+
+    /// Mints, deposits `deposit` and approves the provider at `price` up to `budget`, as account `index`.
+    pub async fn fund(&self, index: u32, deposit: Usdc, price: Usdc, budget: Usdc) {
+        self.devnet.fund(index, deposit).await.expect("mint");
+        let c = self.chain(index);
+        c.deposit(self.devnet.address(index), deposit).await.expect("deposit");
+        c.approve(self.devnet.address(PROVIDER), price, budget).await.expect("approve");
+    }
+
+    pub fn provider_address(&self) -> Address {
+        self.devnet.address(PROVIDER)
+    }
+}
+
+pub fn signer(index: u32) -> PrivateKeySigner {
+    anvil_signer(index)
+}

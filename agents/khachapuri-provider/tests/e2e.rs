@@ -1,0 +1,201 @@
+//! End to end: anvil, the contracts, the embedded IPFS store and the agent, called over real HTTP.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use alloy::primitives::{B256, U256};
+use common::*;
+use khachapuri_chain::{PayerToken, Usdc, eip712};
+use khachapuri_provider::{PAYER_HEADER, PRICE_HEADER, RECEIPT_HEADER, SettlementMode, SignedReceipt};
+
+fn url(agent: &khachapuri_provider::RunningAgent, cid: &str) -> String {
+    format!("http://{}/{cid}", agent.addr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn encrypted_hello_is_paid_by_the_owner_until_the_budget_runs_out() {
+    let net = Net::start().await;
+    let spec = net.spec(&example("hello"), "hello.wasm", &[("GREETING", "Hola")], OWNER).await;
+    let cid = net.publish(&spec);
+    net.fund(OWNER, Usdc::from_whole(1), PRICE, Usdc::from_units(3 * PRICE.units())).await;
+    let agent = net.agent(SettlementMode::Batch).await;
+    let http = reqwest::Client::new();
+
+    for i in 0..3 {
+        let res = http.post(url(&agent, &cid)).body(format!("caller {i}")).send().await.unwrap();
+        assert_eq!(res.status(), 200, "call {i}: {:?}", res.text().await);
+        assert_eq!(res.headers()[PRICE_HEADER], "0.01 USDC");
+        assert_eq!(res.headers()[PAYER_HEADER].to_str().unwrap().to_lowercase(), net.devnet.address(OWNER).to_string().to_lowercase());
+        let receipt = SignedReceipt::decode(res.headers()[RECEIPT_HEADER].to_str().unwrap()).expect("receipt");
+        let d = &net.devnet.deployment;
+        assert_eq!(receipt.signer(&eip712::domain(d.chain_id, d.escrow)), Some(net.provider_address()));
+        assert_eq!(receipt.receipt.price, U256::from(PRICE.units()));
+        assert_eq!(res.text().await.unwrap(), format!("Hola, caller {i}!\n"), "the encrypted env var reached the program");
+    }
+    // The budget is spent: 402, and the program does not run.
+    let res = http.post(url(&agent, &cid)).body("again").send().await.unwrap();
+    assert_eq!(res.status(), 402);
+    let body: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(body["error"], "budget_exhausted", "{body}");
+    assert!(body["message"].as_str().unwrap().contains("0.00 USDC left"), "{body}");
+
+    agent.shutdown().await; // settles everything claimed
+    let chain = net.chain(0);
+    assert_eq!(chain.earnings(net.provider_address()).await.unwrap(), Usdc::from_units(3 * PRICE.units()));
+    assert_eq!(chain.balance(net.devnet.address(OWNER)).await.unwrap(), Usdc::from_units(1_000_000 - 3 * PRICE.units()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payer_token_moves_the_charge_to_its_signer_and_credits_need_no_deposit() {
+    let net = Net::start().await;
+    let spec = net.spec(&example("hello"), "hello.wasm", &[], OWNER).await;
+    let cid = net.publish(&spec);
+    net.fund(OWNER, Usdc::from_whole(1), PRICE, Usdc::from_whole(1)).await;
+    const PAYER: u32 = 3;
+    net.fund(PAYER, Usdc::from_whole(1), PRICE, Usdc::from_whole(1)).await;
+    const TRIAL: u32 = 4;
+    net.chain(PROVIDER).grant_credits(net.devnet.address(TRIAL), Usdc::from_units(2 * PRICE.units())).await.unwrap();
+    let agent = net.agent(SettlementMode::Batch).await;
+    let d = net.devnet.deployment.clone();
+    let domain = eip712::domain(d.chain_id, d.escrow);
+    let token = |spec: &str, expiry: u64| PayerToken {
+        provider: net.provider_address(),
+        spec: spec.into(),
+        maxPrice: U256::from(PRICE.units()),
+        expiry,
+        session: B256::random(),
+    };
+    let far = 4_000_000_000;
+    let http = reqwest::Client::new();
+
+    let paid = token(&cid, far).sign(&signer(PAYER), &domain).await.unwrap().encode();
+    let res = http.post(url(&agent, &cid)).bearer_auth(&paid).body("payer").send().await.unwrap();
+    assert_eq!(res.status(), 200, "{:?}", res.text().await);
+    assert_eq!(res.headers()[PAYER_HEADER].to_str().unwrap().to_lowercase(), net.devnet.address(PAYER).to_string().to_lowercase());
+
+    let trial = token("", far).sign(&signer(TRIAL), &domain).await.unwrap().encode();
+    for _ in 0..2 {
+        let res = http.post(url(&agent, &cid)).bearer_auth(&trial).body("trial").send().await.unwrap();
+        assert_eq!(res.status(), 200, "{:?}", res.text().await);
+    }
+    let res = http.post(url(&agent, &cid)).bearer_auth(&trial).send().await.unwrap();
+    assert_eq!(res.status(), 402, "credits are spent and the trial user never approved");
+    assert_eq!(res.json::<serde_json::Value>().await.unwrap()["error"], "not_approved");
+
+    // Refused tokens.
+    let expired = token(&cid, 1).sign(&signer(PAYER), &domain).await.unwrap().encode();
+    let res = http.post(url(&agent, &cid)).bearer_auth(&expired).send().await.unwrap();
+    assert_eq!(res.status(), 401);
+    assert_eq!(res.json::<serde_json::Value>().await.unwrap()["error"], "expired_token");
+    let other_spec = token("bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku", far)
+        .sign(&signer(PAYER), &domain)
+        .await
+        .unwrap()
+        .encode();
+    let res = http.post(url(&agent, &cid)).bearer_auth(&other_spec).send().await.unwrap();
+    assert_eq!(res.status(), 401);
+    let res = http.post(url(&agent, &cid)).bearer_auth("kp1.garbage").send().await.unwrap();
+    assert_eq!(res.status(), 400);
+    assert_eq!(res.json::<serde_json::Value>().await.unwrap()["error"], "malformed_token");
+
+    agent.shutdown().await;
+    let chain = net.chain(0);
+    assert_eq!(chain.balance(net.devnet.address(PAYER)).await.unwrap(), Usdc::from_units(1_000_000 - PRICE.units()));
+    assert_eq!(chain.balance(net.devnet.address(OWNER)).await.unwrap(), Usdc::from_whole(1), "the owner paid nothing");
+    assert_eq!(chain.earnings(net.provider_address()).await.unwrap(), PRICE, "credits earn nothing");
+    let a = chain.allowance(net.devnet.address(TRIAL), net.provider_address()).await.unwrap();
+    assert_eq!(a.credits, Usdc::ZERO);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_mode_settles_before_running() {
+    let net = Net::start().await;
+    let spec = net.spec(&example("hello"), "hello.wasm", &[], OWNER).await;
+    let cid = net.publish(&spec);
+    net.fund(OWNER, Usdc::from_whole(1), PRICE, Usdc::from_whole(1)).await;
+    let agent = net.agent(SettlementMode::Sync).await;
+    let res = reqwest::Client::new().post(url(&agent, &cid)).body("sync").send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    // Before shutdown: the consume is already on chain.
+    assert_eq!(net.chain(0).earnings(net.provider_address()).await.unwrap(), PRICE);
+    agent.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_get_the_right_status_and_a_reason() {
+    let net = Net::start().await;
+    net.fund(OWNER, Usdc::from_whole(1), PRICE, Usdc::from_whole(1)).await;
+    let hello = net.spec(&example("hello"), "hello.wasm", &[], OWNER).await;
+    let hello_cid = net.publish(&hello);
+    let agent = net.agent(SettlementMode::Batch).await;
+    let http = reqwest::Client::new();
+    let status = |res: reqwest::Response| async move {
+        let s = res.status().as_u16();
+        let body: serde_json::Value = res.json().await.unwrap_or_default();
+        (s, body["error"].as_str().unwrap_or_default().to_owned())
+    };
+
+    // 400 malformed CID
+    let r = http.get(format!("http://{}/not-a-cid", agent.addr)).send().await.unwrap();
+    assert_eq!(status(r).await, (400, "malformed_cid".into()));
+    // 404 unknown CID
+    let absent = khachapuri_ipfs::cid_for(b"nobody stored this");
+    let r = http.get(url(&agent, &absent.to_string())).send().await.unwrap();
+    assert_eq!(status(r).await, (404, "not_found".into()));
+    // 413 body too large
+    let r = http.post(url(&agent, &hello_cid)).body(vec![b'x'; 65 << 10]).send().await.unwrap();
+    assert_eq!(status(r).await, (413, "body_too_large".into()));
+    // 422 spec for another provider
+    let mut bob = hello.clone();
+    bob.provider = Some("bob".into());
+    bob.sign(&signer(OWNER)).await.unwrap();
+    let r = http.post(url(&agent, &net.publish(&bob))).send().await.unwrap();
+    assert_eq!(status(r).await, (422, "not_for_this_provider".into()));
+    // 422 not decryptable by this provider
+    let other_key = khachapuri_spec::ProviderKey::generate().unwrap();
+    let foreign = net.store.put(&khachapuri_spec::seal(other_key.public_key_der(), &hello.to_json()).unwrap()).unwrap();
+    let r = http.post(url(&agent, &foreign.cid.to_string())).send().await.unwrap();
+    assert_eq!(status(r).await, (422, "undecryptable_spec".into()));
+    // 401 tampered terms
+    let mut forged = hello.clone();
+    forged.max_price = U256::from(1_000_000);
+    let r = http.post(url(&agent, &net.publish(&forged))).send().await.unwrap();
+    assert_eq!(status(r).await, (401, "bad_spec_signature".into()));
+    // 422 price: the spec pays less than this provider charges
+    let mut cheap = hello.clone();
+    cheap.max_price = U256::from(PRICE.units() - 1);
+    cheap.sign(&signer(OWNER)).await.unwrap();
+    let r = http.post(url(&agent, &net.publish(&cheap))).send().await.unwrap();
+    assert_eq!(status(r).await, (422, "price_above_spec".into()));
+    // 402 the owner never approved
+    let unfunded = net.spec(&example("hello"), "hello.wasm", &[], 5).await;
+    let r = http.post(url(&agent, &net.publish(&unfunded))).send().await.unwrap();
+    assert_eq!(status(r).await, (402, "not_approved".into()));
+    // 422 not wasm
+    let junk = net.spec(b"this is not wasm", "x.wasm", &[], OWNER).await;
+    let r = http.post(url(&agent, &net.publish(&junk))).send().await.unwrap();
+    assert_eq!(status(r).await, (422, "bad_program".into()));
+    // 504 timeout and 500 trap, charged: the program ran
+    let spin = wat::parse_str(r#"(module (memory (export "memory") 1) (func (export "_start") (loop (br 0))))"#).unwrap();
+    let spin = net.spec(&spin, "spin.wasm", &[], OWNER).await;
+    let r = http.post(url(&agent, &net.publish(&spin))).send().await.unwrap();
+    assert_eq!(status(r).await, (504, "program_timeout".into()));
+    let trap = wat::parse_str(r#"(module (memory (export "memory") 1) (func (export "_start") unreachable))"#).unwrap();
+    let trap = net.spec(&trap, "trap.wasm", &[], OWNER).await;
+    let r = http.post(url(&agent, &net.publish(&trap))).send().await.unwrap();
+    assert_eq!(status(r).await, (500, "program_trap".into()));
+    // Still healthy, metrics count what happened.
+    let metrics = http.get(format!("http://{}/metrics", agent.addr)).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("khachapuri_requests_total{status=\"504\"} 1"), "{metrics}");
+    assert!(metrics.contains("khachapuri_claims_total 2"), "{metrics}");
+    assert_eq!(http.get(format!("http://{}/healthz", agent.addr)).send().await.unwrap().status(), 200);
+
+    // 503: the chain RPC is down. Fail closed: nothing runs for free.
+    let cid = hello_cid.clone();
+    agent.shutdown().await;
+    let agent = net.agent(SettlementMode::Batch).await;
+    let Net { devnet, dir: _dir, .. } = net;
+    drop(devnet); // kills anvil
+    let r = http.post(url(&agent, &cid)).send().await.unwrap();
+    assert_eq!(status(r).await, (503, "chain_unavailable".into()));
+}

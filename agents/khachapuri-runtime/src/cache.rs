@@ -1,0 +1,226 @@
+//! Caches of compiled programs: a bounded in-memory LRU and an authenticated on-disk store.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::{ErrorKind, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use hmac::{Hmac, Mac};
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+
+use crate::error::Result;
+
+/// A bounded map that evicts the least recently used entry when full.
+#[derive(Debug)]
+pub struct MemoryCache<V> {
+    capacity: usize,
+    inner: Mutex<LruState<V>>,
+}
+
+#[derive(Debug)]
+struct LruState<V> {
+    clock: u64,
+    entries: HashMap<String, (V, u64)>,
+}
+
+impl<V: Clone> MemoryCache<V> {
+    /// A cache holding at most `capacity` entries (0 disables it).
+    pub fn new(capacity: usize) -> Self {
+        Self { capacity, inner: Mutex::new(LruState { clock: 0, entries: HashMap::new() }) }
+    }
+
+    /// The value under `key`, marking it recently used.
+    pub fn get(&self, key: &str) -> Option<V> {
+        let mut state = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        state.clock += 1;
+        let now = state.clock;
+        state.entries.get_mut(key).map(|(v, used)| {
+            *used = now;
+            v.clone()
+        })
+    }
+
+    /// Store `value` under `key`, evicting the least recently used entry if full.
+    pub fn insert(&self, key: &str, value: V) {
+        if self.capacity == 0 {
+            return;
+        }
+        let mut state = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        state.clock += 1;
+        let now = state.clock;
+        if !state.entries.contains_key(key) && state.entries.len() >= self.capacity {
+            let oldest = state.entries.iter().min_by_key(|(_, (_, used))| *used).map(|(k, _)| k.clone());
+            if let Some(oldest) = oldest {
+                state.entries.remove(&oldest);
+            }
+        }
+        state.entries.insert(key.to_string(), (value, now));
+    }
+
+    /// Number of entries held.
+    pub fn len(&self) -> usize {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).entries.len()
+    }
+
+    /// True when nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+const SECRET_FILE: &str = "cache-secret";
+const SECRET_LEN: usize = 32;
+const TAG_LEN: usize = 32;
+
+/// Compiled artifacts on disk, each authenticated with an HMAC-SHA256 under a per-cache secret.
+///
+/// The secret is a random 32-byte file created with mode 0600 on first use. Each artifact file
+/// holds the tag followed by the artifact; the tag covers the engine fingerprint, the key and the
+/// artifact, so an artifact written by another engine configuration, renamed, or altered by
+/// anyone without the secret fails the check and is never handed to a deserializer.
+#[derive(Debug)]
+pub struct DiskCache {
+    dir: PathBuf,
+    secret: [u8; SECRET_LEN],
+    fingerprint: [u8; 32],
+}
+
+impl DiskCache {
+    /// Open (or create) the cache in `dir`; `fingerprint` identifies the engine and its settings.
+    pub fn open(dir: &Path, fingerprint: [u8; 32]) -> Result<Self> {
+        fs::create_dir_all(dir)?;
+        let secret = load_or_create_secret(&dir.join(SECRET_FILE))?;
+        Ok(Self { dir: dir.to_path_buf(), secret, fingerprint })
+    }
+
+    /// The file an artifact for `key` lives in.
+    pub fn path_for(&self, key: &str) -> PathBuf {
+        let name = hex::encode(Sha256::digest(key.as_bytes()));
+        self.dir.join(format!("{name}.bin"))
+    }
+
+    fn tag(&self, key: &str, artifact: &[u8]) -> Hmac<Sha256> {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.secret).expect("HMAC takes any key length");
+        mac.update(&self.fingerprint);
+        mac.update(&(key.len() as u64).to_le_bytes());
+        mac.update(key.as_bytes());
+        mac.update(artifact);
+        mac
+    }
+
+    /// The artifact stored for `key`, only if its tag verifies; `None` if absent or not authentic.
+    pub fn get(&self, key: &str) -> Option<Vec<u8>> {
+        let mut data = fs::read(self.path_for(key)).ok()?;
+        if data.len() < TAG_LEN {
+            return None;
+        }
+        let artifact = data.split_off(TAG_LEN);
+        match self.tag(key, &artifact).verify_slice(&data) {
+            Ok(()) => Some(artifact),
+            Err(_) => {
+                tracing::warn!(key, "cached artifact failed authentication; ignoring it");
+                None
+            }
+        }
+    }
+
+    /// Store `artifact` for `key` (atomically: written aside, then renamed over).
+    pub fn put(&self, key: &str, artifact: &[u8]) -> Result<()> {
+        let path = self.path_for(key);
+        let tmp = path.with_extension(format!("tmp{}", rand::thread_rng().next_u64()));
+        let mut file = fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+        file.write_all(&self.tag(key, artifact).finalize().into_bytes())?;
+        file.write_all(artifact)?;
+        file.sync_all()?;
+        drop(file);
+        fs::rename(&tmp, &path).inspect_err(|_| {
+            let _ = fs::remove_file(&tmp);
+        })?;
+        Ok(())
+    }
+}
+
+/// Read the cache secret, creating it (mode 0600, atomically) if missing.
+fn load_or_create_secret(path: &Path) -> Result<[u8; SECRET_LEN]> {
+    if let Some(secret) = read_secret(path)? {
+        return Ok(secret);
+    }
+    let mut secret = [0u8; SECRET_LEN];
+    rand::rngs::OsRng.fill_bytes(&mut secret);
+    let tmp = path.with_extension(format!("tmp{}", rand::thread_rng().next_u64()));
+    let mut file = fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+    file.write_all(&secret)?;
+    file.sync_all()?;
+    drop(file);
+    // hard_link fails if another process won the race: then use theirs.
+    let linked = fs::hard_link(&tmp, path);
+    let _ = fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => Ok(secret),
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+            read_secret(path)?.ok_or_else(|| std::io::Error::other("cache secret vanished").into())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn read_secret(path: &Path) -> Result<Option<[u8; SECRET_LEN]>> {
+    match fs::read(path) {
+        Ok(bytes) => {
+            let mode = fs::metadata(path)?.permissions().mode();
+            if mode & 0o077 != 0 {
+                return Err(std::io::Error::other(format!(
+                    "cache secret {} is readable by others (mode {mode:o}); refusing it",
+                    path.display()
+                ))
+                .into());
+            }
+            let secret = <[u8; SECRET_LEN]>::try_from(bytes.as_slice())
+                .map_err(|_| std::io::Error::other(format!("cache secret {} has a wrong length", path.display())))?;
+            Ok(Some(secret))
+        }
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lru_evicts_least_recently_used() {
+        let c = MemoryCache::new(2);
+        c.insert("a", 1);
+        c.insert("b", 2);
+        assert_eq!(c.get("a"), Some(1));
+        c.insert("c", 3);
+        assert_eq!(c.get("b"), None);
+        assert_eq!(c.get("a"), Some(1));
+        assert_eq!(c.get("c"), Some(3));
+        assert_eq!(c.len(), 2);
+    }
+
+    #[test]
+    fn disk_cache_authenticates() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cache = DiskCache::open(dir.path(), [1; 32]).expect("open");
+        let mode = fs::metadata(dir.path().join(SECRET_FILE)).expect("secret").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        cache.put("k", b"artifact").expect("put");
+        assert_eq!(cache.get("k").as_deref(), Some(&b"artifact"[..]));
+        // Same dir, other fingerprint: not accepted.
+        let other = DiskCache::open(dir.path(), [2; 32]).expect("open");
+        assert_eq!(other.get("k"), None);
+        // Flip one byte of the artifact: not accepted.
+        let path = cache.path_for("k");
+        let mut data = fs::read(&path).expect("read");
+        let last = data.len() - 1;
+        data[last] ^= 1;
+        fs::write(&path, data).expect("write");
+        assert_eq!(cache.get("k"), None);
+    }
+}

@@ -1,0 +1,515 @@
+//! The default engine: wasmtime with the pooling allocator, a pre-instantiated linker, epoch
+//! interruption for the deadline, a resource limiter for memory and bounded stdio pipes.
+//!
+//! Epoch interruption stops wasm code only, not a host call: wasmtime-wasi's `poll_oneoff`
+//! sleeps in the host, so it is replaced by [`poll_oneoff`], which ends the run as a timeout
+//! at once when a poll on clocks alone would wake up after the deadline.
+
+use std::hash::Hasher;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+use wasmtime::{
+    Caller, Config, InstanceAllocationStrategy, InstancePre, Linker, Module, PoolConcurrencyLimitError,
+    PoolingAllocationConfig, ResourceLimiter, Store, Trap,
+};
+use wasmtime_wasi::{HostMonotonicClock, WasiCtxBuilder};
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::p1::WasiP1Ctx;
+use wasmtime_wasi::p2::pipe::MemoryInputPipe;
+use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError, StreamResult};
+
+use crate::cache::DiskCache;
+use crate::cgi::{self, Request, RunOutput, Stats};
+use crate::error::{Error, Result};
+use crate::{Engine, Limits, Loaded, Origin, RunLimits};
+
+/// How often the ticker thread advances the engine's epoch.
+const EPOCH_TICK: Duration = Duration::from_millis(2);
+/// Most table elements a program may grow a table to.
+const MAX_TABLE_ELEMENTS: usize = 100_000;
+/// The WASI preview 1 import module.
+const WASI: &str = "wasi_snapshot_preview1";
+
+/// wasmtime behind the [`Engine`] trait.
+pub struct WasmtimeEngine {
+    engine: wasmtime::Engine,
+    linker: Linker<Host>,
+    limits: Limits,
+    disk: Option<DiskCache>,
+    _ticker: Ticker,
+}
+
+/// The thread advancing the epoch; stopped when the engine is dropped.
+struct Ticker {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Drop for Ticker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl WasmtimeEngine {
+    /// An engine enforcing `limits`, with at most `max_instances` concurrent runs, caching
+    /// compiled artifacts in `cache_dir` when given.
+    pub fn new(limits: Limits, max_instances: u32, cache_dir: Option<&std::path::Path>) -> Result<Self> {
+        let engine_err = |e: wasmtime::Error| Error::Engine(format!("{e:#}"));
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_core_instances(max_instances)
+            .total_memories(max_instances)
+            .total_tables(max_instances)
+            .total_component_instances(0)
+            .max_memories_per_module(1)
+            .max_tables_per_module(1)
+            .table_elements(MAX_TABLE_ELEMENTS)
+            .max_memory_size(limits.memory_bytes);
+        let mut config = Config::new();
+        config
+            .epoch_interruption(true)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
+            .cranelift_opt_level(wasmtime::OptLevel::Speed);
+        let engine = wasmtime::Engine::new(&config).map_err(engine_err)?;
+
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |h: &mut Host| &mut h.wasi).map_err(engine_err)?;
+        let _ = poll_oneoff;
+        linker.allow_shadowing(false);
+
+        let disk = match cache_dir {
+            Some(dir) => Some(DiskCache::open(dir, fingerprint(&engine))?),
+            None => None,
+        };
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (engine, stop) = (engine.clone(), stop.clone());
+            std::thread::Builder::new().name("wasmtime-epoch".into()).spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    engine.increment_epoch();
+                }
+            })?
+        };
+        Ok(Self { engine, linker, limits, disk, _ticker: Ticker { stop, thread: Some(thread) } })
+    }
+
+    /// Compile `wasm`, or take it from the disk cache when a verified artifact is there.
+    fn module(&self, id: &str, wasm: &[u8]) -> Result<(Module, Origin)> {
+        if let Some(disk) = &self.disk {
+            if let Some(artifact) = disk.get(id) {
+                match deserialize(&self.engine, &artifact) {
+                    Ok(module) => return Ok((module, Origin::Disk)),
+                    Err(e) => tracing::warn!(id, error = %e, "verified artifact failed to load; recompiling"),
+                }
+            }
+        }
+        let module = Module::new(&self.engine, wasm).map_err(|e| Error::Compile(format!("{e:#}")))?;
+        if let Some(disk) = &self.disk {
+            match module.serialize() {
+                Ok(artifact) => {
+                    if let Err(e) = disk.put(id, &artifact) {
+                        tracing::warn!(id, error = %e, "cannot write the compiled artifact");
+                    }
+                }
+                Err(e) => tracing::warn!(id, error = %e, "cannot serialize the compiled module"),
+            }
+        }
+        Ok((module, Origin::Compiled))
+    }
+}
+
+/// Load a module artifact that this runtime itself serialized.
+#[allow(unsafe_code)]
+fn deserialize(engine: &wasmtime::Engine, artifact: &[u8]) -> wasmtime::Result<Module> {
+    // SAFETY: `artifact` comes only from `DiskCache::get`, which returns bytes only after their
+    // HMAC, keyed with this cache's private secret and bound to this engine's fingerprint, has
+    // verified: they are exactly what `Module::serialize` produced for this configuration.
+    unsafe { Module::deserialize(engine, artifact) }
+}
+
+/// A digest of everything that makes an artifact loadable by `engine`.
+fn fingerprint(engine: &wasmtime::Engine) -> [u8; 32] {
+    struct Sha(Sha256);
+    impl Hasher for Sha {
+        fn finish(&self) -> u64 {
+            0
+        }
+        fn write(&mut self, bytes: &[u8]) {
+            self.0.update(bytes);
+        }
+    }
+    let mut h = Sha(Sha256::new());
+    h.write(b"wasmtime\0");
+    h.write(env!("CARGO_PKG_VERSION").as_bytes());
+    std::hash::Hash::hash(&engine.precompile_compatibility_hash(), &mut h);
+    h.0.finalize().into()
+}
+
+impl Engine for WasmtimeEngine {
+    fn name(&self) -> &'static str {
+        "wasmtime"
+    }
+
+    fn load(&self, id: &str, wasm: &[u8]) -> Result<(Arc<dyn Loaded>, Origin)> {
+        let (module, origin) = self.module(id, wasm)?;
+        let start = module.get_export("_start").and_then(|e| e.func().cloned());
+        match start {
+            Some(ty) if ty.params().len() == 0 && ty.results().len() == 0 => {}
+            _ => return Err(Error::MissingStart),
+        }
+        let pre = self.linker.instantiate_pre(&module).map_err(|e| Error::Link(format!("{e:#}")))?;
+        let name = id.rsplit(['/', '#']).next().unwrap_or(id).to_string();
+        Ok((Arc::new(WasmtimeProgram { pre, limits: self.limits, name }), origin))
+    }
+}
+
+/// A compiled, pre-linked program, ready to instantiate per call.
+struct WasmtimeProgram {
+    pre: InstancePre<Host>,
+    limits: Limits,
+    name: String,
+}
+
+/// Per-run store data.
+struct Host {
+    wasi: WasiP1Ctx,
+    limiter: Limiter,
+    /// When the run began: the origin of the program's monotonic clock too.
+    started: Instant,
+    deadline: Duration,
+}
+
+/// Caps memory and table growth, and remembers whether the cap was hit.
+struct Limiter {
+    max_memory: usize,
+    peak: usize,
+    hit: bool,
+}
+
+impl ResourceLimiter for Limiter {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > self.max_memory {
+            self.hit = true;
+            return Err(wasmtime::format_err!("memory limit of {} bytes reached", self.max_memory));
+        }
+        self.peak = self.peak.max(desired);
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > MAX_TABLE_ELEMENTS {
+            self.hit = true;
+            return Err(wasmtime::format_err!("table limit of {MAX_TABLE_ELEMENTS} elements reached"));
+        }
+        Ok(true)
+    }
+}
+
+/// The monotonic clock a program sees: nanoseconds since its run began.
+struct RunClock(Instant);
+
+impl HostMonotonicClock for RunClock {
+    fn resolution(&self) -> u64 {
+        1
+    }
+
+    fn now(&self) -> u64 {
+        u64::try_from(self.0.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+}
+
+/// Why `poll_oneoff` ended a run: it would have slept past the run's deadline.
+#[derive(Debug, thiserror::Error)]
+#[error("poll_oneoff would sleep past the deadline")]
+struct SleepPastDeadline;
+
+/// WASI errno values [`poll_oneoff`] answers with.
+const ERRNO_BADF: i32 = 8;
+const ERRNO_FAULT: i32 = 21;
+const ERRNO_INVAL: i32 = 28;
+
+/// What one `poll_oneoff` subscription waits for.
+enum Wait {
+    /// A clock firing after this long.
+    Clock(Duration),
+    /// A stdio descriptor (always ready): event type 1 (read) or 2 (write).
+    Fd(u8),
+}
+
+/// WASI `poll_oneoff`, in place of wasmtime-wasi's: that one sleeps in the host, where epoch
+/// interruption cannot reach, and cannot be wrapped (a host function called from the host sees
+/// no memory). The only descriptors are stdio in memory, always ready: fd 0 to read, 1 and 2 to
+/// write. A poll on clocks alone sleeps until the first one fires, unless that comes after the
+/// run's deadline: then the run traps at once with [`SleepPastDeadline`].
+fn poll_oneoff(mut caller: Caller<'_, Host>, subs: i32, events: i32, n: i32, nevents: i32) -> wasmtime::Result<i32> {
+    // A `subscription` is 48 bytes: userdata u64, tag u8 at 8 (0 clock, 1 fd_read, 2 fd_write),
+    // then a clock's id u32 at 16, timeout u64 at 24 and flags u16 at 40 (bit 0: absolute), or
+    // an fd's number u32 at 16. An `event` is 32 bytes: userdata u64, errno u16 at 8, type u8 at
+    // 10, nbytes u64 at 16, flags u16 at 24.
+    const SUB: usize = 48;
+    const EVENT: usize = 32;
+    let Some(memory) = caller.get_export("memory").and_then(|e| e.into_memory()) else {
+        wasmtime::bail!("poll_oneoff needs an exported memory");
+    };
+    let host = caller.data();
+    let (started, remaining) = (host.started, host.deadline.saturating_sub(host.started.elapsed()));
+    let n = n as u32 as usize;
+    if n == 0 {
+        return Ok(ERRNO_INVAL);
+    }
+    let Some(bytes) = memory.data(&caller).get(subs as u32 as usize..).and_then(|m| m.get(..n * SUB)) else {
+        return Ok(ERRNO_FAULT);
+    };
+    let mut waits = Vec::with_capacity(n);
+    for sub in bytes.chunks_exact(SUB) {
+        let u32_at = |i: usize| u32::from_le_bytes([sub[i], sub[i + 1], sub[i + 2], sub[i + 3]]);
+        let u64_at = |i: usize| u64::from(u32_at(i)) | u64::from(u32_at(i + 4)) << 32;
+        let wait = match (sub[8], u32_at(16)) {
+            (0, clock @ (0 | 1)) => {
+                let timeout = Duration::from_nanos(u64_at(24));
+                let now = match (sub[40] & 1 != 0, clock) {
+                    (false, _) => Duration::ZERO,
+                    (true, 0) => SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default(),
+                    (true, _) => started.elapsed(), // the monotonic clock of `RunClock`
+                };
+                Wait::Clock(timeout.saturating_sub(now))
+            }
+            (0, _) => return Ok(ERRNO_INVAL),
+            (1, 0) | (2, 1 | 2) => Wait::Fd(sub[8]),
+            (1 | 2, _) => return Ok(ERRNO_BADF),
+            _ => return Ok(ERRNO_INVAL),
+        };
+        waits.push((u64_at(0), wait));
+    }
+    let sleep = if waits.iter().any(|(_, w)| matches!(w, Wait::Fd(_))) {
+        Duration::ZERO
+    } else {
+        waits.iter().filter_map(|(_, w)| if let Wait::Clock(d) = w { Some(*d) } else { None }).min().unwrap_or_default()
+    };
+    if sleep > remaining {
+        return Err(wasmtime::Error::new(SleepPastDeadline));
+    }
+    std::thread::sleep(sleep);
+
+    let mut out = Vec::with_capacity(n * EVENT);
+    for (userdata, wait) in &waits {
+        let (kind, nbytes) = match wait {
+            Wait::Clock(d) if *d <= sleep => (0, 0u64),
+            Wait::Clock(_) => continue,
+            Wait::Fd(kind) => (*kind, 1),
+        };
+        let mut event = [0u8; EVENT];
+        event[..8].copy_from_slice(&userdata.to_le_bytes());
+        event[10] = kind;
+        event[16..24].copy_from_slice(&nbytes.to_le_bytes());
+        out.extend_from_slice(&event);
+    }
+    let count = (out.len() / EVENT) as u32;
+    let data = memory.data_mut(&mut caller);
+    let (events, nevents) = (events as u32 as usize, nevents as u32 as usize);
+    let fits = |at: usize, len: usize| at.checked_add(len).is_some_and(|end| end <= data.len());
+    if !fits(events, out.len()) || !fits(nevents, 4) {
+        return Ok(ERRNO_FAULT);
+    }
+    data[events..events + out.len()].copy_from_slice(&out);
+    data[nevents..nevents + 4].copy_from_slice(&count.to_le_bytes());
+    Ok(0)
+}
+
+impl Loaded for WasmtimeProgram {
+    fn run(&self, req: &Request) -> Result<RunOutput> {
+        self.run_with(req, &self.limits.run_limits())
+    }
+
+    fn run_with(&self, req: &Request, limits: &RunLimits) -> Result<RunOutput> {
+        let limits = &limits.clamped_to(&self.limits);
+        let env = cgi::environment(req)?;
+        let started = Instant::now();
+        let stdout = BoundedPipe::new(limits.output_bytes, true);
+        let stderr = BoundedPipe::new(self.limits.stderr_bytes, false);
+        let wasi = WasiCtxBuilder::new()
+            .stdin(MemoryInputPipe::new(Bytes::copy_from_slice(&req.body)))
+            .stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .monotonic_clock(RunClock(started))
+            .envs(&env)
+            .args(&[&self.name])
+            .build_p1();
+        let engine = self.pre.module().engine();
+        let limiter = Limiter { max_memory: limits.memory_bytes, peak: 0, hit: false };
+        let mut store = Store::new(engine, Host { wasi, limiter, started, deadline: limits.deadline });
+        store.limiter(|h| &mut h.limiter);
+        store.set_epoch_deadline(ticks(limits.deadline));
+        store.epoch_deadline_trap();
+
+        let result = match self.pre.instantiate(&mut store) {
+            Ok(instance) => match instance.get_typed_func::<(), ()>(&mut store, "_start") {
+                Ok(start) => match start.call(&mut store, ()) {
+                    Ok(()) => Ok(()),
+                    Err(e) if e.downcast_ref::<wasmtime_wasi::I32Exit>().is_some_and(|x| x.0 == 0) => Ok(()),
+                    Err(e) => Err(classify_run(e, &store, &stdout, limits)),
+                },
+                Err(_) => Err(Error::MissingStart),
+            },
+            Err(e) => Err(classify_instantiate(e, &store, limits)),
+        };
+        let stats = Stats { duration: started.elapsed(), peak_memory: store.data().limiter.peak };
+        drop(store);
+        let stderr = stderr.take();
+        match result {
+            Ok(()) => {}
+            Err(e) => {
+                tracing::info!(program = %self.name, error = %e, stderr = %String::from_utf8_lossy(&stderr), "run failed");
+                return Err(e);
+            }
+        }
+        Ok(RunOutput { response: cgi::parse_output(stdout.take()), stderr, stats })
+    }
+}
+
+/// Epoch ticks covering `deadline` (at least one full tick, plus one for the partial tick).
+fn ticks(deadline: Duration) -> u64 {
+    (deadline.as_nanos() / EPOCH_TICK.as_nanos()) as u64 + 2
+}
+
+/// Map the error `_start` ended with; `Ok` for `proc_exit(0)` is handled by the caller.
+fn classify_run(e: wasmtime::Error, store: &Store<Host>, stdout: &BoundedPipe, limits: &RunLimits) -> Error {
+    if stdout.overflowed() {
+        return Error::OutputLimit { limit: limits.output_bytes };
+    }
+    if store.data().limiter.hit {
+        return Error::MemoryLimit { limit: limits.memory_bytes };
+    }
+    if let Some(exit) = e.downcast_ref::<wasmtime_wasi::I32Exit>() {
+        return Error::Exit(exit.0);
+    }
+    if e.downcast_ref::<SleepPastDeadline>().is_some() {
+        return Error::Timeout(limits.deadline);
+    }
+    match e.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => Error::Timeout(limits.deadline),
+        Some(trap) => Error::Trap(trap.to_string()),
+        None => Error::Trap(format!("{e:#}")),
+    }
+}
+
+fn classify_instantiate(e: wasmtime::Error, store: &Store<Host>, limits: &RunLimits) -> Error {
+    if store.data().limiter.hit {
+        Error::MemoryLimit { limit: limits.memory_bytes }
+    } else if e.downcast_ref::<PoolConcurrencyLimitError>().is_some() {
+        Error::Busy(e.to_string())
+    } else {
+        Error::Link(format!("{e:#}"))
+    }
+}
+
+/// An in-memory stdout/stderr with a byte cap. Past the cap it either traps the program (for
+/// stdout: a truncated response is never returned) or drops the rest silently (for stderr).
+#[derive(Clone)]
+struct BoundedPipe {
+    buf: Arc<Mutex<Vec<u8>>>,
+    cap: usize,
+    overflow: Arc<AtomicBool>,
+    trap_on_overflow: bool,
+}
+
+impl BoundedPipe {
+    fn new(cap: usize, trap_on_overflow: bool) -> Self {
+        Self { buf: Arc::default(), cap, overflow: Arc::default(), trap_on_overflow }
+    }
+
+    fn overflowed(&self) -> bool {
+        self.overflow.load(Ordering::Relaxed)
+    }
+
+    fn take(&self) -> Vec<u8> {
+        std::mem::take(&mut *self.buf.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Append what fits; `false` if some bytes did not fit.
+    fn append(&self, bytes: &[u8]) -> bool {
+        let mut buf = self.buf.lock().unwrap_or_else(|e| e.into_inner());
+        let room = self.cap - buf.len();
+        buf.extend_from_slice(&bytes[..bytes.len().min(room)]);
+        if bytes.len() > room {
+            self.overflow.store(true, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+
+    fn overflow_error(&self) -> StreamError {
+        StreamError::Trap(wasmtime::format_err!("output limit of {} bytes reached", self.cap))
+    }
+}
+
+#[wasmtime_wasi::async_trait]
+impl OutputStream for BoundedPipe {
+    fn write(&mut self, bytes: Bytes) -> StreamResult<()> {
+        if !self.append(&bytes) && self.trap_on_overflow {
+            return Err(self.overflow_error());
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> StreamResult<()> {
+        Ok(())
+    }
+
+    fn check_write(&mut self) -> StreamResult<usize> {
+        // When full, still grant a byte: the write that follows overflows (and traps, for stdout).
+        // Failing here instead would fail the readiness check that follows every full write.
+        let used = self.buf.lock().unwrap_or_else(|e| e.into_inner()).len();
+        Ok((self.cap - used).max(if self.trap_on_overflow { 1 } else { 64 * 1024 }))
+    }
+}
+
+#[wasmtime_wasi::async_trait]
+impl Pollable for BoundedPipe {
+    async fn ready(&mut self) {}
+}
+
+impl tokio::io::AsyncWrite for BoundedPipe {
+    fn poll_write(self: Pin<&mut Self>, _cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        if !self.append(buf) && self.trap_on_overflow {
+            return Poll::Ready(Err(std::io::Error::other("output limit reached")));
+        }
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl IsTerminal for BoundedPipe {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for BoundedPipe {
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
+        Box::new(self.clone())
+    }
+
+    fn p2_stream(&self) -> Box<dyn OutputStream> {
+        Box::new(self.clone())
+    }
+}
