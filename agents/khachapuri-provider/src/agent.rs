@@ -30,6 +30,7 @@ use crate::{
     ledger::{ClaimError, Ledger, LedgerConfig},
     metrics::Metrics,
     receipt::{Receipt, SignedReceipt, request_digest, response_digest},
+    recover::reconcile,
     specs::{SpecStore, VerifiedSpec},
     wal::Wal,
 };
@@ -160,8 +161,16 @@ pub async fn start(config: Config, signer: PrivateKeySigner) -> Result<RunningAg
         ..Default::default()
     })?;
 
-    let (wal, open, next_id) =
-        Wal::open(&config.data_dir.join("claims.wal"), config.wal_durability).map_err(io("open the claims log"))?;
+    let wal_path = config.data_dir.join("claims.wal");
+    let replay = Wal::replay(&wal_path).map_err(io("read the claims log"))?;
+    let next_id = replay.next_id;
+    let reconciled = reconcile(&chain, replay, std::time::Duration::from_secs(120)).await?;
+    if reconciled.found_landed > 0 {
+        tracing::info!(claims = reconciled.found_landed, "claims found settled on chain although the log missed it");
+    }
+    let open = reconciled.open;
+    let wal = Wal::create(&wal_path, config.wal_durability, &open, next_id, reconciled.from_block)
+        .map_err(io("write the claims log"))?;
     let wal = Arc::new(wal);
     wal.spawn_flusher(std::time::Duration::from_millis(20));
     let linger = match config.settlement {

@@ -14,6 +14,7 @@ pub mod error;
 pub mod ledger;
 pub mod metrics;
 pub mod receipt;
+pub mod recover;
 pub mod specs;
 pub mod wal;
 

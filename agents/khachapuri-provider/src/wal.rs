@@ -45,10 +45,14 @@ pub enum Record {
         /// Why.
         reason: String,
     },
-    /// The next sequence number, written when the log is compacted.
+    /// Written when the log is compacted: the next sequence number, and the first block whose
+    /// settlements the log may not know about (every earlier one was reconciled with the chain).
     Next {
         /// The first id not used yet.
         id: u64,
+        /// The first block not reconciled.
+        #[serde(default)]
+        from_block: u64,
     },
 }
 
@@ -61,6 +65,19 @@ pub enum Durability {
     Interval,
     /// `fsync` before every program runs.
     Always,
+}
+
+/// What replaying the log found.
+#[derive(Debug, Default)]
+pub struct Replay {
+    /// Claims without an outcome, in id order.
+    pub open: Vec<OpenClaim>,
+    /// Per payer, what the log saw land since `from_block` (base units).
+    pub landed: BTreeMap<Address, u128>,
+    /// The first block whose settlements may be missing from the log.
+    pub from_block: u64,
+    /// The next sequence number.
+    pub next_id: u64,
 }
 
 /// A claim that the log holds without an outcome.
@@ -84,37 +101,57 @@ pub struct Wal {
 }
 
 impl Wal {
-    /// Opens (or creates) the log at `path`, replays it, and compacts it to the claims still open.
-    /// Returns the log, the open claims (to settle again) and the next sequence number.
-    pub fn open(path: &Path, durability: Durability) -> std::io::Result<(Self, Vec<OpenClaim>, u64)> {
+    /// Replays the log at `path` (missing: empty) without changing it.
+    pub fn replay(path: &Path) -> std::io::Result<Replay> {
         let mut claims: BTreeMap<u64, OpenClaim> = BTreeMap::new();
-        let mut next = 1;
-        if path.exists() {
-            for line in BufReader::new(File::open(path)?).lines() {
-                let line = line?;
-                // A torn last line (the agent died mid-write) was never acknowledged: skip it.
-                let Ok(record) = serde_json::from_str::<Record>(&line) else { continue };
-                match record {
-                    Record::Claim { id, payer, price } => {
-                        next = next.max(id + 1);
-                        claims.insert(id, OpenClaim { id, payer, price: Usdc::from_units(price) });
+        let mut replay = Replay { next_id: 1, ..Replay::default() };
+        if !path.exists() {
+            return Ok(replay);
+        }
+        for line in BufReader::new(File::open(path)?).lines() {
+            let line = line?;
+            // A torn last line (the agent died mid-write) was never acknowledged: skip it.
+            let Ok(record) = serde_json::from_str::<Record>(&line) else { continue };
+            match record {
+                Record::Claim { id, payer, price } => {
+                    replay.next_id = replay.next_id.max(id + 1);
+                    claims.insert(id, OpenClaim { id, payer, price: Usdc::from_units(price) });
+                }
+                Record::Landed { ids, .. } => {
+                    for id in ids {
+                        if let Some(c) = claims.remove(&id) {
+                            *replay.landed.entry(c.payer).or_default() += c.price.units();
+                        }
                     }
-                    Record::Landed { ids, .. } | Record::Failed { ids, .. } => {
-                        ids.iter().for_each(|id| {
-                            claims.remove(id);
-                        });
+                }
+                Record::Failed { ids, .. } => {
+                    for id in ids {
+                        claims.remove(&id);
                     }
-                    Record::Next { id } => next = next.max(id),
+                }
+                Record::Next { id, from_block } => {
+                    replay.next_id = replay.next_id.max(id);
+                    replay.from_block = from_block;
                 }
             }
         }
-        let open: Vec<OpenClaim> = claims.into_values().collect();
+        replay.open = claims.into_values().collect();
+        Ok(replay)
+    }
 
-        // Compact: a fresh file with the next id and the open claims, swapped in atomically.
+    /// Rewrites the log at `path` to `open` claims only (after reconciliation up to `from_block - 1`), and
+    /// opens it for appending.
+    pub fn create(
+        path: &Path,
+        durability: Durability,
+        open: &[OpenClaim],
+        next_id: u64,
+        from_block: u64,
+    ) -> std::io::Result<Self> {
         let tmp = path.with_extension("wal.tmp");
         {
             let mut f = File::create(&tmp)?;
-            let mut lines = vec![Record::Next { id: next }];
+            let mut lines = vec![Record::Next { id: next_id, from_block }];
             lines.extend(open.iter().map(|c| Record::Claim { id: c.id, payer: c.payer, price: c.price.units() }));
             for r in &lines {
                 writeln!(f, "{}", serde_json::to_string(r).map_err(std::io::Error::other)?)?;
@@ -126,13 +163,12 @@ impl Wal {
             File::open(dir)?.sync_all()?;
         }
         let file = OpenOptions::new().append(true).open(path)?;
-        let wal = Self {
+        Ok(Self {
             file: Mutex::new(file),
             durability,
             dirty: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             path: path.to_path_buf(),
-        };
-        Ok((wal, open, next))
+        })
     }
 
     /// Appends `record`: in the page cache when this returns, on disk per the durability setting.
