@@ -45,6 +45,12 @@ $(STAMPS)/slither: requirements-dev.txt
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	@touch $@
 
+$(STAMPS)/wrk:
+	@mkdir -p $(STAMPS)
+	@command -v wrk >/dev/null || { echo "==> installing wrk (the benchmarks' HTTP load generator)"; \
+	  apt-get update -qq && apt-get install -y -qq wrk; }
+	@touch $@
+
 toolchain: $(STAMPS)/npm $(STAMPS)/wasm32
 
 # --------------------------------------------------------------------------------------------
@@ -105,7 +111,7 @@ test-rust: toolchain contracts examples
 # make bench: figures under target/bench/*.json (never a timed assertion in a test)
 # --------------------------------------------------------------------------------------------
 
-bench: toolchain contracts examples
+bench: toolchain contracts examples $(STAMPS)/wrk
 	@mkdir -p target/bench
 	$(CARGO) bench --workspace --all-features --locked
 	@ls -1 target/bench

@@ -237,6 +237,7 @@ fn main() {
         });
         let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/bench");
         std::fs::create_dir_all(&dir).unwrap();
+        let dir = dir.canonicalize().unwrap();
         let path = dir.join("gateway.json");
         std::fs::write(&path, serde_json::to_string_pretty(&report).unwrap()).unwrap();
         println!("wrote {}", path.display());

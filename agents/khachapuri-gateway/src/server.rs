@@ -175,7 +175,7 @@ impl Gateway {
         let Ok(label) = Label::new(&label) else {
             return error_response(
                 StatusCode::BAD_REQUEST,
-                &format!("invalid provider label {label:?}"),
+                &format!("invalid provider label \"{label}\""),
                 "a label is 1-63 characters of a-z, 0-9 and '-', not starting or ending with '-'",
             );
         };
@@ -184,14 +184,14 @@ impl Gateway {
             Ok(None) => {
                 return error_response(
                     StatusCode::NOT_FOUND,
-                    &format!("unknown provider {label:?}"),
+                    &format!("unknown provider \"{label}\""),
                     "check the spelling; providers register their label in the Registry contract",
                 );
             }
             Err(e) => {
                 return error_response(
                     StatusCode::BAD_GATEWAY,
-                    &format!("cannot resolve {label:?}: {e}"),
+                    &format!("cannot resolve \"{label}\": {e}"),
                     "the gateway's directory is unavailable; retry shortly",
                 );
             }
@@ -218,7 +218,7 @@ impl Gateway {
                 return error_response(
                     StatusCode::GATEWAY_TIMEOUT,
                     &format!(
-                        "provider {label:?} did not answer within {:?}",
+                        "provider \"{label}\" did not answer within {:?}",
                         self.config.response_timeout
                     ),
                     "the provider is overloaded or the request is slow; retry later or ask the provider",
@@ -354,27 +354,27 @@ impl ForwardError {
         match self {
             Self::BadUrl => error_response(
                 StatusCode::BAD_GATEWAY,
-                &format!("provider {label:?} has an unusable server URL"),
+                &format!("provider \"{label}\" has an unusable server URL"),
                 "the provider must fix the server record of its resolver",
             ),
             Self::ConnectTimeout => error_response(
                 StatusCode::GATEWAY_TIMEOUT,
-                &format!("connecting to provider {label:?} timed out"),
+                &format!("connecting to provider \"{label}\" timed out"),
                 "the provider may be down or overloaded; retry later",
             ),
             Self::Unreachable(e) => error_response(
                 StatusCode::BAD_GATEWAY,
-                &format!("provider {label:?} is unreachable: {e}"),
+                &format!("provider \"{label}\" is unreachable: {e}"),
                 "the provider's server is down; retry later or use another provider",
             ),
             Self::Broken(e) => error_response(
                 StatusCode::BAD_GATEWAY,
-                &format!("provider {label:?} failed mid-request: {e}"),
+                &format!("provider \"{label}\" failed mid-request: {e}"),
                 "retry; if it persists the provider is unhealthy",
             ),
             Self::NoTunnel => error_response(
                 StatusCode::BAD_GATEWAY,
-                &format!("provider {label:?} is not connected to this gateway"),
+                &format!("provider \"{label}\" is not connected to this gateway"),
                 "the provider's agent must open its tunnel; retry later or use another provider",
             ),
         }

@@ -61,7 +61,7 @@ pub struct ProviderArgs {
     /// `batch` (default) or `sync`.
     #[arg(long, env = "KHACHAPURI_SETTLEMENT")]
     pub settlement: Option<SettlementMode>,
-    /// Most claims settled per transaction [default: 200].
+    /// Most claims settled per transaction (claims of one payer share one line) [default: 5000].
     #[arg(long, env = "KHACHAPURI_BATCH_MAX")]
     pub batch_max: Option<usize>,
     /// How long a batch waits for more claims, ms [default: 1000].
@@ -180,7 +180,7 @@ impl ProviderArgs {
             price,
             ipfs: if ipfs.is_empty() { vec!["local".into()] } else { ipfs },
             settlement: self.settlement.or(file.settlement).unwrap_or_default(),
-            batch_max: self.batch_max.or(file.batch_max).unwrap_or(200).max(1),
+            batch_max: self.batch_max.or(file.batch_max).unwrap_or(5000).max(1),
             batch_linger: Duration::from_millis(self.batch_linger_ms.or(file.batch_linger_ms).unwrap_or(1000)),
             wal_durability: self.wal_durability.or(file.wal_durability).unwrap_or_default(),
             max_body_bytes: self.max_body_bytes.or(file.max_body_bytes).unwrap_or(1 << 20),

@@ -211,7 +211,9 @@ impl Ledger {
     ) -> Result<(Claimed, tokio::task::JoinHandle<Result<Settlement, ChainError>>), ClaimError> {
         let state = self.payer(payer);
         let mut p = state.lock().await;
-        let fresh = p.view.is_some_and(|v| v.read_at.elapsed() < self.config.view_ttl && v.landed_at_read == p.landed);
+        // A view stays exact as claims land: they are counted against `landed_at_read`. Only what others do
+        // (deposits, approvals) needs a re-read, and that can only raise the terms.
+        let fresh = p.view.is_some_and(|v| v.read_at.elapsed() < self.config.view_ttl);
         if !fresh {
             p.view = Some(self.read_view(payer, p.landed).await?);
         }

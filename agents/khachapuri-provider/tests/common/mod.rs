@@ -70,7 +70,7 @@ impl Net {
             price: PRICE,
             ipfs: vec!["local".into()],
             settlement,
-            batch_max: 200,
+            batch_max: 5000,
             batch_linger: Duration::from_millis(50),
             wal_durability: Durability::Interval,
             max_body_bytes: 64 << 10,
