@@ -90,6 +90,8 @@ struct Agent {
 pub struct RunningAgent {
     /// Where it listens.
     pub addr: SocketAddr,
+    /// The gateway tunnel, when the agent serves through one.
+    pub tunnel: Option<khachapuri_gateway::tunnel::client::TunnelHandle>,
     shutdown: watch::Sender<bool>,
     done: tokio::task::JoinHandle<()>,
 }
@@ -183,6 +185,20 @@ pub async fn start(config: Config, signer: PrivateKeySigner) -> Result<RunningAg
     )?;
     let ledger = Ledger::new(chain.clone(), settler, wal, next_id, open, LedgerConfig::default())?;
 
+    let tunnel_label: khachapuri_gateway::Label = config
+        .label
+        .parse()
+        .map_err(|e| StartError::Config(format!("label `{}`: {e}", config.label)))?;
+    let tunnel_signer = signer.clone();
+    let tunnel = config.tunnel.clone();
+    if tunnel.is_some() != (record.server == khachapuri_chain::Server::Tunnel) {
+        tracing::warn!(
+            server = %record.server.record(),
+            tunnel = ?tunnel,
+            "the resolver's server record and --tunnel disagree: callers will not reach this agent through the gateway"
+        );
+    }
+
     let deployment = chain.deployment();
     let agent = Arc::new(Agent {
         domain: eip712::domain(deployment.chain_id, deployment.escrow),
@@ -222,7 +238,12 @@ pub async fn start(config: Config, signer: PrivateKeySigner) -> Result<RunningAg
         agent.ledger.drain().await;
         tracing::info!("provider agent stopped");
     });
-    Ok(RunningAgent { addr, shutdown, done })
+    let tunnel = tunnel.map(|url| {
+        use khachapuri_gateway::tunnel::client::{ForwardToUrl, TunnelConfig, run_tunnel};
+        tracing::info!(gateway = %url, "serving through the gateway tunnel");
+        run_tunnel(TunnelConfig::new(url, tunnel_label), Arc::new(tunnel_signer), ForwardToUrl::new(&format!("http://{addr}")))
+    });
+    Ok(RunningAgent { addr, tunnel, shutdown, done })
 }
 
 fn sources(config: &Config) -> Result<Vec<Source>, StartError> {

@@ -58,6 +58,10 @@ pub struct ProviderArgs {
     #[arg(long = "ipfs", env = "KHACHAPURI_IPFS", value_delimiter = ',')]
     #[serde(default)]
     pub ipfs: Vec<String>,
+    /// Serve through a gateway's WebSocket tunnel (for a provider behind NAT), e.g.
+    /// `ws://gateway.example:8080/_tunnel`; the label's server record must be `tunnel:`.
+    #[arg(long, env = "KHACHAPURI_TUNNEL")]
+    pub tunnel: Option<String>,
     /// `batch` (default) or `sync`.
     #[arg(long, env = "KHACHAPURI_SETTLEMENT")]
     pub settlement: Option<SettlementMode>,
@@ -103,6 +107,8 @@ pub struct Config {
     pub price: Usdc,
     /// IPFS sources, as given.
     pub ipfs: Vec<String>,
+    /// The gateway tunnel endpoint, if the agent is reachable only through it.
+    pub tunnel: Option<String>,
     /// Settlement mode.
     pub settlement: SettlementMode,
     /// Most claims per settlement transaction.
@@ -179,6 +185,7 @@ impl ProviderArgs {
             signer,
             price,
             ipfs: if ipfs.is_empty() { vec!["local".into()] } else { ipfs },
+            tunnel: self.tunnel.or(file.tunnel),
             settlement: self.settlement.or(file.settlement).unwrap_or_default(),
             batch_max: self.batch_max.or(file.batch_max).unwrap_or(5000).max(1),
             batch_linger: Duration::from_millis(self.batch_linger_ms.or(file.batch_linger_ms).unwrap_or(1000)),

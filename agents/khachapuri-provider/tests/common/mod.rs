@@ -69,6 +69,7 @@ impl Net {
             signer: SignerSource::Env("UNUSED_IN_TESTS".into()),
             price: PRICE,
             ipfs: vec!["local".into()],
+            tunnel: None,
             settlement,
             batch_max: 5000,
             batch_linger: Duration::from_millis(50),
