@@ -15,14 +15,10 @@ pub struct Label(String);
 pub struct InvalidLabel(pub String);
 
 impl Label {
-    /// Validates `s` exactly as the Registry does (no case folding: `Alice` is refused).
+    /// Validates `s` exactly as the Registry does (no case folding: `Alice` is refused), with the one
+    /// validator every component shares, [`khachapuri_chain::validate_label`].
     pub fn new(s: &str) -> Result<Self, InvalidLabel> {
-        let ok = (1..=63).contains(&s.len())
-            && s.bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-            && !s.starts_with('-')
-            && !s.ends_with('-');
-        if ok {
+        if khachapuri_chain::validate_label(s).is_ok() {
             Ok(Self(s.to_owned()))
         } else {
             Err(InvalidLabel(s.to_owned()))

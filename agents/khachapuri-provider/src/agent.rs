@@ -335,9 +335,15 @@ impl Agent {
             body: body.to_vec(),
             env: spec.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
         };
+        // The owner's limits, never above this provider's caps (checked in `check_spec`).
+        let limits = khachapuri_runtime::RunLimits {
+            memory_bytes: usize::try_from(spec.limits.memory_bytes).unwrap_or(usize::MAX),
+            deadline: std::time::Duration::from_millis(spec.limits.timeout_ms),
+            output_bytes: usize::try_from(spec.limits.output_bytes).unwrap_or(usize::MAX),
+        };
         let started = Instant::now();
         let runtime = self.runtime.clone();
-        let output = tokio::task::spawn_blocking(move || runtime.run(&program, &run_request))
+        let output = tokio::task::spawn_blocking(move || runtime.run_with(&program, &run_request, &limits))
             .await
             .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
         self.metrics.run(started.elapsed());

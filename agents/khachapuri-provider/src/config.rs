@@ -153,11 +153,7 @@ impl ProviderArgs {
         let label = self.label.or(file.label).ok_or_else(|| {
             ConfigError::Invalid("no provider label: pass --label NAME (the label you registered)".into())
         })?;
-        if !khachapuri_spec::is_valid_label(&label) {
-            return Err(ConfigError::Invalid(format!(
-                "`{label}` is not a valid label: 1..63 of [a-z0-9-], no leading or trailing `-`"
-            )));
-        }
+        khachapuri_chain::validate_label(&label).map_err(|e| ConfigError::Invalid(e.to_string()))?;
         let price_text = self.price.or(file.price).unwrap_or_else(|| "0.01".into());
         let price: Usdc = price_text
             .parse()

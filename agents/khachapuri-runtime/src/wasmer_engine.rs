@@ -145,7 +145,7 @@ impl Loaded for WasmerProgram {
                 while let Err(mpsc::RecvTimeoutError::Timeout) = done_rx.recv_timeout(wait) {
                     timed_out.store(true, Ordering::Relaxed);
                     interrupter.interrupt();
-                    let _ = (&process, Signal::Sigkill);
+                    process.signal_process(Signal::Sigkill);
                     wait = Duration::from_millis(10);
                 }
             })

@@ -84,7 +84,7 @@ impl WasmtimeEngine {
 
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |h: &mut Host| &mut h.wasi).map_err(engine_err)?;
-        let _ = poll_oneoff;
+        linker.allow_shadowing(true).func_wrap(WASI, "poll_oneoff", poll_oneoff).map_err(engine_err)?;
         linker.allow_shadowing(false);
 
         let disk = match cache_dir {

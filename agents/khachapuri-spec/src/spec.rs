@@ -120,7 +120,7 @@ impl Spec {
             return invalid("maxPrice", "zero: a provider would never run it");
         }
         if let Some(label) = &self.provider {
-            if !is_valid_label(label) {
+            if khachapuri_chain::validate_label(label).is_err() {
                 return invalid("provider", "not a label: 1..63 of [a-z0-9-], no leading or trailing `-`");
             }
         }
@@ -185,15 +185,6 @@ impl Spec {
     }
 }
 
-/// Whether `label` is a provider label as the Registry accepts it.
-pub fn is_valid_label(label: &str) -> bool {
-    let b = label.as_bytes();
-    !b.is_empty()
-        && b.len() <= 63
-        && b[0] != b'-'
-        && b[b.len() - 1] != b'-'
-        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
-}
 
 /// Serde for a `U256` as a decimal string (JSON numbers lose precision above 2^53).
 mod decimal {
