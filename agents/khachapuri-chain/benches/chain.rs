@@ -15,7 +15,10 @@ const BATCH_REQUESTS: u32 = 3_000;
 const MAX_BATCH: usize = 200;
 
 fn main() -> Result {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
     rt.block_on(run())
 }
 
@@ -26,8 +29,12 @@ async fn run() -> Result {
     for i in 1..=PAYERS {
         net.fund(i, Usdc::from_whole(1_000)).await?;
         let payer = net.chain(i);
-        payer.deposit(net.address(i), Usdc::from_whole(1_000)).await?;
-        payer.approve(net.address(0), price, Usdc::from_whole(1_000)).await?;
+        payer
+            .deposit(net.address(i), Usdc::from_whole(1_000))
+            .await?;
+        payer
+            .approve(net.address(0), price, Usdc::from_whole(1_000))
+            .await?;
     }
     let payer = |n: u32| net.address(1 + n % PAYERS);
 
@@ -40,7 +47,13 @@ async fn run() -> Result {
     let single_rps = f64::from(SINGLE_REQUESTS) / single_secs;
 
     // The batch sender, every request submitted at once.
-    let settler = Settler::spawn(provider.clone(), SettlerConfig { max_batch: MAX_BATCH, ..Default::default() })?;
+    let settler = Settler::spawn(
+        provider.clone(),
+        SettlerConfig {
+            max_batch: MAX_BATCH,
+            ..Default::default()
+        },
+    )?;
     let start = Instant::now();
     let handles = settler.submit_all((0..BATCH_REQUESTS).map(|n| Charge::one(payer(n), price)));
     let mut batches = std::collections::HashSet::new();
@@ -51,13 +64,17 @@ async fn run() -> Result {
     let batch_rps = f64::from(BATCH_REQUESTS) / batch_secs;
 
     let earned = provider.earnings(net.address(0)).await?;
-    let expected = price.checked_mul(u128::from(SINGLE_REQUESTS + BATCH_REQUESTS)).unwrap_or(Usdc::MAX);
+    let expected = price
+        .checked_mul(u128::from(SINGLE_REQUESTS + BATCH_REQUESTS))
+        .unwrap_or(Usdc::MAX);
     if earned != expected {
         return Err(format!("earnings {earned} != expected {expected}").into());
     }
 
     println!("chain settlement against anvil ({PAYERS} payers, price {price}):");
-    println!("  one consume per request: {SINGLE_REQUESTS} requests in {single_secs:.2} s = {single_rps:.0} req/s");
+    println!(
+        "  one consume per request: {SINGLE_REQUESTS} requests in {single_secs:.2} s = {single_rps:.0} req/s"
+    );
     println!(
         "  batch sender (max {MAX_BATCH}/tx): {BATCH_REQUESTS} requests in {batch_secs:.2} s = {batch_rps:.0} req/s, {} transactions",
         batches.len()

@@ -39,12 +39,15 @@ impl SignerSource {
     pub fn load(&self) -> Result<PrivateKeySigner, ChainError> {
         match self {
             Self::Env(var) => {
-                let key = std::env::var(var)
-                    .map_err(|_| ChainError::Signer(format!("environment variable {var} is not set")))?;
+                let key = std::env::var(var).map_err(|_| {
+                    ChainError::Signer(format!("environment variable {var} is not set"))
+                })?;
                 parse_private_key(&key).map_err(|e| ChainError::Signer(format!("{var}: {e}")))
             }
             Self::Keystore { path, password } => PrivateKeySigner::decrypt_keystore(path, password)
-                .map_err(|e| ChainError::Signer(format!("cannot decrypt keystore {}: {e}", path.display()))),
+                .map_err(|e| {
+                    ChainError::Signer(format!("cannot decrypt keystore {}: {e}", path.display()))
+                }),
         }
     }
 }
@@ -69,7 +72,11 @@ pub struct ConnectOptions {
 
 impl Default for ConnectOptions {
     fn default() -> Self {
-        Self { request_timeout: DEFAULT_REQUEST_TIMEOUT, poll_interval: None, receipt_timeout: DEFAULT_RECEIPT_TIMEOUT }
+        Self {
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            poll_interval: None,
+            receipt_timeout: DEFAULT_RECEIPT_TIMEOUT,
+        }
     }
 }
 
@@ -86,7 +93,11 @@ pub struct Receipt {
 
 impl From<&TransactionReceipt> for Receipt {
     fn from(r: &TransactionReceipt) -> Self {
-        Self { tx_hash: r.transaction_hash, block_number: r.block_number.unwrap_or_default(), gas_used: r.gas_used }
+        Self {
+            tx_hash: r.transaction_hash,
+            block_number: r.block_number.unwrap_or_default(),
+            gas_used: r.gas_used,
+        }
     }
 }
 
@@ -107,7 +118,12 @@ impl Chain {
         signer: Option<PrivateKeySigner>,
         deployments_dir: &Path,
     ) -> Result<Self, ChainError> {
-        let probe = Self::new(rpc_url, None, placeholder_deployment(), ConnectOptions::default())?;
+        let probe = Self::new(
+            rpc_url,
+            None,
+            placeholder_deployment(),
+            ConnectOptions::default(),
+        )?;
         let chain_id = probe.provider.get_chain_id().await?;
         let deployment = Deployment::load(deployments_dir, chain_id)?;
         Self::new(rpc_url, signer, deployment, ConnectOptions::default())
@@ -120,17 +136,29 @@ impl Chain {
         deployment: Deployment,
         options: ConnectOptions,
     ) -> Result<Self, ChainError> {
-        let url: reqwest::Url =
-            rpc_url.parse().map_err(|e| ChainError::InvalidArgument(format!("RPC URL `{rpc_url}`: {e}")))?;
+        let url: reqwest::Url = rpc_url
+            .parse()
+            .map_err(|e| ChainError::InvalidArgument(format!("RPC URL `{rpc_url}`: {e}")))?;
         let provider = build_provider(&url, signer.clone(), &options)?;
-        Ok(Self { provider, signer, deployment: Arc::new(deployment), url, options })
+        Ok(Self {
+            provider,
+            signer,
+            deployment: Arc::new(deployment),
+            url,
+            options,
+        })
     }
 
     /// The same chain and deployment, acting as another account.
-    pub fn with_signer(&self, signer: PrivateKeySigner) -> Self {
-        // Building a provider over an already valid URL cannot fail.
-        let provider = build_provider(&self.url, Some(signer.clone()), &self.options).unwrap_or_else(|_| self.provider.clone());
-        Self { provider, signer: Some(signer), deployment: self.deployment.clone(), url: self.url.clone(), options: self.options.clone() }
+    pub fn with_signer(&self, signer: PrivateKeySigner) -> Result<Self, ChainError> {
+        let provider = build_provider(&self.url, Some(signer.clone()), &self.options)?;
+        Ok(Self {
+            provider,
+            signer: Some(signer),
+            deployment: self.deployment.clone(),
+            url: self.url.clone(),
+            options: self.options.clone(),
+        })
     }
 
     /// The underlying alloy provider (signs with the wallet, if any).
@@ -155,7 +183,10 @@ impl Chain {
 
     /// The signer's address.
     pub fn address(&self) -> Result<Address, ChainError> {
-        self.signer.as_ref().map(|s| s.address()).ok_or(ChainError::NoSigner)
+        self.signer
+            .as_ref()
+            .map(|s| s.address())
+            .ok_or(ChainError::NoSigner)
     }
 
     /// The EIP-712 domain of payer tokens and spec terms: the escrow's.
@@ -179,8 +210,15 @@ impl Chain {
 
     pub(crate) fn poll_interval(&self) -> Duration {
         self.options.poll_interval.unwrap_or_else(|| {
-            let local = matches!(self.url.host_str(), Some("localhost" | "127.0.0.1" | "[::1]"));
-            if local { Duration::from_millis(20) } else { Duration::from_secs(1) }
+            let local = matches!(
+                self.url.host_str(),
+                Some("localhost" | "127.0.0.1" | "[::1]")
+            );
+            if local {
+                Duration::from_millis(20)
+            } else {
+                Duration::from_secs(1)
+            }
         })
     }
 
@@ -210,7 +248,10 @@ impl Chain {
             }
             if Instant::now() >= deadline {
                 return Err(ChainError::Unavailable {
-                    message: format!("no receipt for {hash} after {:?}", self.options.receipt_timeout),
+                    message: format!(
+                        "no receipt for {hash} after {:?}",
+                        self.options.receipt_timeout
+                    ),
                 });
             }
             tokio::time::sleep(self.poll_interval()).await;
@@ -233,7 +274,10 @@ fn build_provider(
         .with_simple_nonce_management()
         .fetch_chain_id();
     Ok(match signer {
-        Some(s) => builder.wallet(EthereumWallet::from(s)).connect_reqwest(http, url.clone()).erased(),
+        Some(s) => builder
+            .wallet(EthereumWallet::from(s))
+            .connect_reqwest(http, url.clone())
+            .erased(),
         None => builder.connect_reqwest(http, url.clone()).erased(),
     })
 }

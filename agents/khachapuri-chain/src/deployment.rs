@@ -59,14 +59,17 @@ impl Deployment {
     pub fn read(path: &Path) -> Result<Self, ChainError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ChainError::Deployment(format!("cannot read {}: {e}", path.display())))?;
-        serde_json::from_str(&text).map_err(|e| ChainError::Deployment(format!("{} is malformed: {e}", path.display())))
+        serde_json::from_str(&text)
+            .map_err(|e| ChainError::Deployment(format!("{} is malformed: {e}", path.display())))
     }
 
     /// Writes the deployment as `<dir>/<chainId>.json` (pretty JSON, like the deploy script).
     pub fn write(&self, dir: &Path) -> Result<PathBuf, ChainError> {
         let path = Self::path(dir, self.chain_id);
-        let text = serde_json::to_string_pretty(self).map_err(|e| ChainError::Deployment(e.to_string()))?;
-        std::fs::write(&path, text).map_err(|e| ChainError::Deployment(format!("cannot write {}: {e}", path.display())))?;
+        let text = serde_json::to_string_pretty(self)
+            .map_err(|e| ChainError::Deployment(e.to_string()))?;
+        std::fs::write(&path, text)
+            .map_err(|e| ChainError::Deployment(format!("cannot write {}: {e}", path.display())))?;
         Ok(path)
     }
 }
@@ -83,7 +86,10 @@ mod tests {
         assert!(d.test_token);
         assert_ne!(d.escrow, Address::ZERO);
         assert!(d.min_commitment_age < d.max_commitment_age);
-        assert!(matches!(Deployment::load(&dir, 999_999), Err(ChainError::Deployment(_))));
+        assert!(matches!(
+            Deployment::load(&dir, 999_999),
+            Err(ChainError::Deployment(_))
+        ));
         Ok(())
     }
 }

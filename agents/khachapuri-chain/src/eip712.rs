@@ -125,12 +125,19 @@ const TOKEN_HEAD: usize = 20 + 32 + 8 + 32 + 65;
 
 impl PayerToken {
     /// Signs the token as the payer.
-    pub async fn sign(self, signer: &impl Signer, domain: &Eip712Domain) -> Result<SignedPayerToken, ChainError> {
+    pub async fn sign(
+        self,
+        signer: &impl Signer,
+        domain: &Eip712Domain,
+    ) -> Result<SignedPayerToken, ChainError> {
         let signature = signer
             .sign_hash(&self.eip712_signing_hash(domain))
             .await
             .map_err(|e| ChainError::Signer(e.to_string()))?;
-        Ok(SignedPayerToken { token: self, signature })
+        Ok(SignedPayerToken {
+            token: self,
+            signature,
+        })
     }
 }
 
@@ -152,16 +159,22 @@ impl SignedPayerToken {
     pub fn decode(text: &str) -> Result<Self, TokenError> {
         let text = text.trim();
         let text = text.strip_prefix("Bearer ").unwrap_or(text).trim();
-        let body = text.strip_prefix(TOKEN_PREFIX).ok_or(TokenError::Malformed("missing the kp1. prefix"))?;
-        let bytes = URL_SAFE_NO_PAD.decode(body).map_err(|_| TokenError::Malformed("not base64url"))?;
+        let body = text
+            .strip_prefix(TOKEN_PREFIX)
+            .ok_or(TokenError::Malformed("missing the kp1. prefix"))?;
+        let bytes = URL_SAFE_NO_PAD
+            .decode(body)
+            .map_err(|_| TokenError::Malformed("not base64url"))?;
         if bytes.len() < TOKEN_HEAD {
             return Err(TokenError::Malformed("too short"));
         }
         let (head, spec) = bytes.split_at(TOKEN_HEAD);
-        let spec = std::str::from_utf8(spec).map_err(|_| TokenError::Malformed("spec is not UTF-8"))?;
+        let spec =
+            std::str::from_utf8(spec).map_err(|_| TokenError::Malformed("spec is not UTF-8"))?;
         let mut expiry = [0u8; 8];
         expiry.copy_from_slice(&head[52..60]);
-        let signature = Signature::from_raw(&head[92..157]).map_err(|_| TokenError::Malformed("bad signature bytes"))?;
+        let signature = Signature::from_raw(&head[92..157])
+            .map_err(|_| TokenError::Malformed("bad signature bytes"))?;
         Ok(Self {
             token: PayerToken {
                 provider: Address::from_slice(&head[..20]),
@@ -177,7 +190,9 @@ impl SignedPayerToken {
     /// The payer: the address that signed the token.
     pub fn recover(&self, domain: &Eip712Domain) -> Result<Address, TokenError> {
         let hash = self.token.eip712_signing_hash(domain);
-        self.signature.recover_address_from_prehash(&hash).map_err(|_| TokenError::BadSignature)
+        self.signature
+            .recover_address_from_prehash(&hash)
+            .map_err(|_| TokenError::BadSignature)
     }
 
     /// The token's maximum price per request.
@@ -197,16 +212,28 @@ impl SignedPayerToken {
     ) -> Result<Address, TokenError> {
         let t = &self.token;
         if t.expiry <= now {
-            return Err(TokenError::Expired { expiry: t.expiry, now });
+            return Err(TokenError::Expired {
+                expiry: t.expiry,
+                now,
+            });
         }
         if t.provider != provider {
-            return Err(TokenError::WrongProvider { token: t.provider, expected: provider });
+            return Err(TokenError::WrongProvider {
+                token: t.provider,
+                expected: provider,
+            });
         }
         if !t.spec.is_empty() && t.spec != spec {
-            return Err(TokenError::SpecMismatch { token: t.spec.clone(), requested: spec.to_owned() });
+            return Err(TokenError::SpecMismatch {
+                token: t.spec.clone(),
+                requested: spec.to_owned(),
+            });
         }
         if price > self.max_price() {
-            return Err(TokenError::PriceAboveMax { price, max: self.max_price() });
+            return Err(TokenError::PriceAboveMax {
+                price,
+                max: self.max_price(),
+            });
         }
         self.recover(domain)
     }
@@ -214,12 +241,23 @@ impl SignedPayerToken {
 
 impl SpecTerms {
     /// Signs the terms as the owner.
-    pub async fn sign(&self, signer: &impl Signer, domain: &Eip712Domain) -> Result<Signature, ChainError> {
-        signer.sign_hash(&self.eip712_signing_hash(domain)).await.map_err(|e| ChainError::Signer(e.to_string()))
+    pub async fn sign(
+        &self,
+        signer: &impl Signer,
+        domain: &Eip712Domain,
+    ) -> Result<Signature, ChainError> {
+        signer
+            .sign_hash(&self.eip712_signing_hash(domain))
+            .await
+            .map_err(|e| ChainError::Signer(e.to_string()))
     }
 
     /// The address that signed these terms.
-    pub fn recover(&self, domain: &Eip712Domain, signature: &Signature) -> Result<Address, TokenError> {
+    pub fn recover(
+        &self,
+        domain: &Eip712Domain,
+        signature: &Signature,
+    ) -> Result<Address, TokenError> {
         signature
             .recover_address_from_prehash(&self.eip712_signing_hash(domain))
             .map_err(|_| TokenError::BadSignature)
@@ -227,7 +265,8 @@ impl SpecTerms {
 
     /// True when `signature` is by the terms' `owner`.
     pub fn verify(&self, domain: &Eip712Domain, signature: &Signature) -> bool {
-        self.recover(domain, signature).is_ok_and(|a| a == self.owner)
+        self.recover(domain, signature)
+            .is_ok_and(|a| a == self.owner)
     }
 }
 
@@ -257,9 +296,15 @@ mod tests {
         assert_eq!(back, signed);
         assert_eq!(back.recover(&d)?, payer.address());
         let p = Address::repeat_byte(7);
-        assert_eq!(back.verify(&d, p, "bafyspec", Usdc::from_units(300_000), 1_000)?, payer.address());
+        assert_eq!(
+            back.verify(&d, p, "bafyspec", Usdc::from_units(300_000), 1_000)?,
+            payer.address()
+        );
         // Another domain (chain or escrow) recovers someone else.
-        assert_ne!(back.recover(&domain(1, Address::repeat_byte(1)))?, payer.address());
+        assert_ne!(
+            back.recover(&domain(1, Address::repeat_byte(1)))?,
+            payer.address()
+        );
         Ok(())
     }
 
@@ -270,14 +315,32 @@ mod tests {
         let p = Address::repeat_byte(7);
         let price = Usdc::from_units(100);
         let signed = token("bafyspec").sign(&payer, &d).await?;
-        assert!(matches!(signed.verify(&d, p, "bafyspec", price, 2_000), Err(TokenError::Expired { .. })));
-        assert!(matches!(signed.verify(&d, Address::ZERO, "bafyspec", price, 1), Err(TokenError::WrongProvider { .. })));
-        assert!(matches!(signed.verify(&d, p, "bafyother", price, 1), Err(TokenError::SpecMismatch { .. })));
-        assert!(matches!(signed.verify(&d, p, "bafyspec", Usdc::from_units(300_001), 1), Err(TokenError::PriceAboveMax { .. })));
+        assert!(matches!(
+            signed.verify(&d, p, "bafyspec", price, 2_000),
+            Err(TokenError::Expired { .. })
+        ));
+        assert!(matches!(
+            signed.verify(&d, Address::ZERO, "bafyspec", price, 1),
+            Err(TokenError::WrongProvider { .. })
+        ));
+        assert!(matches!(
+            signed.verify(&d, p, "bafyother", price, 1),
+            Err(TokenError::SpecMismatch { .. })
+        ));
+        assert!(matches!(
+            signed.verify(&d, p, "bafyspec", Usdc::from_units(300_001), 1),
+            Err(TokenError::PriceAboveMax { .. })
+        ));
         let any = token("").sign(&payer, &d).await?;
-        assert_eq!(any.verify(&d, p, "bafywhatever", price, 1)?, payer.address());
+        assert_eq!(
+            any.verify(&d, p, "bafywhatever", price, 1)?,
+            payer.address()
+        );
         for bad in ["", "kp2.AAAA", "kp1.!!!", "kp1.AAAA"] {
-            assert!(matches!(SignedPayerToken::decode(bad), Err(TokenError::Malformed(_))), "{bad}");
+            assert!(
+                matches!(SignedPayerToken::decode(bad), Err(TokenError::Malformed(_))),
+                "{bad}"
+            );
         }
         // A tampered price no longer recovers the payer.
         let mut tampered = signed.clone();

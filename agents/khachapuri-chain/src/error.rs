@@ -50,7 +50,9 @@ pub enum ChainError {
     #[error("signer: {0}")]
     Signer(String),
     /// A write was asked of a client connected without a signer.
-    #[error("this chain client has no signer: connect with a private key or keystore to send transactions")]
+    #[error(
+        "this chain client has no signer: connect with a private key or keystore to send transactions"
+    )]
     NoSigner,
     /// A value the contracts do not accept, caught before sending.
     #[error("invalid argument: {0}")]
@@ -82,9 +84,21 @@ impl ChainError {
     /// A revert from raw revert data.
     pub fn from_revert_data(data: &[u8]) -> Self {
         match ContractError::decode(data) {
-            Some(e) => Self::Reverted { reason: e.to_string(), error: Some(Box::new(e)) },
-            None if data.is_empty() => Self::Reverted { reason: "the contract reverted without a reason".into(), error: None },
-            None => Self::Reverted { reason: format!("the contract reverted with unknown data {}", Bytes::copy_from_slice(data)), error: None },
+            Some(e) => Self::Reverted {
+                reason: e.to_string(),
+                error: Some(Box::new(e)),
+            },
+            None if data.is_empty() => Self::Reverted {
+                reason: "the contract reverted without a reason".into(),
+                error: None,
+            },
+            None => Self::Reverted {
+                reason: format!(
+                    "the contract reverted with unknown data {}",
+                    Bytes::copy_from_slice(data)
+                ),
+                error: None,
+            },
         }
     }
 }
@@ -93,15 +107,22 @@ impl ChainError {
 /// revert data are [`ChainError::Reverted`]; other error responses are [`ChainError::Rpc`].
 pub(crate) fn from_rpc(err: RpcError<TransportErrorKind>) -> ChainError {
     match &err {
-        RpcError::Transport(kind) => ChainError::Unavailable { message: transport_message(kind) },
+        RpcError::Transport(kind) => ChainError::Unavailable {
+            message: transport_message(kind),
+        },
         RpcError::ErrorResp(payload) => match payload.as_revert_data() {
             Some(data) => ChainError::from_revert_data(&data),
-            None if payload.message.contains("revert") => {
-                ChainError::Reverted { reason: format!("the transaction reverted: {}", payload.message), error: None }
-            }
-            None => ChainError::Rpc { message: payload.to_string() },
+            None if payload.message.contains("revert") => ChainError::Reverted {
+                reason: format!("the transaction reverted: {}", payload.message),
+                error: None,
+            },
+            None => ChainError::Rpc {
+                message: payload.to_string(),
+            },
         },
-        _ => ChainError::Rpc { message: err.to_string() },
+        _ => ChainError::Rpc {
+            message: err.to_string(),
+        },
     }
 }
 
@@ -124,10 +145,12 @@ impl From<alloy::contract::Error> for ChainError {
         match err {
             E::TransportError(e) => from_rpc(e),
             E::PendingTransactionError(P::TransportError(e)) => from_rpc(e),
-            E::PendingTransactionError(P::TxWatcher(e)) => ChainError::Unavailable { message: e.to_string() },
-            E::ZeroData(name, _) => {
-                ChainError::Decode(format!("`{name}` returned no data: is the deployment file for this chain?"))
-            }
+            E::PendingTransactionError(P::TxWatcher(e)) => ChainError::Unavailable {
+                message: e.to_string(),
+            },
+            E::ZeroData(name, _) => ChainError::Decode(format!(
+                "`{name}` returned no data: is the deployment file for this chain?"
+            )),
             other => ChainError::Decode(other.to_string()),
         }
     }
@@ -169,7 +192,9 @@ impl ContractError {
             .or_else(|_| Registry::RegistryErrors::abi_decode(data).map(Self::Registry))
             .or_else(|_| Resolver::ResolverErrors::abi_decode(data).map(Self::Resolver))
             .or_else(|_| TestUSDC::TestUSDCErrors::abi_decode(data).map(Self::Token))
-            .or_else(|_| ResolverFactory::ResolverFactoryErrors::abi_decode(data).map(Self::ResolverFactory))
+            .or_else(|_| {
+                ResolverFactory::ResolverFactoryErrors::abi_decode(data).map(Self::ResolverFactory)
+            })
             .ok()
     }
 
@@ -199,9 +224,18 @@ impl std::fmt::Display for ContractError {
         match self {
             Self::Escrow(e) => match e {
                 E::ZeroAmount(_) => write!(f, "the amount, price or count is zero"),
-                E::ZeroAddress(_) => write!(f, "the zero address was given as a payer, provider or recipient"),
-                E::AmountOverflow(e) => write!(f, "amount {} is too large for the escrow", usdc(e.amount)),
-                E::NotApproved(e) => write!(f, "no approval from {} for provider {}", e.payer, e.provider),
+                E::ZeroAddress(_) => write!(
+                    f,
+                    "the zero address was given as a payer, provider or recipient"
+                ),
+                E::AmountOverflow(e) => {
+                    write!(f, "amount {} is too large for the escrow", usdc(e.amount))
+                }
+                E::NotApproved(e) => write!(
+                    f,
+                    "no approval from {} for provider {}",
+                    e.payer, e.provider
+                ),
                 E::PriceAboveApproved(e) => write!(
                     f,
                     "price {} is above the approved {} per request (payer {})",
@@ -241,20 +275,35 @@ impl std::fmt::Display for ContractError {
                 }
                 E::DelayTooLong(e) => write!(f, "withdrawal delay of {} s is too long", e.delay),
                 E::Reentrancy(_) => write!(f, "reentrant call refused"),
-                E::PermitFailed(_) => write!(f, "the permit was refused and the token allowance does not cover the deposit"),
-                E::SafeERC20FailedOperation(e) => write!(f, "the token {} refused the transfer", e.token),
+                E::PermitFailed(_) => write!(
+                    f,
+                    "the permit was refused and the token allowance does not cover the deposit"
+                ),
+                E::SafeERC20FailedOperation(e) => {
+                    write!(f, "the token {} refused the transfer", e.token)
+                }
                 other => write!(f, "escrow error {other:?}"),
             },
             Self::Registry(e) => match e {
                 R::InvalidLabel(e) => write!(f, "invalid label `{}`", e.label),
                 R::LabelTaken(e) => write!(f, "the label is already registered (node {})", e.node),
-                R::CommitmentNotFound(_) => write!(f, "no commitment matches this registration: commit first"),
-                R::CommitmentTooNew(e) => write!(f, "the commitment is too new: register after {}", format_time(e.readyAt)),
+                R::CommitmentNotFound(_) => {
+                    write!(f, "no commitment matches this registration: commit first")
+                }
+                R::CommitmentTooNew(e) => write!(
+                    f,
+                    "the commitment is too new: register after {}",
+                    format_time(e.readyAt)
+                ),
                 R::CommitmentExpired(_) => write!(f, "the commitment expired: commit again"),
                 R::NotLabelOwner(e) => write!(f, "{} does not own this label", e.caller),
                 R::ZeroOwner(_) => write!(f, "the zero address cannot own a label"),
                 R::InvalidCommitmentAges(e) => {
-                    write!(f, "invalid commitment ages: min {} s, max {} s", e.minAge, e.maxAge)
+                    write!(
+                        f,
+                        "invalid commitment ages: min {} s, max {} s",
+                        e.minAge, e.maxAge
+                    )
                 }
             },
             Self::Resolver(e) => match e {
@@ -279,8 +328,14 @@ impl std::fmt::Display for ContractError {
                     usdc(e.balance),
                     usdc(e.needed)
                 ),
-                T::ERC2612ExpiredSignature(e) => write!(f, "the permit expired at {}", format_time(e.deadline)),
-                T::ERC2612InvalidSigner(e) => write!(f, "the permit was signed by {}, not by the owner {}", e.signer, e.owner),
+                T::ERC2612ExpiredSignature(e) => {
+                    write!(f, "the permit expired at {}", format_time(e.deadline))
+                }
+                T::ERC2612InvalidSigner(e) => write!(
+                    f,
+                    "the permit was signed by {}, not by the owner {}",
+                    e.signer, e.owner
+                ),
                 other => write!(f, "token error {other:?}"),
             },
         }
@@ -289,7 +344,9 @@ impl std::fmt::Display for ContractError {
 
 /// A unix timestamp as `YYYY-MM-DD HH:MM:SS UTC (unix N)`.
 pub fn format_time(unix: U256) -> String {
-    let Ok(secs) = u64::try_from(unix) else { return format!("unix time {unix}") };
+    let Ok(secs) = u64::try_from(unix) else {
+        return format!("unix time {unix}");
+    };
     let days = (secs / 86_400) as i64;
     let rem = secs % 86_400;
     // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
@@ -317,9 +374,18 @@ mod tests {
 
     #[test]
     fn formats_times_in_utc() {
-        assert_eq!(format_time(U256::from(0)), "1970-01-01 00:00:00 UTC (unix 0)");
-        assert_eq!(format_time(U256::from(1_700_000_000u64)), "2023-11-14 22:13:20 UTC (unix 1700000000)");
-        assert_eq!(format_time(U256::from(951_782_400u64)), "2000-02-29 00:00:00 UTC (unix 951782400)");
+        assert_eq!(
+            format_time(U256::from(0)),
+            "1970-01-01 00:00:00 UTC (unix 0)"
+        );
+        assert_eq!(
+            format_time(U256::from(1_700_000_000u64)),
+            "2023-11-14 22:13:20 UTC (unix 1700000000)"
+        );
+        assert_eq!(
+            format_time(U256::from(951_782_400u64)),
+            "2000-02-29 00:00:00 UTC (unix 951782400)"
+        );
     }
 
     #[test]
@@ -332,7 +398,11 @@ mod tests {
         }
         .abi_encode();
         let err = ChainError::from_revert_data(&data);
-        assert!(err.to_string().starts_with("budget exhausted: 0.30 USDC left, 0.50 USDC asked"), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("budget exhausted: 0.30 USDC left, 0.50 USDC asked"),
+            "{err}"
+        );
         assert_eq!(err.payer(), Some(Address::repeat_byte(1)));
         assert!(!err.is_unavailable());
     }

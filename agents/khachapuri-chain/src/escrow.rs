@@ -22,21 +22,34 @@ pub struct Charge {
 impl Charge {
     /// One request of `payer` at `price`.
     pub fn one(payer: Address, price: Usdc) -> Self {
-        Self { payer, price, count: 1 }
+        Self {
+            payer,
+            price,
+            count: 1,
+        }
     }
 
     /// `price * count`.
     pub fn total(&self) -> Usdc {
-        self.price.checked_mul(u128::from(self.count)).unwrap_or(Usdc::MAX)
+        self.price
+            .checked_mul(u128::from(self.count))
+            .unwrap_or(Usdc::MAX)
     }
 
     pub(crate) fn to_binding(self) -> Result<Escrow::Charge, ChainError> {
-        let price = u64::try_from(self.price.units())
-            .map_err(|_| ChainError::InvalidArgument(format!("price {} is too large", self.price)))?;
+        let price = u64::try_from(self.price.units()).map_err(|_| {
+            ChainError::InvalidArgument(format!("price {} is too large", self.price))
+        })?;
         if price == 0 || self.count == 0 {
-            return Err(ChainError::InvalidArgument("a charge needs a non-zero price and count".into()));
+            return Err(ChainError::InvalidArgument(
+                "a charge needs a non-zero price and count".into(),
+            ));
         }
-        Ok(Escrow::Charge { payer: self.payer, price, count: self.count })
+        Ok(Escrow::Charge {
+            payer: self.payer,
+            price,
+            count: self.count,
+        })
     }
 }
 
@@ -87,7 +100,11 @@ impl Chain {
     /* ------------------------------------------ reads ------------------------------------------ */
 
     /// The terms in force for `provider` charging `payer`, and `payer`'s credits with it.
-    pub async fn allowance(&self, payer: Address, provider: Address) -> Result<Allowance, ChainError> {
+    pub async fn allowance(
+        &self,
+        payer: Address,
+        provider: Address,
+    ) -> Result<Allowance, ChainError> {
         let a = self.escrow().allowance(payer, provider).call().await?;
         Ok(Allowance {
             price_per_request: a.pricePerRequest.into(),
@@ -107,13 +124,23 @@ impl Chain {
     }
 
     /// `payer`'s pending withdrawal, if any.
-    pub async fn pending_withdrawal(&self, payer: Address) -> Result<Option<PendingWithdrawal>, ChainError> {
+    pub async fn pending_withdrawal(
+        &self,
+        payer: Address,
+    ) -> Result<Option<PendingWithdrawal>, ChainError> {
         let w = self.escrow().pendingWithdrawal(payer).call().await?;
-        Ok((w.readyAt != U256::ZERO).then(|| PendingWithdrawal { amount: w.amount.into(), ready_at: secs(w.readyAt) }))
+        Ok((w.readyAt != U256::ZERO).then(|| PendingWithdrawal {
+            amount: w.amount.into(),
+            ready_at: secs(w.readyAt),
+        }))
     }
 
     /// A lowering of `payer`'s terms for `provider` not yet in force, if any.
-    pub async fn pending_cut(&self, payer: Address, provider: Address) -> Result<Option<PendingCut>, ChainError> {
+    pub async fn pending_cut(
+        &self,
+        payer: Address,
+        provider: Address,
+    ) -> Result<Option<PendingCut>, ChainError> {
         let c = self.escrow().pendingCut(payer, provider).call().await?;
         Ok((c.effectiveAt != U256::ZERO).then(|| PendingCut {
             price_per_request: c.pricePerRequest.into(),
@@ -141,13 +168,22 @@ impl Chain {
         let escrow = self.deployment().escrow;
         let allowed = self.token().allowance(me, escrow).call().await?;
         if allowed < amount.to_u256() {
-            self.send(self.token().approve(escrow, amount.to_u256())).await?;
+            self.send(self.token().approve(escrow, amount.to_u256()))
+                .await?;
         }
-        Ok((&self.send(self.escrow().deposit(on_behalf, amount.to_u256())).await?).into())
+        Ok((&self
+            .send(self.escrow().deposit(on_behalf, amount.to_u256()))
+            .await?)
+            .into())
     }
 
     /// Deposits with an EIP-2612 permit signed locally against the token's domain (one transaction).
-    pub async fn deposit_with_permit(&self, on_behalf: Address, amount: Usdc, deadline: u64) -> Result<Receipt, ChainError> {
+    pub async fn deposit_with_permit(
+        &self,
+        on_behalf: Address,
+        amount: Usdc,
+        deadline: u64,
+    ) -> Result<Receipt, ChainError> {
         let signer = self.signer_required()?;
         let me = signer.address();
         let token = self.token();
@@ -160,7 +196,10 @@ impl Chain {
             deadline: U256::from(deadline),
         };
         let hash = permit.eip712_signing_hash(&self.token_domain().await?);
-        let sig = signer.sign_hash(&hash).await.map_err(|e| ChainError::Signer(e.to_string()))?;
+        let sig = signer
+            .sign_hash(&hash)
+            .await
+            .map_err(|e| ChainError::Signer(e.to_string()))?;
         let v = 27 + u8::from(sig.v());
         let escrow = self.escrow();
         let call = escrow.depositWithPermit(
@@ -181,26 +220,54 @@ impl Chain {
         let chain_id = U256::from(self.deployment().chain_id);
         let address = self.deployment().usdc;
         if let Ok(d) = token.eip712Domain().call().await {
-            return Ok(Eip712Domain::new(Some(d.name.into()), Some(d.version.into()), Some(d.chainId), Some(d.verifyingContract), None));
+            return Ok(Eip712Domain::new(
+                Some(d.name.into()),
+                Some(d.version.into()),
+                Some(d.chainId),
+                Some(d.verifyingContract),
+                None,
+            ));
         }
         let name = token.name().call().await?;
         let separator = token.DOMAIN_SEPARATOR().call().await?;
         ["2", "1"]
             .into_iter()
-            .map(|v| Eip712Domain::new(Some(name.clone().into()), Some(v.into()), Some(chain_id), Some(address), None))
+            .map(|v| {
+                Eip712Domain::new(
+                    Some(name.clone().into()),
+                    Some(v.into()),
+                    Some(chain_id),
+                    Some(address),
+                    None,
+                )
+            })
             .find(|d| d.separator() == separator)
             .ok_or_else(|| ChainError::Decode("cannot work out the token's EIP-712 domain".into()))
     }
 
     /// Lets `provider` charge at most `price_per_request` per request and `budget` in total. Raising applies
     /// now; lowering after the withdrawal delay.
-    pub async fn approve(&self, provider: Address, price_per_request: Usdc, budget: Usdc) -> Result<Receipt, ChainError> {
-        Ok((&self.send(self.escrow().approve(provider, price_per_request.to_u256(), budget.to_u256())).await?).into())
+    pub async fn approve(
+        &self,
+        provider: Address,
+        price_per_request: Usdc,
+        budget: Usdc,
+    ) -> Result<Receipt, ChainError> {
+        Ok((&self
+            .send(
+                self.escrow()
+                    .approve(provider, price_per_request.to_u256(), budget.to_u256()),
+            )
+            .await?)
+            .into())
     }
 
     /// Starts (or restarts) a withdrawal of `amount`; it may complete after the withdrawal delay.
     pub async fn request_withdrawal(&self, amount: Usdc) -> Result<Receipt, ChainError> {
-        Ok((&self.send(self.escrow().requestWithdrawal(amount.to_u256())).await?).into())
+        Ok((&self
+            .send(self.escrow().requestWithdrawal(amount.to_u256()))
+            .await?)
+            .into())
     }
 
     /// Cancels the signer's pending withdrawal.
@@ -217,24 +284,40 @@ impl Chain {
 
     /// Charges `payer` one request at `price` (the signer is the provider).
     pub async fn consume(&self, payer: Address, price: Usdc) -> Result<Receipt, ChainError> {
-        Ok((&self.send(self.escrow().consume(payer, price.to_u256())).await?).into())
+        Ok((&self
+            .send(self.escrow().consume(payer, price.to_u256()))
+            .await?)
+            .into())
     }
 
     /// Settles `charges` in one transaction; reverts whole if one is not allowed (see [`crate::Settler`]
     /// for a sender that drops the failing payer and settles the rest).
     pub async fn consume_batch(&self, charges: &[Charge]) -> Result<Receipt, ChainError> {
-        let lines = charges.iter().map(|c| c.to_binding()).collect::<Result<Vec<_>, _>>()?;
+        let lines = charges
+            .iter()
+            .map(|c| c.to_binding())
+            .collect::<Result<Vec<_>, _>>()?;
         Ok((&self.send(self.escrow().consumeBatch(lines)).await?).into())
     }
 
     /// Grants `user` `amount` of trial credits, spendable only with the signer.
     pub async fn grant_credits(&self, user: Address, amount: Usdc) -> Result<Receipt, ChainError> {
-        Ok((&self.send(self.escrow().grantCredits(user, amount.to_u256())).await?).into())
+        Ok((&self
+            .send(self.escrow().grantCredits(user, amount.to_u256()))
+            .await?)
+            .into())
     }
 
     /// Sends `amount` of the signer's earnings to `to`.
-    pub async fn withdraw_earnings(&self, to: Address, amount: Usdc) -> Result<Receipt, ChainError> {
-        Ok((&self.send(self.escrow().withdrawEarnings(to, amount.to_u256())).await?).into())
+    pub async fn withdraw_earnings(
+        &self,
+        to: Address,
+        amount: Usdc,
+    ) -> Result<Receipt, ChainError> {
+        Ok((&self
+            .send(self.escrow().withdrawEarnings(to, amount.to_u256()))
+            .await?)
+            .into())
     }
 
     /* ------------------------------------------ token ------------------------------------------ */
@@ -242,7 +325,9 @@ impl Chain {
     /// Mints test USDC to `to` (TestUSDC only: refused on a deployment with a real token).
     pub async fn mint_test_usdc(&self, to: Address, amount: Usdc) -> Result<Receipt, ChainError> {
         if !self.deployment().test_token {
-            return Err(ChainError::InvalidArgument("this deployment's token is not the mintable TestUSDC".into()));
+            return Err(ChainError::InvalidArgument(
+                "this deployment's token is not the mintable TestUSDC".into(),
+            ));
         }
         Ok((&self.send(self.token().mint(to, amount.to_u256())).await?).into())
     }

@@ -29,7 +29,11 @@ impl Server {
 
     /// Reads an on-chain `server` record.
     pub fn from_record(record: &str) -> Self {
-        if record == TUNNEL_MARKER { Self::Tunnel } else { Self::Url(record.to_owned()) }
+        if record == TUNNEL_MARKER {
+            Self::Tunnel
+        } else {
+            Self::Url(record.to_owned())
+        }
     }
 }
 
@@ -69,14 +73,22 @@ pub enum RegistrationStep {
 
 /// Checks `label` like the Registry: `[a-z0-9-]`, 1..63 bytes, no leading or trailing `-`.
 pub fn validate_label(label: &str) -> Result<(), ChainError> {
-    let invalid = |reason| Err(ChainError::InvalidLabel { label: label.to_owned(), reason });
+    let invalid = |reason| {
+        Err(ChainError::InvalidLabel {
+            label: label.to_owned(),
+            reason,
+        })
+    };
     if label.is_empty() {
         return invalid("it is empty");
     }
     if label.len() > 63 {
         return invalid("it is longer than 63 characters");
     }
-    if !label.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
+    if !label
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
         return invalid("only lower-case letters, digits and `-` are allowed");
     }
     if label.starts_with('-') || label.ends_with('-') {
@@ -99,7 +111,10 @@ impl Chain {
         if resolver == Address::ZERO {
             return Err(ChainError::UnknownLabel(label.to_owned()));
         }
-        let records = Resolver::new(resolver, self.provider()).records().call().await?;
+        let records = Resolver::new(resolver, self.provider())
+            .records()
+            .call()
+            .await?;
         Ok(ProviderRecord {
             label: label.to_owned(),
             resolver,
@@ -113,7 +128,10 @@ impl Chain {
     /// The owner of `label` (zero if unregistered).
     pub async fn label_owner(&self, label: &str) -> Result<Address, ChainError> {
         validate_label(label)?;
-        Ok(Registry::new(self.deployment().registry, self.provider()).owner(label_node(label)).call().await?)
+        Ok(Registry::new(self.deployment().registry, self.provider())
+            .owner(label_node(label))
+            .call()
+            .await?)
     }
 
     /// Deploys a resolver owned by the signer through the factory; returns its address.
@@ -124,32 +142,53 @@ impl Chain {
         rsa_public_key_der: Bytes,
     ) -> Result<Address, ChainError> {
         let factory = ResolverFactory::new(self.deployment().resolver_factory, self.provider());
-        let receipt = self.send(factory.deploy_call(payee, server.record().to_owned(), rsa_public_key_der)).await?;
+        let receipt = self
+            .send(factory.deploy_call(payee, server.record().to_owned(), rsa_public_key_der))
+            .await?;
         receipt
             .inner
             .logs()
             .iter()
             .find_map(|log| ResolverFactory::ResolverDeployed::decode_log_data(log.data()).ok())
             .map(|e| e.resolver)
-            .ok_or_else(|| ChainError::Decode("the factory emitted no ResolverDeployed event".into()))
+            .ok_or_else(|| {
+                ChainError::Decode("the factory emitted no ResolverDeployed event".into())
+            })
     }
 
     /// Commits to registering `label` to the signer with `resolver` under `secret`; returns the commitment.
-    pub async fn commit_label(&self, label: &str, resolver: Address, secret: B256) -> Result<B256, ChainError> {
+    pub async fn commit_label(
+        &self,
+        label: &str,
+        resolver: Address,
+        secret: B256,
+    ) -> Result<B256, ChainError> {
         validate_label(label)?;
         let owner = self.address()?;
         let registry = Registry::new(self.deployment().registry, self.provider());
-        let commitment = registry.makeCommitment(label.to_owned(), owner, resolver, secret).call().await?;
+        let commitment = registry
+            .makeCommitment(label.to_owned(), owner, resolver, secret)
+            .call()
+            .await?;
         self.send(registry.commit(commitment)).await?;
         Ok(commitment)
     }
 
     /// Reveals a commitment made by [`Chain::commit_label`], registering `label` to the signer.
-    pub async fn reveal_label(&self, label: &str, resolver: Address, secret: B256) -> Result<Receipt, ChainError> {
+    pub async fn reveal_label(
+        &self,
+        label: &str,
+        resolver: Address,
+        secret: B256,
+    ) -> Result<Receipt, ChainError> {
         validate_label(label)?;
         let owner = self.address()?;
         let registry = Registry::new(self.deployment().registry, self.provider());
-        Ok(Receipt::from(&self.send(registry.register(label.to_owned(), owner, resolver, secret)).await?))
+        Ok(Receipt::from(
+            &self
+                .send(registry.register(label.to_owned(), owner, resolver, secret))
+                .await?,
+        ))
     }
 
     /// The whole registration: commit under a random secret, wait `minCommitmentAge` (reporting progress),
@@ -194,8 +233,21 @@ mod tests {
         for ok in ["alice", "a", "a-b", "0", "x1-2-3", &"a".repeat(63)] {
             assert!(validate_label(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "-a", "a-", "Alice", "a.b", "a_b", "ä", &"a".repeat(64), "a b"] {
-            assert!(matches!(validate_label(bad), Err(ChainError::InvalidLabel { .. })), "{bad}");
+        for bad in [
+            "",
+            "-a",
+            "a-",
+            "Alice",
+            "a.b",
+            "a_b",
+            "ä",
+            &"a".repeat(64),
+            "a b",
+        ] {
+            assert!(
+                matches!(validate_label(bad), Err(ChainError::InvalidLabel { .. })),
+                "{bad}"
+            );
         }
     }
 

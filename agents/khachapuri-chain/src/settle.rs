@@ -41,7 +41,12 @@ pub struct SettlerConfig {
 
 impl Default for SettlerConfig {
     fn default() -> Self {
-        Self { max_batch: 200, linger: Duration::ZERO, max_attempts: 5, retry_delay: Duration::from_millis(200) }
+        Self {
+            max_batch: 200,
+            linger: Duration::ZERO,
+            max_attempts: 5,
+            retry_delay: Duration::from_millis(200),
+        }
     }
 }
 
@@ -68,7 +73,11 @@ impl Future for SettlementHandle {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         Pin::new(&mut self.0).poll(cx).map(|r| {
-            r.unwrap_or_else(|_| Err(ChainError::Unavailable { message: "the settlement sender stopped".into() }))
+            r.unwrap_or_else(|_| {
+                Err(ChainError::Unavailable {
+                    message: "the settlement sender stopped".into(),
+                })
+            })
         })
     }
 }
@@ -85,7 +94,15 @@ impl Settler {
     pub fn spawn(chain: Chain, config: SettlerConfig) -> Result<Self, ChainError> {
         chain.address()?;
         let (queue, rx) = mpsc::unbounded_channel();
-        tokio::spawn(Task { chain, config, nonce: None, batches: 0 }.run(rx));
+        tokio::spawn(
+            Task {
+                chain,
+                config,
+                nonce: None,
+                batches: 0,
+            }
+            .run(rx),
+        );
         Ok(Self { queue })
     }
 
@@ -94,7 +111,9 @@ impl Settler {
         let (reply, rx) = oneshot::channel();
         let job = Job { charge, reply };
         if let Err(mpsc::error::SendError(job)) = self.queue.send(job) {
-            let _ = job.reply.send(Err(ChainError::Unavailable { message: "the settlement sender stopped".into() }));
+            let _ = job.reply.send(Err(ChainError::Unavailable {
+                message: "the settlement sender stopped".into(),
+            }));
         }
         SettlementHandle(rx)
     }
@@ -126,7 +145,7 @@ impl Line {
 
 /// What became of a signed transaction.
 enum Outcome {
-    Mined(alloy::rpc::types::TransactionReceipt),
+    Mined(Box<alloy::rpc::types::TransactionReceipt>),
     /// The node refused it and it is not on chain: sign again with a fresh nonce.
     Refused(ChainError),
 }
@@ -169,23 +188,31 @@ impl Task {
         while !lines.is_empty() {
             match self.attempt(&lines).await {
                 Ok(receipt) => {
-                    let settlement = Settlement { batch_id: id, receipt: Receipt::from(&receipt) };
+                    let settlement = Settlement {
+                        batch_id: id,
+                        receipt: Receipt::from(&receipt),
+                    };
                     for job in lines.into_iter().flat_map(|l| l.jobs) {
                         let _ = job.reply.send(Ok(settlement));
                     }
                     return;
                 }
                 Err(err) => {
-                    if let Some(payer) = err.payer() {
+                    if let Some(payer) = err
+                        .payer()
+                        .filter(|p| lines.iter().any(|l| l.charge.payer == *p))
+                    {
                         tracing::info!(batch = id, %payer, %err, "dropping a refused payer from the batch");
-                        let (failed, rest): (Vec<Line>, Vec<Line>) = lines.into_iter().partition(|l| l.charge.payer == payer);
+                        let (failed, rest): (Vec<Line>, Vec<Line>) =
+                            lines.into_iter().partition(|l| l.charge.payer == payer);
                         failed.into_iter().for_each(|l| l.fail(&err));
                         lines = rest;
                         continue;
                     }
                     attempt += 1;
-                    let retry = matches!(err, ChainError::Unavailable { .. } | ChainError::Rpc { .. })
-                        || matches!(err, ChainError::Reverted { error: None, .. });
+                    let retry =
+                        matches!(err, ChainError::Unavailable { .. } | ChainError::Rpc { .. })
+                            || matches!(err, ChainError::Reverted { error: None, .. });
                     if !retry || attempt >= self.config.max_attempts {
                         tracing::warn!(batch = id, %err, "settlement failed");
                         lines.into_iter().for_each(|l| l.fail(&err));
@@ -199,15 +226,27 @@ impl Task {
     }
 
     /// One try: simulate, sign with the owned nonce, broadcast, await the outcome.
-    async fn attempt(&mut self, lines: &[Line]) -> Result<alloy::rpc::types::TransactionReceipt, ChainError> {
+    async fn attempt(
+        &mut self,
+        lines: &[Line],
+    ) -> Result<alloy::rpc::types::TransactionReceipt, ChainError> {
         let me = self.chain.address()?;
-        let charges = lines.iter().map(|l| l.charge.to_binding()).collect::<Result<Vec<_>, _>>()?;
+        let charges = lines
+            .iter()
+            .map(|l| l.charge.to_binding())
+            .collect::<Result<Vec<_>, _>>()?;
         let escrow = Escrow::new(self.chain.deployment().escrow, self.chain.provider());
         let call = escrow.consumeBatch(charges).from(me);
         let gas = call.estimate_gas().await?;
         let nonce = match self.nonce {
             Some(n) => n,
-            None => self.chain.provider().get_transaction_count(me).pending().await?,
+            None => {
+                self.chain
+                    .provider()
+                    .get_transaction_count(me)
+                    .pending()
+                    .await?
+            }
         };
         let fees = self.chain.provider().estimate_eip1559_fees().await?;
         let request = call
@@ -218,15 +257,21 @@ impl Task {
             .with_max_fee_per_gas(fees.max_fee_per_gas)
             .with_max_priority_fee_per_gas(fees.max_priority_fee_per_gas);
         let wallet = EthereumWallet::from(self.chain.signer_required()?.clone());
-        let envelope = request.build(&wallet).await.map_err(|e| ChainError::Signer(e.to_string()))?;
+        let envelope = request
+            .build(&wallet)
+            .await
+            .map_err(|e| ChainError::Signer(e.to_string()))?;
         match self.deliver(me, nonce, envelope).await {
             Outcome::Mined(receipt) => {
                 self.nonce = Some(nonce + 1);
                 if receipt.status() {
-                    Ok(receipt)
+                    Ok(*receipt)
                 } else {
                     Err(ChainError::Reverted {
-                        reason: format!("settlement {} reverted on chain", receipt.transaction_hash),
+                        reason: format!(
+                            "settlement {} reverted on chain",
+                            receipt.transaction_hash
+                        ),
                         error: None,
                     })
                 }
@@ -244,31 +289,38 @@ impl Task {
         let provider = self.chain.provider();
         let mut attempt = 0;
         loop {
-            match provider.send_tx_envelope(envelope.clone()).await.map_err(ChainError::from) {
+            match provider
+                .send_tx_envelope(envelope.clone())
+                .await
+                .map_err(ChainError::from)
+            {
                 Ok(_) => {}
                 Err(ChainError::Rpc { message })
-                    if message.contains("already known") || message.contains("already imported") => {}
+                    if message.contains("already known")
+                        || message.contains("already imported") => {}
                 Err(err @ (ChainError::Rpc { .. } | ChainError::Reverted { .. })) => {
                     // Refused. It may still be on chain from an earlier broadcast of the same bytes.
                     match provider.get_transaction_receipt(hash).await {
-                        Ok(Some(receipt)) => return Outcome::Mined(receipt),
+                        Ok(Some(receipt)) => return Outcome::Mined(Box::new(receipt)),
                         Ok(None) => return Outcome::Refused(err),
                         Err(_) => {}
                     }
                 }
-                Err(err) => tracing::warn!(%hash, %err, "broadcast outcome unknown; retrying the same transaction"),
+                Err(err) => {
+                    tracing::warn!(%hash, %err, "broadcast outcome unknown; retrying the same transaction")
+                }
             }
             // Accepted (or unknown): poll for the receipt; if the nonce moved on without it, it never lands.
             match self.chain.wait_receipt(hash).await {
-                Ok(receipt) => return Outcome::Mined(receipt),
+                Ok(receipt) => return Outcome::Mined(Box::new(receipt)),
                 Err(err) => {
-                    if let Ok(latest) = provider.get_transaction_count(me).latest().await {
-                        if latest > nonce {
-                            match provider.get_transaction_receipt(hash).await {
-                                Ok(Some(receipt)) => return Outcome::Mined(receipt),
-                                Ok(None) => return Outcome::Refused(err),
-                                Err(_) => {}
-                            }
+                    if let Ok(latest) = provider.get_transaction_count(me).latest().await
+                        && latest > nonce
+                    {
+                        match provider.get_transaction_receipt(hash).await {
+                            Ok(Some(receipt)) => return Outcome::Mined(Box::new(receipt)),
+                            Ok(None) => return Outcome::Refused(err),
+                            Err(_) => {}
                         }
                     }
                 }
@@ -285,18 +337,25 @@ fn merge(jobs: Vec<Job>) -> Vec<Line> {
     for job in jobs {
         let c = job.charge;
         if c.count == 0 || c.price.units() == 0 {
-            let _ = job.reply.send(Err(ChainError::InvalidArgument("a charge needs a non-zero price and count".into())));
+            let _ = job.reply.send(Err(ChainError::InvalidArgument(
+                "a charge needs a non-zero price and count".into(),
+            )));
             continue;
         }
         let slot = lines.iter_mut().find(|l| {
-            l.charge.payer == c.payer && l.charge.price == c.price && l.charge.count.checked_add(c.count).is_some()
+            l.charge.payer == c.payer
+                && l.charge.price == c.price
+                && l.charge.count.checked_add(c.count).is_some()
         });
         match slot {
             Some(line) => {
                 line.charge.count += c.count;
                 line.jobs.push(job);
             }
-            None => lines.push(Line { charge: c, jobs: vec![job] }),
+            None => lines.push(Line {
+                charge: c,
+                jobs: vec![job],
+            }),
         }
     }
     lines

@@ -33,7 +33,11 @@ pub const ANVIL_ACCOUNTS: u32 = 20;
 /// [`ANVIL_ACCOUNTS`] are derived once and cached (derivation costs milliseconds).
 pub fn anvil_signer(index: u32) -> PrivateKeySigner {
     static KEYS: OnceLock<Vec<PrivateKeySigner>> = OnceLock::new();
-    let keys = KEYS.get_or_init(|| (0..ANVIL_ACCOUNTS).map(|i| MnemonicBuilder::from_phrase_nth(ANVIL_MNEMONIC, i)).collect());
+    let keys = KEYS.get_or_init(|| {
+        (0..ANVIL_ACCOUNTS)
+            .map(|i| MnemonicBuilder::from_phrase_nth(ANVIL_MNEMONIC, i))
+            .collect()
+    });
     match keys.get(index as usize) {
         Some(key) => key.clone(),
         None => MnemonicBuilder::from_phrase_nth(ANVIL_MNEMONIC, index),
@@ -46,7 +50,11 @@ pub fn anvil_binary() -> PathBuf {
         return path.into();
     }
     let local = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../node_modules/.bin/anvil");
-    if local.exists() { local } else { PathBuf::from("anvil") }
+    if local.exists() {
+        local
+    } else {
+        PathBuf::from("anvil")
+    }
 }
 
 /// A running anvil, killed on drop.
@@ -67,19 +75,32 @@ impl Anvil {
         let unavailable = |message: String| ChainError::Unavailable { message };
         let binary = anvil_binary();
         let mut child = Command::new(&binary)
-            .args(["--port", "0", "--mnemonic", ANVIL_MNEMONIC, "--accounts", &ANVIL_ACCOUNTS.to_string()])
+            .args([
+                "--port",
+                "0",
+                "--mnemonic",
+                ANVIL_MNEMONIC,
+                "--accounts",
+                &ANVIL_ACCOUNTS.to_string(),
+            ])
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .map_err(|e| unavailable(format!("cannot start {}: {e}", binary.display())))?;
-        let stdout = child.stdout.take().ok_or_else(|| unavailable("anvil has no stdout".into()))?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| unavailable("anvil has no stdout".into()))?;
         let (tx, rx) = mpsc::channel();
         // Reads the port, then keeps draining anvil's log so that it never blocks on a full pipe.
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if let Some(addr) = line.trim().strip_prefix("Listening on ") {
-                    let port = addr.rsplit(':').next().and_then(|p| p.trim().parse::<u16>().ok());
+                    let port = addr
+                        .rsplit(':')
+                        .next()
+                        .and_then(|p| p.trim().parse::<u16>().ok());
                     let _ = tx.send(port);
                 }
             }
@@ -87,7 +108,11 @@ impl Anvil {
         let mut anvil = Self { child, port: 0 };
         match rx.recv_timeout(Duration::from_secs(30)) {
             Ok(Some(port)) => anvil.port = port,
-            _ => return Err(unavailable("anvil did not report a listening port within 30 s".into())),
+            _ => {
+                return Err(unavailable(
+                    "anvil did not report a listening port within 30 s".into(),
+                ));
+            }
         }
         Ok(anvil)
     }
@@ -123,12 +148,20 @@ pub struct DevnetOptions {
 
 impl Default for DevnetOptions {
     fn default() -> Self {
-        Self { withdrawal_delay: 300, min_commitment_age: 1, max_commitment_age: 86_400 }
+        Self {
+            withdrawal_delay: 300,
+            min_commitment_age: 1,
+            max_commitment_age: 86_400,
+        }
     }
 }
 
 /// Deploys TestUSDC, Registry, ResolverFactory and Escrow from `deployer` (the deploy script's order).
-pub async fn deploy_all(rpc_url: &str, deployer: PrivateKeySigner, options: DevnetOptions) -> Result<Deployment, ChainError> {
+pub async fn deploy_all(
+    rpc_url: &str,
+    deployer: PrivateKeySigner,
+    options: DevnetOptions,
+) -> Result<Deployment, ChainError> {
     let placeholder = Deployment {
         chain_id: 0,
         deployment_block: 0,
@@ -142,12 +175,21 @@ pub async fn deploy_all(rpc_url: &str, deployer: PrivateKeySigner, options: Devn
         max_commitment_age: options.max_commitment_age,
         test_token: true,
     };
-    let chain = Chain::new(rpc_url, Some(deployer), placeholder.clone(), ConnectOptions::default())?;
+    let chain = Chain::new(
+        rpc_url,
+        Some(deployer),
+        placeholder.clone(),
+        ConnectOptions::default(),
+    )?;
     let p = chain.provider();
     let deployment_block = p.get_block_number().await?;
     let usdc = TestUSDC::deploy(p).await?;
-    let registry =
-        Registry::deploy(p, U256::from(options.min_commitment_age), U256::from(options.max_commitment_age)).await?;
+    let registry = Registry::deploy(
+        p,
+        U256::from(options.min_commitment_age),
+        U256::from(options.max_commitment_age),
+    )
+    .await?;
     let factory = ResolverFactory::deploy(p).await?;
     let escrow = Escrow::deploy(p, *usdc.address(), U256::from(options.withdrawal_delay)).await?;
     Ok(Deployment {
@@ -193,8 +235,13 @@ impl Devnet {
     pub fn chain_with(&self, index: u32, options: ConnectOptions) -> Chain {
         // The URL is ours and valid; `Chain::new` performs no I/O.
         #[allow(clippy::expect_used)]
-        Chain::new(&self.anvil.url(), Some(anvil_signer(index)), self.deployment.clone(), options)
-            .expect("a devnet URL is valid")
+        Chain::new(
+            &self.anvil.url(),
+            Some(anvil_signer(index)),
+            self.deployment.clone(),
+            options,
+        )
+        .expect("a devnet URL is valid")
     }
 
     /// The address of anvil account `index`.
@@ -204,40 +251,55 @@ impl Devnet {
 
     /// Mints `amount` of test USDC to account `index`'s wallet.
     pub async fn fund(&self, index: u32, amount: Usdc) -> Result<(), ChainError> {
-        self.chain(0).mint_test_usdc(self.address(index), amount).await.map(drop)
+        self.chain(0)
+            .mint_test_usdc(self.address(index), amount)
+            .await
+            .map(drop)
     }
 
     /// Moves chain time forward by `secs` and mines a block.
     pub async fn increase_time(&self, secs: u64) -> Result<(), ChainError> {
         let p = self.chain(0).provider().clone();
-        p.raw_request::<_, serde_json::Value>("evm_increaseTime".into(), (secs,)).await?;
+        p.raw_request::<_, serde_json::Value>("evm_increaseTime".into(), (secs,))
+            .await?;
         self.mine().await
     }
 
     /// Sets the timestamp of the next block.
     pub async fn set_next_block_timestamp(&self, timestamp: u64) -> Result<(), ChainError> {
         let p = self.chain(0).provider().clone();
-        p.raw_request::<_, serde_json::Value>("evm_setNextBlockTimestamp".into(), (timestamp,)).await?;
+        p.raw_request::<_, serde_json::Value>("evm_setNextBlockTimestamp".into(), (timestamp,))
+            .await?;
         Ok(())
     }
 
     /// Takes a snapshot of the chain's state; [`Devnet::revert`] returns to it (once).
     pub async fn snapshot(&self) -> Result<serde_json::Value, ChainError> {
         let p = self.chain(0).provider().clone();
-        Ok(p.raw_request::<_, serde_json::Value>("evm_snapshot".into(), ()).await?)
+        Ok(
+            p.raw_request::<_, serde_json::Value>("evm_snapshot".into(), ())
+                .await?,
+        )
     }
 
     /// Returns the chain to a snapshot (which is used up).
     pub async fn revert(&self, snapshot: serde_json::Value) -> Result<(), ChainError> {
         let p = self.chain(0).provider().clone();
-        let reverted = p.raw_request::<_, bool>("evm_revert".into(), (snapshot,)).await?;
-        if reverted { Ok(()) } else { Err(ChainError::InvalidArgument("unknown snapshot".into())) }
+        let reverted = p
+            .raw_request::<_, bool>("evm_revert".into(), (snapshot,))
+            .await?;
+        if reverted {
+            Ok(())
+        } else {
+            Err(ChainError::InvalidArgument("unknown snapshot".into()))
+        }
     }
 
     /// Mines one block.
     pub async fn mine(&self) -> Result<(), ChainError> {
         let p = self.chain(0).provider().clone();
-        p.raw_request::<_, serde_json::Value>("evm_mine".into(), ()).await?;
+        p.raw_request::<_, serde_json::Value>("evm_mine".into(), ())
+            .await?;
         Ok(())
     }
 }

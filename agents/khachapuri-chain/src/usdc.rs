@@ -115,7 +115,11 @@ impl fmt::Display for Usdc {
         let whole = self.0 / UNIT;
         let frac = format!("{:06}", self.0 % UNIT);
         let trimmed = frac.trim_end_matches('0');
-        let shown = if trimmed.len() < 2 { &frac[..2] } else { trimmed };
+        let shown = if trimmed.len() < 2 {
+            &frac[..2]
+        } else {
+            trimmed
+        };
         write!(f, "{whole}.{shown} USDC")
     }
 }
@@ -134,7 +138,11 @@ impl FromStr for Usdc {
         }
         let (whole, frac) = text.split_once('.').unwrap_or((text, ""));
         let digits = |p: &str| p.bytes().all(|b| b.is_ascii_digit());
-        if whole.is_empty() || !digits(whole) || !digits(frac) || (text.contains('.') && frac.is_empty()) {
+        if whole.is_empty()
+            || !digits(whole)
+            || !digits(frac)
+            || (text.contains('.') && frac.is_empty())
+        {
             return Err(UsdcParseError::Invalid(s.to_owned()));
         }
         if frac.len() > DECIMALS {
@@ -148,7 +156,11 @@ impl FromStr for Usdc {
             let scale = 10u128.pow((DECIMALS - frac.len()) as u32);
             frac.parse::<u128>().map_err(|_| overflow())? * scale
         };
-        whole.checked_mul(UNIT).and_then(|w| w.checked_add(frac_units)).map(Self).ok_or_else(overflow)
+        whole
+            .checked_mul(UNIT)
+            .and_then(|w| w.checked_add(frac_units))
+            .map(Self)
+            .ok_or_else(overflow)
     }
 }
 
@@ -168,22 +180,43 @@ mod tests {
 
     #[test]
     fn parses_plain_amounts() {
-        for (text, units) in [("0.3", 300_000), ("0.30", 300_000), ("1", 1_000_000), ("0.000001", 1), ("12.5 USDC", 12_500_000)] {
+        for (text, units) in [
+            ("0.3", 300_000),
+            ("0.30", 300_000),
+            ("1", 1_000_000),
+            ("0.000001", 1),
+            ("12.5 USDC", 12_500_000),
+        ] {
             assert_eq!(text.parse::<Usdc>(), Ok(Usdc::from_units(units)), "{text}");
         }
     }
 
     #[test]
     fn rejects_bad_amounts_with_clear_errors() {
-        assert!(matches!("0.0000001".parse::<Usdc>(), Err(UsdcParseError::TooManyDecimals(_))));
-        assert!(matches!("-1".parse::<Usdc>(), Err(UsdcParseError::Negative(_))));
+        assert!(matches!(
+            "0.0000001".parse::<Usdc>(),
+            Err(UsdcParseError::TooManyDecimals(_))
+        ));
+        assert!(matches!(
+            "-1".parse::<Usdc>(),
+            Err(UsdcParseError::Negative(_))
+        ));
         assert!(matches!("".parse::<Usdc>(), Err(UsdcParseError::Empty)));
         for bad in ["abc", "1.", ".5", "1.2.3", "1e6", "+1"] {
-            assert!(matches!(bad.parse::<Usdc>(), Err(UsdcParseError::Invalid(_))), "{bad}");
+            assert!(
+                matches!(bad.parse::<Usdc>(), Err(UsdcParseError::Invalid(_))),
+                "{bad}"
+            );
         }
-        assert!(matches!("999999999999999999999999999999999999999".parse::<Usdc>(), Err(UsdcParseError::Overflow(_))));
+        assert!(matches!(
+            "999999999999999999999999999999999999999".parse::<Usdc>(),
+            Err(UsdcParseError::Overflow(_))
+        ));
         let msg = "0.0000001".parse::<Usdc>().map_err(|e| e.to_string());
-        assert_eq!(msg, Err("`0.0000001` has more than 6 decimals (USDC's smallest unit is 0.000001)".into()));
+        assert_eq!(
+            msg,
+            Err("`0.0000001` has more than 6 decimals (USDC's smallest unit is 0.000001)".into())
+        );
     }
 
     #[test]

@@ -46,7 +46,13 @@ async fn five_hundred_concurrent_settlements_land_exactly_once() -> Result {
     let net = Devnet::start().await?;
     payers_ready(&net, 1..11, Usdc::from_whole(10)).await?;
     let provider = net.chain(PROVIDER);
-    let settler = Settler::spawn(provider.clone(), SettlerConfig { max_batch: 64, ..Default::default() })?;
+    let settler = Settler::spawn(
+        provider.clone(),
+        SettlerConfig {
+            max_batch: 64,
+            ..Default::default()
+        },
+    )?;
     let earnings_before = provider.earnings(net.address(PROVIDER)).await?;
 
     let mut tasks = Vec::new();
@@ -56,7 +62,9 @@ async fn five_hundred_concurrent_settlements_land_exactly_once() -> Result {
         let price = Usdc::from_units(1_000 + u128::from(n % 7));
         expected += price.units();
         let settler = settler.clone();
-        tasks.push(tokio::spawn(async move { settler.settle(Charge::one(payer, price)).await }));
+        tasks.push(tokio::spawn(async move {
+            settler.settle(Charge::one(payer, price)).await
+        }));
     }
     let mut batches = HashSet::new();
     for task in tasks {
@@ -73,7 +81,11 @@ async fn five_hundred_concurrent_settlements_land_exactly_once() -> Result {
     // Batched: far fewer transactions than requests, one hash per batch.
     let ids: HashSet<u64> = batches.iter().map(|b| b.0).collect();
     assert_eq!(ids.len(), batches.len());
-    assert!(batches.len() < 100, "{} batches for 500 charges", batches.len());
+    assert!(
+        batches.len() < 100,
+        "{} batches for 500 charges",
+        batches.len()
+    );
     Ok(())
 }
 
@@ -87,8 +99,12 @@ async fn a_refused_payer_fails_alone_and_the_rest_settles() -> Result {
     let price = Usdc::from_units(100_000);
     let handles = settler.submit_all([
         Charge::one(good, price),
-        Charge { payer: broke, price, count: 11 }, // budget 1 USDC: 1.1 asked
-        Charge::one(stranger, price),              // never approved
+        Charge {
+            payer: broke,
+            price,
+            count: 11,
+        }, // budget 1 USDC: 1.1 asked
+        Charge::one(stranger, price), // never approved
         Charge::one(good, price),
     ]);
     let mut results = Vec::new();
@@ -97,12 +113,29 @@ async fn a_refused_payer_fails_alone_and_the_rest_settles() -> Result {
     }
     let first = results[0].as_ref().map_err(|e| e.to_string())?;
     let last = results[3].as_ref().map_err(|e| e.to_string())?;
-    assert_eq!(first.receipt.tx_hash, last.receipt.tx_hash, "both of the good payer's charges in one batch");
-    let broke_err = results[1].as_ref().err().ok_or("over-budget payer settled")?;
-    assert!(broke_err.to_string().starts_with("budget exhausted: 1.00 USDC left, 1.10 USDC asked"), "{broke_err}");
-    let stranger_err = results[2].as_ref().err().ok_or("unapproved payer settled")?;
+    assert_eq!(
+        first.receipt.tx_hash, last.receipt.tx_hash,
+        "both of the good payer's charges in one batch"
+    );
+    let broke_err = results[1]
+        .as_ref()
+        .err()
+        .ok_or("over-budget payer settled")?;
+    assert!(
+        broke_err
+            .to_string()
+            .starts_with("budget exhausted: 1.00 USDC left, 1.10 USDC asked"),
+        "{broke_err}"
+    );
+    let stranger_err = results[2]
+        .as_ref()
+        .err()
+        .ok_or("unapproved payer settled")?;
     assert_eq!(stranger_err.payer(), Some(stranger));
-    assert_eq!(provider.earnings(net.address(PROVIDER)).await?, Usdc::from_units(200_000));
+    assert_eq!(
+        provider.earnings(net.address(PROVIDER)).await?,
+        Usdc::from_units(200_000)
+    );
     assert_eq!(provider.balance(broke).await?, Usdc::from_whole(1));
     Ok(())
 }
@@ -112,7 +145,13 @@ async fn recovers_when_someone_else_used_the_nonce() -> Result {
     let net = Devnet::start().await?;
     payers_ready(&net, 1..2, Usdc::from_whole(1)).await?;
     let provider = net.chain(PROVIDER);
-    let settler = Settler::spawn(provider.clone(), SettlerConfig { retry_delay: Duration::from_millis(10), ..Default::default() })?;
+    let settler = Settler::spawn(
+        provider.clone(),
+        SettlerConfig {
+            retry_delay: Duration::from_millis(10),
+            ..Default::default()
+        },
+    )?;
     let payer = net.address(1);
     let price = Usdc::from_units(1_000);
     settler.settle(Charge::one(payer, price)).await?;
@@ -121,23 +160,52 @@ async fn recovers_when_someone_else_used_the_nonce() -> Result {
     provider.grant_credits(net.address(6), price).await?;
     let s = settler.settle(Charge::one(payer, price)).await?;
     assert!(s.batch_id >= 2);
-    assert_eq!(provider.earnings(net.address(PROVIDER)).await?, Usdc::from_units(2_000));
-    assert_eq!(consumed(&provider).await?.len(), 2, "each charge landed once");
+    assert_eq!(
+        provider.earnings(net.address(PROVIDER)).await?,
+        Usdc::from_units(2_000)
+    );
+    assert_eq!(
+        consumed(&provider).await?.len(),
+        2,
+        "each charge landed once"
+    );
     Ok(())
 }
 
 #[tokio::test]
 async fn an_unreachable_rpc_fails_charges_as_unavailable() -> Result {
     let net = Devnet::start().await?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    let options = ConnectOptions { request_timeout: Duration::from_secs(1), ..Default::default() };
-    let down = Chain::new(&format!("http://127.0.0.1:{port}"), Some(anvil_signer(0)), net.deployment.clone(), options)?;
-    let config = SettlerConfig { max_attempts: 2, retry_delay: Duration::from_millis(10), ..Default::default() };
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let options = ConnectOptions {
+        request_timeout: Duration::from_secs(1),
+        ..Default::default()
+    };
+    let down = Chain::new(
+        &format!("http://127.0.0.1:{port}"),
+        Some(anvil_signer(0)),
+        net.deployment.clone(),
+        options,
+    )?;
+    let config = SettlerConfig {
+        max_attempts: 2,
+        retry_delay: Duration::from_millis(10),
+        ..Default::default()
+    };
     let settler = Settler::spawn(down, config)?;
-    let err = settler.settle(Charge::one(net.address(1), Usdc::from_units(1))).await.err().ok_or("settled offline")?;
+    let err = settler
+        .settle(Charge::one(net.address(1), Usdc::from_units(1)))
+        .await
+        .err()
+        .ok_or("settled offline")?;
     assert!(matches!(err, ChainError::Unavailable { .. }), "{err:?}");
     // Zero prices are refused before anything is sent.
-    let zero = settler.settle(Charge::one(net.address(1), Usdc::ZERO)).await.err().ok_or("zero price")?;
+    let zero = settler
+        .settle(Charge::one(net.address(1), Usdc::ZERO))
+        .await
+        .err()
+        .ok_or("zero price")?;
     assert!(matches!(zero, ChainError::InvalidArgument(_)));
     Ok(())
 }
