@@ -30,6 +30,7 @@ start_anvil() {
 
 # deploy RPC_URL: runs the forge deployment script against RPC_URL with the dev key.
 deploy() {
+  mkdir -p "$ROOT/deployments"
   (cd "$ROOT" && "$BIN/forge" script script/Deploy.s.sol --rpc-url "$1" --private-key "$DEV_KEY" \
     --broadcast --slow -q)
 }
