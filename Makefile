@@ -68,8 +68,8 @@ examples: $(STAMPS)/wasm32
 # make dev: the local network
 # --------------------------------------------------------------------------------------------
 
-dev: toolchain contracts
-	script/dev.sh
+dev: toolchain contracts examples
+	$(CARGO) run -p khachapuri-cli --bin khachapuri -- dev
 
 # --------------------------------------------------------------------------------------------
 # make test: every test

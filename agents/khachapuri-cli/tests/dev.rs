@@ -1,0 +1,417 @@
+//! Drives the real `khachapuri` binary: `khachapuri dev` in a temporary directory, every example function
+//! called through the gateway with the URLs from `.khachapuri/dev.json`, then the CLI's `token` and
+//! `escrow balance` (and their bad inputs) against that network, and Ctrl-C (SIGINT) stops it cleanly.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
+}
+
+struct Dev {
+    child: Child,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Dev {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn khachapuri(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_khachapuri"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("KHACHAPURI_RPC_URL")
+        .env_remove("KHACHAPURI_PRIVATE_KEY")
+        .output()
+        .expect("run khachapuri")
+}
+
+fn wait_for_dev_json(dev: &mut Dev) -> serde_json::Value {
+    let path = dev.dir.path().join(".khachapuri/dev.json");
+    let start = Instant::now();
+    loop {
+        if let Ok(text) = std::fs::read_to_string(&path) {
+            return serde_json::from_str(&text).expect("dev.json is JSON");
+        }
+        if let Some(status) = dev.child.try_wait().unwrap() {
+            panic!("khachapuri dev exited early with {status}");
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(180),
+            "no dev.json within 180 s"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_network_serves_every_example_and_stops_on_ctrl_c() {
+    let dir = tempfile::tempdir().unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_khachapuri"))
+        .args(["dev", "--root"])
+        .arg(repo())
+        .current_dir(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start khachapuri dev");
+    let mut dev = Dev { child, dir };
+    let info = wait_for_dev_json(&mut dev);
+
+    // What dev.json promises.
+    assert_eq!(info["chainId"], 31337);
+    assert!(
+        info["rpcUrl"]
+            .as_str()
+            .unwrap()
+            .starts_with("http://127.0.0.1:")
+    );
+    assert!(
+        info["contracts"]["escrow"]
+            .as_str()
+            .unwrap()
+            .starts_with("0x")
+    );
+    assert_eq!(info["provider"]["label"], "dev");
+    assert_eq!(info["provider"]["price"], "0.01 USDC");
+    assert!(
+        info["ipfs"]
+            .as_str()
+            .unwrap()
+            .starts_with("http://127.0.0.1:")
+    );
+    let account = &info["accounts"][0];
+    assert_eq!(
+        account["address"].as_str().unwrap().to_lowercase(),
+        "0x3c44cdddb6a900fa2b585dd299e03d12fa4293bc"
+    );
+    assert!(dev.dir.path().join("deployments/31337.json").exists());
+    let functions = info["functions"].as_array().unwrap();
+    let names: Vec<&str> = functions
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["hello", "echo", "json-transform", "cpu-heavy"]);
+
+    let gateway = info["gateway"].as_str().unwrap();
+    let http = reqwest::Client::new();
+    for f in functions {
+        let url = f["url"].as_str().unwrap();
+        assert!(
+            url.starts_with(&format!("{gateway}/dev/")),
+            "{url} goes through the gateway"
+        );
+        let name = f["name"].as_str().unwrap();
+        let res = match name {
+            "hello" => http.post(url).body("tester").send().await.unwrap(),
+            "echo" => http
+                .post(format!("{url}/a/b?x=1"))
+                .body("ping")
+                .send()
+                .await
+                .unwrap(),
+            "json-transform" => http
+                .post(url)
+                .header("content-type", "application/json")
+                .body(r#"{"name":"khachapuri"}"#)
+                .send()
+                .await
+                .unwrap(),
+            _ => http
+                .post(format!("{url}?n=1000"))
+                .body("data")
+                .send()
+                .await
+                .unwrap(),
+        };
+        let status = res.status().as_u16();
+        assert_eq!(
+            res.headers()
+                .get("x-khachapuri-price")
+                .map(|v| v.to_str().unwrap().to_owned()),
+            Some("0.01 USDC".into()),
+            "{name}"
+        );
+        let body = res.text().await.unwrap();
+        match name {
+            "hello" => {
+                assert_eq!(status, 200, "{body}");
+                assert_eq!(body, "Hello from Khachapuri, tester!\n");
+            }
+            "echo" => {
+                assert_eq!(status, 201, "{body}");
+                let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+                assert_eq!(v["body"], "ping");
+                assert_eq!(v["method"], "POST");
+                assert_eq!(v["query"], "x=1");
+            }
+            "json-transform" => {
+                assert_eq!(status, 200, "{body}");
+                let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+                assert_eq!(v["data"]["name"], "KHACHAPURI");
+            }
+            _ => {
+                assert_eq!(status, 200, "{body}");
+                assert_eq!(body.trim().len(), 64, "a sha256 hex digest: {body}");
+            }
+        }
+    }
+
+    // The CLI against the running network (it finds it through .khachapuri/dev.json).
+    let out = khachapuri(
+        dev.dir.path(),
+        &["escrow", "balance", "--provider", "dev", "--json"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["wallet"], "900.00 USDC");
+    assert_eq!(v["provider"]["pricePerRequest"], "0.05 USDC");
+    assert!(v["escrow"].as_str().unwrap().ends_with(" USDC"));
+
+    let out = khachapuri(
+        dev.dir.path(),
+        &["token", "--provider", "dev", "--max-price", "0.02"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert!(token.starts_with("kp1."), "{token}");
+    let hello = functions[0]["url"].as_str().unwrap();
+    let res = http
+        .post(hello)
+        .bearer_auth(&token)
+        .body("token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        res.headers()["x-khachapuri-payer"]
+            .to_str()
+            .unwrap()
+            .to_lowercase(),
+        "0x3c44cdddb6a900fa2b585dd299e03d12fa4293bc"
+    );
+
+    // Bad inputs say what to do.
+    let out = khachapuri(dev.dir.path(), &["token", "--provider", "nobody"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("provider `nobody` is not registered"), "{err}");
+    let out = khachapuri(
+        dev.dir.path(),
+        &["token", "--provider", "dev", "--max-price", "ten"],
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--max-price `ten`"));
+    let out = khachapuri(
+        dev.dir.path(),
+        &["escrow", "balance", "--rpc-url", "http://127.0.0.1:1"],
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot reach the chain at http://127.0.0.1:1")
+            && err.contains("khachapuri dev"),
+        "{err}"
+    );
+
+    // deploy: upload, sign, encrypt to `dev`, upload; the printed URL answers through the gateway.
+    let wasm = repo().join("examples/target/wasm32-wasip1/release/hello.wasm");
+    let out = khachapuri(
+        dev.dir.path(),
+        &[
+            "deploy",
+            wasm.to_str().unwrap(),
+            "--provider",
+            "dev",
+            "--env",
+            "GREETING=Hola",
+            "--price",
+            "0.02",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let url = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert!(url.starts_with(&format!("{gateway}/dev/bafk")), "{url}");
+    let res = http.post(&url).body("deployer").send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.text().await.unwrap(), "Hola, deployer!\n");
+    let out = khachapuri(
+        dev.dir.path(),
+        &[
+            "deploy",
+            wasm.to_str().unwrap(),
+            "--provider",
+            "dev",
+            "--env",
+            "GREETING",
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--env `GREETING`: write KEY=VALUE"));
+    let out = khachapuri(
+        dev.dir.path(),
+        &["deploy", wasm.to_str().unwrap(), "--provider", "nobody"],
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("provider `nobody` is not registered"));
+
+    // --open: a plain spec any provider may run; it refuses secrets.
+    let out = khachapuri(
+        dev.dir.path(),
+        &[
+            "deploy",
+            wasm.to_str().unwrap(),
+            "--provider",
+            "dev",
+            "--open",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let url = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let res = http.post(&url).body("open").send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.text().await.unwrap(), "Hello, open!\n");
+    let out = khachapuri(
+        dev.dir.path(),
+        &[
+            "deploy",
+            wasm.to_str().unwrap(),
+            "--provider",
+            "dev",
+            "--open",
+            "--env",
+            "A=b",
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot carry --env secrets"));
+
+    // escrow deposit + approve move the numbers `escrow balance` shows.
+    let out = khachapuri(dev.dir.path(), &["escrow", "deposit", "2.5"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = khachapuri(
+        dev.dir.path(),
+        &[
+            "escrow",
+            "approve",
+            "--provider",
+            "dev",
+            "--price",
+            "0.08",
+            "--budget",
+            "200",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = khachapuri(
+        dev.dir.path(),
+        &[
+            "escrow",
+            "approve",
+            "--provider",
+            "dev",
+            "--price",
+            "0.03",
+            "--budget",
+            "7",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("takes effect at unix"),
+        "a cut is delayed"
+    );
+    let out = khachapuri(
+        dev.dir.path(),
+        &["escrow", "balance", "--provider", "dev", "--json"],
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["wallet"], "897.50 USDC");
+    assert_eq!(
+        v["provider"]["pricePerRequest"], "0.08 USDC",
+        "the raise holds until the cut's delay passes"
+    );
+    let out = khachapuri(dev.dir.path(), &["escrow", "deposit", "5000"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("less than 5000.00 USDC"));
+
+    // A second `khachapuri dev` in the same directory refuses (its state would collide).
+    let out = khachapuri(dev.dir.path(), &["dev", "--root", repo().to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("another `khachapuri dev`"));
+
+    // Ctrl-C: a clean stop, the provider settles what it claimed, dev.json is gone.
+    let status = Command::new("kill")
+        .args(["-INT", &dev.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let start = Instant::now();
+    let exit = loop {
+        if let Some(status) = dev.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "khachapuri dev did not stop within 60 s of SIGINT"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(exit.success(), "exit status {exit}");
+    let mut stdout = String::new();
+    use std::io::Read as _;
+    dev.child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .unwrap();
+    assert!(
+        stdout.contains("curl -d 'Khachapuri' http://127.0.0.1:"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("provider `dev` earned 0.07 USDC"),
+        "seven paid calls settled on Ctrl-C: {stdout}"
+    );
+    assert!(!dev.dir.path().join(".khachapuri/dev.json").exists());
+}
