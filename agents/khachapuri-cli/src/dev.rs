@@ -378,7 +378,7 @@ async fn serve(
         println!("Everything above is in {DEV_JSON}. Ctrl-C stops it.");
     }
 
-    shutdown_signal().await;
+    khachapuri_provider::shutdown_signal().await;
     if !args.json {
         println!();
     }
@@ -394,26 +394,6 @@ async fn serve(
     out.step(format!("provider `{LABEL}` earned {earned}"));
     let _ = node.stop().await;
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = ctrl_c.await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
 }
 
 /// One `khachapuri dev` per directory: its state (.khachapuri/dev) is not shareable.

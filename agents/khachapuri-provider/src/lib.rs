@@ -22,3 +22,17 @@ pub use agent::{PAYER_HEADER, PRICE_HEADER, RECEIPT_HEADER, RunningAgent, StartE
 pub use config::{Config, ConfigError, ProviderArgs, SettlementMode};
 pub use error::ApiError;
 pub use receipt::{Receipt, SignedReceipt};
+
+/// Resolves on Ctrl-C or SIGTERM: what the agent's binaries wait for before a graceful shutdown.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+        return;
+    }
+    let _ = ctrl_c.await;
+}

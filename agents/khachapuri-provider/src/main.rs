@@ -25,27 +25,10 @@ async fn main() -> anyhow::Result<()> {
     println!("provider agent listening on http://{}", agent.addr);
     let stop = agent.shutdown_handle();
     tokio::spawn(async move {
-        shutdown_signal().await;
+        khachapuri_provider::shutdown_signal().await;
         eprintln!("shutting down: finishing requests and settling every claim");
         let _ = stop.send(true);
     });
     agent.wait().await;
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => return ctrl_c.await.unwrap_or(()),
-        };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
 }
