@@ -79,17 +79,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn reads_the_repository_deployment() -> Result<(), ChainError> {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deployments");
-        let d = Deployment::load(&dir, 31337)?;
-        assert_eq!(d.chain_id, 31337);
-        assert!(d.test_token);
-        assert_ne!(d.escrow, Address::ZERO);
-        assert!(d.min_commitment_age < d.max_commitment_age);
-        assert!(matches!(
-            Deployment::load(&dir, 999_999),
-            Err(ChainError::Deployment(_))
-        ));
+    fn writes_and_reads_a_deployment_file() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let written = Deployment {
+            chain_id: 31337,
+            deployment_block: 7,
+            usdc: Address::repeat_byte(1),
+            registry: Address::repeat_byte(2),
+            resolver_factory: Address::repeat_byte(3),
+            resolver_implementation: Address::repeat_byte(4),
+            escrow: Address::repeat_byte(5),
+            withdrawal_delay: 300,
+            min_commitment_age: 1,
+            max_commitment_age: 86_400,
+            test_token: true,
+        };
+        let path = written.write(dir.path())?;
+        assert_eq!(path, Deployment::path(dir.path(), 31337));
+        assert_eq!(Deployment::load(dir.path(), 31337)?, written);
+        assert!(matches!(Deployment::load(dir.path(), 999_999), Err(ChainError::Deployment(_))));
         Ok(())
     }
 }
