@@ -109,7 +109,12 @@ pub struct AnvilProcess {
 impl AnvilProcess {
     /// Starts anvil on `port` (0: a free one) and waits until it listens.
     pub fn spawn(binary: &Path, port: u16, log: &Path) -> anyhow::Result<Self> {
-        let mut child = Command::new(binary)
+        let mut command = Command::new(binary);
+        // Its own process group: Ctrl-C reaches `khachapuri dev`, which settles the provider's claims on
+        // this chain before it stops anvil itself.
+        #[cfg(unix)]
+        std::os::unix::process::CommandExt::process_group(&mut command, 0);
+        let mut child = command
             .args(["--port", &port.to_string(), "--host", "127.0.0.1"])
             .args([
                 "--mnemonic",
