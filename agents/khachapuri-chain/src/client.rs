@@ -282,8 +282,8 @@ fn build_provider(
     })
 }
 
-/// A deployment used only to ask a fresh connection for its chain id.
-fn placeholder_deployment() -> Deployment {
+/// A deployment with no addresses yet: for asking a fresh connection its chain id, or deploying.
+pub(crate) fn placeholder_deployment() -> Deployment {
     Deployment {
         chain_id: 0,
         deployment_block: 0,

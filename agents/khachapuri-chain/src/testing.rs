@@ -163,17 +163,11 @@ pub async fn deploy_all(
     options: DevnetOptions,
 ) -> Result<Deployment, ChainError> {
     let placeholder = Deployment {
-        chain_id: 0,
-        deployment_block: 0,
-        usdc: Address::ZERO,
-        registry: Address::ZERO,
-        resolver_factory: Address::ZERO,
-        resolver_implementation: Address::ZERO,
-        escrow: Address::ZERO,
         withdrawal_delay: options.withdrawal_delay,
         min_commitment_age: options.min_commitment_age,
         max_commitment_age: options.max_commitment_age,
         test_token: true,
+        ..crate::client::placeholder_deployment()
     };
     let chain = Chain::new(
         rpc_url,
