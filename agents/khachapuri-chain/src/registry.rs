@@ -156,6 +156,22 @@ impl Chain {
             })
     }
 
+    /// Points the signer's resolver at `server` (when it differs from the record).
+    pub async fn set_server(&self, resolver: Address, server: &Server) -> Result<Receipt, ChainError> {
+        let resolver = Resolver::new(resolver, self.provider());
+        Ok((&self.send(resolver.setServer(server.record().to_owned())).await?).into())
+    }
+
+    /// Rotates the RSA key the signer's resolver publishes (the resolver bumps its version).
+    pub async fn set_rsa_key(
+        &self,
+        resolver: Address,
+        rsa_public_key_der: Bytes,
+    ) -> Result<Receipt, ChainError> {
+        let resolver = Resolver::new(resolver, self.provider());
+        Ok((&self.send(resolver.setRsaKey(rsa_public_key_der)).await?).into())
+    }
+
     /// Commits to registering `label` to the signer with `resolver` under `secret`; returns the commitment.
     pub async fn commit_label(
         &self,

@@ -1,25 +1,38 @@
-//! `khachapuri deploy`: upload a wasm program, write and sign its spec, encrypt it to the provider, upload.
+//! `khachapuri deploy`: build or read a program, zip it, upload it, write and sign its spec, encrypt it to
+//! the provider's RSA key, upload that, print the URL. [`publish`] is also how `khachapuri dev` deploys the
+//! examples.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 
 use alloy::primitives::U256;
 use anyhow::{Context, anyhow, bail};
-use khachapuri_chain::{Server, Usdc};
-use khachapuri_ipfs::KuboClient;
+use khachapuri_chain::{Deployment, PrivateKeySigner, Server, Usdc};
+use khachapuri_ipfs::{Cid, KuboClient};
+use khachapuri_runtime::PackageLimits;
+use khachapuri_runtime::package::{check_module, unzip_module, zip_module};
 use khachapuri_spec::{Limits, SPEC_VERSION, Spec, seal};
 
+use crate::args::{ChainArgs, parse_duration, parse_size, parse_usdc, resolve_payee_record};
 use crate::net::read_dev_info;
-use crate::token::{ChainArgs, parse_usdc, resolve_payee_record};
+use crate::progress;
 
 /// `khachapuri deploy` options.
 #[derive(clap::Args, Debug)]
 pub struct DeployArgs {
-    /// The program: a WebAssembly (WASI preview 1) module.
-    file: PathBuf,
+    /// The program: a WebAssembly (WASI preview 1) module, a .zip holding one, or a cargo project directory
+    /// (built with `cargo build --release --target wasm32-wasip1`).
+    path: PathBuf,
     /// The provider label to deploy to (the spec is encrypted to its RSA key).
     #[arg(long)]
     provider: String,
+    /// The entry module's path inside a .zip [default: its only .wasm].
+    #[arg(long)]
+    entry: Option<String>,
+    /// Which binary of a cargo project [default: its only one].
+    #[arg(long)]
+    bin: Option<String>,
     /// An environment variable of the program, KEY=VALUE (repeatable; encrypted in the spec).
     #[arg(long = "env")]
     env: Vec<String>,
@@ -33,6 +46,15 @@ pub struct DeployArgs {
     /// The most the owner pays per request, in USDC.
     #[arg(long, default_value = "0.05")]
     price: String,
+    /// Memory the program may use per request, e.g. 64MiB.
+    #[arg(long, default_value = "64MiB")]
+    memory: String,
+    /// Longest a request may run, e.g. 5s or 500ms.
+    #[arg(long, default_value = "5s")]
+    timeout: String,
+    /// Largest response the program may write, e.g. 4MiB.
+    #[arg(long, default_value = "4MiB")]
+    max_output: String,
     /// Terms text the owner signs.
     #[arg(long, default_value = "")]
     terms: String,
@@ -43,13 +65,118 @@ pub struct DeployArgs {
     /// provider's own server URL].
     #[arg(long, env = "KHACHAPURI_GATEWAY")]
     gateway: Option<String>,
-    /// Print JSON (cid, program, url).
-    #[arg(long)]
-    json: bool,
     #[command(flatten)]
     chain: ChainArgs,
 }
 
+/// A program ready to upload: a zip holding its entry module.
+pub struct Package {
+    /// The entry module's path in the zip.
+    pub entry: String,
+    /// The zip.
+    pub zip: Vec<u8>,
+}
+
+impl Package {
+    /// Zips a module read from `path`, named after the file.
+    pub fn from_module(path: &Path) -> anyhow::Result<Self> {
+        let module =
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let limits = PackageLimits::default();
+        check_module(&module, &limits).map_err(|e| {
+            anyhow!(
+                "{} is not a WebAssembly module ({e}); build it with `cargo build --target wasm32-wasip1 --release`",
+                path.display()
+            )
+        })?;
+        let entry = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("main.wasm")
+            .to_owned();
+        let zip = zip_module(&entry, &module, &limits)
+            .with_context(|| format!("zipping {}", path.display()))?;
+        Ok(Self { entry, zip })
+    }
+
+    /// Reads a program zip, checking that it holds its entry module (`entry`, or its only .wasm).
+    fn from_zip(path: &Path, entry: Option<&str>) -> anyhow::Result<Self> {
+        let zip = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let (entry, _) = unzip_module(&zip, entry, &PackageLimits::default()).map_err(|e| {
+            anyhow!(
+                "{}: {e}; a program zip holds one .wasm module, or name it with --entry",
+                path.display()
+            )
+        })?;
+        Ok(Self { entry, zip })
+    }
+
+    /// Builds a cargo project for wasm32-wasip1 and zips its binary.
+    fn from_cargo(dir: &Path, bin: Option<&str>) -> anyhow::Result<Self> {
+        let module = cargo_build(dir, bin)?;
+        Self::from_module(&module)
+    }
+}
+
+/// `cargo build --release --target wasm32-wasip1` in `dir`; returns the .wasm it wrote. Cargo's own
+/// progress shows on stderr.
+fn cargo_build(dir: &Path, bin: Option<&str>) -> anyhow::Result<PathBuf> {
+    let manifest = dir.join("Cargo.toml");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    eprintln!(
+        "==> building {} for wasm32-wasip1 (cargo build --release)",
+        dir.display()
+    );
+    let mut command = Command::new(cargo);
+    command
+        .args(["build", "--release", "--target", "wasm32-wasip1"])
+        .args(["--message-format", "json-render-diagnostics"])
+        .arg("--manifest-path")
+        .arg(&manifest);
+    if let Some(bin) = bin {
+        command.args(["--bin", bin]);
+    }
+    let output = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .output()
+        .context("cannot run cargo; is Rust installed (https://rustup.rs)?")?;
+    if !output.status.success() {
+        bail!(
+            "cargo build failed for {} (its errors are above); if it says the wasm32-wasip1 target is missing, run \
+             `rustup target add wasm32-wasip1`",
+            manifest.display()
+        );
+    }
+    let wasm: Vec<PathBuf> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|m| {
+            m["reason"] == "compiler-artifact"
+                && m["target"]["kind"]
+                    .as_array()
+                    .is_some_and(|k| k.iter().any(|k| k == "bin"))
+        })
+        .filter_map(|m| m["executable"].as_str().map(PathBuf::from))
+        .collect();
+    match wasm.as_slice() {
+        [one] => Ok(one.clone()),
+        [] => bail!(
+            "{} built no binary: a function is a `[[bin]]` (src/main.rs) crate",
+            manifest.display()
+        ),
+        _ => bail!(
+            "{} builds several binaries ({}); choose one with --bin",
+            manifest.display(),
+            wasm.iter()
+                .filter_map(|p| p.file_stem()?.to_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+/// Reads KEY=VALUE lines (from --env-file, then --env) into the spec's environment.
 fn parse_env(entries: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
     let mut env = BTreeMap::new();
     for entry in entries {
@@ -66,8 +193,75 @@ fn parse_env(entries: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
     Ok(env)
 }
 
+/// What to publish: a program and the terms its owner signs.
+pub struct Publication<'a> {
+    /// The program.
+    pub package: &'a Package,
+    /// The program's environment (secret once sealed).
+    pub env: BTreeMap<String, String>,
+    /// The owner: signs the terms and pays for calls made without a payer token.
+    pub owner: &'a PrivateKeySigner,
+    /// The provider label and its RSA public key (DER) the spec is sealed to; `None`: an open spec.
+    pub provider: Option<(&'a str, &'a [u8])>,
+    /// The most the owner pays per request.
+    pub max_price: Usdc,
+    /// Per-request limits.
+    pub limits: Limits,
+    /// Terms text.
+    pub terms: String,
+    /// The chain and escrow the terms are signed for.
+    pub deployment: &'a Deployment,
+}
+
+/// Where a publication landed.
+pub struct Published {
+    /// The program zip's CID.
+    pub program: Cid,
+    /// The spec's CID: the function's name in its URL.
+    pub spec: Cid,
+}
+
+/// Uploads the program, signs the spec, seals it to the provider (unless open) and uploads it.
+pub async fn publish(kubo: &KuboClient, p: Publication<'_>) -> anyhow::Result<Published> {
+    let zip = bytes::Bytes::from(p.package.zip.clone());
+    let bar = progress::bytes(
+        format!("uploading {}", p.package.entry),
+        zip.len() as u64,
+    );
+    let ticker = bar.clone();
+    let program = kubo
+        .add_with_progress(&p.package.entry, zip, move |sent| ticker.set_position(sent))
+        .await
+        .map_err(|e| anyhow!("uploading the program: {e}; is the IPFS node running?"))?;
+    bar.finish_and_clear();
+    let mut spec = Spec {
+        version: SPEC_VERSION,
+        program: program.to_string(),
+        entry: p.package.entry.clone(),
+        env: p.env,
+        owner: p.owner.address(),
+        provider: p.provider.map(|(label, _)| label.to_owned()),
+        max_price: U256::from(p.max_price.units()),
+        limits: p.limits,
+        terms: p.terms,
+        chain_id: p.deployment.chain_id,
+        escrow: p.deployment.escrow,
+        signature: Default::default(),
+    };
+    spec.sign(p.owner).await.context("signing the spec")?;
+    let sealed = match p.provider {
+        None => spec.to_json(),
+        Some((label, key)) => seal(key, &spec.to_json())
+            .map_err(|e| anyhow!("encrypting the spec to `{label}`'s RSA key: {e}"))?,
+    };
+    let spec = progress::wait("uploading the spec", kubo.add("spec", sealed.into()))
+        .await
+        .map_err(|e| anyhow!("uploading the spec: {e}"))?;
+    Ok(Published { program, spec })
+}
+
 /// Deploys a program and prints its URL.
-pub async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
+pub async fn deploy(args: DeployArgs, json: bool) -> anyhow::Result<()> {
     let mut entries = Vec::new();
     if let Some(path) = &args.env_file {
         let text = std::fs::read_to_string(path)
@@ -87,20 +281,12 @@ pub async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
         );
     }
     let price: Usdc = parse_usdc("--price", &args.price)?;
-    let program = std::fs::read(&args.file)
-        .with_context(|| format!("cannot read {}", args.file.display()))?;
-    if !program.starts_with(b"\0asm") {
-        bail!(
-            "{} is not a WebAssembly module; build it with `cargo build --target wasm32-wasip1 --release`",
-            args.file.display()
-        );
-    }
-    let entry = args
-        .file
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or("main.wasm")
-        .to_owned();
+    let limits = Limits {
+        memory_bytes: parse_size("--memory", &args.memory)?,
+        timeout_ms: u64::try_from(parse_duration("--timeout", &args.timeout)?.as_millis())
+            .unwrap_or(u64::MAX),
+        output_bytes: parse_size("--max-output", &args.max_output)?,
+    };
     let dev = read_dev_info(&std::env::current_dir()?).ok();
     let ipfs = args.ipfs.clone().or_else(|| dev.as_ref().map(|d| d.ipfs.clone())).ok_or_else(|| {
         anyhow!("no IPFS node to upload to: pass --ipfs http://127.0.0.1:5001 (a Kubo RPC URL), or run `khachapuri dev`")
@@ -109,42 +295,29 @@ pub async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
     let record = resolve_payee_record(&chain, &args.provider).await?;
     let owner = chain.signer().context("no signer")?.clone();
 
-    let kubo = KuboClient::new(ipfs.clone());
-    let program_cid = kubo
-        .add(&entry, program.into())
-        .await
-        .map_err(|e| anyhow!("uploading the program to {ipfs}: {e}; is the IPFS node running?"))?;
-    let d = chain.deployment();
-    let mut spec = Spec {
-        version: SPEC_VERSION,
-        program: program_cid.to_string(),
-        entry,
-        env,
-        owner: owner.address(),
-        provider: if args.open {
-            None
-        } else {
-            Some(args.provider.clone())
-        },
-        max_price: U256::from(price.units()),
-        limits: Limits::default(),
-        terms: args.terms.clone(),
-        chain_id: d.chain_id,
-        escrow: d.escrow,
-        signature: Default::default(),
-    };
-    spec.sign(&owner).await.context("signing the spec")?;
-    let sealed = if args.open {
-        spec.to_json()
+    let package = if args.path.is_dir() {
+        Package::from_cargo(&args.path, args.bin.as_deref())?
+    } else if args.path.extension().is_some_and(|e| e == "zip") {
+        Package::from_zip(&args.path, args.entry.as_deref())?
     } else {
-        seal(&record.rsa_public_key_der, &spec.to_json())
-            .map_err(|e| anyhow!("encrypting the spec to `{}`'s RSA key: {e}", args.provider))?
+        Package::from_module(&args.path)?
     };
-    let cid = kubo
-        .add("spec", sealed.into())
-        .await
-        .map_err(|e| anyhow!("uploading the spec to {ipfs}: {e}"))?
-        .to_string();
+    let published = publish(
+        &KuboClient::new(ipfs.clone()),
+        Publication {
+            package: &package,
+            env,
+            owner: &owner,
+            provider: (!args.open).then_some((args.provider.as_str(), &record.rsa_public_key_der[..])),
+            max_price: price,
+            limits,
+            terms: args.terms.clone(),
+            deployment: chain.deployment(),
+        },
+    )
+    .await
+    .map_err(|e| anyhow!("{e} (IPFS node {ipfs})"))?;
+    let cid = published.spec;
     let url = match (
         args.gateway
             .clone()
@@ -155,14 +328,23 @@ pub async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
         (None, Server::Url(server)) => format!("{}/{cid}", server.trim_end_matches('/')),
         (None, Server::Tunnel) => format!("https://{}.khachapuri.xyz/{cid}", args.provider),
     };
-    if args.json {
-        let v = serde_json::json!({ "cid": cid, "program": program_cid.to_string(), "url": url, "owner": owner.address().to_string(), "maxPrice": price.to_string() });
+    if json {
+        let v = serde_json::json!({
+            "cid": cid.to_string(), "program": published.program.to_string(), "entry": package.entry,
+            "url": url, "owner": owner.address().to_string(), "maxPrice": price.to_string(),
+            "limits": limits, "open": args.open,
+        });
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         eprintln!(
-            "program {program_cid} uploaded; spec signed by {} (pays up to {price} per request), encrypted to `{}`",
+            "program {} uploaded; spec signed by {} (pays up to {price} per request){}",
+            published.program,
             owner.address(),
-            args.provider
+            if args.open {
+                ", open to any provider".to_owned()
+            } else {
+                format!(", encrypted to `{}`", args.provider)
+            }
         );
         println!("{url}");
         eprintln!("call it:  curl -d 'hi' {url}");

@@ -5,15 +5,16 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use alloy::primitives::U256;
 use anyhow::{Context, bail};
 use khachapuri_chain::testing::{DevnetOptions, anvil_signer, deploy_all};
 use khachapuri_chain::{Chain, ConnectOptions, RegistrationStep, Server, Usdc};
 use khachapuri_gateway::GatewayConfig;
 use khachapuri_gateway::chain_directory::{ChainDirectory, ChainDirectoryConfig};
-use khachapuri_ipfs::{FsBlockstore, Node};
+use khachapuri_ipfs::{FsBlockstore, KuboClient, Node};
 use khachapuri_provider::{Config, SettlementMode, wal::Durability};
-use khachapuri_spec::{Limits, ProviderKey, SPEC_VERSION, Spec, seal};
+use khachapuri_spec::{Limits, ProviderKey};
+
+use crate::deploy::{Package, Publication, publish};
 
 use crate::net::{
     AnvilProcess, DEV_JSON, DevAccount, DevFunction, DevInfo, DevProvider, anvil_binary, free_port,
@@ -40,9 +41,6 @@ pub struct DevArgs {
     /// The gateway's port (0: a free one).
     #[arg(long, default_value_t = 0)]
     gateway_port: u16,
-    /// Print the content of .khachapuri/dev.json (and nothing else) on stdout once everything runs.
-    #[arg(long)]
-    json: bool,
 }
 
 struct Out {
@@ -60,8 +58,8 @@ impl Out {
 }
 
 /// Runs the local network until Ctrl-C (or SIGTERM).
-pub async fn run(args: DevArgs) -> anyhow::Result<()> {
-    let out = Out { json: args.json };
+pub async fn run(args: DevArgs, json: bool) -> anyhow::Result<()> {
+    let out = Out { json };
     let cwd = std::env::current_dir().context("cannot read the current directory")?;
     let root = match &args.root {
         Some(root) => root.clone(),
@@ -91,7 +89,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
 
     let result = serve(&out, &args, &root, &cwd, &state, &rpc_url).await;
     anvil.stop();
-    if !args.json {
+    if !out.json {
         println!("==> stopped");
     }
     result
@@ -261,55 +259,43 @@ async fn serve(
     ));
 
     // --- example functions
+    let kubo = KuboClient::new(node.url());
     let mut functions = Vec::new();
     for name in EXAMPLES {
         let path = root.join(format!("examples/target/wasm32-wasip1/release/{name}.wasm"));
-        let program = match std::fs::read(&path) {
-            Ok(bytes) => bytes,
-            Err(e) => {
-                eprintln!(
-                    "warning: skipping example `{name}`: {}: {e} (build the examples with `make examples`)",
-                    path.display()
-                );
-                continue;
-            }
-        };
-        let program_cid = store
-            .put(&program)
-            .with_context(|| format!("storing {name}.wasm"))?
-            .cid;
+        if !path.exists() {
+            eprintln!(
+                "warning: skipping example `{name}`: {} is missing (build the examples with `make examples`)",
+                path.display()
+            );
+            continue;
+        }
         let env: BTreeMap<String, String> = match name {
             "hello" => [("GREETING".to_string(), "Hello from Khachapuri".to_string())].into(),
             _ => BTreeMap::new(),
         };
-        let mut spec = Spec {
-            version: SPEC_VERSION,
-            program: program_cid.to_string(),
-            entry: format!("{name}.wasm"),
-            env,
-            owner: test.address(),
-            provider: Some(LABEL.into()),
-            max_price: U256::from(max_price.units()),
-            limits: Limits {
-                memory_bytes: 64 << 20,
-                timeout_ms: 5_000,
-                output_bytes: 1 << 20,
+        let package = Package::from_module(&path)?;
+        let cid = publish(
+            &kubo,
+            Publication {
+                package: &package,
+                env,
+                owner: &test,
+                provider: Some((LABEL, key.public_key_der())),
+                max_price,
+                limits: Limits {
+                    memory_bytes: 64 << 20,
+                    timeout_ms: 5_000,
+                    output_bytes: 1 << 20,
+                },
+                terms: "khachapuri dev example".into(),
+                deployment: &deployment,
             },
-            terms: "khachapuri dev example".into(),
-            chain_id: deployment.chain_id,
-            escrow: deployment.escrow,
-            signature: Default::default(),
-        };
-        spec.sign(&test)
-            .await
-            .with_context(|| format!("signing the spec of {name}"))?;
-        let sealed = seal(key.public_key_der(), &spec.to_json())
-            .with_context(|| format!("encrypting the spec of {name}"))?;
-        let cid = store
-            .put(&sealed)
-            .with_context(|| format!("storing the spec of {name}"))?
-            .cid
-            .to_string();
+        )
+        .await
+        .with_context(|| format!("deploying the example {name}"))?
+        .spec
+        .to_string();
         let url = format!("{gateway_url}/{LABEL}/{cid}");
         let curl = match name {
             "hello" => format!("curl -d 'Khachapuri' {url}"),
@@ -357,7 +343,7 @@ async fn serve(
     std::fs::rename(&tmp, &dev_json)
         .with_context(|| format!("cannot write {}", dev_json.display()))?;
 
-    if args.json {
+    if out.json {
         println!("{text}");
     } else {
         println!();
@@ -379,7 +365,7 @@ async fn serve(
     }
 
     khachapuri_provider::shutdown_signal().await;
-    if !args.json {
+    if !out.json {
         println!();
     }
     out.step("stopping: gateway, provider (settling every claim), IPFS node, anvil");

@@ -2,12 +2,22 @@
 //!
 //! - `khachapuri dev`: the one-command local network (anvil, contracts, IPFS node, provider, gateway,
 //!   a funded test account and the example functions), described in `.khachapuri/dev.json`.
-//! - `khachapuri token`: a payer token for `Authorization: Bearer`.
-//! - `khachapuri escrow balance`: balances, allowance and credits, in USDC.
+//! - `khachapuri deploy`: a .wasm, a .zip or a cargo project to a provider, as an encrypted, signed spec.
+//! - `khachapuri call` and `khachapuri token`: call a function as a payer.
+//! - `khachapuri escrow`: deposit (with permit), approve, balances, withdrawals.
+//! - `khachapuri provider`: init (key, resolver, registration), up (the agent, or through a tunnel),
+//!   credits, earnings.
+//!
+//! Human output by default, `--json` for scripts; progress on stderr; amounts in USDC.
 
+mod args;
+mod call;
 mod deploy;
 mod dev;
+mod escrow;
 mod net;
+mod progress;
+mod provider;
 mod token;
 
 use clap::{Parser, Subcommand};
@@ -16,6 +26,9 @@ use clap::{Parser, Subcommand};
 #[derive(Parser)]
 #[command(name = "khachapuri", version, about)]
 struct Cli {
+    /// Print JSON on stdout (for scripts) instead of text for people.
+    #[arg(long, global = true)]
+    json: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -25,14 +38,22 @@ enum Command {
     /// Start the local network: anvil, contracts, IPFS node, provider `dev`, gateway, a funded test
     /// account and the example functions. Ctrl-C stops it.
     Dev(dev::DevArgs),
-    /// Deploy a wasm program to a provider: upload, sign the spec, encrypt it to the provider, print the URL.
-    Deploy(deploy::DeployArgs),
+    /// Deploy a program (.wasm, .zip or cargo project) to a provider: upload, sign the spec, encrypt it to
+    /// the provider, print the URL.
+    Deploy(Box<deploy::DeployArgs>),
+    /// Call a function like curl, paying with a payer token made for this call.
+    Call(Box<call::CallArgs>),
     /// Make a payer token for `curl -H "Authorization: Bearer ..."`.
     Token(token::TokenArgs),
-    /// Escrow: show balances, allowance and credits.
+    /// Escrow: deposit, approve a provider, balances, withdrawals.
     Escrow {
         #[command(subcommand)]
-        command: token::EscrowCommand,
+        command: escrow::EscrowCommand,
+    },
+    /// Be a provider: init, up, credits, earnings.
+    Provider {
+        #[command(subcommand)]
+        command: provider::ProviderCommand,
     },
 }
 
@@ -54,12 +75,15 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
+    let json = cli.json;
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Dev(args) => dev::run(args).await,
-            Command::Token(args) => token::token(args).await,
-            Command::Deploy(args) => deploy::deploy(args).await,
-            Command::Escrow { command } => token::escrow(command).await,
+            Command::Dev(args) => dev::run(args, json).await,
+            Command::Deploy(args) => deploy::deploy(*args, json).await,
+            Command::Call(args) => call::call(*args, json).await,
+            Command::Token(args) => token::token(args, json).await,
+            Command::Escrow { command } => escrow::escrow(command, json).await,
+            Command::Provider { command } => provider::provider(command, json).await,
         }
     });
     match result {

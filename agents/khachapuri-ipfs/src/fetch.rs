@@ -376,8 +376,31 @@ impl KuboClient {
     /// Adds `data` as a file (`cid-version=1`, Kubo layout) and checks that the node reports the
     /// CID computed locally for the same bytes.
     pub async fn add(&self, name: &str, data: Bytes) -> Result<Cid, FetchError> {
+        self.add_with_progress(name, data, |_| {}).await
+    }
+
+    /// [`KuboClient::add`], calling `sent` with the bytes handed to the connection so far (for a
+    /// progress bar) as the upload goes.
+    pub async fn add_with_progress(
+        &self,
+        name: &str,
+        data: Bytes,
+        sent: impl Fn(u64) + Send + Sync + 'static,
+    ) -> Result<Cid, FetchError> {
+        const CHUNK: usize = 64 << 10;
         let expected = cid_for(&data);
-        let part = reqwest::multipart::Part::stream_with_length(data.clone(), data.len() as u64)
+        let total = data.len() as u64;
+        let chunks: Vec<Bytes> = (0..data.len())
+            .step_by(CHUNK)
+            .map(|at| data.slice(at..(at + CHUNK).min(data.len())))
+            .collect();
+        let mut done = 0u64;
+        let body = futures::stream::iter(chunks).map(move |chunk| {
+            done += chunk.len() as u64;
+            sent(done);
+            Ok::<_, std::io::Error>(chunk)
+        });
+        let part = reqwest::multipart::Part::stream_with_length(reqwest::Body::wrap_stream(body), total)
             .file_name(name.to_string())
             .mime_str("application/octet-stream")
             .map_err(|e| FetchError::Remote(e.to_string()))?;

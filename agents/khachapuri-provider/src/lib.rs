@@ -23,6 +23,27 @@ pub use config::{Config, ConfigError, ProviderArgs, SettlementMode};
 pub use error::ApiError;
 pub use receipt::{Receipt, SignedReceipt};
 
+/// Starts the agent and serves until Ctrl-C or SIGTERM, then finishes in-flight requests and settles
+/// every claim: the whole life of `khachapuri-provider` and of `khachapuri provider up`.
+pub async fn run_until_signal(config: Config, signer: alloy::signers::local::PrivateKeySigner) -> Result<(), StartError> {
+    let label = config.label.clone();
+    let tunnel = config.tunnel.clone();
+    let agent = start(config, signer).await?;
+    println!("provider agent listening on http://{}", agent.addr);
+    match tunnel {
+        Some(url) => println!("provider `{label}` serves callers through the gateway tunnel {url}"),
+        None => println!("provider `{label}` serves callers at its resolver's server URL"),
+    }
+    let stop = agent.shutdown_handle();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        eprintln!("shutting down: finishing requests and settling every claim");
+        let _ = stop.send(true);
+    });
+    agent.wait().await;
+    Ok(())
+}
+
 /// Resolves on Ctrl-C or SIGTERM: what the agent's binaries wait for before a graceful shutdown.
 pub async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();

@@ -21,14 +21,6 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let config = Cli::parse().args.resolve()?;
     let signer = config.signer.load().context("cannot load the payee key")?;
-    let agent = khachapuri_provider::start(config, signer).await.context("the provider agent could not start")?;
-    println!("provider agent listening on http://{}", agent.addr);
-    let stop = agent.shutdown_handle();
-    tokio::spawn(async move {
-        khachapuri_provider::shutdown_signal().await;
-        eprintln!("shutting down: finishing requests and settling every claim");
-        let _ = stop.send(true);
-    });
-    agent.wait().await;
+    khachapuri_provider::run_until_signal(config, signer).await.context("the provider agent could not start")?;
     Ok(())
 }

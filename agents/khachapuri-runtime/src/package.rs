@@ -34,12 +34,18 @@ impl Default for PackageLimits {
 /// actual decompressed size is enforced while reading (so a zip whose headers lie is stopped).
 pub fn extract_module(bytes: &[u8], entry: Option<&str>, limits: &PackageLimits) -> Result<Vec<u8>> {
     if bytes.starts_with(&ZIP_MAGIC) {
-        let module = unzip_entry(bytes, entry, limits)?;
-        check_module(&module, limits)?;
-        return Ok(module);
+        return Ok(unzip_module(bytes, entry, limits)?.1);
     }
     check_module(bytes, limits)?;
     Ok(bytes.to_vec())
+}
+
+/// The entry module of a program zip and its path in the zip (`entry`, or the only `*.wasm`), with the
+/// same checks as [`extract_module`].
+pub fn unzip_module(zip: &[u8], entry: Option<&str>, limits: &PackageLimits) -> Result<(String, Vec<u8>)> {
+    let (name, module) = unzip_entry(zip, entry, limits)?;
+    check_module(&module, limits)?;
+    Ok((name, module))
 }
 
 /// Check that `bytes` starts like a WebAssembly core module and is not over the size cap.
@@ -56,7 +62,22 @@ pub fn check_module(bytes: &[u8], limits: &PackageLimits) -> Result<()> {
     Ok(())
 }
 
-fn unzip_entry(bytes: &[u8], entry: Option<&str>, limits: &PackageLimits) -> Result<Vec<u8>> {
+/// Package `module` as a program zip holding it under `entry` (deflated), the form `khachapuri deploy`
+/// uploads; [`extract_module`] reads it back. The module is checked first, so a deploy fails here, on the
+/// developer's machine, rather than on every provider.
+pub fn zip_module(entry: &str, module: &[u8], limits: &PackageLimits) -> Result<Vec<u8>> {
+    check_module(module, limits)?;
+    let bad = |e: zip::result::ZipError| Error::BadPackage(e.to_string());
+    let mut writer = zip::ZipWriter::new(Cursor::new(Vec::new()));
+    let options = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated)
+        .unix_permissions(0o644);
+    writer.start_file(entry.trim_start_matches('/'), options).map_err(bad)?;
+    std::io::Write::write_all(&mut writer, module).map_err(|e| Error::BadPackage(e.to_string()))?;
+    Ok(writer.finish().map_err(bad)?.into_inner())
+}
+
+fn unzip_entry(bytes: &[u8], entry: Option<&str>, limits: &PackageLimits) -> Result<(String, Vec<u8>)> {
     let bad = |e: zip::result::ZipError| Error::BadPackage(e.to_string());
     let mut archive = zip::ZipArchive::new(Cursor::new(bytes)).map_err(bad)?;
     if archive.len() > MAX_ZIP_ENTRIES {
@@ -105,5 +126,5 @@ fn unzip_entry(bytes: &[u8], entry: Option<&str>, limits: &PackageLimits) -> Res
             Error::ModuleTooLarge { size: module.len() as u64, max: cap }
         });
     }
-    Ok(module)
+    Ok((name, module))
 }

@@ -401,6 +401,21 @@ fn zip_program_runs_its_entry() {
 }
 
 #[test]
+fn zip_module_packages_what_extract_module_reads() {
+    let limits = PackageLimits::default();
+    let hello = example("hello");
+    let zip = khachapuri_runtime::package::zip_module("hello.wasm", &hello, &limits).expect("zips");
+    assert!(zip.starts_with(b"PK\x03\x04") && zip.len() < hello.len(), "a deflated zip");
+    let back = khachapuri_runtime::package::extract_module(&zip, Some("hello.wasm"), &limits).expect("reads");
+    assert_eq!(back, hello);
+    let rt = runtime(EngineKind::Wasmtime);
+    let program = rt.load("packaged", &zip, Some("hello.wasm")).expect("loads");
+    assert_eq!(rt.run(&program, &request("POST", "/", "", b"zip")).expect("runs").response.body, b"Gamarjoba, zip!\n");
+    let r = khachapuri_runtime::package::zip_module("x.wasm", b"not wasm", &limits);
+    assert!(matches!(r, Err(Error::NotWasm(_))), "{r:?}");
+}
+
+#[test]
 fn zip_bomb_is_refused() {
     let rt = runtime(EngineKind::Wasmtime);
     let zeros = vec![0u8; 64 << 20]; // 64 MiB of zeros deflate to ~64 KiB

@@ -1,0 +1,199 @@
+//! What several commands share: where the chain is and who signs, resolving a provider label, and
+//! reading amounts, durations and sizes the way people write them.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use alloy::primitives::Address;
+use anyhow::anyhow;
+use khachapuri_chain::{Chain, ChainError, PrivateKeySigner, SignerSource, Usdc, parse_private_key};
+
+use crate::net::read_dev_info;
+
+/// Where the chain is and who signs. Without `--rpc-url`, a running `khachapuri dev` in this directory
+/// (its `.khachapuri/dev.json`) supplies the RPC URL and, without a key, its funded test account.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ChainArgs {
+    /// Chain JSON-RPC URL [default: from .khachapuri/dev.json, else http://127.0.0.1:8545].
+    #[arg(long, env = "KHACHAPURI_RPC_URL")]
+    rpc_url: Option<String>,
+    /// Directory of deployments/<chainId>.json.
+    #[arg(long, env = "KHACHAPURI_DEPLOYMENTS", default_value = "deployments")]
+    deployments: PathBuf,
+    /// Hex private key of the account [default: the dev network's test account].
+    #[arg(
+        long = "private-key",
+        env = "KHACHAPURI_PRIVATE_KEY",
+        hide_env_values = true
+    )]
+    private_key: Option<String>,
+    /// An encrypted JSON keystore of the account (e.g. from `cast wallet new`), unlocked with the password
+    /// in KHACHAPURI_KEYSTORE_PASSWORD; instead of --private-key.
+    #[arg(long, env = "KHACHAPURI_KEYSTORE", conflicts_with = "private_key")]
+    keystore: Option<PathBuf>,
+}
+
+impl ChainArgs {
+    /// The deployments directory.
+    pub(crate) fn deployments(&self) -> &std::path::Path {
+        &self.deployments
+    }
+
+    pub(crate) async fn connect(&self, need_key: bool) -> anyhow::Result<Chain> {
+        let dev = if self.rpc_url.is_none() || self.private_key.is_none() {
+            read_dev_info(&std::env::current_dir()?).ok()
+        } else {
+            None
+        };
+        let rpc_url = self
+            .rpc_url
+            .clone()
+            .or_else(|| dev.as_ref().map(|d| d.rpc_url.clone()))
+            .unwrap_or_else(|| "http://127.0.0.1:8545".into());
+        if let Some(path) = &self.keystore {
+            let password = std::env::var("KHACHAPURI_KEYSTORE_PASSWORD").map_err(|_| {
+                anyhow!("--keystore {}: set its password in KHACHAPURI_KEYSTORE_PASSWORD", path.display())
+            })?;
+            let signer = SignerSource::Keystore { path: path.clone(), password }.load().map_err(|e| {
+                anyhow!("{e}; is it the right key file (a JSON keystore) and the right password?")
+            })?;
+            return self.connect_as(&rpc_url, Some(signer)).await;
+        }
+        let key = self.private_key.clone().or_else(|| {
+            dev.as_ref()
+                .and_then(|d| d.accounts.first())
+                .map(|a| a.private_key.clone())
+        });
+        let signer: Option<PrivateKeySigner> = match key {
+            Some(k) => Some(parse_private_key(&k).map_err(|e| anyhow!("--private-key: {e}"))?),
+            None if need_key => {
+                return Err(anyhow!(
+                    "no key to sign with: pass --private-key 0x... (or set KHACHAPURI_PRIVATE_KEY), or run `khachapuri dev` \
+                     in this directory to use its test account"
+                ));
+            }
+            None => None,
+        };
+        self.connect_as(&rpc_url, signer).await
+    }
+
+    async fn connect_as(&self, rpc_url: &str, signer: Option<PrivateKeySigner>) -> anyhow::Result<Chain> {
+        Chain::connect(rpc_url, signer, &self.deployments).await.map_err(|e| match e {
+            ChainError::Unavailable { message } => anyhow!(
+                "cannot reach the chain at {rpc_url} ({message}); start a local one with `khachapuri dev`, or pass --rpc-url"
+            ),
+            ChainError::Deployment(message) => anyhow!(
+                "{message}; pass --deployments DIR holding <chainId>.json for this chain (`khachapuri dev` writes ./deployments)"
+            ),
+            other => anyhow!("connecting to {rpc_url}: {other}"),
+        })
+    }
+}
+
+pub(crate) async fn resolve_payee(chain: &Chain, label: &str) -> anyhow::Result<Address> {
+    Ok(resolve_payee_record(chain, label).await?.payee)
+}
+
+pub(crate) async fn resolve_payee_record(
+    chain: &Chain,
+    label: &str,
+) -> anyhow::Result<khachapuri_chain::ProviderRecord> {
+    match chain.resolve_label(label).await {
+        Ok(record) => Ok(record),
+        Err(ChainError::UnknownLabel(_)) => Err(anyhow!(
+            "provider `{label}` is not registered on chain {}; check the label (the dev network's provider is `dev`)",
+            chain.deployment().chain_id
+        )),
+        Err(ChainError::InvalidLabel { .. }) => Err(anyhow!(
+            "`{label}` is not a provider label: 1..63 of [a-z0-9-], no leading or trailing `-`"
+        )),
+        Err(e) => Err(anyhow!("resolving provider `{label}`: {e}")),
+    }
+}
+
+/// A duration as people write it: `250ms`, `90s` (or bare seconds), `30m`, `12h`, `7d`.
+pub(crate) fn parse_duration(flag: &str, text: &str) -> anyhow::Result<Duration> {
+    let (n, unit) = number_and_unit(text)
+        .ok_or_else(|| anyhow!("{flag} `{text}`: write a number with a unit: 250ms, 90s, 30m, 12h, 7d"))?;
+    let ms = match unit.as_str() {
+        "ms" => Some(n),
+        "" | "s" => n.checked_mul(1_000),
+        "m" => n.checked_mul(60_000),
+        "h" => n.checked_mul(3_600_000),
+        "d" => n.checked_mul(86_400_000),
+        _ => return Err(anyhow!("{flag} `{text}`: unknown unit `{unit}`; use ms, s, m, h or d")),
+    }
+    .ok_or_else(|| anyhow!("{flag} `{text}`: too long"))?;
+    Ok(Duration::from_millis(ms))
+}
+
+/// A size as people write it: bytes, or with a unit: `512KiB`, `64MiB`, `1GiB` (also `KB`, `MB`, `GB`, as
+/// powers of 1000).
+pub(crate) fn parse_size(flag: &str, text: &str) -> anyhow::Result<u64> {
+    let (n, unit) = number_and_unit(text)
+        .ok_or_else(|| anyhow!("{flag} `{text}`: write bytes or a size like 512KiB, 64MiB"))?;
+    let scale: u64 = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kib" | "k" => 1 << 10,
+        "mib" | "m" => 1 << 20,
+        "gib" | "g" => 1 << 30,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        _ => return Err(anyhow!("{flag} `{text}`: unknown unit `{unit}`; use B, KiB, MiB or GiB")),
+    };
+    n.checked_mul(scale).ok_or_else(|| anyhow!("{flag} `{text}`: too large"))
+}
+
+fn number_and_unit(text: &str) -> Option<(u64, String)> {
+    let t = text.trim();
+    let (digits, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len()));
+    Some((digits.parse().ok()?, unit.trim().to_owned()))
+}
+
+/// An amount of USDC as people write it (`10`, `2.50`, `0.000001`); the error names the flag.
+pub(crate) fn parse_usdc(flag: &str, text: &str) -> anyhow::Result<Usdc> {
+    text.parse::<Usdc>()
+        .map_err(|e| anyhow!("{flag} `{text}`: {e} (write USDC with up to 6 decimals, e.g. 0.05)"))
+}
+
+/// Unix seconds now (0 if the clock is before 1970).
+pub(crate) fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// A unix time as a date people read (UTC).
+pub(crate) fn at(unix: u64) -> String {
+    khachapuri_chain::format_time(alloy::primitives::U256::from(unix))
+}
+
+/// `--to`'s default: the signing account itself.
+pub(crate) fn or_me(chain: &Chain, to: Option<Address>) -> anyhow::Result<Address> {
+    match to {
+        Some(to) => Ok(to),
+        None => chain.address().map_err(|e| anyhow!("{e}")),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_and_sizes_read_like_people_write_them() {
+        assert_eq!(parse_duration("--t", "250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("--t", "90").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("--t", "2h").unwrap(), Duration::from_secs(7200));
+        assert!(parse_duration("--t", "5 fortnights").unwrap_err().to_string().contains("--t"));
+        assert!(parse_duration("--t", "").is_err());
+        assert_eq!(parse_size("--m", "64MiB").unwrap(), 64 << 20);
+        assert_eq!(parse_size("--m", "1000").unwrap(), 1000);
+        assert_eq!(parse_size("--m", "2 KB").unwrap(), 2000);
+        assert!(parse_size("--m", "1PiB").is_err());
+        assert!(parse_size("--m", "99999999999999GiB").is_err());
+        assert!(parse_usdc("--price", "0.0000001").unwrap_err().to_string().contains("--price"));
+    }
+}

@@ -1,0 +1,220 @@
+//! `khachapuri call`: like curl, adding a payer token made on the spot (limited to the function's spec,
+//! its provider, a price cap and a few minutes), so that the signer pays instead of the spec's owner.
+
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use alloy::primitives::{B256, U256};
+use anyhow::{Context, anyhow, bail};
+use khachapuri_chain::PayerToken;
+use khachapuri_provider::{PAYER_HEADER, PRICE_HEADER, RECEIPT_HEADER};
+use serde_json::json;
+
+use crate::args::{ChainArgs, parse_usdc, resolve_payee, unix_now};
+use crate::progress;
+
+/// How long a token made for one call stays valid.
+const TOKEN_LIFETIME: Duration = Duration::from_secs(300);
+
+/// `khachapuri call` options.
+#[derive(clap::Args, Debug)]
+pub struct CallArgs {
+    /// The function's URL as `deploy` printed it: `{gateway}/{label}/{cid}[/path][?query]`,
+    /// `https://{label}.{domain}/{cid}...`, or an agent's own `{url}/{cid}` (with --provider).
+    url: String,
+    /// The request body, like curl's --data-binary: text, `@file`, or `@-` for stdin.
+    #[arg(short = 'd', long = "data")]
+    data: Option<String>,
+    /// The method [default: POST with --data, else GET].
+    #[arg(short = 'X', long = "request")]
+    method: Option<String>,
+    /// A request header, `Name: value` (repeatable).
+    #[arg(short = 'H', long = "header")]
+    headers: Vec<String>,
+    /// The provider's label, when the URL does not carry it.
+    #[arg(long)]
+    provider: Option<String>,
+    /// The most this call may cost, USDC.
+    #[arg(long, default_value = "0.05")]
+    max_price: String,
+    /// Send no payer token: the spec's owner pays, as with plain curl.
+    #[arg(long)]
+    owner_pays: bool,
+    /// Give up after this long.
+    #[arg(long, default_value = "60s")]
+    timeout: String,
+    #[command(flatten)]
+    chain: ChainArgs,
+}
+
+/// Where a function URL names its provider and spec.
+#[derive(Debug, PartialEq, Eq)]
+struct Target {
+    label: Option<String>,
+    cid: String,
+}
+
+/// Finds the spec CID (the first path segment that is one) and the provider label (the path segment
+/// before it, or else the first name of a host like `alice.khachapuri.xyz`).
+fn target(url: &reqwest::Url) -> anyhow::Result<Target> {
+    let segments: Vec<&str> = url.path_segments().map(Iterator::collect).unwrap_or_default();
+    let is_cid = |s: &str| !s.is_empty() && khachapuri_ipfs::parse_cid(s).is_ok();
+    let position = segments.iter().take(2).position(|s| is_cid(s)).ok_or_else(|| {
+        anyhow!(
+            "{url} names no spec CID: write {{gateway}}/{{label}}/{{cid}} or https://{{label}}.{{domain}}/{{cid}}, as \
+             `khachapuri deploy` printed it"
+        )
+    })?;
+    let cid = segments[position].to_owned();
+    let label = if position == 1 {
+        Some(segments[0].to_owned())
+    } else {
+        url.host_str()
+            .filter(|host| !host.starts_with('[') && host.parse::<std::net::IpAddr>().is_err())
+            .and_then(|host| host.split_once('.'))
+            .filter(|(_, rest)| !rest.is_empty())
+            .map(|(first, _)| first.to_owned())
+    };
+    Ok(Target { label, cid })
+}
+
+fn body(data: Option<&str>) -> anyhow::Result<Option<Vec<u8>>> {
+    Ok(match data {
+        None => None,
+        Some("@-") => {
+            let mut buf = Vec::new();
+            std::io::stdin()
+                .read_to_end(&mut buf)
+                .context("reading the body from stdin")?;
+            Some(buf)
+        }
+        Some(d) => match d.strip_prefix('@') {
+            Some(path) => Some(
+                std::fs::read(path).with_context(|| format!("--data @{path}: cannot read it"))?,
+            ),
+            None => Some(d.as_bytes().to_vec()),
+        },
+    })
+}
+
+/// Calls a function and writes its answer to stdout.
+pub async fn call(args: CallArgs, json: bool) -> anyhow::Result<()> {
+    let url = reqwest::Url::parse(&args.url)
+        .map_err(|e| anyhow!("`{}` is not a URL ({e}); pass the URL `khachapuri deploy` printed", args.url))?;
+    let max_price = parse_usdc("--max-price", &args.max_price)?;
+    let timeout = crate::args::parse_duration("--timeout", &args.timeout)?;
+    let body = body(args.data.as_deref())?;
+    let method = match &args.method {
+        Some(m) => reqwest::Method::from_bytes(m.to_ascii_uppercase().as_bytes())
+            .map_err(|_| anyhow!("-X `{m}` is not an HTTP method"))?,
+        None if body.is_some() => reqwest::Method::POST,
+        None => reqwest::Method::GET,
+    };
+    let mut request = reqwest::Client::new()
+        .request(method, url.clone())
+        .timeout(timeout);
+    for header in &args.headers {
+        let Some((name, value)) = header.split_once(':') else {
+            bail!("-H `{header}`: write `Name: value`, e.g. -H 'content-type: application/json'");
+        };
+        request = request.header(name.trim(), value.trim());
+    }
+    let mut payer = None;
+    if !args.owner_pays {
+        let target = target(&url)?;
+        let Some(label) = args.provider.clone().or(target.label) else {
+            bail!("{url} does not name its provider; pass --provider LABEL (or --owner-pays)");
+        };
+        let chain = args.chain.connect(true).await?;
+        let payee = resolve_payee(&chain, &label).await?;
+        let token = PayerToken {
+            provider: payee,
+            spec: target.cid,
+            maxPrice: U256::from(max_price.units()),
+            expiry: unix_now() + TOKEN_LIFETIME.as_secs(),
+            session: B256::random(),
+        };
+        let signer = chain.signer().context("no signer")?.clone();
+        let signed = token
+            .sign(&signer, &chain.domain())
+            .await
+            .context("signing the payer token")?;
+        request = request.bearer_auth(signed.encode());
+        payer = Some(signer.address());
+    }
+    if let Some(body) = body {
+        request = request.body(body);
+    }
+    let response = progress::wait(format!("calling {url}"), request.send())
+        .await
+        .map_err(|e| anyhow!("cannot reach {url}: {e}; is the gateway (or the agent) running?"))?;
+    let status = response.status();
+    let header = |name: &str| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let (price, charged, receipt) = (header(PRICE_HEADER), header(PAYER_HEADER), header(RECEIPT_HEADER));
+    let content_type = header("content-type");
+    let bytes = response.bytes().await.context("reading the answer")?;
+    if !status.is_success() {
+        let why: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+        let message = why["message"]
+            .as_str()
+            .or_else(|| why["error"].as_str())
+            .map_or_else(|| String::from_utf8_lossy(&bytes).trim().to_owned(), str::to_owned);
+        let hint = match (why["hint"].as_str(), status.as_u16()) {
+            (Some(h), _) => format!("; {h}"),
+            (None, 402) => "; deposit or approve with `khachapuri escrow deposit` / `khachapuri escrow approve`".into(),
+            _ => String::new(),
+        };
+        bail!("HTTP {status}: {message}{hint}");
+    }
+    if json {
+        let value = json!({
+            "status": status.as_u16(),
+            "contentType": content_type,
+            "price": price,
+            "payer": charged,
+            "receipt": receipt,
+            "body": String::from_utf8_lossy(&bytes),
+        });
+        println!("{}", serde_json::to_string_pretty(&value)?);
+    } else {
+        std::io::stdout().write_all(&bytes)?;
+        std::io::stdout().flush()?;
+        eprintln!(
+            "HTTP {status} · {} charged to {}",
+            price.as_deref().unwrap_or("nothing"),
+            charged
+                .or(payer.map(|p| p.to_string()))
+                .unwrap_or_else(|| "the spec's owner".into())
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    const CID: &str = "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku";
+
+    fn t(url: &str) -> anyhow::Result<Target> {
+        target(&reqwest::Url::parse(url).unwrap())
+    }
+
+    #[test]
+    fn urls_name_their_provider_and_spec() {
+        let path = t(&format!("http://127.0.0.1:8080/dev/{CID}/a/b?x=1")).unwrap();
+        assert_eq!(path, Target { label: Some("dev".into()), cid: CID.into() });
+        let host = t(&format!("https://alice.khachapuri.xyz/{CID}")).unwrap();
+        assert_eq!(host, Target { label: Some("alice".into()), cid: CID.into() });
+        let direct = t(&format!("http://127.0.0.1:9000/{CID}")).unwrap();
+        assert_eq!(direct, Target { label: None, cid: CID.into() });
+        assert!(t("http://127.0.0.1:8080/dev/not-a-cid").is_err());
+    }
+}
