@@ -242,12 +242,13 @@ impl Fetcher {
                 continue;
             }
             match self.ask(source, cid, limit).await {
-                Answer::Found(bytes) => match verify(cid, &bytes) {
-                    Ok(()) => return Ok(bytes),
-                    Err(e) => {
+                Answer::Found(bytes) => match verify_off_task(cid, bytes).await {
+                    Ok(Ok(bytes)) => return Ok(bytes),
+                    Ok(Err(e)) => {
                         bad.store(true, Ordering::Relaxed);
                         reasons.push(format!("{source}: {e}"));
                     }
+                    Err(stopped) => reasons.push(format!("{source}: verification stopped: {stopped}")),
                 },
                 Answer::NotFound => {
                     missing += 1;
@@ -313,6 +314,21 @@ impl Fetcher {
         }
         read_limited(response, limit).await
     }
+}
+
+/// Blocks at least this large are hashed on the blocking pool, so that several blocks are verified at
+/// once (on every core) while the fetch task keeps downloading.
+const VERIFY_OFF_TASK_BYTES: usize = 64 << 10;
+
+async fn verify_off_task(
+    cid: &Cid,
+    bytes: Bytes,
+) -> Result<Result<Bytes, BlockError>, tokio::task::JoinError> {
+    if bytes.len() < VERIFY_OFF_TASK_BYTES {
+        return Ok(verify(cid, &bytes).map(|()| bytes));
+    }
+    let cid = *cid;
+    tokio::task::spawn_blocking(move || verify(&cid, &bytes).map(|()| bytes)).await
 }
 
 /// Reads a body, giving up as soon as it passes `limit` bytes.

@@ -123,6 +123,8 @@ pub struct RuntimeConfig {
     pub memory_cache_entries: usize,
     /// Most programs running at once (slots of wasmtime's pooling allocator).
     pub max_instances: u32,
+    /// wasmtime's compilers for programs compiled cold.
+    pub tiering: Tiering,
 }
 
 impl Default for RuntimeConfig {
@@ -133,8 +135,22 @@ impl Default for RuntimeConfig {
             cache_dir: None,
             memory_cache_entries: 256,
             max_instances: 64,
+            tiering: Tiering::default(),
         }
     }
+}
+
+/// Which wasmtime compiler a program compiled cold gets (see the `wasmtime_engine` module).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Tiering {
+    /// Winch at once (fast to compile), then Cranelift in the background, swapped in when ready.
+    #[default]
+    Tiered,
+    /// Winch only (Cranelift for a module Winch refuses): fastest first request, slower code; tests of
+    /// that tier use it.
+    Baseline,
+    /// Cranelift only: the first request waits for the optimizing compiler.
+    Optimized,
 }
 
 /// Where a loaded program came from.
@@ -154,6 +170,8 @@ pub trait Engine: Send + Sync {
     fn name(&self) -> &'static str;
     /// Prepare the module `wasm` of program `id` for running; `id` keys the disk cache.
     fn load(&self, id: &str, wasm: &[u8]) -> Result<(Arc<dyn Loaded>, Origin)>;
+    /// Blocks until background work on loaded programs (wasmtime's optimizing tier-up) is done.
+    fn wait_background(&self) {}
 }
 
 /// A program ready to run, any number of times and from any number of threads at once.
@@ -204,7 +222,9 @@ impl Runtime {
     pub fn new(config: RuntimeConfig) -> Result<Self> {
         let dir = config.cache_dir.as_deref();
         let engine: Box<dyn Engine> = match config.engine {
-            EngineKind::Wasmtime => Box::new(WasmtimeEngine::new(config.limits, config.max_instances, dir)?),
+            EngineKind::Wasmtime => {
+                Box::new(WasmtimeEngine::new(config.limits, config.max_instances, dir, config.tiering)?)
+            },
             #[cfg(feature = "wasmer")]
             EngineKind::Wasmer => Box::new(WasmerEngine::new(config.limits, dir)?),
         };
@@ -232,6 +252,12 @@ impl Runtime {
         let (loaded, origin) = self.engine.load(&key, &wasm)?;
         self.memory.insert(&key, loaded.clone());
         Ok(Program { loaded, origin })
+    }
+
+    /// Blocks until background work on loaded programs is done: with wasmtime, until every program
+    /// compiled cold runs optimized code and its artifact is in the disk cache.
+    pub fn wait_background(&self) {
+        self.engine.wait_background();
     }
 
     /// Program `cid` if it is in the memory cache (no bytes needed then).

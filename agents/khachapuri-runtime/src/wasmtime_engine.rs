@@ -1,6 +1,12 @@
 //! The default engine: wasmtime with the pooling allocator, a pre-instantiated linker, epoch
 //! interruption for the deadline, a resource limiter for memory and bounded stdio pipes.
 //!
+//! Two tiers: a program compiled cold is first compiled by Winch, wasmtime's baseline compiler (about
+//! four times faster to compile than Cranelift, slower code), so that its first request does not wait
+//! for the optimizing compiler. A background thread then compiles it with Cranelift, writes that
+//! artifact to the disk cache, and swaps it in; runs already going finish on the baseline code. A
+//! module Winch cannot compile (a proposal it lacks) is compiled by Cranelift at once.
+//!
 //! Epoch interruption stops wasm code only, not a host call: wasmtime-wasi's `poll_oneoff`
 //! sleeps in the host, so it is replaced by [`poll_oneoff`], which ends the run as a timeout
 //! at once when a poll on clocks alone would wake up after the deadline.
@@ -28,7 +34,7 @@ use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError, StreamResult};
 use crate::cache::DiskCache;
 use crate::cgi::{self, Request, RunOutput, Stats};
 use crate::error::{Error, Result};
-use crate::{Engine, Limits, Loaded, Origin, RunLimits};
+use crate::{Engine, Limits, Loaded, Origin, RunLimits, Tiering};
 
 /// How often the ticker thread advances the engine's epoch.
 const EPOCH_TICK: Duration = Duration::from_millis(2);
@@ -39,14 +45,80 @@ const WASI: &str = "wasi_snapshot_preview1";
 
 /// wasmtime behind the [`Engine`] trait.
 pub struct WasmtimeEngine {
-    engine: wasmtime::Engine,
-    linker: Linker<Host>,
+    /// Cranelift: every program in the end, and the disk cache's artifacts.
+    optimized: Arc<Tier>,
+    /// Winch: a cold program's first runs, until the optimized code is ready (absent with
+    /// [`Tiering::Optimized`]).
+    baseline: Option<Tier>,
+    tiering: Tiering,
     limits: Limits,
-    disk: Option<DiskCache>,
+    disk: Option<Arc<DiskCache>>,
+    tier_up: TierUp,
     _ticker: Ticker,
 }
 
-/// The thread advancing the epoch; stopped when the engine is dropped.
+/// One compiler's engine (with its own instance pool) and linker.
+struct Tier {
+    engine: wasmtime::Engine,
+    linker: Linker<Host>,
+}
+
+impl Tier {
+    fn new(strategy: wasmtime::Strategy, limits: &Limits, max_instances: u32) -> Result<Self> {
+        let engine_err = |e: wasmtime::Error| Error::Engine(format!("{e:#}"));
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_core_instances(max_instances)
+            .total_memories(max_instances)
+            .total_tables(max_instances)
+            .total_component_instances(0)
+            .max_memories_per_module(1)
+            .max_tables_per_module(1)
+            .table_elements(MAX_TABLE_ELEMENTS)
+            .max_memory_size(limits.memory_bytes);
+        let mut config = Config::new();
+        config
+            .strategy(strategy)
+            .epoch_interruption(true)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        if strategy == wasmtime::Strategy::Cranelift {
+            config.cranelift_opt_level(wasmtime::OptLevel::Speed);
+        }
+        let engine = wasmtime::Engine::new(&config).map_err(engine_err)?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |h: &mut Host| &mut h.wasi).map_err(engine_err)?;
+        linker.allow_shadowing(true).func_wrap(WASI, "poll_oneoff", poll_oneoff).map_err(engine_err)?;
+        linker.allow_shadowing(false);
+        Ok(Self { engine, linker })
+    }
+
+    /// Pre-links `module`, which must export a `_start` taking and returning nothing.
+    fn instantiate_pre(&self, module: &Module) -> Result<InstancePre<Host>> {
+        let start = module.get_export("_start").and_then(|e| e.func().cloned());
+        match start {
+            Some(ty) if ty.params().len() == 0 && ty.results().len() == 0 => {}
+            _ => return Err(Error::MissingStart),
+        }
+        self.linker.instantiate_pre(module).map_err(|e| Error::Link(format!("{e:#}")))
+    }
+
+    /// Compiles `wasm` with Cranelift and stores the artifact in `disk`.
+    fn compile_optimized(&self, id: &str, wasm: &[u8], disk: Option<&DiskCache>) -> Result<Module> {
+        let module = Module::new(&self.engine, wasm).map_err(|e| Error::Compile(format!("{e:#}")))?;
+        if let Some(disk) = disk {
+            match module.serialize() {
+                Ok(artifact) => {
+                    if let Err(e) = disk.put(id, &artifact) {
+                        tracing::warn!(id, error = %e, "cannot write the compiled artifact");
+                    }
+                }
+                Err(e) => tracing::warn!(id, error = %e, "cannot serialize the compiled module"),
+            }
+        }
+        Ok(module)
+    }
+}
+
+/// The thread ticking both engines' epochs; stopped when the engine is dropped.
 struct Ticker {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
@@ -61,72 +133,133 @@ impl Drop for Ticker {
     }
 }
 
+/// An optimizing compile owed to a program running on baseline code.
+struct Job {
+    id: String,
+    wasm: Vec<u8>,
+    program: std::sync::Weak<WasmtimeProgram>,
+}
+
+/// The background thread compiling baseline programs again with Cranelift, one at a time.
+struct TierUp {
+    jobs: Option<std::sync::mpsc::Sender<Job>>,
+    /// Jobs queued or running, and a condition signalled whenever it drops.
+    pending: Arc<(Mutex<usize>, std::sync::Condvar)>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl TierUp {
+    fn spawn(optimized: Arc<Tier>, disk: Option<Arc<DiskCache>>) -> Result<Self> {
+        let (tx, rx) = std::sync::mpsc::channel::<Job>();
+        let pending = Arc::new((Mutex::new(0usize), std::sync::Condvar::new()));
+        let done = pending.clone();
+        let thread = std::thread::Builder::new().name("wasmtime-tier-up".into()).spawn(move || {
+            for job in rx {
+                let program = job.program.upgrade();
+                // Nobody runs it any more and nothing is cached on disk: the compile would be wasted.
+                if program.is_some() || disk.is_some() {
+                    match optimized.compile_optimized(&job.id, &job.wasm, disk.as_deref()) {
+                        Ok(module) => {
+                            if let Some(program) = program {
+                                match optimized.instantiate_pre(&module) {
+                                    Ok(pre) => *program.pre.write().unwrap_or_else(|e| e.into_inner()) = pre,
+                                    Err(e) => tracing::warn!(id = job.id, error = %e, "optimized module failed to link"),
+                                }
+                            }
+                        }
+                        Err(e) => tracing::warn!(id = job.id, error = %e, "optimizing compile failed; the baseline code stays"),
+                    }
+                }
+                let (count, signal) = &*done;
+                *count.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
+                signal.notify_all();
+            }
+        })?;
+        Ok(Self { jobs: Some(tx), pending, thread: Some(thread) })
+    }
+
+    fn queue(&self, job: Job) {
+        let Some(jobs) = &self.jobs else { return };
+        *self.pending.0.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+        if jobs.send(job).is_err() {
+            *self.pending.0.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
+        }
+    }
+
+    fn wait(&self) {
+        let (count, signal) = &*self.pending;
+        let mut n = count.lock().unwrap_or_else(|e| e.into_inner());
+        while *n > 0 {
+            n = signal.wait(n).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
+
+impl Drop for TierUp {
+    fn drop(&mut self) {
+        self.jobs = None; // ends the thread's loop after the job at hand
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 impl WasmtimeEngine {
-    /// An engine enforcing `limits`, with at most `max_instances` concurrent runs, caching
+    /// An engine enforcing `limits`, with at most `max_instances` concurrent runs per tier, caching
     /// compiled artifacts in `cache_dir` when given.
-    pub fn new(limits: Limits, max_instances: u32, cache_dir: Option<&std::path::Path>) -> Result<Self> {
-        let engine_err = |e: wasmtime::Error| Error::Engine(format!("{e:#}"));
-        let mut pool = PoolingAllocationConfig::default();
-        pool.total_core_instances(max_instances)
-            .total_memories(max_instances)
-            .total_tables(max_instances)
-            .total_component_instances(0)
-            .max_memories_per_module(1)
-            .max_tables_per_module(1)
-            .table_elements(MAX_TABLE_ELEMENTS)
-            .max_memory_size(limits.memory_bytes);
-        let mut config = Config::new();
-        config
-            .epoch_interruption(true)
-            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
-            .cranelift_opt_level(wasmtime::OptLevel::Speed);
-        let engine = wasmtime::Engine::new(&config).map_err(engine_err)?;
-
-        let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |h: &mut Host| &mut h.wasi).map_err(engine_err)?;
-        linker.allow_shadowing(true).func_wrap(WASI, "poll_oneoff", poll_oneoff).map_err(engine_err)?;
-        linker.allow_shadowing(false);
-
+    pub fn new(
+        limits: Limits,
+        max_instances: u32,
+        cache_dir: Option<&std::path::Path>,
+        tiering: Tiering,
+    ) -> Result<Self> {
+        let optimized = Arc::new(Tier::new(wasmtime::Strategy::Cranelift, &limits, max_instances)?);
+        let baseline = match tiering {
+            Tiering::Optimized => None,
+            Tiering::Tiered | Tiering::Baseline => Some(Tier::new(wasmtime::Strategy::Winch, &limits, max_instances)?),
+        };
         let disk = match cache_dir {
-            Some(dir) => Some(DiskCache::open(dir, fingerprint(&engine))?),
+            Some(dir) => Some(Arc::new(DiskCache::open(dir, fingerprint(&optimized.engine))?)),
             None => None,
         };
 
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
-            let (engine, stop) = (engine.clone(), stop.clone());
+            let engines: Vec<wasmtime::Engine> =
+                std::iter::once(&*optimized).chain(&baseline).map(|t| t.engine.clone()).collect();
+            let stop = stop.clone();
             std::thread::Builder::new().name("wasmtime-epoch".into()).spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
                     std::thread::sleep(EPOCH_TICK);
-                    engine.increment_epoch();
+                    engines.iter().for_each(wasmtime::Engine::increment_epoch);
                 }
             })?
         };
-        Ok(Self { engine, linker, limits, disk, _ticker: Ticker { stop, thread: Some(thread) } })
+        let tier_up = TierUp::spawn(optimized.clone(), disk.clone())?;
+        Ok(Self { optimized, baseline, tiering, limits, disk, tier_up, _ticker: Ticker { stop, thread: Some(thread) } })
     }
 
-    /// Compile `wasm`, or take it from the disk cache when a verified artifact is there.
-    fn module(&self, id: &str, wasm: &[u8]) -> Result<(Module, Origin)> {
-        if let Some(disk) = &self.disk {
-            if let Some(artifact) = disk.get(id) {
-                match deserialize(&self.engine, &artifact) {
-                    Ok(module) => return Ok((module, Origin::Disk)),
-                    Err(e) => tracing::warn!(id, error = %e, "verified artifact failed to load; recompiling"),
-                }
+    /// Blocks until every queued optimizing compile has finished (tests and benchmarks use it to
+    /// measure or check one tier at a time).
+    pub fn wait_tier_up(&self) {
+        self.tier_up.wait();
+    }
+
+    /// The optimized module from the disk cache, when a verified artifact is there.
+    fn from_disk(&self, id: &str) -> Option<Module> {
+        let artifact = self.disk.as_ref()?.get(id)?;
+        match deserialize(&self.optimized.engine, &artifact) {
+            Ok(module) => Some(module),
+            Err(e) => {
+                tracing::warn!(id, error = %e, "verified artifact failed to load; recompiling");
+                None
             }
         }
-        let module = Module::new(&self.engine, wasm).map_err(|e| Error::Compile(format!("{e:#}")))?;
-        if let Some(disk) = &self.disk {
-            match module.serialize() {
-                Ok(artifact) => {
-                    if let Err(e) = disk.put(id, &artifact) {
-                        tracing::warn!(id, error = %e, "cannot write the compiled artifact");
-                    }
-                }
-                Err(e) => tracing::warn!(id, error = %e, "cannot serialize the compiled module"),
-            }
-        }
-        Ok((module, Origin::Compiled))
+    }
+
+    fn program(&self, pre: InstancePre<Host>, id: &str) -> Arc<WasmtimeProgram> {
+        let name = id.rsplit(['/', '#']).next().unwrap_or(id).to_string();
+        Arc::new(WasmtimeProgram { pre: std::sync::RwLock::new(pre), limits: self.limits, name })
     }
 }
 
@@ -163,21 +296,39 @@ impl Engine for WasmtimeEngine {
     }
 
     fn load(&self, id: &str, wasm: &[u8]) -> Result<(Arc<dyn Loaded>, Origin)> {
-        let (module, origin) = self.module(id, wasm)?;
-        let start = module.get_export("_start").and_then(|e| e.func().cloned());
-        match start {
-            Some(ty) if ty.params().len() == 0 && ty.results().len() == 0 => {}
-            _ => return Err(Error::MissingStart),
+        if let Some(module) = self.from_disk(id) {
+            let pre = self.optimized.instantiate_pre(&module)?;
+            return Ok((self.program(pre, id), Origin::Disk));
         }
-        let pre = self.linker.instantiate_pre(&module).map_err(|e| Error::Link(format!("{e:#}")))?;
-        let name = id.rsplit(['/', '#']).next().unwrap_or(id).to_string();
-        Ok((Arc::new(WasmtimeProgram { pre, limits: self.limits, name }), origin))
+        let baseline = match &self.baseline {
+            Some(tier) => Module::new(&tier.engine, wasm).map(|module| (tier, module)),
+            None => Err(wasmtime::format_err!("no baseline tier")),
+        };
+        match baseline {
+            Ok((tier, module)) => {
+                let program = self.program(tier.instantiate_pre(&module)?, id);
+                if self.tiering == Tiering::Tiered {
+                    self.tier_up.queue(Job { id: id.to_owned(), wasm: wasm.to_vec(), program: Arc::downgrade(&program) });
+                }
+                Ok((program, Origin::Compiled))
+            }
+            Err(e) => {
+                tracing::debug!(id, error = %e, "the baseline compiler refused the module; optimizing now");
+                let module = self.optimized.compile_optimized(id, wasm, self.disk.as_deref())?;
+                Ok((self.program(self.optimized.instantiate_pre(&module)?, id), Origin::Compiled))
+            }
+        }
+    }
+
+    fn wait_background(&self) {
+        self.wait_tier_up();
     }
 }
 
-/// A compiled, pre-linked program, ready to instantiate per call.
+/// A compiled, pre-linked program, ready to instantiate per call: baseline code first, optimized code
+/// once the tier-up thread swaps it in.
 struct WasmtimeProgram {
-    pre: InstancePre<Host>,
+    pre: std::sync::RwLock<InstancePre<Host>>,
     limits: Limits,
     name: String,
 }
@@ -347,14 +498,15 @@ impl Loaded for WasmtimeProgram {
             .envs(&env)
             .args(&[&self.name])
             .build_p1();
-        let engine = self.pre.module().engine();
+        let pre = self.pre.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let engine = pre.module().engine();
         let limiter = Limiter { max_memory: limits.memory_bytes, peak: 0, hit: false };
         let mut store = Store::new(engine, Host { wasi, limiter, started, deadline: limits.deadline });
         store.limiter(|h| &mut h.limiter);
         store.set_epoch_deadline(ticks(limits.deadline));
         store.epoch_deadline_trap();
 
-        let result = match self.pre.instantiate(&mut store) {
+        let result = match pre.instantiate(&mut store) {
             Ok(instance) => match instance.get_typed_func::<(), ()>(&mut store, "_start") {
                 Ok(start) => match start.call(&mut store, ()) {
                     Ok(()) => Ok(()),

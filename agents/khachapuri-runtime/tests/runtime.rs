@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use khachapuri_runtime::{
-    EngineKind, Error, Limits, Origin, PackageLimits, Request, Response, RunLimits, Runtime, RuntimeConfig,
+    EngineKind, Error, Limits, Origin, PackageLimits, Request, Response, RunLimits, Runtime, RuntimeConfig, Tiering,
 };
 use sha2::{Digest, Sha256};
 
@@ -191,6 +191,48 @@ fn wasi_write_module(fd: u32, text: &str, forever: bool) -> String {
         lo = len & 0xff,
         hi = (len >> 8) & 0xff,
     )
+}
+
+fn tiered_runtime(tiering: Tiering) -> Runtime {
+    Runtime::new(RuntimeConfig { limits: test_limits(), max_instances: 8, tiering, ..RuntimeConfig::default() })
+        .expect("runtime builds")
+}
+
+/// The baseline tier (Winch) holds every limit the optimized one does: a tier-up race in the other
+/// tests could otherwise hide a gap.
+#[test]
+fn the_baseline_tier_enforces_every_limit() {
+    let rt = tiered_runtime(Tiering::Baseline);
+    let r = run_wat(&rt, "loop", r#"(module (memory (export "memory") 1) (func (export "_start") (loop (br 0))))"#);
+    assert!(matches!(r, Err(Error::Timeout(_))), "{r:?}");
+    let bomb = r#"(module (memory (export "memory") 1)
+        (func (export "_start") (loop (br_if 0 (i32.ne (memory.grow (i32.const 16)) (i32.const -1)))) unreachable))"#;
+    let r = run_wat(&rt, "bomb", bomb);
+    assert!(matches!(r, Err(Error::MemoryLimit { .. })), "{r:?}");
+    let r = run_wat(&rt, "trap", r#"(module (memory (export "memory") 1) (func (export "_start") unreachable))"#);
+    assert!(matches!(r, Err(Error::Trap(_))), "{r:?}");
+    let r = run_wat(&rt, "flood", &wasi_write_module(1, &"x".repeat(4000), true));
+    assert!(matches!(r, Err(Error::OutputLimit { .. })), "{r:?}");
+    let out = run(&rt, "hello", &example("hello"), &request("POST", "/", "", b"winch")).expect("runs");
+    assert_eq!(out.body, b"Gamarjoba, winch!\n");
+    rt.wait_background();
+    assert_eq!(rt.cached("hello", None).expect("cached").origin, Origin::Memory);
+}
+
+/// A program compiled cold answers the same on the baseline code and, after the tier-up, on the
+/// optimized code; `Tiering::Optimized` compiles with Cranelift only.
+#[test]
+fn tier_up_keeps_the_answers() {
+    for tiering in [Tiering::Tiered, Tiering::Optimized] {
+        let rt = tiered_runtime(tiering);
+        let program = rt.load("json", &example("json-transform"), None).expect("loads");
+        let req = request("POST", "/", "", br#"{"name":"tier"}"#);
+        let before = rt.run(&program, &req).expect("runs").response;
+        rt.wait_background();
+        let after = rt.run(&program, &req).expect("runs").response;
+        assert_eq!(before.body, after.body, "{tiering:?}");
+        assert!(String::from_utf8_lossy(&after.body).contains("TIER"), "{tiering:?}");
+    }
 }
 
 #[test]
@@ -487,6 +529,7 @@ fn disk_cache_is_shared_and_authenticated() {
     let first = cached_runtime(dir.path());
     assert_eq!(first.load("hello", &hello, None).expect("loads").origin, Origin::Compiled);
     assert_eq!(first.load("echo", &example("echo"), None).expect("loads").origin, Origin::Compiled);
+    first.wait_background();
     drop(first);
 
     // A second runtime on the same directory loads from disk, and the program works.
@@ -512,6 +555,7 @@ fn disk_cache_is_shared_and_authenticated() {
     let program = third.load("hello", &hello, None).expect("loads");
     assert_eq!(program.origin, Origin::Compiled);
     assert_eq!(third.run(&program, &req).expect("runs").response.body, b"Gamarjoba, disk!\n");
+    third.wait_background(); // the optimizing tier writes the artifact
     assert_ne!(std::fs::read(&hello_artifact).expect("artifact"), data, "artifact rewritten");
     drop(third);
     assert_eq!(cached_runtime(dir.path()).load("hello", &hello, None).expect("loads").origin, Origin::Disk);
