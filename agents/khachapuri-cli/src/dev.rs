@@ -15,7 +15,6 @@ use khachapuri_provider::{Config, SettlementMode, wal::Durability};
 use khachapuri_spec::{Limits, ProviderKey};
 
 use crate::deploy::{Package, Publication, publish};
-
 use crate::net::{
     AnvilProcess, DEV_JSON, DevAccount, DevFunction, DevInfo, DevProvider, anvil_binary, free_port,
     port_is_free,
@@ -141,7 +140,7 @@ async fn serve(
     // --- IPFS
     let store = FsBlockstore::open(state.join("ipfs"))
         .context("opening the IPFS store under .khachapuri/dev/ipfs")?;
-    let node = Node::start(store.clone(), 0)
+    let node = Node::start(store, 0)
         .await
         .context("starting the embedded IPFS node")?;
     out.step(format!(

@@ -255,6 +255,11 @@ async fn init(args: InitArgs, json: bool) -> anyhow::Result<()> {
             .map_err(|e| anyhow!("updating the server record failed: {e}"))?;
         }
         if record.rsa_public_key_der.as_ref() != key.public_key_der() {
+            eprintln!(
+                "note: `{label}` published another RSA key (version {}); specs sealed to it cannot be read with {}                  and must be deployed again",
+                record.key_version,
+                key_path.display()
+            );
             progress::wait(
                 format!("publishing the RSA key {}", key_path.display()),
                 chain.set_rsa_key(record.resolver, key.public_key_der().to_vec().into()),

@@ -27,6 +27,7 @@ fn runtime(engine: EngineKind, cache_dir: Option<PathBuf>, memory_cache_entries:
         cache_dir,
         memory_cache_entries,
         max_instances: 128,
+        tiering: khachapuri_runtime::Tiering::Tiered,
     };
     Runtime::new(config).expect("runtime builds")
 }
@@ -40,6 +41,23 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 }
 
 /// p50, p99 (µs) and calls/s of `f` over `n` calls.
+/// Like [`measure`], timing `f` only; `after` gets its result outside the timed part.
+fn measure_then<T>(n: usize, mut f: impl FnMut(usize) -> T, mut after: impl FnMut(T)) -> Value {
+    let mut samples = Vec::with_capacity(n);
+    for i in 0..n {
+        let t = Instant::now();
+        let out = f(i);
+        samples.push(t.elapsed());
+        after(out);
+    }
+    samples.sort();
+    json!({
+        "n": n,
+        "p50_us": micros(percentile(&samples, 50.0)),
+        "p99_us": micros(percentile(&samples, 99.0)),
+    })
+}
+
 fn measure(n: usize, mut f: impl FnMut(usize)) -> Value {
     let mut samples = Vec::with_capacity(n);
     let all = Instant::now();
@@ -136,27 +154,20 @@ fn bench_engine(engine: EngineKind, name: &str) -> Value {
     let warm = measure(warm_n, |_| {
         rt.run(&program, &req).expect("runs");
     });
-    // memory_cache_entries = 0: every load compiles. A cold load is what a program's first request
-    // waits for (wasmtime: the baseline tier); the optimizing tier-up then runs in the background, and
-    // is waited for outside the timed part so that it does not slow the next sample.
-    let mut cold_samples = Vec::new();
-    let cold = measure(cold_n, |i| {
-        let p = rt.load(&format!("cold-{i}"), &cold_module, None).expect("compiles");
+    // memory_cache_entries = 0: every load compiles. A cold load is what a program's first request waits
+    // for (wasmtime: the baseline tier); the optimizing tier-up then runs in the background and is waited
+    // for after each timed sample, so that it does not slow the next one.
+    let cold = measure_then(cold_n, |i| rt.load(&format!("cold-{i}"), &cold_module, None).expect("compiles"), |p| {
         assert_eq!(p.origin, Origin::Compiled);
-        cold_samples.push(p);
+        rt.wait_background();
     });
-    rt.wait_background();
-    drop(cold_samples);
     let tier_up = measure(cold_n, |i| {
         let _held = rt.load(&format!("tier-up-{i}"), &cold_module, None).expect("compiles");
         rt.wait_background();
     });
-    let mut hello_samples = Vec::new();
-    let cold_hello = measure(cold_n, |i| {
-        hello_samples.push(rt.load(&format!("cold-hello-{i}"), &hello, None).expect("compiles"));
+    let cold_hello = measure_then(cold_n, |i| rt.load(&format!("cold-hello-{i}"), &hello, None).expect("compiles"), |_| {
+        rt.wait_background();
     });
-    rt.wait_background();
-    drop(hello_samples);
     let mut out = json!({
         "engine": name,
         "warm_hello": warm,

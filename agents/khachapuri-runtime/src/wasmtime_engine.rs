@@ -246,7 +246,7 @@ impl WasmtimeEngine {
     }
 
     /// The optimized module from the disk cache, when a verified artifact is there.
-    fn from_disk(&self, id: &str) -> Option<Module> {
+    fn disk_module(&self, id: &str) -> Option<Module> {
         let artifact = self.disk.as_ref()?.get(id)?;
         match deserialize(&self.optimized.engine, &artifact) {
             Ok(module) => Some(module),
@@ -296,7 +296,7 @@ impl Engine for WasmtimeEngine {
     }
 
     fn load(&self, id: &str, wasm: &[u8]) -> Result<(Arc<dyn Loaded>, Origin)> {
-        if let Some(module) = self.from_disk(id) {
+        if let Some(module) = self.disk_module(id) {
             let pre = self.optimized.instantiate_pre(&module)?;
             return Ok((self.program(pre, id), Origin::Disk));
         }
