@@ -62,7 +62,7 @@ contracts: $(STAMPS)/npm
 
 examples: $(STAMPS)/wasm32
 	@echo "==> building example functions for wasm32-wasip1"
-	$(CARGO) build --manifest-path examples/Cargo.toml --target wasm32-wasip1 --release
+	$(CARGO) build --manifest-path examples/Cargo.toml --target wasm32-wasip1 --release --target-dir examples/target
 
 # --------------------------------------------------------------------------------------------
 # make dev: the local network

@@ -8,6 +8,8 @@
 //! signed receipt. Claims settle in batches (or one per request in `sync` mode) through one task that
 //! owns the signer's nonce.
 
+use std::io::Write as _;
+
 pub mod agent;
 pub mod config;
 pub mod error;
@@ -29,11 +31,14 @@ pub async fn run_until_signal(config: Config, signer: alloy::signers::local::Pri
     let label = config.label.clone();
     let tunnel = config.tunnel.clone();
     let agent = start(config, signer).await?;
-    println!("provider agent listening on http://{}", agent.addr);
-    match tunnel {
-        Some(url) => println!("provider `{label}` serves callers through the gateway tunnel {url}"),
-        None => println!("provider `{label}` serves callers at its resolver's server URL"),
-    }
+    // Ignore a closed stdout (a supervisor that read the first line and left): the agent serves on.
+    let mut out = std::io::stdout();
+    let _ = writeln!(out, "provider agent listening on http://{}", agent.addr);
+    let _ = match tunnel {
+        Some(url) => writeln!(out, "provider `{label}` serves callers through the gateway tunnel {url}"),
+        None => writeln!(out, "provider `{label}` serves callers at its resolver's server URL"),
+    };
+    let _ = out.flush();
     let stop = agent.shutdown_handle();
     tokio::spawn(async move {
         shutdown_signal().await;

@@ -95,6 +95,8 @@ pub struct OpenClaim {
 #[derive(Debug)]
 pub struct Wal {
     file: Mutex<File>,
+    /// The same file through another descriptor: `fsync` without holding the appenders' lock.
+    sync_file: File,
     durability: Durability,
     dirty: Arc<std::sync::atomic::AtomicBool>,
     path: PathBuf,
@@ -164,6 +166,7 @@ impl Wal {
         }
         let file = OpenOptions::new().append(true).open(path)?;
         Ok(Self {
+            sync_file: file.try_clone()?,
             file: Mutex::new(file),
             durability,
             dirty: Arc::new(std::sync::atomic::AtomicBool::new(false)),
@@ -186,30 +189,33 @@ impl Wal {
         }
     }
 
-    /// Flushes to disk if anything was appended since the last flush.
+    /// Flushes to disk if anything was appended since the last flush. Appends go on meanwhile: the
+    /// flush uses its own descriptor, not the appenders' lock.
     pub fn sync(&self) -> std::io::Result<()> {
         if self.dirty.swap(false, std::sync::atomic::Ordering::AcqRel) {
-            let file = self.file.lock().map_err(|_| std::io::Error::other("WAL lock poisoned"))?;
-            file.sync_data()?;
+            self.sync_file.sync_data()?;
         }
         Ok(())
     }
 
-    /// Spawns the background flusher of [`Durability::Interval`].
+    /// Spawns the background flusher of [`Durability::Interval`]: a thread of its own, since `fsync`
+    /// blocks for as long as the disk takes and must not stall the async workers serving requests.
     pub fn spawn_flusher(self: &Arc<Self>, every: Duration) {
         if self.durability != Durability::Interval {
             return;
         }
         let wal = Arc::downgrade(self);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
+        let spawned = std::thread::Builder::new().name("wal-flusher".into()).spawn(move || {
             loop {
-                tick.tick().await;
+                std::thread::sleep(every);
                 let Some(wal) = wal.upgrade() else { return };
                 if let Err(err) = wal.sync() {
                     tracing::error!(path = %wal.path.display(), %err, "WAL fsync failed");
                 }
             }
         });
+        if let Err(err) = spawned {
+            tracing::error!(%err, "cannot start the WAL flusher; claims reach the disk when the agent stops");
+        }
     }
 }
