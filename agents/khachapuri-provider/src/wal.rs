@@ -215,7 +215,7 @@ impl Wal {
             }
         });
         if let Err(err) = spawned {
-            tracing::error!(%err, "cannot start the WAL flusher; claims reach the disk when the agent stops");
+            tracing::error!(%err, "cannot start the WAL flusher; claims stay in the page cache until the OS writes them back");
         }
     }
 }
