@@ -47,6 +47,8 @@ async fn run() {
 
     let bare_figures = wrk(&format!("http://{bare}/"), script.path());
     let paid = wrk(&paid_url, script.path());
+    // One connection: the latency of a paid call when the machine is not saturated.
+    let paid_one = wrk_with(&paid_url, script.path(), "1", "1");
     let before = std::time::Instant::now();
     agent.shutdown().await;
     let settle_ms = before.elapsed().as_secs_f64() * 1e3;
@@ -55,11 +57,13 @@ async fn run() {
     let ratio = paid.requests_per_second / bare_figures.requests_per_second;
     println!("bare hyper hello:    {:>9.0} req/s  p50 {:.3} ms  p99 {:.3} ms", bare_figures.requests_per_second, bare_figures.p50_ms, bare_figures.p99_ms);
     println!("paid hello (batch):  {:>9.0} req/s  p50 {:.3} ms  p99 {:.3} ms", paid.requests_per_second, paid.p50_ms, paid.p99_ms);
+    println!("paid, 1 connection:  {:>9.0} req/s  p50 {:.3} ms  p99 {:.3} ms", paid_one.requests_per_second, paid_one.p50_ms, paid_one.p99_ms);
     println!("paid / bare: {ratio:.2} (target >= 0.5); p50 target <= 1 ms");
     println!("settled on shutdown in {settle_ms:.0} ms; provider earned {earned}");
     let json = serde_json::json!({
         "bare_hyper_hello": bare_figures,
         "paid_hello_batch": paid,
+        "paid_hello_batch_one_connection": paid_one,
         "paid_over_bare": ratio,
         "connections": CONNECTIONS,
         "duration": DURATION,
@@ -79,8 +83,13 @@ fn which_wrk() {
 
 /// Runs wrk against `url` and parses its summary.
 fn wrk(url: &str, script: &std::path::Path) -> Figures {
+    wrk_with(url, script, "2", CONNECTIONS)
+}
+
+/// Runs wrk with `threads` threads and `connections` connections.
+fn wrk_with(url: &str, script: &std::path::Path, threads: &str, connections: &str) -> Figures {
     let out = Command::new("wrk")
-        .args(["-t", "2", "-c", CONNECTIONS, "-d", DURATION, "--latency", "-s"])
+        .args(["-t", threads, "-c", connections, "-d", DURATION, "--latency", "-s"])
         .arg(script)
         .arg(url)
         .output()
