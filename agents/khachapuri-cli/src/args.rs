@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use alloy::primitives::Address;
 use anyhow::anyhow;
-use khachapuri_chain::{Chain, ChainError, PrivateKeySigner, SignerSource, Usdc, parse_private_key};
+use khachapuri_chain::{
+    Chain, ChainError, PrivateKeySigner, SignerSource, Usdc, parse_private_key,
+};
 
 use crate::net::read_dev_info;
 
@@ -52,9 +54,17 @@ impl ChainArgs {
             .unwrap_or_else(|| "http://127.0.0.1:8545".into());
         if let Some(path) = &self.keystore {
             let password = std::env::var("KHACHAPURI_KEYSTORE_PASSWORD").map_err(|_| {
-                anyhow!("--keystore {}: set its password in KHACHAPURI_KEYSTORE_PASSWORD", path.display())
+                anyhow!(
+                    "--keystore {}: set its password in KHACHAPURI_KEYSTORE_PASSWORD",
+                    path.display()
+                )
             })?;
-            let signer = SignerSource::Keystore { path: path.clone(), password }.load().map_err(|e| {
+            let signer = SignerSource::Keystore {
+                path: path.clone(),
+                password,
+            }
+            .load()
+            .map_err(|e| {
                 anyhow!("{e}; is it the right key file (a JSON keystore) and the right password?")
             })?;
             return self.connect_as(&rpc_url, Some(signer)).await;
@@ -77,7 +87,11 @@ impl ChainArgs {
         self.connect_as(&rpc_url, signer).await
     }
 
-    async fn connect_as(&self, rpc_url: &str, signer: Option<PrivateKeySigner>) -> anyhow::Result<Chain> {
+    async fn connect_as(
+        &self,
+        rpc_url: &str,
+        signer: Option<PrivateKeySigner>,
+    ) -> anyhow::Result<Chain> {
         Chain::connect(rpc_url, signer, &self.deployments).await.map_err(|e| match e {
             ChainError::Unavailable { message } => anyhow!(
                 "cannot reach the chain at {rpc_url} ({message}); start a local one with `khachapuri dev`, or pass --rpc-url"
@@ -113,15 +127,20 @@ pub(crate) async fn resolve_payee_record(
 
 /// A duration as people write it: `250ms`, `90s` (or bare seconds), `30m`, `12h`, `7d`.
 pub(crate) fn parse_duration(flag: &str, text: &str) -> anyhow::Result<Duration> {
-    let (n, unit) = number_and_unit(text)
-        .ok_or_else(|| anyhow!("{flag} `{text}`: write a number with a unit: 250ms, 90s, 30m, 12h, 7d"))?;
+    let (n, unit) = number_and_unit(text).ok_or_else(|| {
+        anyhow!("{flag} `{text}`: write a number with a unit: 250ms, 90s, 30m, 12h, 7d")
+    })?;
     let ms = match unit.as_str() {
         "ms" => Some(n),
         "" | "s" => n.checked_mul(1_000),
         "m" => n.checked_mul(60_000),
         "h" => n.checked_mul(3_600_000),
         "d" => n.checked_mul(86_400_000),
-        _ => return Err(anyhow!("{flag} `{text}`: unknown unit `{unit}`; use ms, s, m, h or d")),
+        _ => {
+            return Err(anyhow!(
+                "{flag} `{text}`: unknown unit `{unit}`; use ms, s, m, h or d"
+            ));
+        }
     }
     .ok_or_else(|| anyhow!("{flag} `{text}`: too long"))?;
     Ok(Duration::from_millis(ms))
@@ -140,9 +159,14 @@ pub(crate) fn parse_size(flag: &str, text: &str) -> anyhow::Result<u64> {
         "kb" => 1_000,
         "mb" => 1_000_000,
         "gb" => 1_000_000_000,
-        _ => return Err(anyhow!("{flag} `{text}`: unknown unit `{unit}`; use B, KiB, MiB or GiB")),
+        _ => {
+            return Err(anyhow!(
+                "{flag} `{text}`: unknown unit `{unit}`; use B, KiB, MiB or GiB"
+            ));
+        }
     };
-    n.checked_mul(scale).ok_or_else(|| anyhow!("{flag} `{text}`: too large"))
+    n.checked_mul(scale)
+        .ok_or_else(|| anyhow!("{flag} `{text}`: too large"))
 }
 
 fn number_and_unit(text: &str) -> Option<(u64, String)> {
@@ -177,6 +201,30 @@ pub(crate) fn or_me(chain: &Chain, to: Option<Address>) -> anyhow::Result<Addres
     }
 }
 
+/// Prints `human`, or `value` (plus the transaction) as JSON.
+pub(crate) fn report(
+    json: bool,
+    human: String,
+    mut value: serde_json::Value,
+    tx: Option<&khachapuri_chain::Receipt>,
+) {
+    if let (Some(r), Some(map)) = (tx, value.as_object_mut()) {
+        map.insert("tx".into(), serde_json::json!(r.tx_hash.to_string()));
+        map.insert("block".into(), serde_json::json!(r.block_number));
+    }
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&value).unwrap_or_default()
+        );
+    } else {
+        match tx {
+            Some(r) => println!("{human} (tx {}, block {})", r.tx_hash, r.block_number),
+            None => println!("{human}"),
+        }
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -184,16 +232,35 @@ mod tests {
 
     #[test]
     fn durations_and_sizes_read_like_people_write_them() {
-        assert_eq!(parse_duration("--t", "250ms").unwrap(), Duration::from_millis(250));
-        assert_eq!(parse_duration("--t", "90").unwrap(), Duration::from_secs(90));
-        assert_eq!(parse_duration("--t", "2h").unwrap(), Duration::from_secs(7200));
-        assert!(parse_duration("--t", "5 fortnights").unwrap_err().to_string().contains("--t"));
+        assert_eq!(
+            parse_duration("--t", "250ms").unwrap(),
+            Duration::from_millis(250)
+        );
+        assert_eq!(
+            parse_duration("--t", "90").unwrap(),
+            Duration::from_secs(90)
+        );
+        assert_eq!(
+            parse_duration("--t", "2h").unwrap(),
+            Duration::from_secs(7200)
+        );
+        assert!(
+            parse_duration("--t", "5 fortnights")
+                .unwrap_err()
+                .to_string()
+                .contains("--t")
+        );
         assert!(parse_duration("--t", "").is_err());
         assert_eq!(parse_size("--m", "64MiB").unwrap(), 64 << 20);
         assert_eq!(parse_size("--m", "1000").unwrap(), 1000);
         assert_eq!(parse_size("--m", "2 KB").unwrap(), 2000);
         assert!(parse_size("--m", "1PiB").is_err());
         assert!(parse_size("--m", "99999999999999GiB").is_err());
-        assert!(parse_usdc("--price", "0.0000001").unwrap_err().to_string().contains("--price"));
+        assert!(
+            parse_usdc("--price", "0.0000001")
+                .unwrap_err()
+                .to_string()
+                .contains("--price")
+        );
     }
 }

@@ -4,14 +4,13 @@
 use std::io::{Read, Write};
 use std::time::Duration;
 
-use alloy::primitives::{B256, U256};
 use anyhow::{Context, anyhow, bail};
-use khachapuri_chain::PayerToken;
 use khachapuri_provider::{PAYER_HEADER, PRICE_HEADER, RECEIPT_HEADER};
 use serde_json::json;
 
-use crate::args::{ChainArgs, parse_usdc, resolve_payee, unix_now};
+use crate::args::{ChainArgs, parse_usdc};
 use crate::progress;
+use crate::token::sign_token;
 
 /// How long a token made for one call stays valid.
 const TOKEN_LIFETIME: Duration = Duration::from_secs(300);
@@ -57,7 +56,10 @@ struct Target {
 /// Finds the spec CID (the first path segment that is one) and the provider label (the path segment
 /// before it, or else the first name of a host like `alice.khachapuri.xyz`).
 fn target(url: &reqwest::Url) -> anyhow::Result<Target> {
-    let segments: Vec<&str> = url.path_segments().map(Iterator::collect).unwrap_or_default();
+    let segments: Vec<&str> = url
+        .path_segments()
+        .map(Iterator::collect)
+        .unwrap_or_default();
     let is_cid = |s: &str| !s.is_empty() && khachapuri_ipfs::parse_cid(s).is_ok();
     let position = segments.iter().take(2).position(|s| is_cid(s)).ok_or_else(|| {
         anyhow!(
@@ -99,8 +101,12 @@ fn body(data: Option<&str>) -> anyhow::Result<Option<Vec<u8>>> {
 
 /// Calls a function and writes its answer to stdout.
 pub async fn call(args: CallArgs, json: bool) -> anyhow::Result<()> {
-    let url = reqwest::Url::parse(&args.url)
-        .map_err(|e| anyhow!("`{}` is not a URL ({e}); pass the URL `khachapuri deploy` printed", args.url))?;
+    let url = reqwest::Url::parse(&args.url).map_err(|e| {
+        anyhow!(
+            "`{}` is not a URL ({e}); pass the URL `khachapuri deploy` printed",
+            args.url
+        )
+    })?;
     let max_price = parse_usdc("--max-price", &args.max_price)?;
     let timeout = crate::args::parse_duration("--timeout", &args.timeout)?;
     let body = body(args.data.as_deref())?;
@@ -126,19 +132,8 @@ pub async fn call(args: CallArgs, json: bool) -> anyhow::Result<()> {
             bail!("{url} does not name its provider; pass --provider LABEL (or --owner-pays)");
         };
         let chain = args.chain.connect(true).await?;
-        let payee = resolve_payee(&chain, &label).await?;
-        let token = PayerToken {
-            provider: payee,
-            spec: target.cid,
-            maxPrice: U256::from(max_price.units()),
-            expiry: unix_now() + TOKEN_LIFETIME.as_secs(),
-            session: B256::random(),
-        };
-        let signer = chain.signer().context("no signer")?.clone();
-        let signed = token
-            .sign(&signer, &chain.domain())
-            .await
-            .context("signing the payer token")?;
+        let (signed, _) = sign_token(&chain, &label, target.cid, max_price, TOKEN_LIFETIME).await?;
+        let signer = chain.signer().context("no signer")?;
         request = request.bearer_auth(signed.encode());
         payer = Some(signer.address());
     }
@@ -156,7 +151,11 @@ pub async fn call(args: CallArgs, json: bool) -> anyhow::Result<()> {
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned)
     };
-    let (price, charged, receipt) = (header(PRICE_HEADER), header(PAYER_HEADER), header(RECEIPT_HEADER));
+    let (price, charged, receipt) = (
+        header(PRICE_HEADER),
+        header(PAYER_HEADER),
+        header(RECEIPT_HEADER),
+    );
     let content_type = header("content-type");
     let bytes = response.bytes().await.context("reading the answer")?;
     if !status.is_success() {
@@ -164,7 +163,10 @@ pub async fn call(args: CallArgs, json: bool) -> anyhow::Result<()> {
         let message = why["message"]
             .as_str()
             .or_else(|| why["error"].as_str())
-            .map_or_else(|| String::from_utf8_lossy(&bytes).trim().to_owned(), str::to_owned);
+            .map_or_else(
+                || String::from_utf8_lossy(&bytes).trim().to_owned(),
+                str::to_owned,
+            );
         let hint = match (why["hint"].as_str(), status.as_u16()) {
             (Some(h), _) => format!("; {h}"),
             (None, 402) => "; deposit or approve with `khachapuri escrow deposit` / `khachapuri escrow approve`".into(),
@@ -210,11 +212,29 @@ mod tests {
     #[test]
     fn urls_name_their_provider_and_spec() {
         let path = t(&format!("http://127.0.0.1:8080/dev/{CID}/a/b?x=1")).unwrap();
-        assert_eq!(path, Target { label: Some("dev".into()), cid: CID.into() });
+        assert_eq!(
+            path,
+            Target {
+                label: Some("dev".into()),
+                cid: CID.into()
+            }
+        );
         let host = t(&format!("https://alice.khachapuri.xyz/{CID}")).unwrap();
-        assert_eq!(host, Target { label: Some("alice".into()), cid: CID.into() });
+        assert_eq!(
+            host,
+            Target {
+                label: Some("alice".into()),
+                cid: CID.into()
+            }
+        );
         let direct = t(&format!("http://127.0.0.1:9000/{CID}")).unwrap();
-        assert_eq!(direct, Target { label: None, cid: CID.into() });
+        assert_eq!(
+            direct,
+            Target {
+                label: None,
+                cid: CID.into()
+            }
+        );
         assert!(t("http://127.0.0.1:8080/dev/not-a-cid").is_err());
     }
 }

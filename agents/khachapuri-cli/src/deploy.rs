@@ -224,10 +224,7 @@ pub struct Published {
 /// Uploads the program, signs the spec, seals it to the provider (unless open) and uploads it.
 pub async fn publish(kubo: &KuboClient, p: Publication<'_>) -> anyhow::Result<Published> {
     let zip = bytes::Bytes::from(p.package.zip.clone());
-    let bar = progress::bytes(
-        format!("uploading {}", p.package.entry),
-        zip.len() as u64,
-    );
+    let bar = progress::bytes(format!("uploading {}", p.package.entry), zip.len() as u64);
     let ticker = bar.clone();
     let program = kubo
         .add_with_progress(&p.package.entry, zip, move |sent| ticker.set_position(sent))
@@ -308,7 +305,8 @@ pub async fn deploy(args: DeployArgs, json: bool) -> anyhow::Result<()> {
             package: &package,
             env,
             owner: &owner,
-            provider: (!args.open).then_some((args.provider.as_str(), &record.rsa_public_key_der[..])),
+            provider: (!args.open)
+                .then_some((args.provider.as_str(), &record.rsa_public_key_der[..])),
             max_price: price,
             limits,
             terms: args.terms.clone(),

@@ -3,10 +3,10 @@
 
 use alloy::primitives::Address;
 use anyhow::{Context, anyhow, bail};
-use khachapuri_chain::{Chain, Receipt, Usdc};
+use khachapuri_chain::{Chain, Usdc};
 use serde_json::json;
 
-use crate::args::{ChainArgs, at, or_me, parse_usdc, resolve_payee, unix_now};
+use crate::args::{ChainArgs, at, or_me, parse_usdc, report, resolve_payee, unix_now};
 use crate::progress;
 
 /// `khachapuri escrow ...`
@@ -82,22 +82,6 @@ pub enum WithdrawCommand {
     },
 }
 
-/// Prints `human`, or `value` (plus the transaction) as JSON.
-pub(crate) fn report(json: bool, human: String, mut value: serde_json::Value, tx: Option<&Receipt>) {
-    if let (Some(r), Some(map)) = (tx, value.as_object_mut()) {
-        map.insert("tx".into(), json!(r.tx_hash.to_string()));
-        map.insert("block".into(), json!(r.block_number));
-    }
-    if json {
-        println!("{}", serde_json::to_string_pretty(&value).unwrap_or_default());
-    } else {
-        match tx {
-            Some(r) => println!("{human} (tx {}, block {})", r.tx_hash, r.block_number),
-            None => println!("{human}"),
-        }
-    }
-}
-
 /// Runs an escrow command.
 pub async fn escrow(command: EscrowCommand, json: bool) -> anyhow::Result<()> {
     match command {
@@ -129,7 +113,10 @@ pub async fn escrow(command: EscrowCommand, json: bool) -> anyhow::Result<()> {
                 progress::wait(format!("depositing {amount}"), chain.deposit(to, amount)).await
             }
             .map_err(|e| anyhow!("deposit failed: {e}"))?;
-            let balance = chain.balance(to).await.context("reading the escrow balance")?;
+            let balance = chain
+                .balance(to)
+                .await
+                .context("reading the escrow balance")?;
             report(
                 json,
                 format!("deposited {amount} into the escrow for {to}; its balance is {balance}"),
@@ -259,7 +246,10 @@ async fn withdraw(command: WithdrawCommand, json: bool) -> anyhow::Result<()> {
         WithdrawCommand::Start { amount, chain } => {
             let chain = chain.connect(true).await?;
             let me = or_me(&chain, None)?;
-            let balance = chain.balance(me).await.context("reading the escrow balance")?;
+            let balance = chain
+                .balance(me)
+                .await
+                .context("reading the escrow balance")?;
             let amount = if amount.trim() == "all" {
                 balance
             } else {

@@ -10,8 +10,7 @@ use khachapuri_provider::ProviderArgs;
 use khachapuri_spec::ProviderKey;
 use serde_json::json;
 
-use crate::args::{ChainArgs, or_me, parse_usdc};
-use crate::escrow::report;
+use crate::args::{ChainArgs, or_me, parse_usdc, report};
 use crate::progress;
 
 /// Where `provider init` keeps the agent's files unless told otherwise.
@@ -176,7 +175,10 @@ fn rsa_key(args: &InitArgs) -> anyhow::Result<(ProviderKey, PathBuf)> {
         )
     };
     match &args.rsa_key {
-        Some(path) => Ok((ProviderKey::load(path).map_err(|e| wrong(path, e))?, path.clone())),
+        Some(path) => Ok((
+            ProviderKey::load(path).map_err(|e| wrong(path, e))?,
+            path.clone(),
+        )),
         None => {
             std::fs::create_dir_all(&args.data_dir)
                 .with_context(|| format!("cannot create {}", args.data_dir.display()))?;
@@ -275,7 +277,9 @@ async fn init(args: InitArgs, json: bool) -> anyhow::Result<()> {
         }
         record.resolver
     } else {
-        bail!("label `{label}` is registered to {owner}, not to you ({me}); choose another --label");
+        bail!(
+            "label `{label}` is registered to {owner}, not to you ({me}); choose another --label"
+        );
     };
 
     let config_path = write_config(&args, &chain, &key_path, price)?;
@@ -319,7 +323,10 @@ fn write_config(
     table.insert("rpc-url".into(), chain.url().to_owned().into());
     table.insert(
         "deployments".into(),
-        absolute(args.chain.deployments()).display().to_string().into(),
+        absolute(args.chain.deployments())
+            .display()
+            .to_string()
+            .into(),
     );
     table.insert("data-dir".into(), data_dir.display().to_string().into());
     table.insert("price".into(), price.to_string().into());

@@ -1,8 +1,10 @@
 //! `khachapuri token`: a payer token for `Authorization: Bearer`.
 
-use alloy::primitives::{B256, U256};
+use std::time::Duration;
+
+use alloy::primitives::{Address, B256, U256};
 use anyhow::Context;
-use khachapuri_chain::PayerToken;
+use khachapuri_chain::{Chain, PayerToken, SignedPayerToken, Usdc};
 
 use crate::args::{ChainArgs, parse_duration, parse_usdc, resolve_payee, unix_now};
 
@@ -25,25 +27,46 @@ pub struct TokenArgs {
     chain: ChainArgs,
 }
 
+/// A payer token signed by `chain`'s signer, letting provider `label` charge up to `max_price` per request
+/// (for spec `spec`, or any when empty) until `lifetime` from now; with the payee it names.
+pub(crate) async fn sign_token(
+    chain: &Chain,
+    label: &str,
+    spec: String,
+    max_price: Usdc,
+    lifetime: Duration,
+) -> anyhow::Result<(SignedPayerToken, Address)> {
+    let payee = resolve_payee(chain, label).await?;
+    let token = PayerToken {
+        provider: payee,
+        spec,
+        maxPrice: U256::from(max_price.units()),
+        expiry: unix_now() + lifetime.as_secs(),
+        session: B256::random(),
+    };
+    let signer = chain.signer().context("no signer")?;
+    let signed = token
+        .sign(signer, &chain.domain())
+        .await
+        .context("signing the payer token")?;
+    Ok((signed, payee))
+}
+
 /// Prints a payer token.
 pub async fn token(args: TokenArgs, json: bool) -> anyhow::Result<()> {
     let max_price = parse_usdc("--max-price", &args.max_price)?;
     let lifetime = parse_duration("--expires-in", &args.expires_in)?;
     let chain = args.chain.connect(true).await?;
-    let payee = resolve_payee(&chain, &args.provider).await?;
-    let expiry = unix_now() + lifetime.as_secs();
-    let token = PayerToken {
-        provider: payee,
-        spec: args.spec.clone().unwrap_or_default(),
-        maxPrice: U256::from(max_price.units()),
-        expiry,
-        session: B256::random(),
-    };
-    let signer = chain.signer().context("no signer")?.clone();
-    let signed = token
-        .sign(&signer, &chain.domain())
-        .await
-        .context("signing the payer token")?;
+    let (signed, payee) = sign_token(
+        &chain,
+        &args.provider,
+        args.spec.clone().unwrap_or_default(),
+        max_price,
+        lifetime,
+    )
+    .await?;
+    let signer = chain.signer().context("no signer")?;
+    let expiry = signed.token.expiry;
     let encoded = signed.encode();
     if json {
         let value = serde_json::json!({
@@ -71,4 +94,3 @@ pub async fn token(args: TokenArgs, json: bool) -> anyhow::Result<()> {
     }
     Ok(())
 }
-

@@ -28,14 +28,23 @@ struct Up(Child, BufReader<ChildStdout>);
 impl Up {
     fn stop(mut self) -> String {
         let pid = self.0.id().to_string();
-        assert!(Command::new("kill").args(["-INT", &pid]).status().unwrap().success());
+        assert!(
+            Command::new("kill")
+                .args(["-INT", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
         let start = Instant::now();
         loop {
             if let Some(status) = self.0.try_wait().unwrap() {
                 assert!(status.success(), "provider up exited with {status}");
                 break;
             }
-            assert!(start.elapsed() < Duration::from_secs(60), "provider up did not stop on SIGINT");
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "provider up did not stop on SIGINT"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
         let mut rest = String::new();
@@ -62,58 +71,137 @@ async fn a_tunneled_provider_is_set_up_deployed_to_called_and_paid() {
     let tunnel = format!("{}/_tunnel", gateway.replacen("http://", "ws://", 1));
 
     // provider init: bad inputs first, each saying what to do.
-    let err = fails(khachapuri_env(dir, &["provider", "init", "--label", "Bad_Label", "--tunnel", &tunnel], &as_provider));
-    assert!(err.contains("--label") && err.contains("lower-case"), "{err}");
-    let err = fails(khachapuri_env(dir, &["provider", "init", "--label", "alice"], &as_provider));
-    assert!(err.contains("--url") && err.contains("--tunnel"), "one of them is required: {err}");
-    let garbage = dir.join("not-a-key.pem");
-    std::fs::write(&garbage, "-----BEGIN PRIVATE KEY-----\nnope\n-----END PRIVATE KEY-----\n").unwrap();
     let err = fails(khachapuri_env(
         dir,
-        &["provider", "init", "--label", "alice", "--tunnel", &tunnel, "--rsa-key", garbage.to_str().unwrap()],
+        &[
+            "provider",
+            "init",
+            "--label",
+            "Bad_Label",
+            "--tunnel",
+            &tunnel,
+        ],
         &as_provider,
     ));
-    assert!(err.contains("wrong key file") && err.contains("not-a-key.pem"), "{err}");
-    let err = fails(khachapuri_env(dir, &["provider", "init", "--label", "dev", "--tunnel", &tunnel], &as_provider));
-    assert!(err.contains("label `dev` is registered to") && err.contains("choose another --label"), "{err}");
+    assert!(
+        err.contains("--label") && err.contains("lower-case"),
+        "{err}"
+    );
+    let err = fails(khachapuri_env(
+        dir,
+        &["provider", "init", "--label", "alice"],
+        &as_provider,
+    ));
+    assert!(
+        err.contains("--url") && err.contains("--tunnel"),
+        "one of them is required: {err}"
+    );
+    let garbage = dir.join("not-a-key.pem");
+    std::fs::write(
+        &garbage,
+        "-----BEGIN PRIVATE KEY-----\nnope\n-----END PRIVATE KEY-----\n",
+    )
+    .unwrap();
+    let err = fails(khachapuri_env(
+        dir,
+        &[
+            "provider",
+            "init",
+            "--label",
+            "alice",
+            "--tunnel",
+            &tunnel,
+            "--rsa-key",
+            garbage.to_str().unwrap(),
+        ],
+        &as_provider,
+    ));
+    assert!(
+        err.contains("wrong key file") && err.contains("not-a-key.pem"),
+        "{err}"
+    );
+    let err = fails(khachapuri_env(
+        dir,
+        &["provider", "init", "--label", "dev", "--tunnel", &tunnel],
+        &as_provider,
+    ));
+    assert!(
+        err.contains("label `dev` is registered to") && err.contains("choose another --label"),
+        "{err}"
+    );
 
     // provider init: key, resolver, commit-reveal, config.
     let out = ok(khachapuri_env(
         dir,
-        &["provider", "init", "--label", "alice", "--tunnel", &tunnel, "--price", "0.02", "--json"],
+        &[
+            "provider", "init", "--label", "alice", "--tunnel", &tunnel, "--price", "0.02",
+            "--json",
+        ],
         &as_provider,
     ));
     let init: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(init["label"], "alice");
     assert_eq!(init["server"], "tunnel:");
-    assert_eq!(init["payee"].as_str().unwrap().to_lowercase(), format!("{:#x}", anvil_signer(PROVIDER).address()));
+    assert_eq!(
+        init["payee"].as_str().unwrap().to_lowercase(),
+        format!("{:#x}", anvil_signer(PROVIDER).address())
+    );
     let config = std::fs::read_to_string(dir.join(".khachapuri/provider/provider.toml")).unwrap();
-    assert!(config.contains("label = \"alice\"") && config.contains(&tunnel), "{config}");
+    assert!(
+        config.contains("label = \"alice\"") && config.contains(&tunnel),
+        "{config}"
+    );
     let pem = dir.join(".khachapuri/provider/rsa.pem");
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt as _;
-        assert_eq!(std::fs::metadata(&pem).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&pem).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
     }
     // Running it again changes nothing on chain and keeps the key.
     let before = std::fs::read(&pem).unwrap();
-    ok(khachapuri_env(dir, &["provider", "init", "--label", "alice", "--tunnel", &tunnel, "--price", "0.02"], &as_provider));
+    ok(khachapuri_env(
+        dir,
+        &[
+            "provider", "init", "--label", "alice", "--tunnel", &tunnel, "--price", "0.02",
+        ],
+        &as_provider,
+    ));
     assert_eq!(std::fs::read(&pem).unwrap(), before);
 
     // provider up with another RSA key than the resolver's: refused, naming the file.
     let other = tempfile::tempdir().unwrap();
     let err = fails(khachapuri_env(
         dir,
-        &["provider", "up", "--data-dir", other.path().to_str().unwrap(), "--listen", "127.0.0.1:0"],
+        &[
+            "provider",
+            "up",
+            "--data-dir",
+            other.path().to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ],
         &as_provider,
     ));
-    assert!(err.contains("another RSA key") && err.contains("rsa.pem"), "{err}");
+    assert!(
+        err.contains("another RSA key") && err.contains("rsa.pem"),
+        "{err}"
+    );
     let err = fails(khachapuri_env(dir, &["provider", "up"], &[]));
     assert!(err.contains("KHACHAPURI_PRIVATE_KEY"), "{err}");
 
     // provider up: the agent, reachable only through the gateway's tunnel.
     let mut child = Command::new(env!("CARGO_BIN_EXE_khachapuri"))
-        .args(["provider", "up", "--listen", "127.0.0.1:0", "--ipfs", &format!("gateway={ipfs}")])
+        .args([
+            "provider",
+            "up",
+            "--listen",
+            "127.0.0.1:0",
+            "--ipfs",
+            &format!("gateway={ipfs}"),
+        ])
         .current_dir(dir)
         .env("KHACHAPURI_PRIVATE_KEY", &provider_key)
         .env_remove("KHACHAPURI_RPC_URL")
@@ -124,20 +212,47 @@ async fn a_tunneled_provider_is_set_up_deployed_to_called_and_paid() {
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
     stdout.read_line(&mut line).unwrap();
-    assert!(line.starts_with("provider agent listening on http://127.0.0.1:"), "{line}");
+    assert!(
+        line.starts_with("provider agent listening on http://127.0.0.1:"),
+        "{line}"
+    );
     let up = Up(child, stdout);
 
     // deploy a cargo project (built for wasm32-wasip1), with an env var and limits.
     let hello = repo().join("examples/hello");
-    let err = fails(khachapuri(dir, &["deploy", hello.to_str().unwrap(), "--provider", "alice", "--memory", "lots"]));
+    let err = fails(khachapuri(
+        dir,
+        &[
+            "deploy",
+            hello.to_str().unwrap(),
+            "--provider",
+            "alice",
+            "--memory",
+            "lots",
+        ],
+    ));
     assert!(err.contains("--memory `lots`"), "{err}");
-    let err = fails(khachapuri(dir, &["deploy", "Cargo.toml", "--provider", "alice"]));
+    let err = fails(khachapuri(
+        dir,
+        &["deploy", "Cargo.toml", "--provider", "alice"],
+    ));
     assert!(err.contains("cannot read Cargo.toml"), "{err}");
     let out = ok(khachapuri(
         dir,
         &[
-            "deploy", hello.to_str().unwrap(), "--provider", "alice", "--env", "GREETING=Gaumarjos",
-            "--memory", "32MiB", "--timeout", "2s", "--price", "0.03", "--json",
+            "deploy",
+            hello.to_str().unwrap(),
+            "--provider",
+            "alice",
+            "--env",
+            "GREETING=Gaumarjos",
+            "--memory",
+            "32MiB",
+            "--timeout",
+            "2s",
+            "--price",
+            "0.03",
+            "--json",
         ],
     ));
     let deployed: serde_json::Value = serde_json::from_str(&out).unwrap();
@@ -149,43 +264,87 @@ async fn a_tunneled_provider_is_set_up_deployed_to_called_and_paid() {
 
     // The dev test account approves alice, then `call` pays with a token made for this call. The
     // gateway's directory learns of alice and her tunnel within a poll or two: retry briefly.
-    ok(khachapuri(dir, &["escrow", "approve", "--provider", "alice", "--price", "0.05", "--budget", "1"]));
+    ok(khachapuri(
+        dir,
+        &[
+            "escrow",
+            "approve",
+            "--provider",
+            "alice",
+            "--price",
+            "0.05",
+            "--budget",
+            "1",
+        ],
+    ));
     let start = Instant::now();
     let answer = loop {
         let out = khachapuri(dir, &["call", &url, "-d", "caller"]);
         if out.status.success() {
             break out;
         }
-        assert!(start.elapsed() < Duration::from_secs(30), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         std::thread::sleep(Duration::from_millis(300));
     };
-    assert_eq!(String::from_utf8_lossy(&answer.stdout), "Gaumarjos, caller!\n");
+    assert_eq!(
+        String::from_utf8_lossy(&answer.stdout),
+        "Gaumarjos, caller!\n"
+    );
     let summary = String::from_utf8_lossy(&answer.stderr).to_lowercase();
     assert!(
-        summary.contains("http 200") && summary.contains("0.02 usdc charged to 0x3c44cdddb6a900fa2b585dd299e03d12fa4293bc"),
+        summary.contains("http 200")
+            && summary.contains("0.02 usdc charged to 0x3c44cdddb6a900fa2b585dd299e03d12fa4293bc"),
         "the provider's price, paid by the token's signer: {summary}"
     );
-    let out = ok(khachapuri(dir, &["call", &url, "-d", "json", "-H", "x-test: 1", "--json"]));
+    let out = ok(khachapuri(
+        dir,
+        &["call", &url, "-d", "json", "-H", "x-test: 1", "--json"],
+    ));
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["status"], 200);
     assert_eq!(v["price"], "0.02 USDC");
     assert!(v["receipt"].as_str().is_some_and(|r| !r.is_empty()));
-    let err = fails(khachapuri(dir, &["call", &url, "--max-price", "0.01", "-d", "x"]));
-    assert!(err.contains("HTTP 402"), "a token capped below the price: {err}");
-    let err = fails(khachapuri(dir, &["call", &format!("{gateway}/alice/nothing"), "-d", "x"]));
+    let err = fails(khachapuri(
+        dir,
+        &["call", &url, "--max-price", "0.01", "-d", "x"],
+    ));
+    assert!(
+        err.contains("HTTP 402"),
+        "a token capped below the price: {err}"
+    );
+    let err = fails(khachapuri(
+        dir,
+        &["call", &format!("{gateway}/alice/nothing"), "-d", "x"],
+    ));
     assert!(err.contains("names no spec CID"), "{err}");
     let err = fails(khachapuri(dir, &["call", &url, "-H", "no colon"]));
     assert!(err.contains("Name: value"), "{err}");
 
     // Trial credits: alice grants a user with no deposit and no approval; their calls are free to them.
     let user = anvil_signer(TRIAL_USER).address().to_string();
-    let err = fails(khachapuri_env(dir, &["provider", "credits", "grant", &user, "lots"], &as_provider));
+    let err = fails(khachapuri_env(
+        dir,
+        &["provider", "credits", "grant", &user, "lots"],
+        &as_provider,
+    ));
     assert!(err.contains("amount `lots`"), "{err}");
-    let out = ok(khachapuri_env(dir, &["provider", "credits", "grant", &user, "0.10", "--json"], &as_provider));
+    let out = ok(khachapuri_env(
+        dir,
+        &["provider", "credits", "grant", &user, "0.10", "--json"],
+        &as_provider,
+    ));
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["credits"], "0.10 USDC");
     let user_key = key(TRIAL_USER);
-    let answer = ok(khachapuri_env(dir, &["call", &url, "-d", "trial"], &[("KHACHAPURI_PRIVATE_KEY", &user_key)]));
+    let answer = ok(khachapuri_env(
+        dir,
+        &["call", &url, "-d", "trial"],
+        &[("KHACHAPURI_PRIVATE_KEY", &user_key)],
+    ));
     assert_eq!(answer, "Gaumarjos, trial!\n");
     let out = ok(khachapuri_env(
         dir,
@@ -198,23 +357,41 @@ async fn a_tunneled_provider_is_set_up_deployed_to_called_and_paid() {
     // A deposit with a permit: one transaction, no token approval.
     let before: serde_json::Value =
         serde_json::from_str(&ok(khachapuri(dir, &["escrow", "balance", "--json"]))).unwrap();
-    let out = ok(khachapuri(dir, &["escrow", "deposit", "5", "--permit", "--json"]));
+    let out = ok(khachapuri(
+        dir,
+        &["escrow", "deposit", "5", "--permit", "--json"],
+    ));
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["permit"], true);
     let after: serde_json::Value =
         serde_json::from_str(&ok(khachapuri(dir, &["escrow", "balance", "--json"]))).unwrap();
-    let usdc = |v: &serde_json::Value| -> f64 { v.as_str().unwrap().trim_end_matches(" USDC").parse().unwrap() };
+    let usdc = |v: &serde_json::Value| -> f64 {
+        v.as_str()
+            .unwrap()
+            .trim_end_matches(" USDC")
+            .parse()
+            .unwrap()
+    };
     assert!((usdc(&before["wallet"]) - usdc(&after["wallet"]) - 5.0).abs() < 1e-9);
 
     // Withdrawals: start, finish too early (the dev network's delay is 300 s), cancel, cancel again.
     let err = fails(khachapuri(dir, &["escrow", "withdraw", "finish"]));
-    assert!(err.contains("no withdrawal pending") && err.contains("withdraw start"), "{err}");
+    assert!(
+        err.contains("no withdrawal pending") && err.contains("withdraw start"),
+        "{err}"
+    );
     let err = fails(khachapuri(dir, &["escrow", "withdraw", "start", "1000000"]));
     assert!(err.contains("less than 1000000.00 USDC"), "{err}");
     let out = ok(khachapuri(dir, &["escrow", "withdraw", "start", "1.5"]));
-    assert!(out.contains("withdrawal of 1.50 USDC started") && out.contains("withdraw finish"), "{out}");
+    assert!(
+        out.contains("withdrawal of 1.50 USDC started") && out.contains("withdraw finish"),
+        "{out}"
+    );
     let err = fails(khachapuri(dir, &["escrow", "withdraw", "finish"]));
-    assert!(err.contains("is ready at 20") && err.contains("s from now"), "{err}");
+    assert!(
+        err.contains("is ready at 20") && err.contains("s from now"),
+        "{err}"
+    );
     let v: serde_json::Value =
         serde_json::from_str(&ok(khachapuri(dir, &["escrow", "balance", "--json"]))).unwrap();
     assert_eq!(v["pendingWithdrawal"]["amount"], "1.50 USDC");
@@ -227,12 +404,24 @@ async fn a_tunneled_provider_is_set_up_deployed_to_called_and_paid() {
     // trial call earns nothing), which she withdraws.
     let rest = up.stop();
     assert!(rest.contains("through the gateway tunnel"), "{rest}");
-    let out = ok(khachapuri_env(dir, &["provider", "earnings", "--json"], &as_provider));
+    let out = ok(khachapuri_env(
+        dir,
+        &["provider", "earnings", "--json"],
+        &as_provider,
+    ));
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["earnings"], "0.04 USDC", "{out}");
-    let err = fails(khachapuri_env(dir, &["provider", "earnings", "--withdraw", "1"], &as_provider));
+    let err = fails(khachapuri_env(
+        dir,
+        &["provider", "earnings", "--withdraw", "1"],
+        &as_provider,
+    ));
     assert!(err.contains("withdraw at most"), "{err}");
-    let out = ok(khachapuri_env(dir, &["provider", "earnings", "--withdraw", "all"], &as_provider));
+    let out = ok(khachapuri_env(
+        dir,
+        &["provider", "earnings", "--withdraw", "all"],
+        &as_provider,
+    ));
     assert!(out.contains("withdrew 0.04 USDC of earnings"), "{out}");
     let v: serde_json::Value = serde_json::from_str(&ok(khachapuri_env(
         dir,
@@ -240,7 +429,10 @@ async fn a_tunneled_provider_is_set_up_deployed_to_called_and_paid() {
         &[("KHACHAPURI_PRIVATE_KEY", &user_key)],
     )))
     .unwrap();
-    assert_eq!(v["provider"]["credits"], "0.08 USDC", "the trial call spent 0.02 of credits");
+    assert_eq!(
+        v["provider"]["credits"], "0.08 USDC",
+        "the trial call spent 0.02 of credits"
+    );
 
     // A keystore that is not one.
     let err = fails(khachapuri_env(

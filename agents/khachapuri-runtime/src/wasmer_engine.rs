@@ -16,7 +16,7 @@ use std::io;
 use std::pin::Pin;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, mpsc};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -252,34 +252,26 @@ impl Tunables for CappedTunables {
 /// (stderr).
 #[derive(Debug, Clone)]
 struct BoundedFile {
-    buf: Arc<Mutex<Vec<u8>>>,
-    cap: usize,
-    overflow: Arc<AtomicBool>,
+    out: cgi::BoundedBuffer,
     fail_on_overflow: bool,
 }
 
 impl BoundedFile {
     fn new(cap: usize, fail_on_overflow: bool) -> Self {
-        Self { buf: Arc::default(), cap, overflow: Arc::default(), fail_on_overflow }
+        Self { out: cgi::BoundedBuffer::new(cap), fail_on_overflow }
     }
 
     fn overflowed(&self) -> bool {
-        self.overflow.load(Ordering::Relaxed)
+        self.out.overflowed()
     }
 
     fn take(&self) -> Vec<u8> {
-        std::mem::take(&mut *self.buf.lock().unwrap_or_else(|e| e.into_inner()))
+        self.out.take()
     }
 
     fn append(&self, bytes: &[u8]) -> io::Result<usize> {
-        let mut buf = self.buf.lock().unwrap_or_else(|e| e.into_inner());
-        let room = self.cap - buf.len();
-        buf.extend_from_slice(&bytes[..bytes.len().min(room)]);
-        if bytes.len() > room {
-            self.overflow.store(true, Ordering::Relaxed);
-            if self.fail_on_overflow {
-                return Err(io::Error::new(io::ErrorKind::StorageFull, "output limit reached"));
-            }
+        if !self.out.append(bytes) && self.fail_on_overflow {
+            return Err(io::Error::new(io::ErrorKind::StorageFull, "output limit reached"));
         }
         Ok(bytes.len())
     }

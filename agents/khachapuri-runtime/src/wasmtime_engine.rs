@@ -250,12 +250,6 @@ impl WasmtimeEngine {
         Ok(Self { optimized, baseline, tiering, limits, disk, tier_up, _ticker: Ticker { stop, thread: Some(thread) } })
     }
 
-    /// Blocks until every queued optimizing compile has finished (tests and benchmarks use it to
-    /// measure or check one tier at a time).
-    pub fn wait_tier_up(&self) {
-        self.tier_up.wait();
-    }
-
     /// The optimized module from the disk cache, when a verified artifact is there.
     fn disk_module(&self, id: &str) -> Option<Module> {
         let artifact = self.disk.as_ref()?.get(id)?;
@@ -331,8 +325,9 @@ impl Engine for WasmtimeEngine {
         }
     }
 
+    /// Blocks until every queued optimizing compile has finished.
     fn wait_background(&self) {
-        self.wait_tier_up();
+        self.tier_up.wait();
     }
 }
 
@@ -582,39 +577,30 @@ fn classify_instantiate(e: wasmtime::Error, store: &Store<Host>, limits: &RunLim
 /// stdout: a truncated response is never returned) or drops the rest silently (for stderr).
 #[derive(Clone)]
 struct BoundedPipe {
-    buf: Arc<Mutex<Vec<u8>>>,
-    cap: usize,
-    overflow: Arc<AtomicBool>,
+    out: cgi::BoundedBuffer,
     trap_on_overflow: bool,
 }
 
 impl BoundedPipe {
     fn new(cap: usize, trap_on_overflow: bool) -> Self {
-        Self { buf: Arc::default(), cap, overflow: Arc::default(), trap_on_overflow }
+        Self { out: cgi::BoundedBuffer::new(cap), trap_on_overflow }
     }
 
     fn overflowed(&self) -> bool {
-        self.overflow.load(Ordering::Relaxed)
+        self.out.overflowed()
     }
 
     fn take(&self) -> Vec<u8> {
-        std::mem::take(&mut *self.buf.lock().unwrap_or_else(|e| e.into_inner()))
+        self.out.take()
     }
 
     /// Append what fits; `false` if some bytes did not fit.
     fn append(&self, bytes: &[u8]) -> bool {
-        let mut buf = self.buf.lock().unwrap_or_else(|e| e.into_inner());
-        let room = self.cap - buf.len();
-        buf.extend_from_slice(&bytes[..bytes.len().min(room)]);
-        if bytes.len() > room {
-            self.overflow.store(true, Ordering::Relaxed);
-            return false;
-        }
-        true
+        self.out.append(bytes)
     }
 
     fn overflow_error(&self) -> StreamError {
-        StreamError::Trap(wasmtime::format_err!("output limit of {} bytes reached", self.cap))
+        StreamError::Trap(wasmtime::format_err!("output limit of {} bytes reached", self.out.cap()))
     }
 }
 
@@ -634,8 +620,7 @@ impl OutputStream for BoundedPipe {
     fn check_write(&mut self) -> StreamResult<usize> {
         // When full, still grant a byte: the write that follows overflows (and traps, for stdout).
         // Failing here instead would fail the readiness check that follows every full write.
-        let used = self.buf.lock().unwrap_or_else(|e| e.into_inner()).len();
-        Ok((self.cap - used).max(if self.trap_on_overflow { 1 } else { 64 * 1024 }))
+        Ok((self.out.cap() - self.out.len()).max(if self.trap_on_overflow { 1 } else { 64 * 1024 }))
     }
 }
 
