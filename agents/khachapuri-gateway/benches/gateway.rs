@@ -4,7 +4,10 @@
 //! The load generator holds `BENCH_CONNS` (default 32) keep-alive HTTP/1.1 connections, each sending
 //! GET requests back to back for `BENCH_SECONDS` (default 3) after a short warm-up, and reports req/s,
 //! p50 and p99. Results are printed and written to `<workspace>/target/bench/gateway.json`.
-//! Targets (issue 8): gateway direct >= 70% and tunneled >= 50% of direct-to-provider.
+//! The upstream here answers without doing any work, so the ratios are the gateway's cost against
+//! the cheapest possible provider: a worst case. Issue 8's targets (direct >= 70% and tunneled >= 50%
+//! of calling the provider directly) are measured against the real provider agent serving paid hello
+//! in the provider bench (`target/bench/provider.json`, `gateway_*_over_direct`).
 #![allow(clippy::unwrap_used)]
 
 use std::{
@@ -223,7 +226,7 @@ fn main() {
             "gateway_tunneled_in_process": ratio("gateway_tunneled_in_process"),
         });
         println!(
-            "ratios to direct-to-provider: {ratios} (targets: direct >= 0.70, tunneled >= 0.50)"
+            "ratios to a no-op upstream: {ratios} (issue 8's targets apply to the real agent: see the provider bench)"
         );
         let report = json!({
             "bench": "gateway",
@@ -232,8 +235,7 @@ fn main() {
             "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
             "results": results,
             "ratios": ratios,
-            "targets": { "gateway_direct": 0.70, "gateway_tunneled": 0.50 },
-            "meets_targets": ratio("gateway_direct") >= 0.70 && ratio("gateway_tunneled") >= 0.50,
+            "upstream": "no-op hyper server (worst case); issue 8's targets are checked against the real agent in provider.json",
         });
         let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/bench");
         std::fs::create_dir_all(&dir).unwrap();

@@ -1,5 +1,13 @@
 //! `make bench`: paid hello calls per second and latency over loopback, with wrk as the load generator,
 //! beside a bare hyper hello-world server in the same run. Figures go to target/bench/provider.json.
+//!
+//! Two more baselines say where the time goes: `hello_unpaid` is a bare hyper server running the same
+//! hello module through the same runtime (no spec, no claim, no receipt), so `paid / unpaid` is what
+//! payment costs; `paid_hello_token` is paid by a caller's payer token instead of the owner.
+//!
+//! The same paid call also goes through the gateway (issue 8: "beside calling the provider directly"),
+//! forwarded over HTTP and through a tunnel the agent holds open; `gateway_*_over_direct` are the
+//! ratios. The gateway's own bench (`khachapuri-gateway`) measures it against a no-op upstream.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "../tests/common/mod.rs"]
@@ -7,12 +15,15 @@ mod common;
 
 use std::{convert::Infallible, process::Command, time::Duration};
 
+use alloy::primitives::{B256, U256};
 use common::*;
-use khachapuri_chain::Usdc;
+use khachapuri_chain::{PayerToken, Usdc, eip712};
 use khachapuri_provider::SettlementMode;
 
 const DURATION: &str = "8s";
 const CONNECTIONS: &str = "16";
+/// The caller paying with a token (an anvil account other than the provider and the owner).
+const PAYER: u32 = 3;
 
 #[derive(Debug, serde::Serialize)]
 struct Figures {
@@ -32,13 +43,41 @@ async fn run() {
     let spec = net.spec(&example("hello"), "hello.wasm", &[("GREETING", "Hi")], OWNER).await;
     let cid = net.publish(&spec);
     net.fund(OWNER, Usdc::from_whole(100_000), PRICE, Usdc::from_whole(100_000)).await;
+    // The agent serves directly and, as `provider up --tunnel` does, through a tunnel to one gateway;
+    // another gateway forwards to its URL.
+    let tunnel_gateway = gateway(&net, khachapuri_gateway::Server::Tunnel).await;
     let mut config = net.config(SettlementMode::Batch);
     config.batch_linger = Duration::from_millis(200);
+    config.tunnel = Some(format!("ws://{}/_tunnel", tunnel_gateway.addr));
     let agent = khachapuri_provider::start(config, signer(PROVIDER)).await.expect("agent");
+    agent.tunnel.as_ref().unwrap().wait_connected(Duration::from_secs(10)).await.unwrap();
+    let direct_gateway = gateway(&net, khachapuri_gateway::Server::Url(format!("http://{}", agent.addr))).await;
 
     let bare = bare_server().await;
+    let unpaid = unpaid_server(&spec).await;
     let script = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(script.path(), "wrk.method = \"POST\"\nwrk.body = \"bench\"\n").unwrap();
+
+    // A caller who pays with a payer token, as `khachapuri call` and curl users do.
+    net.fund(PAYER, Usdc::from_whole(100_000), PRICE, Usdc::from_whole(100_000)).await;
+    let d = net.devnet.deployment.clone();
+    let token = PayerToken {
+        provider: net.provider_address(),
+        spec: cid.clone(),
+        maxPrice: U256::from(PRICE.units()),
+        expiry: 4_000_000_000,
+        session: B256::random(),
+    }
+    .sign(&signer(PAYER), &eip712::domain(d.chain_id, d.escrow))
+    .await
+    .unwrap()
+    .encode();
+    let token_script = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        token_script.path(),
+        format!("wrk.method = \"POST\"\nwrk.body = \"bench\"\nwrk.headers[\"Authorization\"] = \"Bearer {token}\"\n"),
+    )
+    .unwrap();
 
     // Warm up the module cache and the payer's view.
     let paid_url = format!("http://{}/{cid}", agent.addr);
@@ -46,25 +85,49 @@ async fn run() {
     assert_eq!(res.status(), 200);
 
     let bare_figures = wrk(&format!("http://{bare}/"), script.path());
+    let unpaid_figures = wrk(&format!("http://{unpaid}/"), script.path());
     let paid = wrk(&paid_url, script.path());
+    let paid_token = wrk(&paid_url, token_script.path());
+    let via_gateway = wrk(&format!("http://{}/{LABEL}/{cid}", direct_gateway.addr), script.path());
+    let via_tunnel = wrk(&format!("http://{}/{LABEL}/{cid}", tunnel_gateway.addr), script.path());
     // One connection: the latency of a paid call when the machine is not saturated.
     let paid_one = wrk_with(&paid_url, script.path(), "1", "1");
+    direct_gateway.shutdown().await;
     let before = std::time::Instant::now();
     agent.shutdown().await;
     let settle_ms = before.elapsed().as_secs_f64() * 1e3;
+    tunnel_gateway.shutdown().await;
     let earned = net.chain(0).earnings(net.provider_address()).await.unwrap();
 
     let ratio = paid.requests_per_second / bare_figures.requests_per_second;
-    println!("bare hyper hello:    {:>9.0} req/s  p50 {:.3} ms  p99 {:.3} ms", bare_figures.requests_per_second, bare_figures.p50_ms, bare_figures.p99_ms);
-    println!("paid hello (batch):  {:>9.0} req/s  p50 {:.3} ms  p99 {:.3} ms", paid.requests_per_second, paid.p50_ms, paid.p99_ms);
-    println!("paid, 1 connection:  {:>9.0} req/s  p50 {:.3} ms  p99 {:.3} ms", paid_one.requests_per_second, paid_one.p50_ms, paid_one.p99_ms);
-    println!("paid / bare: {ratio:.2} (target >= 0.5); p50 target <= 1 ms");
+    let over_unpaid = paid.requests_per_second / unpaid_figures.requests_per_second;
+    let show = |name: &str, f: &Figures| {
+        println!("{name:<22} {:>9.0} req/s  p50 {:.3} ms  p99 {:.3} ms", f.requests_per_second, f.p50_ms, f.p99_ms)
+    };
+    show("bare hyper hello:", &bare_figures);
+    show("hello, no payment:", &unpaid_figures);
+    show("paid hello (batch):", &paid);
+    show("paid with a token:", &paid_token);
+    show("paid, 1 connection:", &paid_one);
+    show("paid, via gateway:", &via_gateway);
+    show("paid, via tunnel:", &via_tunnel);
+    let gw_direct = via_gateway.requests_per_second / paid.requests_per_second;
+    let gw_tunnel = via_tunnel.requests_per_second / paid.requests_per_second;
+    println!("gateway / direct: {gw_direct:.2} (target >= 0.7); tunneled / direct: {gw_tunnel:.2} (target >= 0.5)");
+    println!("paid / bare: {ratio:.2} (target >= 0.5); paid / unpaid hello: {over_unpaid:.2}; p50 target <= 1 ms");
     println!("settled on shutdown in {settle_ms:.0} ms; provider earned {earned}");
     let json = serde_json::json!({
         "bare_hyper_hello": bare_figures,
+        "hello_unpaid": unpaid_figures,
         "paid_hello_batch": paid,
+        "paid_hello_token": paid_token,
         "paid_hello_batch_one_connection": paid_one,
         "paid_over_bare": ratio,
+        "paid_over_unpaid": over_unpaid,
+        "paid_via_gateway": via_gateway,
+        "paid_via_tunnel": via_tunnel,
+        "gateway_direct_over_direct": gw_direct,
+        "gateway_tunneled_over_direct": gw_tunnel,
         "connections": CONNECTIONS,
         "duration": DURATION,
         "earned_usdc": earned.to_string(),
@@ -97,7 +160,11 @@ fn wrk_with(url: &str, script: &std::path::Path, threads: &str, connections: &st
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(!text.contains("Non-2xx"), "wrk saw failed requests:\n{text}");
     let field = |prefix: &str| -> f64 {
-        let line = text.lines().map(str::trim).find(|l| l.starts_with(prefix)).unwrap_or_else(|| panic!("no `{prefix}` in:\n{text}"));
+        let line = text
+            .lines()
+            .map(str::trim)
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no `{prefix}` in:\n{text}"));
         let value = line.split_whitespace().nth(1).unwrap();
         parse_duration_ms(value).unwrap_or_else(|| value.parse().unwrap())
     };
@@ -125,7 +192,9 @@ async fn bare_server() -> std::net::SocketAddr {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else { return };
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
             tokio::spawn(async move {
                 let service = service_fn(|_req| async {
                     Ok::<_, Infallible>(Response::new(http_body_util::Full::new(Bytes::from_static(b"Hi, bench!\n"))))
@@ -135,4 +204,51 @@ async fn bare_server() -> std::net::SocketAddr {
         }
     });
     addr
+}
+
+/// A bare hyper server running `spec`'s program (decrypted from the spec as the agent would) through
+/// the same runtime on every request, with nothing paid: the baseline of what payment adds.
+async fn unpaid_server(spec: &khachapuri_spec::Spec) -> std::net::SocketAddr {
+    use hyper::{Response, body::Bytes, server::conn::http1, service::service_fn};
+    use khachapuri_runtime::{Request, Runtime, RuntimeConfig};
+    let runtime = std::sync::Arc::new(Runtime::new(RuntimeConfig::default()).unwrap());
+    let program = runtime.load("hello", &example("hello"), Some(&spec.entry)).unwrap();
+    runtime.wait_background();
+    let env: Vec<_> = spec.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let (runtime, program, env) = (runtime.clone(), program.clone(), env.clone());
+            tokio::spawn(async move {
+                let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let (runtime, program, env) = (runtime.clone(), program.clone(), env.clone());
+                    async move {
+                        use http_body_util::BodyExt;
+                        let method = req.method().to_string();
+                        let body = req.into_body().collect().await?.to_bytes().to_vec();
+                        let request = Request { method, body, env, ..Request::default() };
+                        let out = tokio::task::spawn_blocking(move || runtime.run(&program, &request))
+                            .await
+                            .unwrap()
+                            .unwrap();
+                        Ok::<_, hyper::Error>(Response::new(http_body_util::Full::new(Bytes::from(out.response.body))))
+                    }
+                });
+                let _ = http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(stream), service).await;
+            });
+        }
+    });
+    addr
+}
+
+/// A gateway that routes the agent's label to `server`.
+async fn gateway(net: &Net, server: khachapuri_gateway::Server) -> khachapuri_gateway::GatewayHandle {
+    let directory =
+        khachapuri_gateway::StaticDirectory::new().with(LABEL, server, Some(net.provider_address())).unwrap();
+    let config = khachapuri_gateway::GatewayConfig::default();
+    khachapuri_gateway::spawn("127.0.0.1:0".parse().unwrap(), config, std::sync::Arc::new(directory)).await.unwrap()
 }

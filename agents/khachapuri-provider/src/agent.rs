@@ -28,8 +28,9 @@ use crate::{
     config::{Config, SettlementMode},
     error::ApiError,
     ledger::{ClaimError, Ledger, LedgerConfig},
+    lru::Lru,
     metrics::Metrics,
-    receipt::{Receipt, SignedReceipt, request_digest, response_digest},
+    receipt::{Receipt, ReceiptSigner, request_digest, response_digest},
     recover::reconcile,
     specs::{SpecStore, VerifiedSpec},
     wal::Wal,
@@ -41,6 +42,8 @@ pub const PRICE_HEADER: &str = "x-khachapuri-price";
 pub const PAYER_HEADER: &str = "x-khachapuri-payer";
 /// The provider's signed receipt (base64url JSON).
 pub const RECEIPT_HEADER: &str = "x-khachapuri-receipt";
+/// Payer tokens whose signer the agent remembers.
+const TOKEN_CACHE: std::num::NonZeroUsize = std::num::NonZeroUsize::new(4096).unwrap();
 /// The largest program (zip or module) the agent fetches.
 const MAX_PROGRAM_BYTES: u64 = 64 << 20;
 
@@ -74,8 +77,12 @@ pub enum StartError {
 
 struct Agent {
     config: Config,
-    signer: PrivateKeySigner,
+    receipts: ReceiptSigner,
     domain: Eip712Domain,
+    /// Set when the shutdown begins.
+    closing: watch::Receiver<bool>,
+    /// Payer tokens seen, by their text: the payer their signature recovers to.
+    tokens: std::sync::Mutex<Lru<Address>>,
     chain_id: u64,
     escrow: Address,
     specs: SpecStore,
@@ -185,10 +192,8 @@ pub async fn start(config: Config, signer: PrivateKeySigner) -> Result<RunningAg
     )?;
     let ledger = Ledger::new(chain.clone(), settler, wal, next_id, open, LedgerConfig::default())?;
 
-    let tunnel_label: khachapuri_gateway::Label = config
-        .label
-        .parse()
-        .map_err(|e| StartError::Config(format!("label `{}`: {e}", config.label)))?;
+    let tunnel_label: khachapuri_gateway::Label =
+        config.label.parse().map_err(|e| StartError::Config(format!("label `{}`: {e}", config.label)))?;
     let tunnel_signer = signer.clone();
     let tunnel = config.tunnel.clone();
     if tunnel.is_some() != (record.server == khachapuri_chain::Server::Tunnel) {
@@ -200,8 +205,13 @@ pub async fn start(config: Config, signer: PrivateKeySigner) -> Result<RunningAg
     }
 
     let deployment = chain.deployment();
+    let domain = eip712::domain(deployment.chain_id, deployment.escrow);
+    let (shutdown, mut rx) = watch::channel(false);
     let agent = Arc::new(Agent {
-        domain: eip712::domain(deployment.chain_id, deployment.escrow),
+        closing: rx.clone(),
+        receipts: ReceiptSigner::new(&signer, domain.clone()),
+        domain,
+        tokens: std::sync::Mutex::new(Lru::new(TOKEN_CACHE)),
         chain_id: deployment.chain_id,
         escrow: deployment.escrow,
         specs: SpecStore::new(fetcher.clone(), vec![key], 1024),
@@ -209,21 +219,23 @@ pub async fn start(config: Config, signer: PrivateKeySigner) -> Result<RunningAg
         runtime: Arc::new(runtime),
         ledger,
         metrics: Metrics::default(),
-        signer,
         config,
     });
 
-    let listener = TcpListener::bind(agent.config.listen)
-        .await
-        .map_err(io(&format!("listen on {}", agent.config.listen)))?;
+    let listener =
+        TcpListener::bind(agent.config.listen).await.map_err(io(&format!("listen on {}", agent.config.listen)))?;
     let addr = listener.local_addr().map_err(io("read the bound address"))?;
     let router = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
         .fallback(call)
         .with_state(agent.clone());
-    let (shutdown, mut rx) = watch::channel(false);
+    // Requests that come through the tunnel are served in-process (no second HTTP hop over loopback);
+    // the tracker lets the shutdown wait for them as `axum::serve` waits for its connections.
+    let tunneled = tokio_util::task::TaskTracker::new();
     tracing::info!(%addr, label = %agent.config.label, price = %agent.config.price, "provider agent listening");
+    let tunneled_done = tunneled.clone();
+    let tunnel_router = router.clone();
     let done = tokio::spawn(async move {
         let signal = async move {
             let _ = rx.wait_for(|stop| *stop).await;
@@ -231,6 +243,8 @@ pub async fn start(config: Config, signer: PrivateKeySigner) -> Result<RunningAg
         if let Err(err) = axum::serve(listener, router).with_graceful_shutdown(signal).await {
             tracing::error!(%err, "server stopped");
         }
+        tunneled_done.close();
+        tunneled_done.wait().await;
         let outstanding = agent.ledger.outstanding();
         if outstanding > 0 {
             tracing::info!(outstanding, "settling every claim before exit");
@@ -239,9 +253,12 @@ pub async fn start(config: Config, signer: PrivateKeySigner) -> Result<RunningAg
         tracing::info!("provider agent stopped");
     });
     let tunnel = tunnel.map(|url| {
-        use khachapuri_gateway::tunnel::client::{ForwardToUrl, TunnelConfig, run_tunnel};
+        use khachapuri_gateway::tunnel::client::{TunnelConfig, run_tunnel};
         tracing::info!(gateway = %url, "serving through the gateway tunnel");
-        run_tunnel(TunnelConfig::new(url, tunnel_label), Arc::new(tunnel_signer), ForwardToUrl::new(&format!("http://{addr}")))
+        let service = hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+            tunneled.track_future(tower::ServiceExt::oneshot(tunnel_router.clone(), request))
+        });
+        run_tunnel(TunnelConfig::new(url, tunnel_label), Arc::new(tunnel_signer), service)
     });
     Ok(RunningAgent { addr, tunnel, shutdown, done })
 }
@@ -256,19 +273,27 @@ fn sources(config: &Config) -> Result<Vec<Source>, StartError> {
                 .map_err(|source| StartError::Io { what: "open the local IPFS store".into(), source }),
             Some(("kubo", url)) => Ok(Source::Kubo(url.to_owned())),
             Some(("gateway", url)) => Ok(Source::Gateway(url.to_owned())),
-            _ => Err(StartError::Config(format!(
-                "IPFS source `{s}`: expected `local`, `kubo=URL` or `gateway=URL`"
-            ))),
+            _ => Err(StartError::Config(format!("IPFS source `{s}`: expected `local`, `kubo=URL` or `gateway=URL`"))),
         })
         .collect()
 }
 
 async fn metrics(State(agent): State<Arc<Agent>>) -> impl IntoResponse {
-    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], agent.metrics.render(agent.ledger.outstanding()))
+    (
+        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        agent.metrics.render(agent.ledger.outstanding()),
+    )
 }
 
 async fn call(State(agent): State<Arc<Agent>>, request: Request) -> Response {
-    let response = match agent.serve(request).await {
+    // Only tunneled requests can still arrive once the shutdown began: refuse them before any claim.
+    let closing = *agent.closing.borrow();
+    let served = match closing {
+        true => Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "this provider agent is stopping")
+            .hint("retry in a few seconds")),
+        false => agent.serve(request).await,
+    };
+    let response = match served {
         Ok(response) => response,
         Err(err) => {
             agent.metrics.refusal(err.code);
@@ -357,7 +382,7 @@ impl Agent {
 
         let response = output.response;
         let receipt = Receipt {
-            provider: self.signer.address(),
+            provider: self.receipts.address(),
             payer: claimed.payer,
             spec: cid.to_string(),
             price: alloy::primitives::U256::from(price.units()),
@@ -365,8 +390,7 @@ impl Agent {
             requestDigest: request_digest(parts.method.as_str(), &path_and_query, &body),
             responseDigest: response_digest(response.status, &response.body),
         };
-        let receipt = SignedReceipt::sign(receipt, &self.signer, &self.domain)
-            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e))?;
+        let receipt = self.receipts.sign(receipt);
 
         let mut out = Response::builder().status(StatusCode::from_u16(response.status).unwrap_or(StatusCode::OK));
         for (name, value) in &response.headers {
@@ -429,13 +453,25 @@ impl Agent {
             ))
         };
         if l.memory_bytes > self.config.max_memory_bytes as u64 {
-            return too_much("memory", format!("{} bytes", l.memory_bytes), format!("{}", self.config.max_memory_bytes));
+            return too_much(
+                "memory",
+                format!("{} bytes", l.memory_bytes),
+                format!("{}", self.config.max_memory_bytes),
+            );
         }
         if u128::from(l.timeout_ms) > self.config.max_timeout.as_millis() {
-            return too_much("time", format!("{} ms", l.timeout_ms), format!("{} ms", self.config.max_timeout.as_millis()));
+            return too_much(
+                "time",
+                format!("{} ms", l.timeout_ms),
+                format!("{} ms", self.config.max_timeout.as_millis()),
+            );
         }
         if l.output_bytes > self.config.max_output_bytes as u64 {
-            return too_much("output", format!("{} bytes", l.output_bytes), format!("{}", self.config.max_output_bytes));
+            return too_much(
+                "output",
+                format!("{} bytes", l.output_bytes),
+                format!("{}", self.config.max_output_bytes),
+            );
         }
         Ok(())
     }
@@ -448,7 +484,18 @@ impl Agent {
         let text = value.to_str().map_err(|_| ApiError::bad_request("malformed_token", "Authorization is not text"))?;
         let token = SignedPayerToken::decode(text).map_err(token_error)?;
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default();
-        token.verify(&self.domain, self.signer.address(), &cid.to_string(), price, now).map_err(token_error)
+        token.check(self.receipts.address(), &cid.to_string(), price, now).map_err(token_error)?;
+        // Recovering the signer costs more than running hello; a caller sends the same token many times.
+        let cached = self.tokens.lock().unwrap_or_else(|e| e.into_inner()).get(text);
+        let payer = match cached {
+            Some(payer) => payer,
+            None => {
+                let payer = token.recover(&self.domain).map_err(token_error)?;
+                self.tokens.lock().unwrap_or_else(|e| e.into_inner()).put(text.to_owned(), payer);
+                payer
+            }
+        };
+        Ok(payer)
     }
 }
 
@@ -470,13 +517,15 @@ fn claim_error(err: ClaimError) -> ApiError {
         ClaimError::Chain(_) => ApiError::chain_unavailable(err.to_string()),
         ClaimError::Log(_) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", err.to_string()),
         ClaimError::NotApproved { .. } | ClaimError::PriceAboveApproved { .. } => {
-            ApiError::payment_required(err.code(), err.to_string())
-                .hint("approve this provider: `khachapuri escrow approve --provider <label> --price <USDC> --budget <USDC>`")
+            ApiError::payment_required(err.code(), err.to_string()).hint(
+                "approve this provider: `khachapuri escrow approve --provider <label> --price <USDC> --budget <USDC>`",
+            )
         }
         ClaimError::BudgetExhausted { .. } => ApiError::payment_required(err.code(), err.to_string())
             .hint("raise the budget with `khachapuri escrow approve`"),
-        ClaimError::InsufficientBalance { .. } => ApiError::payment_required(err.code(), err.to_string())
-            .hint("deposit with `khachapuri escrow deposit`"),
+        ClaimError::InsufficientBalance { .. } => {
+            ApiError::payment_required(err.code(), err.to_string()).hint("deposit with `khachapuri escrow deposit`")
+        }
         ClaimError::Refused(_) => ApiError::payment_required(err.code(), err.to_string()),
     }
 }
@@ -495,7 +544,10 @@ fn program_headers(headers: &HeaderMap) -> Vec<(String, String)> {
     headers
         .iter()
         .filter(|(name, _)| {
-            !matches!(name.as_str(), "authorization" | "connection" | "keep-alive" | "transfer-encoding" | "upgrade" | "te")
+            !matches!(
+                name.as_str(),
+                "authorization" | "connection" | "keep-alive" | "transfer-encoding" | "upgrade" | "te"
+            )
         })
         .filter_map(|(name, value)| Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned())))
         .collect()

@@ -14,6 +14,7 @@ pub mod agent;
 pub mod config;
 pub mod error;
 pub mod ledger;
+mod lru;
 pub mod metrics;
 pub mod receipt;
 pub mod recover;
@@ -23,11 +24,14 @@ pub mod wal;
 pub use agent::{PAYER_HEADER, PRICE_HEADER, RECEIPT_HEADER, RunningAgent, StartError, start};
 pub use config::{Config, ConfigError, ProviderArgs, SettlementMode};
 pub use error::ApiError;
-pub use receipt::{Receipt, SignedReceipt};
+pub use receipt::{Receipt, ReceiptSigner, SignedReceipt};
 
 /// Starts the agent and serves until Ctrl-C or SIGTERM, then finishes in-flight requests and settles
 /// every claim: the whole life of `khachapuri-provider` and of `khachapuri provider up`.
-pub async fn run_until_signal(config: Config, signer: alloy::signers::local::PrivateKeySigner) -> Result<(), StartError> {
+pub async fn run_until_signal(
+    config: Config,
+    signer: alloy::signers::local::PrivateKeySigner,
+) -> Result<(), StartError> {
     let label = config.label.clone();
     let tunnel = config.tunnel.clone();
     let agent = start(config, signer).await?;

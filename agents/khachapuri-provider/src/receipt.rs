@@ -2,7 +2,7 @@
 
 use alloy::{
     primitives::{Address, B256, U256, keccak256},
-    signers::{SignerSync, local::PrivateKeySigner},
+    signers::local::PrivateKeySigner,
     sol_types::{Eip712Domain, SolStruct, SolValue},
 };
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
@@ -42,13 +42,45 @@ pub struct SignedReceipt {
     pub signature: alloy::primitives::Bytes,
 }
 
-impl SignedReceipt {
-    /// Signs `receipt` with the payee key.
-    pub fn sign(receipt: Receipt, signer: &PrivateKeySigner, domain: &Eip712Domain) -> Result<Self, String> {
-        let sig = signer.sign_hash_sync(&receipt.eip712_signing_hash(domain)).map_err(|e| e.to_string())?;
-        Ok(Self { receipt, signature: sig.as_bytes().to_vec().into() })
+/// Signs receipts with the payee key. One signature per paid response, so it uses libsecp256k1 (about
+/// three times faster than k256 here); RFC 6979 makes the signature the same bytes alloy's signer makes.
+pub struct ReceiptSigner {
+    address: Address,
+    key: secp256k1::SecretKey,
+    context: secp256k1::Secp256k1<secp256k1::SignOnly>,
+    domain: Eip712Domain,
+}
+
+impl std::fmt::Debug for ReceiptSigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReceiptSigner").field("address", &self.address).finish_non_exhaustive()
+    }
+}
+
+impl ReceiptSigner {
+    /// A signer for receipts in the escrow's EIP-712 `domain`.
+    pub fn new(signer: &PrivateKeySigner, domain: Eip712Domain) -> Self {
+        let key = secp256k1::SecretKey::from_byte_array(signer.to_bytes().0)
+            .unwrap_or_else(|_| unreachable!("a PrivateKeySigner holds a valid secp256k1 scalar"));
+        Self { address: signer.address(), key, context: secp256k1::Secp256k1::signing_only(), domain }
     }
 
+    /// The payee address receipts are signed by.
+    pub fn address(&self) -> Address {
+        self.address
+    }
+
+    /// Signs `receipt`.
+    pub fn sign(&self, receipt: Receipt) -> SignedReceipt {
+        let digest = secp256k1::Message::from_digest(receipt.eip712_signing_hash(&self.domain).0);
+        let (id, rs) = self.context.sign_ecdsa_recoverable(digest, &self.key).serialize_compact();
+        let mut signature = rs.to_vec();
+        signature.push(27 + u8::from(i32::from(id) == 1));
+        SignedReceipt { receipt, signature: signature.into() }
+    }
+}
+
+impl SignedReceipt {
     /// The header value: base64url of the JSON.
     pub fn encode(&self) -> String {
         URL_SAFE_NO_PAD.encode(serde_json::to_vec(self).unwrap_or_default())
@@ -63,5 +95,34 @@ impl SignedReceipt {
     pub fn signer(&self, domain: &Eip712Domain) -> Option<Address> {
         let sig = alloy::primitives::Signature::try_from(self.signature.as_ref()).ok()?;
         sig.recover_address_from_prehash(&self.receipt.eip712_signing_hash(domain)).ok()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use alloy::signers::SignerSync;
+
+    use super::*;
+
+    #[test]
+    fn libsecp256k1_signs_the_bytes_alloy_signs() {
+        let domain = khachapuri_chain::eip712::domain(31337, Address::repeat_byte(0xe5));
+        for _ in 0..32 {
+            let key = PrivateKeySigner::random();
+            let receipt = Receipt {
+                provider: key.address(),
+                payer: Address::repeat_byte(7),
+                spec: "bafy".into(),
+                price: U256::from(10_000),
+                sequence: u64::from_be_bytes(B256::random()[..8].try_into().unwrap()),
+                requestDigest: B256::random(),
+                responseDigest: B256::random(),
+            };
+            let signed = ReceiptSigner::new(&key, domain.clone()).sign(receipt.clone());
+            let alloy = key.sign_hash_sync(&receipt.eip712_signing_hash(&domain)).unwrap();
+            assert_eq!(signed.signature.as_ref(), alloy.as_bytes().as_slice());
+            assert_eq!(signed.signer(&domain), Some(key.address()));
+        }
     }
 }

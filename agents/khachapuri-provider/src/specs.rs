@@ -3,7 +3,6 @@
 //! limited, so nobody can use the agent as a decryption oracle or a CPU sink.
 
 use std::{
-    collections::HashMap,
     num::NonZeroUsize,
     sync::{Arc, Mutex},
     time::Instant,
@@ -13,7 +12,7 @@ use axum::http::StatusCode;
 use khachapuri_ipfs::{Cid, Fetcher};
 use khachapuri_spec::{ProviderKey, Spec, envelope};
 
-use crate::error::ApiError;
+use crate::{error::ApiError, lru::Lru};
 
 /// The largest spec (encrypted or not) the agent fetches.
 pub const MAX_SPEC_BYTES: u64 = 256 << 10;
@@ -77,16 +76,19 @@ impl SpecStore {
         let encrypted = envelope::is_envelope(bytes);
         let plain = if encrypted {
             if !self.failures_lock().has_budget() {
-                return Err(ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "too many undecryptable specs")
-                    .hint("retry in a few seconds"));
+                return Err(ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limited",
+                    "too many undecryptable specs",
+                )
+                .hint("retry in a few seconds"));
             }
             match envelope::open(&self.keys, bytes) {
                 Ok(plain) => plain,
                 Err(err) => {
                     self.failures_lock().take();
-                    return Err(ApiError::unprocessable("undecryptable_spec", err.to_string()).hint(
-                        "encrypt the spec to this provider's current RSA key (its resolver's rsaKey record)",
-                    ));
+                    return Err(ApiError::unprocessable("undecryptable_spec", err.to_string())
+                        .hint("encrypt the spec to this provider's current RSA key (its resolver's rsaKey record)"));
                 }
             }
         } else {
@@ -111,38 +113,6 @@ impl SpecStore {
 
     fn failures_lock(&self) -> std::sync::MutexGuard<'_, TokenBucket> {
         self.failures.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-/// A small least-recently-used map.
-struct Lru<V> {
-    capacity: NonZeroUsize,
-    tick: u64,
-    map: HashMap<String, (u64, V)>,
-}
-
-impl<V: Clone> Lru<V> {
-    fn new(capacity: NonZeroUsize) -> Self {
-        Self { capacity, tick: 0, map: HashMap::new() }
-    }
-
-    fn get(&mut self, key: &str) -> Option<V> {
-        self.tick += 1;
-        let tick = self.tick;
-        self.map.get_mut(key).map(|(t, v)| {
-            *t = tick;
-            v.clone()
-        })
-    }
-
-    fn put(&mut self, key: String, value: V) {
-        if self.map.len() >= self.capacity.get() && !self.map.contains_key(&key) {
-            if let Some(oldest) = self.map.iter().min_by_key(|(_, (t, _))| *t).map(|(k, _)| k.clone()) {
-                self.map.remove(&oldest);
-            }
-        }
-        self.tick += 1;
-        self.map.insert(key, (self.tick, value));
     }
 }
 
@@ -175,4 +145,3 @@ impl TokenBucket {
         self.tokens = (self.tokens - 1.0).max(0.0);
     }
 }
-

@@ -5,7 +5,7 @@ mod common;
 
 use alloy::primitives::{B256, U256};
 use common::*;
-use khachapuri_chain::{PayerToken, Usdc, eip712};
+use khachapuri_chain::{PayerToken, SignedPayerToken, Usdc, eip712};
 use khachapuri_provider::{PAYER_HEADER, PRICE_HEADER, RECEIPT_HEADER, SettlementMode, SignedReceipt};
 
 fn url(agent: &khachapuri_provider::RunningAgent, cid: &str) -> String {
@@ -72,6 +72,17 @@ async fn a_payer_token_moves_the_charge_to_its_signer_and_credits_need_no_deposi
     let res = http.post(url(&agent, &cid)).bearer_auth(&paid).body("payer").send().await.unwrap();
     assert_eq!(res.status(), 200, "{:?}", res.text().await);
     assert_eq!(res.headers()[PAYER_HEADER].to_str().unwrap().to_lowercase(), net.devnet.address(PAYER).to_string().to_lowercase());
+    // Again: the signer now comes from the agent's cache of tokens.
+    let res = http.post(url(&agent, &cid)).bearer_auth(&paid).body("again").send().await.unwrap();
+    assert_eq!(res.status(), 200, "{:?}", res.text().await);
+    assert_eq!(res.headers()[PAYER_HEADER].to_str().unwrap().to_lowercase(), net.devnet.address(PAYER).to_string().to_lowercase());
+    // The same token with its signature altered is another token: it does not hit that cache.
+    let mut forged = SignedPayerToken::decode(&paid).unwrap();
+    let sig = forged.signature;
+    forged.signature = alloy::primitives::Signature::new(sig.r(), sig.s() ^ U256::from(1), sig.v());
+    let res = http.post(url(&agent, &cid)).bearer_auth(forged.encode()).body("forged").send().await.unwrap();
+    assert!(matches!(res.status().as_u16(), 401 | 402), "a forged token must not be charged to the payer: {}", res.status());
+    assert!(res.headers().get(PAYER_HEADER).is_none());
 
     let trial = token("", far).sign(&signer(TRIAL), &domain).await.unwrap().encode();
     for _ in 0..2 {
@@ -100,9 +111,9 @@ async fn a_payer_token_moves_the_charge_to_its_signer_and_credits_need_no_deposi
 
     agent.shutdown().await;
     let chain = net.chain(0);
-    assert_eq!(chain.balance(net.devnet.address(PAYER)).await.unwrap(), Usdc::from_units(1_000_000 - PRICE.units()));
+    assert_eq!(chain.balance(net.devnet.address(PAYER)).await.unwrap(), Usdc::from_units(1_000_000 - 2 * PRICE.units()));
     assert_eq!(chain.balance(net.devnet.address(OWNER)).await.unwrap(), Usdc::from_whole(1), "the owner paid nothing");
-    assert_eq!(chain.earnings(net.provider_address()).await.unwrap(), PRICE, "credits earn nothing");
+    assert_eq!(chain.earnings(net.provider_address()).await.unwrap(), Usdc::from_units(2 * PRICE.units()), "credits earn nothing");
     let a = chain.allowance(net.devnet.address(TRIAL), net.provider_address()).await.unwrap();
     assert_eq!(a.credits, Usdc::ZERO);
 }

@@ -25,11 +25,11 @@ use wasmtime::{
     Caller, Config, InstanceAllocationStrategy, InstancePre, Linker, Module, PoolConcurrencyLimitError,
     PoolingAllocationConfig, ResourceLimiter, Store, Trap,
 };
-use wasmtime_wasi::{HostMonotonicClock, WasiCtxBuilder};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::pipe::MemoryInputPipe;
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError, StreamResult};
+use wasmtime_wasi::{HostMonotonicClock, WasiCtxBuilder};
 
 use crate::cache::DiskCache;
 use crate::cgi::{self, Request, RunOutput, Stats};
@@ -38,9 +38,13 @@ use crate::{Engine, Limits, Loaded, Origin, RunLimits, Tiering};
 
 /// How often the ticker thread advances the engine's epoch.
 const EPOCH_TICK: Duration = Duration::from_millis(2);
-/// Bytes of each pooled memory slot kept resident and zeroed with memset between runs (a hello-world
-/// Rust program touches about 1 MiB).
-const KEEP_RESIDENT_BYTES: usize = 64 << 10;
+/// Dirty bytes of each pooled memory slot kept resident between runs and reset with memset instead of
+/// madvise. With `PAGEMAP_SCAN` (Linux 6.7+) wasmtime finds the pages a run dirtied anywhere in the
+/// slot (a Rust program's stack sits at the top of its first MiB), resets up to this many bytes of them
+/// and decommits the rest: at most 64 MiB resident for the 64-slot default pool.
+const KEEP_RESIDENT_BYTES: usize = 1 << 20;
+/// Bytes reset with memset between runs when the kernel cannot report dirty pages.
+const KEEP_RESIDENT_FALLBACK: usize = 64 << 10;
 /// Most table elements a program may grow a table to.
 const MAX_TABLE_ELEMENTS: usize = 100_000;
 /// The WASI preview 1 import module.
@@ -78,10 +82,14 @@ impl Tier {
             .max_tables_per_module(1)
             .table_elements(MAX_TABLE_ELEMENTS)
             .max_memory_size(limits.memory_bytes)
-            // Reset a slot's first pages with memset rather than madvise: madvise on every run costs a
-            // TLB shootdown across cores and page faults on the next run (the top of the agent's profile).
-            .linear_memory_keep_resident(KEEP_RESIDENT_BYTES)
-            .table_keep_resident(KEEP_RESIDENT_BYTES / 16);
+            .table_keep_resident(KEEP_RESIDENT_FALLBACK / 16);
+        // Reset a slot's pages with memset rather than madvise: madvise on every run costs a TLB
+        // shootdown across cores and page faults on the next run (the top of the agent's profile).
+        if PoolingAllocationConfig::is_pagemap_scan_available() {
+            pool.pagemap_scan(wasmtime::Enabled::Yes).linear_memory_keep_resident(KEEP_RESIDENT_BYTES);
+        } else {
+            pool.linear_memory_keep_resident(KEEP_RESIDENT_FALLBACK);
+        }
         let mut config = Config::new();
         config
             .strategy(strategy)
@@ -313,7 +321,11 @@ impl Engine for WasmtimeEngine {
             Ok((tier, module)) => {
                 let program = self.program(tier.instantiate_pre(&module)?, id);
                 if self.tiering == Tiering::Tiered {
-                    self.tier_up.queue(Job { id: id.to_owned(), wasm: wasm.to_vec(), program: Arc::downgrade(&program) });
+                    self.tier_up.queue(Job {
+                        id: id.to_owned(),
+                        wasm: wasm.to_vec(),
+                        program: Arc::downgrade(&program),
+                    });
                 }
                 Ok((program, Origin::Compiled))
             }

@@ -193,6 +193,40 @@ fn wasi_write_module(fd: u32, text: &str, forever: bool) -> String {
     )
 }
 
+/// Answers `clean` when its memory is as a fresh instance has it (zeros, and its data segment), else
+/// `dirty`; then writes over all of it, in the first 64 KiB, around 1 MiB, at 3 MiB and in grown pages.
+const RESIDUE_WAT: &str = r#"(module
+    (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+    (memory (export "memory") 64)
+    (data (i32.const 0) "\10\00\00\00\05\00\00\00")
+    (data (i32.const 16) "clean")
+    (func (export "_start")
+        (drop (memory.grow (i32.const 16)))
+        (if (i32.or
+                (i32.or (i32.or (i32.load (i32.const 40000)) (i32.load (i32.const 1048000)))
+                        (i32.or (i32.load (i32.const 3000000)) (i32.load (i32.const 4500000))))
+                (i32.ne (i32.load (i32.const 16)) (i32.const 0x61656c63)))
+            (then (i32.store (i32.const 16) (i32.const 0x74726964)) (i32.store8 (i32.const 20) (i32.const 0x79))))
+        (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))
+        (i32.store (i32.const 40000) (i32.const -1))
+        (i32.store (i32.const 1048000) (i32.const -1))
+        (i32.store (i32.const 3000000) (i32.const -1))
+        (i32.store (i32.const 4500000) (i32.const -1))
+        (i32.store (i32.const 16) (i32.const -1))))"#;
+
+#[test]
+fn a_run_never_sees_the_memory_of_an_earlier_run() {
+    let wasm = wat::parse_str(RESIDUE_WAT).expect("WAT");
+    for engine in engines() {
+        let rt = runtime(engine);
+        let program = rt.load("residue", &wasm, None).expect("loads");
+        for i in 0..20 {
+            let out = rt.run(&program, &request("GET", "/", "", b"")).expect("runs");
+            assert_eq!(String::from_utf8_lossy(&out.response.body), "clean", "{engine:?}, run {i}");
+        }
+    }
+}
+
 fn tiered_runtime(tiering: Tiering) -> Runtime {
     Runtime::new(RuntimeConfig { limits: test_limits(), max_instances: 8, tiering, ..RuntimeConfig::default() })
         .expect("runtime builds")
