@@ -185,64 +185,61 @@ fn parse_duration_ms(v: &str) -> Option<f64> {
     num.parse::<f64>().ok().map(|n| n * scale)
 }
 
-/// A bare hyper server answering "Hello, bench!" to everything.
-async fn bare_server() -> std::net::SocketAddr {
-    use hyper::{Response, body::Bytes, server::conn::http1, service::service_fn};
+/// Serves `service` over HTTP/1.1 on a free loopback port.
+async fn serve<S, B>(service: S) -> std::net::SocketAddr
+where
+    S: hyper::service::Service<hyper::Request<hyper::body::Incoming>, Response = hyper::Response<B>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                return;
-            };
-            tokio::spawn(async move {
-                let service = service_fn(|_req| async {
-                    Ok::<_, Infallible>(Response::new(http_body_util::Full::new(Bytes::from_static(b"Hi, bench!\n"))))
-                });
-                let _ = http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(stream), service).await;
-            });
+        while let Ok((stream, _)) = listener.accept().await {
+            let connection = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service.clone());
+            tokio::spawn(connection);
         }
     });
     addr
 }
 
-/// A bare hyper server running `spec`'s program (decrypted from the spec as the agent would) through
-/// the same runtime on every request, with nothing paid: the baseline of what payment adds.
+/// A bare hyper server answering "Hi, bench!" to everything.
+async fn bare_server() -> std::net::SocketAddr {
+    use hyper::{Response, body::Bytes};
+    serve(hyper::service::service_fn(|_req| async {
+        Ok::<_, Infallible>(Response::new(http_body_util::Full::new(Bytes::from_static(b"Hi, bench!\n"))))
+    }))
+    .await
+}
+
+/// A bare hyper server running `spec`'s program through the same runtime on every request (on the
+/// blocking pool, as the agent does), with nothing paid: the baseline of what payment adds.
 async fn unpaid_server(spec: &khachapuri_spec::Spec) -> std::net::SocketAddr {
-    use hyper::{Response, body::Bytes, server::conn::http1, service::service_fn};
+    use http_body_util::BodyExt;
+    use hyper::{Response, body::Bytes};
     use khachapuri_runtime::{Request, Runtime, RuntimeConfig};
     let runtime = std::sync::Arc::new(Runtime::new(RuntimeConfig::default()).unwrap());
     let program = runtime.load("hello", &example("hello"), Some(&spec.entry)).unwrap();
     runtime.wait_background();
     let env: Vec<_> = spec.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                return;
-            };
-            let (runtime, program, env) = (runtime.clone(), program.clone(), env.clone());
-            tokio::spawn(async move {
-                let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                    let (runtime, program, env) = (runtime.clone(), program.clone(), env.clone());
-                    async move {
-                        use http_body_util::BodyExt;
-                        let method = req.method().to_string();
-                        let body = req.into_body().collect().await?.to_bytes().to_vec();
-                        let request = Request { method, body, env, ..Request::default() };
-                        let out = tokio::task::spawn_blocking(move || runtime.run(&program, &request))
-                            .await
-                            .unwrap()
-                            .unwrap();
-                        Ok::<_, hyper::Error>(Response::new(http_body_util::Full::new(Bytes::from(out.response.body))))
-                    }
-                });
-                let _ = http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(stream), service).await;
-            });
+    serve(hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+        let (runtime, program, env) = (runtime.clone(), program.clone(), env.clone());
+        async move {
+            let method = req.method().to_string();
+            let body = req.into_body().collect().await?.to_bytes().to_vec();
+            let request = Request { method, body, env, ..Request::default() };
+            let out = tokio::task::spawn_blocking(move || runtime.run(&program, &request)).await.unwrap().unwrap();
+            Ok::<_, hyper::Error>(Response::new(http_body_util::Full::new(Bytes::from(out.response.body))))
         }
-    });
-    addr
+    }))
+    .await
 }
 
 /// A gateway that routes the agent's label to `server`.
