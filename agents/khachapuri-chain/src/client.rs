@@ -264,7 +264,7 @@ fn build_provider(
     signer: Option<PrivateKeySigner>,
     options: &ConnectOptions,
 ) -> Result<DynProvider, ChainError> {
-    let http = reqwest::Client::builder()
+    let http = khachapuri_tls::http_client()
         .timeout(options.request_timeout)
         .build()
         .map_err(|e| ChainError::InvalidArgument(format!("HTTP client: {e}")))?;

@@ -116,7 +116,7 @@ pub async fn call(args: CallArgs, json: bool) -> anyhow::Result<()> {
         None if body.is_some() => reqwest::Method::POST,
         None => reqwest::Method::GET,
     };
-    let mut request = reqwest::Client::new()
+    let mut request = khachapuri_tls::http()
         .request(method, url.clone())
         .timeout(timeout);
     for header in &args.headers {
@@ -142,7 +142,13 @@ pub async fn call(args: CallArgs, json: bool) -> anyhow::Result<()> {
     }
     let response = progress::wait(format!("calling {url}"), request.send())
         .await
-        .map_err(|e| anyhow!("cannot reach {url}: {e}; is the gateway (or the agent) running?"))?;
+        .map_err(|e| match khachapuri_tls::certificate_hint(&e) {
+            Some(hint) => anyhow!("cannot call {url}: {hint}"),
+            None => anyhow!(
+                "cannot reach {url}: {}; is the gateway (or the agent) running?",
+                khachapuri_tls::error_chain(&e)
+            ),
+        })?;
     let status = response.status();
     let header = |name: &str| {
         response

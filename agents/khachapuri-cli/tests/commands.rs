@@ -1,6 +1,7 @@
 //! The everyday commands, through the real binary, against a `khachapuri dev` network: a new provider
 //! behind NAT (`provider init --tunnel`, `provider up` through the dev gateway's tunnel), a cargo project
-//! deployed to it, `call` paying with a fresh token, trial credits for a user with no deposit, a deposit
+//! deployed to it, `call` paying with a fresh token (also over HTTPS through a TLS terminator trusted via
+//! `KHACHAPURI_CA_CERT`), trial credits for a user with no deposit, a deposit
 //! with a permit, the withdrawal steps, earnings after a graceful stop, and the bad inputs of each.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -308,6 +309,21 @@ async fn a_tunneled_provider_is_set_up_deployed_to_called_and_paid() {
     assert_eq!(v["status"], 200);
     assert_eq!(v["price"], "0.02 USDC");
     assert!(v["receipt"].as_str().is_some_and(|r| !r.is_empty()));
+    // Over HTTPS, through a TLS terminator in front of the gateway: trusted only when
+    // KHACHAPURI_CA_CERT names its certificate.
+    let backend = gateway.trim_start_matches("http://").parse().unwrap();
+    let front = khachapuri_tls::testing::TlsFront::start(backend).await.unwrap();
+    let ca = dir.join("tls-front.pem");
+    std::fs::write(&ca, &front.cert_pem).unwrap();
+    let https = url.replace(&gateway, &format!("https://localhost:{}", front.port));
+    let out = ok(khachapuri_env(
+        dir,
+        &["call", &https, "-d", "tls"],
+        &[("KHACHAPURI_CA_CERT", ca.to_str().unwrap())],
+    ));
+    assert_eq!(out, "Gaumarjos, tls!\n");
+    let err = fails(khachapuri(dir, &["call", &https, "-d", "x"]));
+    assert!(err.contains("certificate"), "an unknown CA is refused: {err}");
     let err = fails(khachapuri(
         dir,
         &["call", &url, "--max-price", "0.01", "-d", "x"],
@@ -400,7 +416,7 @@ async fn a_tunneled_provider_is_set_up_deployed_to_called_and_paid() {
     let err = fails(khachapuri(dir, &["escrow", "withdraw", "cancel"]));
     assert!(err.contains("nothing to cancel"), "{err}");
 
-    // A graceful stop settles alice's claims; her earnings: 2 paid calls at 0.02 (the 402 cost nothing, the
+    // A graceful stop settles alice's claims; her earnings: 3 paid calls at 0.02 (the 402 cost nothing, the
     // trial call earns nothing), which she withdraws.
     let rest = up.stop();
     assert!(rest.contains("through the gateway tunnel"), "{rest}");
@@ -410,7 +426,7 @@ async fn a_tunneled_provider_is_set_up_deployed_to_called_and_paid() {
         &as_provider,
     ));
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(v["earnings"], "0.04 USDC", "{out}");
+    assert_eq!(v["earnings"], "0.06 USDC", "{out}");
     let err = fails(khachapuri_env(
         dir,
         &["provider", "earnings", "--withdraw", "1"],
@@ -422,7 +438,7 @@ async fn a_tunneled_provider_is_set_up_deployed_to_called_and_paid() {
         &["provider", "earnings", "--withdraw", "all"],
         &as_provider,
     ));
-    assert!(out.contains("withdrew 0.04 USDC of earnings"), "{out}");
+    assert!(out.contains("withdrew 0.06 USDC of earnings"), "{out}");
     let v: serde_json::Value = serde_json::from_str(&ok(khachapuri_env(
         dir,
         &["escrow", "balance", "--provider", "alice", "--json"],

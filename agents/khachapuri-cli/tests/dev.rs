@@ -50,7 +50,7 @@ async fn dev_network_serves_every_example_and_stops_on_ctrl_c() {
     assert_eq!(names, ["hello", "echo", "json-transform", "cpu-heavy"]);
 
     let gateway = info["gateway"].as_str().unwrap();
-    let http = reqwest::Client::new();
+    let http = khachapuri_tls::http();
     for f in functions {
         let url = f["url"].as_str().unwrap();
         assert!(

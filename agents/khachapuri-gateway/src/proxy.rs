@@ -1,7 +1,14 @@
-//! The HTTP plumbing shared by the gateway and the tunnel client: body type, hop-by-hop headers,
-//! `X-Forwarded-*`, and the JSON error responses.
+//! The HTTP plumbing shared by the gateway and the tunnel client: the forwarding client (HTTP and
+//! HTTPS), body type, hop-by-hop headers, `X-Forwarded-*`, and the JSON error responses.
 
-use std::net::SocketAddr;
+use std::{
+    future::Future as _,
+    net::SocketAddr,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Duration,
+};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode, header};
@@ -20,6 +27,82 @@ where
     B::Error: Into<BoxError>,
 {
     body.map_err(Into::into).boxed_unsync()
+}
+
+/// The client that forwards to providers' URLs, `http://` or `https://` (verified with `tls`).
+pub type ForwardClient =
+    hyper_util::client::legacy::Client<hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>, Body>;
+
+/// A [`ForwardClient`]: TCP_NODELAY, `connect_timeout` per TCP connect, idle connections pooled.
+pub fn forward_client(tls: Arc<rustls::ClientConfig>, connect_timeout: Option<Duration>) -> ForwardClient {
+    use hyper_util::{
+        client::legacy::{Client, connect::HttpConnector},
+        rt::{TokioExecutor, TokioTimer},
+    };
+    let mut http = HttpConnector::new();
+    http.set_connect_timeout(connect_timeout);
+    http.set_nodelay(true);
+    http.enforce_http(false);
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(Arc::unwrap_or_clone(tls))
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(30))
+        .pool_timer(TokioTimer::new())
+        .build(https)
+}
+
+pub use khachapuri_tls::error_chain;
+
+/// `body`, failing once no frame has come for `idle`: a caller or provider that stops sending in the
+/// middle of a body frees its connection (and the other side learns the body is cut) instead of
+/// holding both for ever. A body that trickles keeps flowing.
+pub fn idle_limited(body: Body, idle: Duration) -> Body {
+    boxed(IdleTimeout { inner: body, idle, timer: Box::pin(tokio::time::sleep(idle)) })
+}
+
+struct IdleTimeout {
+    inner: Body,
+    idle: Duration,
+    timer: Pin<Box<tokio::time::Sleep>>,
+}
+
+/// What [`idle_limited`] fails a stalled body with.
+#[derive(Debug, thiserror::Error)]
+#[error("no data for {0:?}: the body was cut")]
+pub struct BodyIdle(pub Duration);
+
+impl hyper::body::Body for IdleTimeout {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                let deadline = tokio::time::Instant::now() + this.idle;
+                this.timer.as_mut().reset(deadline);
+                Poll::Ready(frame)
+            }
+            Poll::Pending if this.timer.as_mut().poll(cx).is_ready() => {
+                Poll::Ready(Some(Err(BodyIdle(this.idle).into())))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// A whole body from bytes.
@@ -51,8 +134,26 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// Appends the client to `X-Forwarded-For` and sets `X-Forwarded-Host` and `X-Forwarded-Proto`.
+/// Appends the client to `X-Forwarded-For` and sets `X-Forwarded-Host` and `X-Forwarded-Proto`; says
+/// the same in the standard form too, appending `for=...;host="...";proto=...` to `Forwarded`
+/// (RFC 7239).
 pub fn add_forwarded(headers: &mut HeaderMap, client: SocketAddr, host: Option<&str>, proto: &str) {
+    let node = match client.ip() {
+        std::net::IpAddr::V4(ip) => ip.to_string(),
+        std::net::IpAddr::V6(ip) => format!("\"[{ip}]\""),
+    };
+    let mut element = format!("for={node}");
+    if let Some(host) = host.filter(|h| !h.contains(['"', '\\'])) {
+        element.push_str(&format!(";host=\"{host}\""));
+    }
+    element.push_str(&format!(";proto={proto}"));
+    let value = match headers.get(header::FORWARDED).and_then(|v| v.to_str().ok()) {
+        Some(prior) if !prior.trim().is_empty() => format!("{prior}, {element}"),
+        _ => element,
+    };
+    if let Ok(value) = HeaderValue::try_from(value) {
+        headers.insert(header::FORWARDED, value);
+    }
     let ip = client.ip().to_string();
     let xff = HeaderName::from_static("x-forwarded-for");
     let value = match headers.get(&xff).and_then(|v| v.to_str().ok()) {
@@ -147,6 +248,9 @@ mod tests {
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.9");
         assert_eq!(h["x-forwarded-host"], "alice.example");
         assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["forwarded"], "for=127.0.0.9;host=\"alice.example\";proto=https");
+        add_forwarded(&mut h, "[::1]:5".parse().unwrap(), None, "http");
+        assert_eq!(h["forwarded"], "for=127.0.0.9;host=\"alice.example\";proto=https, for=\"[::1]\";proto=http");
     }
 
     #[test]

@@ -5,8 +5,7 @@ use std::{convert::Infallible, net::SocketAddr, sync::Arc, time::Duration};
 use http::{HeaderValue, Request, Response, StatusCode, Uri, header};
 use hyper::body::Incoming;
 use hyper_util::{
-    client::legacy::{Client, connect::HttpConnector},
-    rt::{TokioExecutor, TokioIo, TokioTimer},
+    rt::{TokioExecutor, TokioIo},
     server::conn::auto,
 };
 use tokio::{net::TcpListener, task::JoinHandle};
@@ -20,7 +19,8 @@ use crate::{
     directory::{Directory, Route, Server},
     label::{Addressing, Label, addressing},
     proxy::{
-        Body, add_forwarded, boxed, error_response, full, is_timeout, join_url, strip_hop_by_hop,
+        Body, ForwardClient, add_forwarded, boxed, error_chain, error_response, forward_client, full,
+        idle_limited, is_timeout, join_url, strip_hop_by_hop,
     },
     tunnel::{
         TUNNEL_PATH,
@@ -40,12 +40,16 @@ pub struct GatewayConfig {
     /// Most time from sending a request to receiving the response head, connect included (then 504).
     /// Bodies stream for as long as they flow.
     pub response_timeout: Duration,
+    /// Most time a request or response body may go without data before it is cut.
+    pub body_idle_timeout: Duration,
     /// `X-Forwarded-Proto` to send: `https` when a TLS terminator sits in front of the gateway.
     pub forwarded_proto: String,
     /// Most time for an agent to complete the tunnel handshake.
     pub handshake_timeout: Duration,
     /// HTTP/2 ping interval on tunnels.
     pub tunnel_keepalive: Duration,
+    /// How `https://` provider URLs are verified ([`khachapuri_tls::client_config`] by default).
+    pub tls: Arc<rustls::ClientConfig>,
 }
 
 impl Default for GatewayConfig {
@@ -55,9 +59,11 @@ impl Default for GatewayConfig {
             gateway_id: "khachapuri-gateway".into(),
             connect_timeout: Duration::from_secs(5),
             response_timeout: Duration::from_secs(60),
+            body_idle_timeout: Duration::from_secs(30),
             forwarded_proto: "http".into(),
             handshake_timeout: Duration::from_secs(10),
             tunnel_keepalive: Duration::from_secs(20),
+            tls: khachapuri_tls::client_config(),
         }
     }
 }
@@ -66,7 +72,7 @@ impl Default for GatewayConfig {
 pub struct Gateway {
     config: GatewayConfig,
     directory: Arc<dyn Directory>,
-    client: Client<HttpConnector, Body>,
+    client: ForwardClient,
     tunnels: Arc<TunnelTable>,
     shutdown: CancellationToken,
 }
@@ -74,13 +80,7 @@ pub struct Gateway {
 impl Gateway {
     /// A gateway over `directory`.
     pub fn new(config: GatewayConfig, directory: Arc<dyn Directory>) -> Arc<Self> {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(config.connect_timeout));
-        connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .pool_timer(TokioTimer::new())
-            .build(connector);
+        let client = forward_client(config.tls.clone(), Some(config.connect_timeout));
         Arc::new(Self {
             config,
             directory,
@@ -205,14 +205,15 @@ impl Gateway {
             host.as_deref(),
             &self.config.forwarded_proto,
         );
-        let req = Request::from_parts(parts, boxed(body));
+        let idle = self.config.body_idle_timeout;
+        let req = Request::from_parts(parts, idle_limited(boxed(body), idle));
         let result = tokio::time::timeout(
             self.config.response_timeout,
             self.forward(&label, &route, forward_path, req),
         )
         .await;
         let mut response = match result {
-            Ok(Ok(response)) => response.map(boxed),
+            Ok(Ok(response)) => response.map(|body| idle_limited(boxed(body), idle)),
             Ok(Err(e)) => return e.into_response(&label),
             Err(_) => {
                 return error_response(
@@ -245,9 +246,9 @@ impl Gateway {
                     if is_timeout(&e) {
                         ForwardError::ConnectTimeout
                     } else if e.is_connect() {
-                        ForwardError::Unreachable(e.to_string())
+                        ForwardError::Unreachable(error_chain(&e))
                     } else {
-                        ForwardError::Broken(e.to_string())
+                        ForwardError::Broken(error_chain(&e))
                     }
                 })
             }

@@ -107,7 +107,7 @@ impl Fetcher {
     pub fn new(sources: Vec<Source>) -> Self {
         Fetcher {
             sources,
-            http: reqwest::Client::new(),
+            http: khachapuri_tls::http(),
             concurrency: 8,
         }
     }
@@ -385,7 +385,7 @@ impl KuboClient {
     pub fn new(base: impl Into<String>) -> Self {
         KuboClient {
             base: base.into().trim_end_matches('/').to_string(),
-            http: reqwest::Client::new(),
+            http: khachapuri_tls::http(),
         }
     }
 

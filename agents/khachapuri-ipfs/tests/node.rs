@@ -164,7 +164,7 @@ async fn kubo_rpc_add_cat_block_get() {
     assert!(store.has(&cid));
 
     // a hand-written multipart upload, answered like Kubo
-    let http_client = reqwest::Client::new();
+    let http_client = khachapuri_tls::http();
     let form = reqwest::multipart::Form::new().part(
         "file",
         reqwest::multipart::Part::bytes(b"hello world".to_vec()).file_name("hello.txt"),

@@ -81,7 +81,7 @@ async fn run() {
 
     // Warm up the module cache and the payer's view.
     let paid_url = format!("http://{}/{cid}", agent.addr);
-    let res = reqwest::Client::new().post(&paid_url).body("warm").send().await.unwrap();
+    let res = khachapuri_tls::http().post(&paid_url).body("warm").send().await.unwrap();
     assert_eq!(res.status(), 200);
 
     let bare_figures = wrk(&format!("http://{bare}/"), script.path());

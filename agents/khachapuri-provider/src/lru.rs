@@ -24,10 +24,11 @@ impl<V: Clone> Lru<V> {
     }
 
     pub(crate) fn put(&mut self, key: String, value: V) {
-        if self.map.len() >= self.capacity.get() && !self.map.contains_key(&key) {
-            if let Some(oldest) = self.map.iter().min_by_key(|(_, (t, _))| *t).map(|(k, _)| k.clone()) {
-                self.map.remove(&oldest);
-            }
+        if self.map.len() >= self.capacity.get()
+            && !self.map.contains_key(&key)
+            && let Some(oldest) = self.map.iter().min_by_key(|(_, (t, _))| *t).map(|(k, _)| k.clone())
+        {
+            self.map.remove(&oldest);
         }
         self.tick += 1;
         self.map.insert(key, (self.tick, value));

@@ -41,7 +41,7 @@ fn spawn(net: &Net, linger_ms: u64) -> Agent {
 }
 
 async fn call(agent: &Agent, cid: &str) {
-    let res = reqwest::Client::new().post(format!("{}/{cid}", agent.url)).body("x").send().await.unwrap();
+    let res = khachapuri_tls::http().post(format!("{}/{cid}", agent.url)).body("x").send().await.unwrap();
     assert_eq!(res.status(), 200, "{:?}", res.text().await);
 }
 

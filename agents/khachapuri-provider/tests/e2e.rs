@@ -19,7 +19,7 @@ async fn encrypted_hello_is_paid_by_the_owner_until_the_budget_runs_out() {
     let cid = net.publish(&spec);
     net.fund(OWNER, Usdc::from_whole(1), PRICE, Usdc::from_units(3 * PRICE.units())).await;
     let agent = net.agent(SettlementMode::Batch).await;
-    let http = reqwest::Client::new();
+    let http = khachapuri_tls::http();
 
     for i in 0..3 {
         let res = http.post(url(&agent, &cid)).body(format!("caller {i}")).send().await.unwrap();
@@ -66,7 +66,7 @@ async fn a_payer_token_moves_the_charge_to_its_signer_and_credits_need_no_deposi
         session: B256::random(),
     };
     let far = 4_000_000_000;
-    let http = reqwest::Client::new();
+    let http = khachapuri_tls::http();
 
     let paid = token(&cid, far).sign(&signer(PAYER), &domain).await.unwrap().encode();
     let res = http.post(url(&agent, &cid)).bearer_auth(&paid).body("payer").send().await.unwrap();
@@ -125,7 +125,7 @@ async fn sync_mode_settles_before_running() {
     let cid = net.publish(&spec);
     net.fund(OWNER, Usdc::from_whole(1), PRICE, Usdc::from_whole(1)).await;
     let agent = net.agent(SettlementMode::Sync).await;
-    let res = reqwest::Client::new().post(url(&agent, &cid)).body("sync").send().await.unwrap();
+    let res = khachapuri_tls::http().post(url(&agent, &cid)).body("sync").send().await.unwrap();
     assert_eq!(res.status(), 200);
     // Before shutdown: the consume is already on chain.
     assert_eq!(net.chain(0).earnings(net.provider_address()).await.unwrap(), PRICE);
@@ -139,7 +139,7 @@ async fn failures_get_the_right_status_and_a_reason() {
     let hello = net.spec(&example("hello"), "hello.wasm", &[], OWNER).await;
     let hello_cid = net.publish(&hello);
     let agent = net.agent(SettlementMode::Batch).await;
-    let http = reqwest::Client::new();
+    let http = khachapuri_tls::http();
     let status = |res: reqwest::Response| async move {
         let s = res.status().as_u16();
         let body: serde_json::Value = res.json().await.unwrap_or_default();
@@ -228,7 +228,7 @@ async fn a_provider_behind_nat_serves_through_the_gateway_tunnel() {
     let agent = khachapuri_provider::start(config, signer(PROVIDER)).await.unwrap();
     agent.tunnel.as_ref().unwrap().wait_connected(std::time::Duration::from_secs(10)).await.unwrap();
 
-    let res = reqwest::Client::new().post(format!("http://{}/{LABEL}/{cid}", gateway.addr)).body("NAT").send().await.unwrap();
+    let res = khachapuri_tls::http().post(format!("http://{}/{LABEL}/{cid}", gateway.addr)).body("NAT").send().await.unwrap();
     assert_eq!(res.status(), 200);
     assert_eq!(res.headers()[PRICE_HEADER], "0.01 USDC");
     assert_eq!(res.text().await.unwrap(), "Tunnel, NAT!\n");

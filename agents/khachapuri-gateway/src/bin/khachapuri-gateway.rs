@@ -46,6 +46,9 @@ struct Args {
     /// Seconds for a provider to send its response head.
     #[arg(long, default_value_t = 60)]
     response_timeout: u64,
+    /// Seconds a request or response body may go without data before it is cut.
+    #[arg(long, default_value_t = 30)]
+    body_idle_timeout: u64,
     /// X-Forwarded-Proto to send (https behind a TLS terminator).
     #[arg(long, default_value = "http")]
     forwarded_proto: String,
@@ -109,6 +112,7 @@ async fn main() -> anyhow::Result<()> {
         base_domain: Some(args.base_domain),
         connect_timeout: Duration::from_secs(args.connect_timeout),
         response_timeout: Duration::from_secs(args.response_timeout),
+        body_idle_timeout: Duration::from_secs(args.body_idle_timeout),
         forwarded_proto: args.forwarded_proto,
         ..GatewayConfig::default()
     };

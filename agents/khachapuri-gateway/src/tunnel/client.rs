@@ -29,10 +29,7 @@ use alloy::signers::Signer;
 use futures::{SinkExt, StreamExt};
 use http::{Request, Response, StatusCode, Uri, header};
 use hyper::body::Incoming;
-use hyper_util::{
-    client::legacy::{Client, connect::HttpConnector},
-    rt::{TokioExecutor, TokioIo, TokioTimer},
-};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::{net::TcpStream, sync::watch, task::JoinHandle};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, tungstenite::Message};
 
@@ -45,7 +42,8 @@ use crate::{
 /// Where and how to hold a tunnel open.
 #[derive(Debug, Clone)]
 pub struct TunnelConfig {
-    /// The gateway's tunnel endpoint, `ws://host:port/_tunnel` (or `wss://` behind a TLS terminator).
+    /// The gateway's tunnel endpoint: `wss://host/_tunnel` (a gateway behind a TLS terminator), or
+    /// `ws://host:port/_tunnel` for local use.
     pub gateway_url: String,
     /// The label to serve; its resolver's payee must be the signer's address.
     pub label: Label,
@@ -61,6 +59,8 @@ pub struct TunnelConfig {
     pub keepalive: Duration,
     /// Most requests in flight at once on the tunnel (HTTP/2 streams); more wait at the gateway.
     pub max_concurrent_streams: u32,
+    /// How a `wss://` gateway is verified ([`khachapuri_tls::client_config`] by default).
+    pub tls: Arc<rustls::ClientConfig>,
 }
 
 impl TunnelConfig {
@@ -75,6 +75,7 @@ impl TunnelConfig {
             backoff_max: Duration::from_secs(30),
             keepalive: Duration::from_secs(20),
             max_concurrent_streams: 256,
+            tls: khachapuri_tls::client_config(),
         }
     }
 }
@@ -147,9 +148,11 @@ where
     G: Signer + Send + Sync + ?Sized,
 {
     let attempt = async {
-        let (mut ws, _) = tokio_tungstenite::connect_async(config.gateway_url.as_str())
-            .await
-            .map_err(|e| TunnelError::Connect(e.to_string()))?;
+        let tls = Some(tokio_tungstenite::Connector::Rustls(config.tls.clone()));
+        let (mut ws, _) =
+            tokio_tungstenite::connect_async_tls_with_config(config.gateway_url.as_str(), None, true, tls)
+                .await
+                .map_err(|e| TunnelError::Connect(crate::proxy::error_chain(&e)))?;
         if let Ok(stream) = tcp_of(&ws) {
             let _ = stream.set_nodelay(true);
         }
@@ -208,6 +211,7 @@ where
 fn tcp_of(ws: &Ws) -> Result<&TcpStream, ()> {
     match ws.get_ref() {
         MaybeTlsStream::Plain(s) => Ok(s),
+        MaybeTlsStream::Rustls(s) => Ok(s.get_ref().0),
         _ => Err(()),
     }
 }
@@ -356,17 +360,14 @@ where
 #[derive(Clone, Debug)]
 pub struct ForwardToUrl {
     base: Arc<str>,
-    client: Client<HttpConnector, Body>,
+    client: crate::proxy::ForwardClient,
 }
 
 impl ForwardToUrl {
-    /// Forwards to `base` (`http://127.0.0.1:3000`, optionally with a path prefix).
+    /// Forwards to `base` (`http://127.0.0.1:3000`, optionally with a path prefix; `https://` is
+    /// verified with [`khachapuri_tls::client_config`]).
     pub fn new(base: &str) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .build(connector);
+        let client = crate::proxy::forward_client(khachapuri_tls::client_config(), None);
         Self {
             base: base.trim_end_matches('/').into(),
             client,
