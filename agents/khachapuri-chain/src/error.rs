@@ -127,15 +127,9 @@ pub(crate) fn from_rpc(err: RpcError<TransportErrorKind>) -> ChainError {
 }
 
 /// The transport error with its source chain (reqwest hides "connection refused" in its sources).
+/// The transport's error with its causes (a TLS failure's reason is only in a cause).
 fn transport_message(kind: &TransportErrorKind) -> String {
-    let mut message = kind.to_string();
-    let mut source = std::error::Error::source(kind);
-    while let Some(s) = source {
-        message.push_str(": ");
-        message.push_str(&s.to_string());
-        source = s.source();
-    }
-    message
+    khachapuri_tls::error_chain(kind)
 }
 
 impl From<alloy::contract::Error> for ChainError {
