@@ -56,17 +56,20 @@ pub fn forward_client(tls: Arc<rustls::ClientConfig>, connect_timeout: Option<Du
 
 pub use khachapuri_tls::error_chain;
 
-/// `body`, failing once no frame has come for `idle`: a caller or provider that stops sending in the
-/// middle of a body frees its connection (and the other side learns the body is cut) instead of
-/// holding both for ever. A body that trickles keeps flowing.
+/// `body`, failing once it has been waited on for `idle` without a frame coming: a caller or provider
+/// that stops sending in the middle of a body frees its connection (and the other side learns the body
+/// is cut) instead of holding both for ever. Only time spent waiting for data counts, so a body that
+/// trickles keeps flowing, and so does one whose reader is slow.
 pub fn idle_limited(body: Body, idle: Duration) -> Body {
-    boxed(IdleTimeout { inner: body, idle, timer: Box::pin(tokio::time::sleep(idle)) })
+    boxed(IdleTimeout { inner: body, idle, timer: Box::pin(tokio::time::sleep(idle)), waiting: false })
 }
 
 struct IdleTimeout {
     inner: Body,
     idle: Duration,
     timer: Pin<Box<tokio::time::Sleep>>,
+    /// Whether the last poll found no frame: the timer runs from when the wait began.
+    waiting: bool,
 }
 
 /// What [`idle_limited`] fails a stalled body with.
@@ -85,14 +88,20 @@ impl hyper::body::Body for IdleTimeout {
         let this = &mut *self;
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(frame) => {
-                let deadline = tokio::time::Instant::now() + this.idle;
-                this.timer.as_mut().reset(deadline);
+                this.waiting = false;
                 Poll::Ready(frame)
             }
-            Poll::Pending if this.timer.as_mut().poll(cx).is_ready() => {
-                Poll::Ready(Some(Err(BodyIdle(this.idle).into())))
+            Poll::Pending => {
+                if !this.waiting {
+                    this.waiting = true;
+                    let deadline = tokio::time::Instant::now() + this.idle;
+                    this.timer.as_mut().reset(deadline);
+                }
+                match this.timer.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Some(Err(BodyIdle(this.idle).into()))),
+                    Poll::Pending => Poll::Pending,
+                }
             }
-            Poll::Pending => Poll::Pending,
         }
     }
 
