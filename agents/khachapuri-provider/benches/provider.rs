@@ -219,8 +219,8 @@ async fn bare_server() -> std::net::SocketAddr {
     .await
 }
 
-/// A bare hyper server running `spec`'s program through the same runtime on every request (on the
-/// blocking pool, as the agent does), with nothing paid: the baseline of what payment adds.
+/// A bare hyper server running `spec`'s program through the same runtime on every request (on its
+/// task, as the agent does), with nothing paid: the baseline of what payment adds.
 async fn unpaid_server(spec: &khachapuri_spec::Spec) -> std::net::SocketAddr {
     use http_body_util::BodyExt;
     use hyper::{Response, body::Bytes};
@@ -235,7 +235,7 @@ async fn unpaid_server(spec: &khachapuri_spec::Spec) -> std::net::SocketAddr {
             let method = req.method().to_string();
             let body = req.into_body().collect().await?.to_bytes().to_vec();
             let request = Request { method, body, env, ..Request::default() };
-            let out = tokio::task::spawn_blocking(move || runtime.run(&program, &request)).await.unwrap().unwrap();
+            let out = program.run_async(request, runtime.limits().run_limits()).await.unwrap();
             Ok::<_, hyper::Error>(Response::new(http_body_util::Full::new(Bytes::from(out.response.body))))
         }
     }))

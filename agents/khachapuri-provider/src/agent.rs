@@ -367,10 +367,8 @@ impl Agent {
             output_bytes: usize::try_from(spec.limits.output_bytes).unwrap_or(usize::MAX),
         };
         let started = Instant::now();
-        let runtime = self.runtime.clone();
-        let output = tokio::task::spawn_blocking(move || runtime.run_with(&program, &run_request, &limits))
-            .await
-            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+        // On this task: wasmtime runs it on a fiber that yields to the executor every epoch tick.
+        let output = program.run_async(run_request, limits).await;
         self.metrics.run(started.elapsed());
         let output = output.map_err(|e| {
             tracing::info!(%cid, error = %e, "program failed");

@@ -175,13 +175,25 @@ pub trait Engine: Send + Sync {
 }
 
 /// A program ready to run, any number of times and from any number of threads at once.
-pub trait Loaded: Send + Sync {
+pub trait Loaded: Send + Sync + 'static {
     /// Run the program once on `request` under the engine's caps, blocking the calling thread
     /// until it ends.
     fn run(&self, request: &Request) -> Result<RunOutput>;
     /// Like [`Loaded::run`], under `limits` clamped to the engine's caps.
     fn run_with(&self, request: &Request, limits: &RunLimits) -> Result<RunOutput>;
+    /// [`Loaded::run_with`] as a future, for a caller on a tokio runtime. By default the run goes to
+    /// the blocking pool; an engine that can suspend a run (wasmtime) runs it on the caller's task.
+    fn run_async(self: Arc<Self>, request: Request, limits: RunLimits) -> RunFuture {
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || self.run_with(&request, &limits))
+                .await
+                .unwrap_or_else(|e| Err(Error::Engine(format!("the run's thread failed: {e}"))))
+        })
+    }
 }
+
+/// A run in progress, as [`Loaded::run_async`] returns it.
+pub type RunFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Result<RunOutput>> + Send>>;
 
 /// A loaded program, as handed out by [`Runtime::load`].
 #[derive(Clone)]
@@ -207,6 +219,13 @@ impl Program {
     /// as [`Runtime::run_with`]).
     pub fn run_with(&self, request: &Request, limits: &RunLimits) -> Result<RunOutput> {
         self.loaded.run_with(request, limits)
+    }
+
+    /// [`Program::run_with`] for async callers (on a tokio runtime): with wasmtime the run happens on
+    /// the calling task, yielding to the executor every epoch tick; other engines run it on the
+    /// blocking pool.
+    pub async fn run_async(&self, request: Request, limits: RunLimits) -> Result<RunOutput> {
+        self.loaded.clone().run_async(request, limits).await
     }
 }
 

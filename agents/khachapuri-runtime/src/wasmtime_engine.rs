@@ -7,6 +7,12 @@
 //! artifact to the disk cache, and swaps it in; runs already going finish on the baseline code. A
 //! module Winch cannot compile (a proposal it lacks) is compiled by Cranelift at once.
 //!
+//! Runs are futures (wasmtime's async support: the program runs on a fiber of its own): an async
+//! caller runs them on its own task, with no hand-off to a blocking thread, and every epoch tick
+//! (2 ms) the program yields to the executor, so a long run never holds a worker for longer than a
+//! tick. The synchronous [`Loaded::run_with`] drives the same future to completion on the caller's
+//! thread.
+//!
 //! Epoch interruption stops wasm code only, not a host call: wasmtime-wasi's `poll_oneoff`
 //! sleeps in the host, so it is replaced by [`poll_oneoff`], which ends the run as a timeout
 //! at once when a poll on clocks alone would wake up after the deadline.
@@ -23,7 +29,7 @@ use bytes::Bytes;
 use sha2::{Digest, Sha256};
 use wasmtime::{
     Caller, Config, InstanceAllocationStrategy, InstancePre, Linker, Module, PoolConcurrencyLimitError,
-    PoolingAllocationConfig, ResourceLimiter, Store, Trap,
+    PoolingAllocationConfig, ResourceLimiter, Store, Trap, UpdateDeadline,
 };
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p1::WasiP1Ctx;
@@ -75,6 +81,7 @@ impl Tier {
         let engine_err = |e: wasmtime::Error| Error::Engine(format!("{e:#}"));
         let mut pool = PoolingAllocationConfig::default();
         pool.total_core_instances(max_instances)
+            .total_stacks(max_instances)
             .total_memories(max_instances)
             .total_tables(max_instances)
             .total_component_instances(0)
@@ -104,8 +111,13 @@ impl Tier {
         }
         let engine = wasmtime::Engine::new(&config).map_err(engine_err)?;
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |h: &mut Host| &mut h.wasi).map_err(engine_err)?;
-        linker.allow_shadowing(true).func_wrap(WASI, "poll_oneoff", poll_oneoff).map_err(engine_err)?;
+        wasmtime_wasi::p1::add_to_linker_async(&mut linker, |h: &mut Host| &mut h.wasi).map_err(engine_err)?;
+        linker
+            .allow_shadowing(true)
+            .func_wrap_async(WASI, "poll_oneoff", |caller, (subs, events, n, nevents): (i32, i32, i32, i32)| {
+                Box::new(poll_oneoff(caller, subs, events, n, nevents))
+            })
+            .map_err(engine_err)?;
         linker.allow_shadowing(false);
         Ok(Self { engine, linker })
     }
@@ -422,7 +434,13 @@ enum Wait {
 /// no memory). The only descriptors are stdio in memory, always ready: fd 0 to read, 1 and 2 to
 /// write. A poll on clocks alone sleeps until the first one fires, unless that comes after the
 /// run's deadline: then the run traps at once with [`SleepPastDeadline`].
-fn poll_oneoff(mut caller: Caller<'_, Host>, subs: i32, events: i32, n: i32, nevents: i32) -> wasmtime::Result<i32> {
+async fn poll_oneoff(
+    mut caller: Caller<'_, Host>,
+    subs: i32,
+    events: i32,
+    n: i32,
+    nevents: i32,
+) -> wasmtime::Result<i32> {
     // A `subscription` is 48 bytes: userdata u64, tag u8 at 8 (0 clock, 1 fd_read, 2 fd_write),
     // then a clock's id u32 at 16, timeout u64 at 24 and flags u16 at 40 (bit 0: absolute), or
     // an fd's number u32 at 16. An `event` is 32 bytes: userdata u64, errno u16 at 8, type u8 at
@@ -470,7 +488,14 @@ fn poll_oneoff(mut caller: Caller<'_, Host>, subs: i32, events: i32, n: i32, nev
     if sleep > remaining {
         return Err(wasmtime::Error::new(SleepPastDeadline));
     }
-    std::thread::sleep(sleep);
+    if !sleep.is_zero() {
+        match tokio::runtime::Handle::try_current() {
+            // On a tokio runtime (the agent), the task sleeps and the worker serves others meanwhile.
+            Ok(_) => tokio::time::sleep(sleep).await,
+            // Driven by `run_with` on a plain thread: that thread is the run's own.
+            Err(_) => std::thread::sleep(sleep),
+        }
+    }
 
     let mut out = Vec::with_capacity(n * EVENT);
     for (userdata, wait) in &waits {
@@ -503,6 +528,16 @@ impl Loaded for WasmtimeProgram {
     }
 
     fn run_with(&self, req: &Request, limits: &RunLimits) -> Result<RunOutput> {
+        futures::executor::block_on(self.run_future(req, limits))
+    }
+
+    fn run_async(self: Arc<Self>, req: Request, limits: RunLimits) -> crate::RunFuture {
+        Box::pin(async move { self.run_future(&req, &limits).await })
+    }
+}
+
+impl WasmtimeProgram {
+    async fn run_future(&self, req: &Request, limits: &RunLimits) -> Result<RunOutput> {
         let limits = &limits.clamped_to(&self.limits);
         let env = cgi::environment(req)?;
         let started = Instant::now();
@@ -521,12 +556,19 @@ impl Loaded for WasmtimeProgram {
         let limiter = Limiter { max_memory: limits.memory_bytes, peak: 0, hit: false };
         let mut store = Store::new(engine, Host { wasi, limiter, started, deadline: limits.deadline });
         store.limiter(|h| &mut h.limiter);
-        store.set_epoch_deadline(ticks(limits.deadline));
-        store.epoch_deadline_trap();
+        // Every tick: past the deadline, stop; otherwise let the executor run others, then go on.
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|store| {
+            let host = store.data();
+            Ok(match host.started.elapsed() >= host.deadline {
+                true => UpdateDeadline::Interrupt,
+                false => UpdateDeadline::Yield(1),
+            })
+        });
 
-        let result = match pre.instantiate(&mut store) {
+        let result = match pre.instantiate_async(&mut store).await {
             Ok(instance) => match instance.get_typed_func::<(), ()>(&mut store, "_start") {
-                Ok(start) => match start.call(&mut store, ()) {
+                Ok(start) => match start.call_async(&mut store, ()).await {
                     Ok(()) => Ok(()),
                     Err(e) if e.downcast_ref::<wasmtime_wasi::I32Exit>().is_some_and(|x| x.0 == 0) => Ok(()),
                     Err(e) => Err(classify_run(e, &store, &stdout, limits)),
@@ -547,11 +589,6 @@ impl Loaded for WasmtimeProgram {
         }
         Ok(RunOutput { response: cgi::parse_output(stdout.take()), stderr, stats })
     }
-}
-
-/// Epoch ticks covering `deadline` (at least one full tick, plus one for the partial tick).
-fn ticks(deadline: Duration) -> u64 {
-    (deadline.as_nanos() / EPOCH_TICK.as_nanos()) as u64 + 2
 }
 
 /// Map the error `_start` ended with; `Ok` for `proc_exit(0)` is handled by the caller.

@@ -281,6 +281,38 @@ fn infinite_loop_times_out() {
     }
 }
 
+/// On one executor thread: a program looping until its deadline and another sleeping in
+/// `poll_oneoff` never stop a hello run from finishing at once, because runs yield to the executor
+/// every epoch tick and sleeps are the task's, not the thread's.
+#[tokio::test(flavor = "current_thread")]
+async fn async_runs_share_one_thread_and_keep_every_limit() {
+    let rt = runtime(EngineKind::Wasmtime);
+    let limits = rt.limits().run_limits();
+    let looping = wat::parse_str(r#"(module (memory (export "memory") 1) (func (export "_start") (loop (br 0))))"#).unwrap();
+    let looping = rt.load("loop", &looping, None).expect("loads");
+    let sleeper = wat::parse_str(&sleeper_wat(1, 0, 200_000_000, false)).unwrap();
+    let sleeper = rt.load("sleeper", &sleeper, None).expect("loads");
+    let hello = rt.load("hello", &example("hello"), None).expect("loads");
+
+    let started = Instant::now();
+    let (spin, sleep, greeting) = tokio::join!(
+        looping.run_async(request("GET", "/", "", b""), limits),
+        sleeper.run_async(request("GET", "/", "", b""), limits),
+        async {
+            tokio::task::yield_now().await; // the other two are running by now
+            let out = hello.run_async(request("POST", "/", "", b"async"), limits).await;
+            (out, started.elapsed())
+        },
+    );
+    let (out, hello_done) = greeting;
+    assert_eq!(out.expect("hello runs").response.body, b"Gamarjoba, async!\n");
+    assert!(hello_done < Duration::from_millis(150), "hello waited {hello_done:?} behind the others");
+    assert!(matches!(spin, Err(Error::Timeout(_))), "{spin:?}");
+    assert!(sleep.is_ok(), "a 200 ms sleep within the 500 ms deadline: {sleep:?}");
+    let all = started.elapsed();
+    assert!(all >= Duration::from_millis(500) && all < Duration::from_secs(2), "{all:?}");
+}
+
 /// A module that polls one clock subscription (clock `id`, `flags`, `timeout` ns) once, or
 /// forever.
 fn sleeper_wat(id: u32, flags: u32, timeout: u64, forever: bool) -> String {
