@@ -247,5 +247,17 @@ async fn gateway(net: &Net, server: khachapuri_gateway::Server) -> khachapuri_ga
     let directory =
         khachapuri_gateway::StaticDirectory::new().with(LABEL, server, Some(net.provider_address())).unwrap();
     let config = khachapuri_gateway::GatewayConfig::default();
-    khachapuri_gateway::spawn("127.0.0.1:0".parse().unwrap(), config, std::sync::Arc::new(directory)).await.unwrap()
+    // Its own runtime on its own threads, as the separate process it is in production.
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+        rt.block_on(async move {
+            let handle = khachapuri_gateway::spawn("127.0.0.1:0".parse().unwrap(), config, std::sync::Arc::new(directory))
+                .await
+                .unwrap();
+            let _ = tx.send(handle);
+            std::future::pending::<()>().await;
+        });
+    });
+    rx.await.unwrap()
 }

@@ -288,9 +288,9 @@ fn infinite_loop_times_out() {
 async fn async_runs_share_one_thread_and_keep_every_limit() {
     let rt = runtime(EngineKind::Wasmtime);
     let limits = rt.limits().run_limits();
-    let looping = wat::parse_str(r#"(module (memory (export "memory") 1) (func (export "_start") (loop (br 0))))"#).unwrap();
+    let looping = wat::parse_str(r#"(module (memory (export "memory") 1) (func (export "_start") (loop (br 0))))"#).expect("WAT");
     let looping = rt.load("loop", &looping, None).expect("loads");
-    let sleeper = wat::parse_str(&sleeper_wat(1, 0, 200_000_000, false)).unwrap();
+    let sleeper = wat::parse_str(&sleeper_wat(1, 0, 200_000_000, false)).expect("WAT");
     let sleeper = rt.load("sleeper", &sleeper, None).expect("loads");
     let hello = rt.load("hello", &example("hello"), None).expect("loads");
 
