@@ -61,13 +61,14 @@ pub use khachapuri_tls::error_chain;
 /// is cut) instead of holding both for ever. Only time spent waiting for data counts, so a body that
 /// trickles keeps flowing, and so does one whose reader is slow.
 pub fn idle_limited(body: Body, idle: Duration) -> Body {
-    boxed(IdleTimeout { inner: body, idle, timer: Box::pin(tokio::time::sleep(idle)), waiting: false })
+    boxed(IdleTimeout { inner: body, idle, timer: None, waiting: false })
 }
 
 struct IdleTimeout {
     inner: Body,
     idle: Duration,
-    timer: Pin<Box<tokio::time::Sleep>>,
+    /// Made at the first wait: most bodies are ready whenever they are polled and never need one.
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
     /// Whether the last poll found no frame: the timer runs from when the wait began.
     waiting: bool,
 }
@@ -92,12 +93,13 @@ impl hyper::body::Body for IdleTimeout {
                 Poll::Ready(frame)
             }
             Poll::Pending => {
+                let deadline = tokio::time::Instant::now() + this.idle;
+                let timer = this.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
                 if !this.waiting {
                     this.waiting = true;
-                    let deadline = tokio::time::Instant::now() + this.idle;
-                    this.timer.as_mut().reset(deadline);
+                    timer.as_mut().reset(deadline);
                 }
-                match this.timer.as_mut().poll(cx) {
+                match timer.as_mut().poll(cx) {
                     Poll::Ready(()) => Poll::Ready(Some(Err(BodyIdle(this.idle).into()))),
                     Poll::Pending => Poll::Pending,
                 }
