@@ -48,8 +48,8 @@ pub struct SignedReceipt {
     pub signature: alloy::primitives::Bytes,
 }
 
-/// Signs receipts with the payee key. One signature per paid response, so it uses libsecp256k1 (about
-/// three times faster than k256 here); RFC 6979 makes the signature the same bytes alloy's signer makes.
+/// Signs receipts with the payee key. One signature per paid response, so it uses libsecp256k1 (22 µs
+/// here, where k256 takes 32); RFC 6979 makes the signature the same bytes alloy's signer makes.
 pub struct ReceiptSigner {
     address: Address,
     key: secp256k1::SecretKey,
