@@ -96,10 +96,15 @@ pub fn certificate_hint(err: &(dyn std::error::Error + 'static)) -> Option<Strin
             e.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()).and_then(|inner| inner.downcast_ref())
         });
         if let Some(rustls::Error::InvalidCertificate(why)) = tls {
-            return Some(format!(
-                "the server's TLS certificate was refused ({why:?}); if a private CA signed it, set \
-                 {CA_ENV}=<its PEM file>"
-            ));
+            let todo = match std::env::var_os(CA_ENV) {
+                Some(path) => format!(
+                    "{CA_ENV}={} does not vouch for it: check that the file is readable PEM and holds the CA that \
+                     signed the server's certificate",
+                    path.to_string_lossy()
+                ),
+                None => format!("if a private CA signed it, set {CA_ENV}=<its PEM file>"),
+            };
+            return Some(format!("the server's TLS certificate was refused ({why:?}); {todo}"));
         }
         cur = e.source();
     }
