@@ -108,7 +108,8 @@ impl ChainError {
 pub(crate) fn from_rpc(err: RpcError<TransportErrorKind>) -> ChainError {
     match &err {
         RpcError::Transport(kind) => ChainError::Unavailable {
-            message: transport_message(kind),
+            // With its causes: a TLS failure's reason is only in a cause.
+            message: khachapuri_tls::error_chain(kind),
         },
         RpcError::ErrorResp(payload) => match payload.as_revert_data() {
             Some(data) => ChainError::from_revert_data(&data),
@@ -127,11 +128,6 @@ pub(crate) fn from_rpc(err: RpcError<TransportErrorKind>) -> ChainError {
 }
 
 /// The transport error with its source chain (reqwest hides "connection refused" in its sources).
-/// The transport's error with its causes (a TLS failure's reason is only in a cause).
-fn transport_message(kind: &TransportErrorKind) -> String {
-    khachapuri_tls::error_chain(kind)
-}
-
 impl From<alloy::contract::Error> for ChainError {
     fn from(err: alloy::contract::Error) -> Self {
         use alloy::contract::Error as E;

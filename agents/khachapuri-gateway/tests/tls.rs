@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use alloy::signers::local::PrivateKeySigner;
 use common::*;
@@ -15,13 +15,9 @@ use khachapuri_gateway::{
 };
 use khachapuri_tls::testing::TlsFront;
 
-async fn tls_front(backend: SocketAddr) -> TlsFront {
-    TlsFront::start(backend).await.unwrap()
-}
-
 #[tokio::test]
 async fn forwards_to_an_https_provider_it_can_verify_and_refuses_one_it_cannot() {
-    let front = tls_front(spawn_upstream().await).await;
+    let front = TlsFront::start(spawn_upstream().await).await.unwrap();
     let url = format!("https://localhost:{}/base", front.port);
     let dir = || StaticDirectory::new().with("alice", Server::Url(url.clone()), None).unwrap();
 
@@ -44,7 +40,7 @@ async fn a_provider_holds_its_tunnel_over_wss() {
     let key = PrivateKeySigner::random();
     let dir = StaticDirectory::new().with("alice", Server::Tunnel, Some(key.address())).unwrap();
     let gw = gateway(dir).await;
-    let front = tls_front(gw.addr).await;
+    let front = TlsFront::start(gw.addr).await.unwrap();
     let upstream = spawn_upstream().await;
     let config = |tls| TunnelConfig {
         tls,

@@ -6,12 +6,11 @@ use alloy::{
     sol_types::{Eip712Domain, SolStruct, SolValue},
 };
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
-use serde::{Deserialize, Serialize};
 
 alloy::sol! {
     /// What the provider attests: for `payer`, request `requestDigest` to spec `spec` was answered with
     /// `responseDigest` at `price`; `sequence` numbers the provider's claims.
-    #[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
+    #[derive(Debug, PartialEq, Eq)]
     struct Receipt {
         address provider;
         address payer;
@@ -40,7 +39,7 @@ pub const RECEIPT_PREFIX: &str = "kr1.";
 const RECEIPT_HEAD: usize = 20 + 20 + 32 + 8 + 64 + 65;
 
 /// A receipt with the provider's signature, as sent in `X-Khachapuri-Receipt`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SignedReceipt {
     /// The attested fields.
     pub receipt: Receipt,
@@ -54,7 +53,8 @@ pub struct ReceiptSigner {
     address: Address,
     key: secp256k1::SecretKey,
     context: secp256k1::Secp256k1<secp256k1::SignOnly>,
-    domain: Eip712Domain,
+    /// The escrow domain's EIP-712 separator, hashed once rather than per receipt.
+    separator: B256,
 }
 
 impl std::fmt::Debug for ReceiptSigner {
@@ -68,7 +68,8 @@ impl ReceiptSigner {
     pub fn new(signer: &PrivateKeySigner, domain: Eip712Domain) -> Self {
         let key = secp256k1::SecretKey::from_byte_array(signer.to_bytes().0)
             .unwrap_or_else(|_| unreachable!("a PrivateKeySigner holds a valid secp256k1 scalar"));
-        Self { address: signer.address(), key, context: secp256k1::Secp256k1::signing_only(), domain }
+        let separator = domain.separator();
+        Self { address: signer.address(), key, context: secp256k1::Secp256k1::signing_only(), separator }
     }
 
     /// The payee address receipts are signed by.
@@ -78,7 +79,12 @@ impl ReceiptSigner {
 
     /// Signs `receipt`.
     pub fn sign(&self, receipt: Receipt) -> SignedReceipt {
-        let digest = secp256k1::Message::from_digest(receipt.eip712_signing_hash(&self.domain).0);
+        // `eip712_signing_hash`, with the separator computed once.
+        let mut preimage = [0u8; 66];
+        preimage[..2].copy_from_slice(&[0x19, 0x01]);
+        preimage[2..34].copy_from_slice(self.separator.as_slice());
+        preimage[34..].copy_from_slice(receipt.eip712_hash_struct().as_slice());
+        let digest = secp256k1::Message::from_digest(keccak256(preimage).0);
         let (id, rs) = self.context.sign_ecdsa_recoverable(digest, &self.key).serialize_compact();
         let mut signature = rs.to_vec();
         signature.push(27 + u8::from(i32::from(id) == 1));

@@ -50,11 +50,7 @@ pub fn client_config() -> Arc<ClientConfig> {
                     std::fs::read(&path).map_err(|source| TlsError::Read { path, source }).and_then(|pem| certificates(&pem))
                 }
             };
-            let extra = extra.unwrap_or_else(|err| {
-                tracing::error!(%err, "{CA_ENV} is not used: fix the file or unset the variable");
-                Vec::new()
-            });
-            config(extra).unwrap_or_else(|err| {
+            extra.and_then(config).unwrap_or_else(|err| {
                 tracing::error!(%err, "{CA_ENV} is not used: fix the file or unset the variable");
                 config(Vec::new()).unwrap_or_else(|_| unreachable!("Mozilla's roots are valid"))
             })

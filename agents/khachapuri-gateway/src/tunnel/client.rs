@@ -153,9 +153,6 @@ where
             tokio_tungstenite::connect_async_tls_with_config(config.gateway_url.as_str(), None, true, tls)
                 .await
                 .map_err(|e| TunnelError::Connect(crate::proxy::error_chain(&e)))?;
-        if let Ok(stream) = tcp_of(&ws) {
-            let _ = stream.set_nodelay(true);
-        }
         send(
             &mut ws,
             &Handshake::Hello {
@@ -206,14 +203,6 @@ where
         keepalive: config.keepalive,
         max_concurrent_streams: config.max_concurrent_streams,
     })
-}
-
-fn tcp_of(ws: &Ws) -> Result<&TcpStream, ()> {
-    match ws.get_ref() {
-        MaybeTlsStream::Plain(s) => Ok(s),
-        MaybeTlsStream::Rustls(s) => Ok(s.get_ref().0),
-        _ => Err(()),
-    }
 }
 
 fn unexpected(msg: Handshake) -> TunnelError {
