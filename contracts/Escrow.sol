@@ -6,10 +6,11 @@ import {IERC20Permit} from "@openzeppelin/contracts/token/ERC20/extensions/IERC2
 import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
 import {EIP712} from "@openzeppelin/contracts/utils/cryptography/EIP712.sol";
 
-import {IEscrow, Charge} from "./interfaces/IEscrow.sol";
+import {IEscrow, Charge, Terms} from "./interfaces/IEscrow.sol";
 
 /// @title Escrow
-/// @notice USDC escrow between payers and compute providers, with trial credits and delayed leaving.
+/// @notice USDC escrow between payers and compute providers: free balances, a reserve per (payer, provider),
+/// trial credits, and lowered terms that wait for the delay.
 /// @dev The EIP-712 domain ("Khachapuri", "1", chain id, this address) signs payer tokens and spec terms off
 /// chain; wallets read it through ERC-5267 `eip712Domain()`.
 contract Escrow is IEscrow, EIP712 {
@@ -19,29 +20,25 @@ contract Escrow is IEscrow, EIP712 {
     /*                                         STORAGE                                          */
     /* ---------------------------------------------------------------------------------------- */
 
-    /// @dev What a payer has with one provider, in one slot: the terms in force, the trial credits, and when
-    /// a scheduled cut (in `_cuts`) takes effect (0: none).
+    /// @dev What a payer has with one provider, in one slot: the terms in force, the trial credits, and
+    /// whether `_pending` holds a change (so a charge reads the second slot only when there is one).
     struct Line {
         uint64 price;
-        uint80 budget;
+        uint96 reserve;
         uint80 credits;
-        uint32 cutAt;
+        bool pending;
     }
 
-    /// @dev Lowered terms waiting for their delay.
-    struct Cut {
+    /// @dev Lowered terms waiting for their delay, in one slot. A zero time means "nothing of that kind".
+    /// `uint40` seconds last until the year 36,812.
+    struct Pending {
         uint64 price;
-        uint80 budget;
+        uint40 priceAt;
+        uint96 release;
+        uint40 releaseAt;
     }
 
-    /// @dev A payer's balance and pending withdrawal, in one slot.
-    struct Payer {
-        uint128 balance;
-        uint96 withdrawing;
-        uint32 readyAt;
-    }
-
-    /// @dev Bounds the deployment's delay so that every deadline fits the packed `uint32` timestamps.
+    /// @dev Bounds the deployment's delay (a payer could not get out of a longer one in any useful time).
     uint256 public constant MAX_DELAY = 365 days;
 
     /// @dev Transient slot of the reentrancy lock: `uint256(keccak256("khachapuri.escrow.lock")) - 1`.
@@ -50,16 +47,16 @@ contract Escrow is IEscrow, EIP712 {
     IERC20 internal immutable _token;
     uint256 internal immutable _delay;
 
-    mapping(address payer => Payer) internal _payers;
+    mapping(address payer => uint256) internal _free;
     mapping(address payer => mapping(address provider => Line)) internal _lines;
-    mapping(address payer => mapping(address provider => Cut)) internal _cuts;
+    mapping(address payer => mapping(address provider => Pending)) internal _pending;
     mapping(address provider => uint256) internal _earnings;
 
     /// @param token_ The USDC token (see the token assumptions in IEscrow).
-    /// @param withdrawalDelay_ Seconds before a withdrawal or an approval cut takes effect.
+    /// @param withdrawalDelay_ Seconds before a price cut or a release takes effect: 1 to `MAX_DELAY`.
     constructor(IERC20 token_, uint256 withdrawalDelay_) EIP712("Khachapuri", "1") {
         if (address(token_) == address(0)) revert ZeroAddress();
-        if (withdrawalDelay_ > MAX_DELAY) revert DelayTooLong(withdrawalDelay_);
+        if (withdrawalDelay_ == 0 || withdrawalDelay_ > MAX_DELAY) revert InvalidDelay(withdrawalDelay_);
         _token = token_;
         _delay = withdrawalDelay_;
     }
@@ -119,57 +116,72 @@ contract Escrow is IEscrow, EIP712 {
     }
 
     /// @inheritdoc IEscrow
-    function approve(address provider, uint256 pricePerRequest, uint256 budget) external {
-        if (provider == address(0)) revert ZeroAddress();
-        uint64 price = uint64(_min(pricePerRequest, type(uint64).max));
-        uint80 cap = uint80(_min(budget, type(uint80).max));
-        Line storage line = _lines[msg.sender][provider];
-        _applyCut(line, msg.sender, provider);
-
-        if (price >= line.price && cap >= line.budget) {
-            (line.price, line.budget, line.cutAt) = (price, cap, 0);
-            delete _cuts[msg.sender][provider];
-            emit Approved(msg.sender, provider, price, cap);
-        } else {
-            uint256 effectiveAt = block.timestamp + _delay;
-            _cuts[msg.sender][provider] = Cut(price, cap);
-            line.cutAt = uint32(effectiveAt);
-            emit ApprovalCutScheduled(msg.sender, provider, price, cap, effectiveAt);
-        }
-    }
-
-    /// @inheritdoc IEscrow
-    function requestWithdrawal(uint256 amount) external {
+    function withdraw(address to, uint256 amount) external nonReentrant {
+        _checkRecipient(to);
         if (amount == 0) revert ZeroAmount();
-        Payer storage payer = _payers[msg.sender];
-        if (amount > payer.balance) revert InsufficientBalance(payer.balance, amount);
-        if (amount > type(uint96).max) revert AmountOverflow(amount);
-        uint256 readyAt = block.timestamp + _delay;
-        (payer.withdrawing, payer.readyAt) = (uint96(amount), uint32(readyAt));
-        emit WithdrawalRequested(msg.sender, amount, readyAt);
-    }
-
-    /// @inheritdoc IEscrow
-    function cancelWithdrawal() external {
-        Payer storage payer = _payers[msg.sender];
-        if (payer.readyAt == 0) revert NoWithdrawal();
-        (payer.withdrawing, payer.readyAt) = (0, 0);
-        emit WithdrawalCancelled(msg.sender);
-    }
-
-    /// @inheritdoc IEscrow
-    function withdraw(address to) external nonReentrant returns (uint256 amount) {
-        if (to == address(0)) revert ZeroAddress();
-        Payer storage payer = _payers[msg.sender];
-        uint256 readyAt = payer.readyAt;
-        if (readyAt == 0) revert NoWithdrawal();
-        if (block.timestamp < readyAt) revert WithdrawalNotReady(readyAt);
-
-        amount = _min(payer.withdrawing, payer.balance);
-        payer.balance -= uint128(amount);
-        (payer.withdrawing, payer.readyAt) = (0, 0);
+        uint256 free = _free[msg.sender];
+        if (amount > free) revert InsufficientBalance(free, amount);
+        _free[msg.sender] = free - amount;
         emit Withdrawn(msg.sender, to, amount);
         _token.safeTransfer(to, amount);
+    }
+
+    /// @inheritdoc IEscrow
+    function reserve(address provider, uint256 pricePerRequest, uint256 amount) external {
+        if (provider == address(0)) revert ZeroAddress();
+        Line storage line = _lines[msg.sender][provider];
+        _applyPending(msg.sender, provider, line);
+        uint64 price = uint64(_min(pricePerRequest, type(uint64).max));
+        uint64 inForce = line.price;
+
+        if (amount != 0) {
+            uint256 free = _free[msg.sender];
+            if (amount > free) revert InsufficientBalance(free, amount);
+            uint256 reserved = line.reserve + amount;
+            if (reserved > type(uint96).max) revert AmountOverflow(amount);
+            _free[msg.sender] = free - amount;
+            line.reserve = uint96(reserved);
+        }
+        if (price > inForce) {
+            line.price = price;
+            _dropPriceCut(msg.sender, provider, line);
+        } else if (price < inForce) {
+            uint256 effectiveAt = block.timestamp + _delay;
+            Pending storage pending = _pending[msg.sender][provider];
+            (pending.price, pending.priceAt) = (price, uint40(effectiveAt));
+            line.pending = true;
+            emit PriceCutScheduled(msg.sender, provider, price, effectiveAt);
+        }
+        if (amount != 0 || price > inForce) emit TermsSet(msg.sender, provider, line.price, line.reserve);
+    }
+
+    /// @inheritdoc IEscrow
+    function release(address provider, uint256 amount) external {
+        if (provider == address(0)) revert ZeroAddress();
+        if (amount == 0) revert ZeroAmount();
+        Line storage line = _lines[msg.sender][provider];
+        _applyPending(msg.sender, provider, line);
+        uint96 releasing = uint96(_min(amount, type(uint96).max));
+        uint256 effectiveAt = block.timestamp + _delay;
+        Pending storage pending = _pending[msg.sender][provider];
+        (pending.release, pending.releaseAt) = (releasing, uint40(effectiveAt));
+        line.pending = true;
+        emit ReleaseScheduled(msg.sender, provider, releasing, effectiveAt);
+    }
+
+    /// @inheritdoc IEscrow
+    function cancelPending(address provider) external {
+        Line storage line = _lines[msg.sender][provider];
+        _applyPending(msg.sender, provider, line);
+        if (!line.pending) revert NothingPending(provider);
+        delete _pending[msg.sender][provider];
+        line.pending = false;
+        emit PendingCancelled(msg.sender, provider);
+    }
+
+    /// @inheritdoc IEscrow
+    function applyPending(address payer, address provider) external returns (uint256 released) {
+        return _applyPending(payer, provider, _lines[payer][provider]);
     }
 
     /* ---------------------------------------------------------------------------------------- */
@@ -179,7 +191,12 @@ contract Escrow is IEscrow, EIP712 {
     /// @inheritdoc IEscrow
     function consume(address payer, uint256 price) external {
         if (price > type(uint64).max) revert AmountOverflow(price);
-        uint256 earned = _charge(payer, msg.sender, price, 1);
+        (uint256 earned, bytes memory refusal) = _charge(payer, msg.sender, price, 1);
+        if (refusal.length != 0) {
+            assembly ("memory-safe") {
+                revert(add(refusal, 0x20), mload(refusal))
+            }
+        }
         if (earned != 0) _earnings[msg.sender] += earned;
     }
 
@@ -187,7 +204,9 @@ contract Escrow is IEscrow, EIP712 {
     function consumeBatch(Charge[] calldata charges) external returns (uint256 earned) {
         for (uint256 i; i < charges.length; ++i) {
             Charge calldata c = charges[i];
-            earned += _charge(c.payer, msg.sender, c.price, c.count);
+            (uint256 fromReserve, bytes memory refusal) = _charge(c.payer, msg.sender, c.price, c.count);
+            if (refusal.length != 0) emit ChargeRefused(c.payer, msg.sender, i, refusal);
+            else earned += fromReserve;
         }
         if (earned != 0) _earnings[msg.sender] += earned;
     }
@@ -205,7 +224,7 @@ contract Escrow is IEscrow, EIP712 {
 
     /// @inheritdoc IEscrow
     function withdrawEarnings(address to, uint256 amount) external nonReentrant {
-        if (to == address(0)) revert ZeroAddress();
+        _checkRecipient(to);
         if (amount == 0) revert ZeroAmount();
         uint256 available = _earnings[msg.sender];
         if (amount > available) revert InsufficientEarnings(available, amount);
@@ -219,8 +238,8 @@ contract Escrow is IEscrow, EIP712 {
     /* ---------------------------------------------------------------------------------------- */
 
     /// @inheritdoc IEscrow
-    function balanceOf(address payer) external view returns (uint256) {
-        return _payers[payer].balance;
+    function freeBalance(address payer) external view returns (uint256) {
+        return _free[payer];
     }
 
     /// @inheritdoc IEscrow
@@ -229,38 +248,23 @@ contract Escrow is IEscrow, EIP712 {
     }
 
     /// @inheritdoc IEscrow
-    function allowance(address payer, address provider)
-        external
-        view
-        returns (uint256 pricePerRequest, uint256 budgetLeft, uint256 credits)
-    {
+    function terms(address payer, address provider) external view returns (Terms memory t) {
         Line memory line = _lines[payer][provider];
-        (pricePerRequest, budgetLeft) = (line.price, line.budget);
-        if (line.cutAt != 0 && block.timestamp >= line.cutAt) {
-            Cut memory cut = _cuts[payer][provider];
-            (pricePerRequest, budgetLeft) = (cut.price, _min(cut.budget, line.budget));
+        (t.price, t.reserve, t.credits) = (line.price, line.reserve, line.credits);
+        if (!line.pending) return t;
+        Pending memory pending = _pending[payer][provider];
+        if (pending.priceAt != 0) {
+            if (block.timestamp >= pending.priceAt) t.price = pending.price;
+            else (t.pendingPrice, t.priceAt) = (pending.price, pending.priceAt);
         }
-        credits = line.credits;
-    }
-
-    /// @inheritdoc IEscrow
-    function pendingCut(address payer, address provider)
-        external
-        view
-        returns (uint256 pricePerRequest, uint256 budget, uint256 effectiveAt)
-    {
-        effectiveAt = _lines[payer][provider].cutAt;
-        // Triaged: 0 is the "no cut" sentinel, not a balance an attacker can steer.
-        // slither-disable-next-line incorrect-equality
-        if (effectiveAt == 0 || block.timestamp >= effectiveAt) return (0, 0, 0);
-        Cut memory cut = _cuts[payer][provider];
-        return (cut.price, cut.budget, effectiveAt);
-    }
-
-    /// @inheritdoc IEscrow
-    function pendingWithdrawal(address payer) external view returns (uint256 amount, uint256 readyAt) {
-        Payer memory p = _payers[payer];
-        return (p.withdrawing, p.readyAt);
+        if (pending.releaseAt != 0) {
+            if (block.timestamp >= pending.releaseAt) {
+                t.releasable = _min(pending.release, t.reserve);
+                t.reserve -= t.releasable;
+            } else {
+                (t.pendingRelease, t.releaseAt) = (pending.release, pending.releaseAt);
+            }
+        }
     }
 
     /* ---------------------------------------------------------------------------------------- */
@@ -269,55 +273,99 @@ contract Escrow is IEscrow, EIP712 {
 
     function _deposit(address onBehalf, uint256 amount) internal {
         if (onBehalf == address(0)) revert ZeroAddress();
+        if (onBehalf == address(this)) revert EscrowAsRecipient();
         if (amount == 0) revert ZeroAmount();
-        Payer storage payer = _payers[onBehalf];
-        uint256 balance = payer.balance + amount;
-        if (balance > type(uint128).max) revert AmountOverflow(amount);
-        payer.balance = uint128(balance);
+        _free[onBehalf] += amount;
         emit Deposited(msg.sender, onBehalf, amount);
         _token.safeTransferFrom(msg.sender, address(this), amount);
     }
 
-    /// @dev Charges `count` requests at `price`: credits first, then the balance within the approval.
-    /// @return fromBalance What the payer's balance paid, owed to `provider` as earnings.
+    /// @dev Charges `count` requests at `price`: credits first, then the reserve, within the terms. Writes
+    /// nothing when the charge does not fit.
+    /// @return fromReserve What the reserve paid, owed to `provider` as earnings.
+    /// @return refusal Empty when charged; else the ABI-encoded error that says why not.
     function _charge(address payer, address provider, uint256 price, uint256 count)
         internal
-        returns (uint256 fromBalance)
+        returns (uint256 fromReserve, bytes memory refusal)
     {
-        if (price == 0 || count == 0) revert ZeroAmount();
-        Line storage line = _lines[payer][provider];
-        _applyCut(line, payer, provider);
+        if (price == 0 || count == 0) return (0, abi.encodeWithSelector(ZeroAmount.selector));
+        Line storage slot = _lines[payer][provider];
+        if (slot.pending) _applyPending(payer, provider, slot);
+        Line memory line = slot;
 
+        // `price` fits 64 bits and `count` 32 (calldata types, or checked by `consume`): no overflow.
         uint256 total = price * count;
-        uint256 credits = line.credits;
-        uint256 fromCredits = _min(credits, total);
-        fromBalance = total - fromCredits;
-
-        if (fromBalance != 0) {
-            uint256 approved = line.price;
-            uint256 left = line.budget;
-            if (approved == 0 && left == 0) revert NotApproved(payer, provider);
-            if (price > approved) revert PriceAboveApproved(payer, provider, approved, price);
-            if (fromBalance > left) revert BudgetExceeded(payer, provider, left, fromBalance);
-            Payer storage p = _payers[payer];
-            uint256 balance = p.balance;
-            if (fromBalance > balance) revert InsufficientFunds(payer, balance, fromBalance);
-            p.balance = uint128(balance - fromBalance);
-            line.budget = uint80(left - fromBalance);
+        uint256 fromCredits = _min(line.credits, total);
+        fromReserve = total - fromCredits;
+        if (fromReserve != 0) {
+            if (line.price == 0 && line.reserve == 0) {
+                return (0, abi.encodeWithSelector(NotApproved.selector, payer, provider));
+            }
+            if (price > line.price) {
+                return (0, abi.encodeWithSelector(PriceAboveTerms.selector, payer, provider, line.price, price));
+            }
+            if (fromReserve > line.reserve) {
+                return (
+                    0,
+                    abi.encodeWithSelector(InsufficientReserve.selector, payer, provider, line.reserve, fromReserve)
+                );
+            }
+            line.reserve -= uint96(fromReserve);
         }
-        if (fromCredits != 0) line.credits = uint80(credits - fromCredits);
+        line.credits -= uint80(fromCredits);
+        _lines[payer][provider] = line;
         emit Consumed(payer, provider, price, count, fromCredits);
     }
 
-    /// @dev Puts a cut whose delay has passed into force.
-    function _applyCut(Line storage line, address payer, address provider) internal {
-        uint256 cutAt = line.cutAt;
-        if (cutAt == 0 || block.timestamp < cutAt) return;
-        Cut memory cut = _cuts[payer][provider];
-        uint80 budget = cut.budget < line.budget ? cut.budget : line.budget;
-        (line.price, line.budget, line.cutAt) = (cut.price, budget, 0);
-        delete _cuts[payer][provider];
-        emit Approved(payer, provider, cut.price, budget);
+    /// @dev Puts the pending changes whose time has come into force; a release's money goes to the free
+    /// balance. Does nothing (and reads one slot) when nothing is pending.
+    function _applyPending(address payer, address provider, Line storage line) internal returns (uint256 released) {
+        if (!line.pending) return 0;
+        Pending memory pending = _pending[payer][provider];
+        bool priceDue = pending.priceAt != 0 && block.timestamp >= pending.priceAt;
+        bool releaseDue = pending.releaseAt != 0 && block.timestamp >= pending.releaseAt;
+        if (!priceDue && !releaseDue) return 0;
+
+        if (priceDue) {
+            line.price = pending.price;
+            (pending.price, pending.priceAt) = (0, 0);
+        }
+        if (releaseDue) {
+            uint96 reserved = line.reserve;
+            released = pending.release < reserved ? pending.release : reserved;
+            line.reserve = reserved - uint96(released);
+            (pending.release, pending.releaseAt) = (0, 0);
+            _free[payer] += released;
+            emit Released(payer, provider, released);
+        }
+        // Triaged: 0 is the "nothing of that kind pending" sentinel, not a balance an attacker can steer.
+        // slither-disable-next-line incorrect-equality
+        if (pending.priceAt == 0 && pending.releaseAt == 0) {
+            delete _pending[payer][provider];
+            line.pending = false;
+        } else {
+            _pending[payer][provider] = pending;
+        }
+        emit TermsSet(payer, provider, line.price, line.reserve);
+    }
+
+    /// @dev A raise supersedes a price cut not yet in force.
+    function _dropPriceCut(address payer, address provider, Line storage line) internal {
+        if (!line.pending) return;
+        Pending storage pending = _pending[payer][provider];
+        if (pending.priceAt == 0) return;
+        if (pending.releaseAt == 0) {
+            delete _pending[payer][provider];
+            line.pending = false;
+        } else {
+            (pending.price, pending.priceAt) = (0, 0);
+        }
+    }
+
+    /// @dev Tokens leave the escrow only to a real address that is not the escrow itself.
+    function _checkRecipient(address to) internal view {
+        if (to == address(0)) revert ZeroAddress();
+        if (to == address(this)) revert EscrowAsRecipient();
     }
 
     function _min(uint256 a, uint256 b) internal pure returns (uint256) {

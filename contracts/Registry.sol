@@ -2,6 +2,7 @@
 pragma solidity 0.8.30;
 
 import {IRegistry} from "./interfaces/IRegistry.sol";
+import {IResolver} from "./interfaces/IResolver.sol";
 import {LabelLib} from "./libraries/LabelLib.sol";
 
 /// @title Registry
@@ -11,7 +12,14 @@ contract Registry is IRegistry {
     struct Record {
         address owner;
         address resolver;
+        address pendingOwner;
     }
+
+    /// @dev The longest `maxCommitmentAge` the constructor accepts: far beyond any use, and far from
+    /// overflow.
+    uint256 internal constant MAX_COMMITMENT_AGE_LIMIT = 365 days;
+    /// @dev Gas given to a resolver's `owner()` in `acceptTransfer`: a Resolver clone needs under 10,000.
+    uint256 internal constant OWNER_QUERY_GAS = 50_000;
 
     uint256 internal immutable _minAge;
     uint256 internal immutable _maxAge;
@@ -22,9 +30,11 @@ contract Registry is IRegistry {
     mapping(bytes32 commitment => uint256 timestamp) public commitments;
 
     /// @param minAge Seconds a commitment must age before its registration (at least 1: not the same block).
-    /// @param maxAge Seconds after which a commitment expires.
+    /// @param maxAge Seconds after which a commitment expires (at most 365 days).
     constructor(uint256 minAge, uint256 maxAge) {
-        if (minAge == 0 || minAge >= maxAge) revert InvalidCommitmentAges(minAge, maxAge);
+        if (minAge == 0 || minAge >= maxAge || maxAge > MAX_COMMITMENT_AGE_LIMIT) {
+            revert InvalidCommitmentAges(minAge, maxAge);
+        }
         (_minAge, _maxAge) = (minAge, maxAge);
     }
 
@@ -58,6 +68,10 @@ contract Registry is IRegistry {
 
     /// @inheritdoc IRegistry
     function commit(bytes32 commitment) external {
+        uint256 committedAt = commitments[commitment];
+        if (committedAt != 0 && block.timestamp <= committedAt + _maxAge) {
+            revert CommitmentExists(commitment, committedAt + _maxAge);
+        }
         commitments[commitment] = block.timestamp;
         emit Committed(commitment, block.timestamp);
     }
@@ -69,17 +83,20 @@ contract Registry is IRegistry {
     {
         if (owner_ == address(0)) revert ZeroOwner();
         if (!LabelLib.isValid(label)) revert InvalidLabel(label);
+        if (LabelLib.isReserved(label)) revert ReservedLabel(label);
 
         bytes32 commitment = makeCommitment(label, owner_, resolver_, secret);
         uint256 committedAt = commitments[commitment];
         if (committedAt == 0) revert CommitmentNotFound(commitment);
-        if (block.timestamp < committedAt + _minAge) revert CommitmentTooNew(commitment, committedAt + _minAge);
+        if (block.timestamp < committedAt + _minAge) {
+            revert CommitmentTooNew(commitment, committedAt + _minAge);
+        }
         if (block.timestamp > committedAt + _maxAge) revert CommitmentExpired(commitment);
         delete commitments[commitment];
 
         node = LabelLib.node(label);
         if (_records[node].owner != address(0)) revert LabelTaken(node);
-        _records[node] = Record(owner_, resolver_);
+        _records[node] = Record(owner_, resolver_, address(0));
         emit Registered(node, label, owner_, resolver_);
     }
 
@@ -98,6 +115,11 @@ contract Registry is IRegistry {
     }
 
     /// @inheritdoc IRegistry
+    function pendingOwner(bytes32 node) external view returns (address) {
+        return _records[node].pendingOwner;
+    }
+
+    /// @inheritdoc IRegistry
     function setResolver(bytes32 node, address resolver_) external onlyLabelOwner(node) {
         _records[node].resolver = resolver_;
         emit ResolverChanged(node, resolver_);
@@ -105,8 +127,40 @@ contract Registry is IRegistry {
 
     /// @inheritdoc IRegistry
     function transfer(bytes32 node, address newOwner) external onlyLabelOwner(node) {
-        if (newOwner == address(0)) revert ZeroOwner();
-        _records[node].owner = newOwner;
-        emit Transferred(node, newOwner);
+        _records[node].pendingOwner = newOwner;
+        emit TransferStarted(node, msg.sender, newOwner);
+    }
+
+    /// @inheritdoc IRegistry
+    function acceptTransfer(bytes32 node) external {
+        Record storage record = _records[node];
+        address pending = record.pendingOwner;
+        if (pending == address(0) || pending != msg.sender) revert NotPendingOwner(node, msg.sender);
+        record.owner = msg.sender;
+        delete record.pendingOwner;
+        emit Transferred(node, msg.sender);
+        address resolver_ = record.resolver;
+        if (resolver_ != address(0) && !_ownsResolver(resolver_, msg.sender)) {
+            delete record.resolver;
+            emit ResolverChanged(node, address(0));
+        }
+    }
+
+    /* ---------------------------------------------------------------------------------------- */
+    /*                                        INTERNAL                                          */
+    /* ---------------------------------------------------------------------------------------- */
+
+    /// @dev Whether `resolver_.owner()` answers exactly `account`, as one 32-byte word, within
+    /// `OWNER_QUERY_GAS`. A static call (no state change, no reentrancy), and not `try`/`catch`: a `try`
+    /// still reverts when the answer cannot be decoded or the address has no code, and copies any amount of
+    /// return data. Anything else than a clean answer, including running out of gas, counts as not owned.
+    function _ownsResolver(address resolver_, address account) internal view returns (bool owned) {
+        bytes4 selector = IResolver.owner.selector;
+        uint256 gasLimit = OWNER_QUERY_GAS;
+        assembly ("memory-safe") {
+            mstore(0x00, selector)
+            let ok := staticcall(gasLimit, resolver_, 0x00, 0x04, 0x00, 0x20)
+            owned := and(ok, and(eq(returndatasize(), 0x20), eq(mload(0x00), account)))
+        }
     }
 }

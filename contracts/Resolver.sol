@@ -10,6 +10,7 @@ import {IResolver, IPayeeResolver, IServerResolver, IRsaKeyResolver} from "./int
 /// an implementation; providers get EIP-1167 clones from the ResolverFactory.
 contract Resolver is IResolver, IERC165 {
     address internal _owner;
+    address internal _pendingOwner;
     address internal _payee;
     uint64 internal _keyVersion;
     bool internal _initialized;
@@ -50,10 +51,25 @@ contract Resolver is IResolver, IERC165 {
     }
 
     /// @inheritdoc IResolver
+    function pendingOwner() external view returns (address) {
+        return _pendingOwner;
+    }
+
+    /// @inheritdoc IResolver
     function transferOwnership(address newOwner) external onlyOwner {
-        if (newOwner == address(0)) revert ZeroAddress();
-        emit OwnershipTransferred(_owner, newOwner);
-        _owner = newOwner;
+        // Triaged: the zero address cancels a pending transfer (documented in IResolver).
+        // slither-disable-next-line missing-zero-check
+        _pendingOwner = newOwner;
+        emit OwnershipTransferStarted(msg.sender, newOwner);
+    }
+
+    /// @inheritdoc IResolver
+    function acceptOwnership() external {
+        address pending = _pendingOwner;
+        if (pending == address(0) || pending != msg.sender) revert NotPendingOwner(msg.sender);
+        emit OwnershipTransferred(_owner, msg.sender);
+        _owner = msg.sender;
+        delete _pendingOwner;
     }
 
     /* ---------------------------------------------------------------------------------------- */
@@ -102,7 +118,8 @@ contract Resolver is IResolver, IERC165 {
     /// @inheritdoc IERC165
     function supportsInterface(bytes4 interfaceId) external pure returns (bool) {
         return interfaceId == type(IERC165).interfaceId || interfaceId == type(IResolver).interfaceId
-            || interfaceId == type(IPayeeResolver).interfaceId || interfaceId == type(IServerResolver).interfaceId
+            || interfaceId == type(IPayeeResolver).interfaceId
+            || interfaceId == type(IServerResolver).interfaceId
             || interfaceId == type(IRsaKeyResolver).interfaceId;
     }
 

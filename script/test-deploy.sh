@@ -37,7 +37,7 @@ send() { local key="$1"; shift; cast send --private-key "$key" "$@" --json; }
 send "$DEV_KEY" "$USDC" 'mint(address,uint256)' "$PAYER" 100000000 >/dev/null
 send "$PAYER_KEY" "$USDC" 'approve(address,uint256)' "$ESCROW" 100000000 >/dev/null
 send "$PAYER_KEY" "$ESCROW" 'deposit(address,uint256)' "$PAYER" 100000000 >/dev/null
-send "$PAYER_KEY" "$ESCROW" 'approve(address,uint256,uint256)' "$PROVIDER" 10000 10000000 >/dev/null
+send "$PAYER_KEY" "$ESCROW" 'reserve(address,uint256,uint256)' "$PROVIDER" 10000 10000000 >/dev/null
 send "$PROVIDER_KEY" "$ESCROW" 'consume(address,uint256)' "$PAYER" 10000 >/dev/null # first: earnings 0 -> x
 GAS="$(send "$PROVIDER_KEY" "$ESCROW" 'consume(address,uint256)' "$PAYER" 10000 | node -e \
   'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(parseInt(JSON.parse(s).gasUsed)))')"

@@ -18,10 +18,10 @@ contract GasTest is Base {
             address p = address(uint160(0x1000 + i));
             payers.push(p);
             _fund(p, 1_000 * USDC);
-            _approve(p, provider, PRICE, 1_000 * USDC);
+            _reserve(p, provider, PRICE, 1_000 * USDC);
         }
         _fund(payer, 1_000 * USDC);
-        _approve(payer, provider, PRICE, 1_000 * USDC);
+        _reserve(payer, provider, PRICE, 900 * USDC);
         // Steady state: the provider already has earnings (a first-ever charge also pays 0 -> non-zero).
         vm.prank(provider);
         escrow.consume(payer, PRICE);
@@ -44,10 +44,32 @@ contract GasTest is Base {
         vm.snapshotGasLastCall("depositWithPermit");
     }
 
-    function test_gas_approve() public {
+    function test_gas_reserve() public {
         vm.prank(payer);
-        escrow.approve(stranger, PRICE, 100 * USDC);
-        vm.snapshotGasLastCall("approve");
+        escrow.reserve(stranger, PRICE, 100 * USDC);
+        vm.snapshotGasLastCall("reserve");
+    }
+
+    function test_gas_withdraw() public {
+        vm.prank(payer);
+        escrow.withdraw(payer, 50 * USDC);
+        vm.snapshotGasLastCall("withdraw");
+    }
+
+    function test_gas_release() public {
+        vm.prank(payer);
+        escrow.release(provider, 100 * USDC);
+        vm.snapshotGasLastCall("release");
+    }
+
+    /// @dev A charge that first puts a matured release into force (the rare path).
+    function test_gas_consume_afterRelease() public {
+        vm.prank(payer);
+        escrow.release(provider, 100 * USDC);
+        vm.warp(block.timestamp + DELAY);
+        vm.prank(provider);
+        escrow.consume(payer, PRICE);
+        vm.snapshotGasLastCall("consume_afterRelease");
     }
 
     function test_gas_consume() public {
@@ -73,6 +95,18 @@ contract GasTest is Base {
     function test_gas_consumeBatch_1000_requests_10_payers() public {
         uint256 gas = _batch(10, 100, "consumeBatch_1000req_10payers");
         assertLe(gas / 1000, 200, "batch over its 200 gas per request target");
+    }
+
+    /// @dev The target: a batch of 100 entries with 10 that do not fit still settles the 90.
+    function test_gas_consumeBatch_100_with_10_refused() public {
+        for (uint256 i; i < 10; ++i) {
+            vm.prank(payers[i * 10]);
+            escrow.release(provider, type(uint256).max);
+        }
+        vm.warp(block.timestamp + DELAY);
+        uint256 before = escrow.earnings(provider);
+        _batch(100, 1, "consumeBatch_100_10refused");
+        assertEq(escrow.earnings(provider) - before, 90 * PRICE, "the 90 that fit settle");
     }
 
     function _batch(uint256 n, uint32 count, string memory name) internal returns (uint256 gas) {

@@ -1,13 +1,18 @@
 // SPDX-License-Identifier: MIT
 pragma solidity 0.8.30;
 
-import {Test} from "forge-std/Test.sol";
+import {Test, Vm} from "forge-std/Test.sol";
 import {IERC165} from "@openzeppelin/contracts/utils/introspection/IERC165.sol";
 
 import {Resolver} from "../contracts/Resolver.sol";
 import {ResolverFactory} from "../contracts/ResolverFactory.sol";
 import {
-    IResolver, IResolverFactory, IPayeeResolver, IServerResolver, IRsaKeyResolver, TUNNEL_MARKER
+    IResolver,
+    IResolverFactory,
+    IPayeeResolver,
+    IServerResolver,
+    IRsaKeyResolver,
+    TUNNEL_MARKER
 } from "../contracts/interfaces/IResolver.sol";
 
 contract ResolverTest is Test {
@@ -16,12 +21,14 @@ contract ResolverTest is Test {
     address internal alice = makeAddr("alice");
     address internal payee = makeAddr("payee");
     address internal mallory = makeAddr("mallory");
+    address internal bob = makeAddr("bob");
     bytes internal constant KEY = hex"30820122300d06092a864886f70d01010105000382010f00";
+    bytes32 internal constant SALT = keccak256("alice");
 
     function setUp() public {
         factory = new ResolverFactory();
         vm.prank(alice);
-        resolver = Resolver(factory.deploy(payee, "https://alice.example:8443", KEY));
+        resolver = Resolver(factory.deploy(SALT, payee, "https://alice.example:8443", KEY));
     }
 
     function test_deploy_isMinimalClone() public view {
@@ -33,8 +40,12 @@ contract ResolverTest is Test {
     function test_deploy_emitsAndInitializes() public {
         vm.recordLogs();
         vm.prank(mallory);
-        address r = factory.deploy(payee, TUNNEL_MARKER, KEY);
-        assertEq(vm.getRecordedLogs()[0].topics[0], IResolverFactory.ResolverDeployed.selector);
+        address r = factory.deploy(SALT, payee, TUNNEL_MARKER, KEY);
+        Vm.Log[] memory logs = vm.getRecordedLogs();
+        assertEq(logs[0].topics[0], IResolverFactory.ResolverDeployed.selector);
+        assertEq(logs[0].topics[1], bytes32(uint256(uint160(r))));
+        assertEq(logs[0].topics[2], bytes32(uint256(uint160(mallory))));
+        assertEq(abi.decode(logs[0].data, (bytes32)), SALT);
         (address p, string memory s, bytes memory k, uint64 v) = IResolver(r).records();
         assertEq(IResolver(r).owner(), mallory);
         assertEq(p, payee);
@@ -45,7 +56,7 @@ contract ResolverTest is Test {
 
     function test_deploy_gas() public {
         uint256 before = gasleft();
-        factory.deploy(payee, "https://x.example", KEY);
+        factory.deploy(bytes32(uint256(1)), payee, "https://x.example", KEY);
         assertLt(before - gasleft(), 250_000, "a clone should be cheap");
     }
 
@@ -59,9 +70,12 @@ contract ResolverTest is Test {
 
     function test_initialize_validates() public {
         vm.expectRevert(IResolver.ZeroAddress.selector);
-        factory.deploy(address(0), "", KEY);
+        factory.deploy(bytes32(uint256(1)), address(0), "", KEY);
         vm.expectRevert(IResolver.EmptyKey.selector);
-        factory.deploy(payee, "", "");
+        factory.deploy(bytes32(uint256(1)), payee, "", "");
+        // Nothing was left at the address: the salt is still free.
+        assertEq(factory.predict(address(this), bytes32(uint256(1))).code.length, 0);
+        factory.deploy(bytes32(uint256(1)), payee, "", KEY);
     }
 
     function test_records() public view {
@@ -118,18 +132,130 @@ contract ResolverTest is Test {
         vm.stopPrank();
     }
 
-    function test_transferOwnership() public {
+    /// @dev Two steps: the offer changes nothing but the pending owner; the acceptance moves ownership.
+    function test_transferOwnership_twoSteps() public {
         vm.expectEmit(address(resolver));
-        emit IResolver.OwnershipTransferred(alice, mallory);
+        emit IResolver.OwnershipTransferStarted(alice, bob);
         vm.prank(alice);
-        resolver.transferOwnership(mallory);
-        assertEq(resolver.owner(), mallory);
+        resolver.transferOwnership(bob);
+        assertEq(resolver.owner(), alice, "still alice's until accepted");
+        assertEq(resolver.pendingOwner(), bob);
         vm.prank(alice);
+        resolver.setServer("https://alice.example:9443");
+        vm.prank(bob);
+        vm.expectRevert(abi.encodeWithSelector(IResolver.NotResolverOwner.selector, bob));
+        resolver.setServer("x");
+
+        vm.expectEmit(address(resolver));
+        emit IResolver.OwnershipTransferred(alice, bob);
+        vm.prank(bob);
+        resolver.acceptOwnership();
+        assertEq(resolver.owner(), bob);
+        assertEq(resolver.pendingOwner(), address(0));
+
+        vm.startPrank(alice);
         vm.expectRevert(abi.encodeWithSelector(IResolver.NotResolverOwner.selector, alice));
         resolver.setServer("x");
+        vm.expectRevert(abi.encodeWithSelector(IResolver.NotResolverOwner.selector, alice));
+        resolver.setRsaKey(hex"01");
+        vm.expectRevert(abi.encodeWithSelector(IResolver.NotResolverOwner.selector, alice));
+        resolver.transferOwnership(alice);
+        vm.stopPrank();
+    }
+
+    /// @dev A mistyped address never receives the resolver: only the named account can accept, once.
+    function test_acceptOwnership_onlyPendingOwner() public {
         vm.prank(mallory);
-        vm.expectRevert(IResolver.ZeroAddress.selector);
+        vm.expectRevert(abi.encodeWithSelector(IResolver.NotPendingOwner.selector, mallory));
+        resolver.acceptOwnership();
+        vm.prank(address(0));
+        vm.expectRevert(abi.encodeWithSelector(IResolver.NotPendingOwner.selector, address(0)));
+        resolver.acceptOwnership();
+
+        vm.prank(alice);
+        resolver.transferOwnership(bob);
+        vm.prank(mallory);
+        vm.expectRevert(abi.encodeWithSelector(IResolver.NotPendingOwner.selector, mallory));
+        resolver.acceptOwnership();
+        vm.prank(bob);
+        resolver.acceptOwnership();
+        vm.prank(bob);
+        vm.expectRevert(abi.encodeWithSelector(IResolver.NotPendingOwner.selector, bob));
+        resolver.acceptOwnership();
+    }
+
+    function test_transferOwnership_toZeroCancels() public {
+        vm.prank(alice);
+        resolver.transferOwnership(bob);
+        vm.expectEmit(address(resolver));
+        emit IResolver.OwnershipTransferStarted(alice, address(0));
+        vm.prank(alice);
         resolver.transferOwnership(address(0));
+        assertEq(resolver.pendingOwner(), address(0));
+        vm.prank(bob);
+        vm.expectRevert(abi.encodeWithSelector(IResolver.NotPendingOwner.selector, bob));
+        resolver.acceptOwnership();
+        assertEq(resolver.owner(), alice);
+    }
+
+    function test_transferOwnership_newOfferReplacesThePendingOne() public {
+        vm.prank(alice);
+        resolver.transferOwnership(bob);
+        vm.prank(alice);
+        resolver.transferOwnership(mallory);
+        vm.prank(bob);
+        vm.expectRevert(abi.encodeWithSelector(IResolver.NotPendingOwner.selector, bob));
+        resolver.acceptOwnership();
+        vm.prank(mallory);
+        resolver.acceptOwnership();
+        assertEq(resolver.owner(), mallory);
+    }
+
+    /* ---------------------------------------------------------------------------------------- */
+    /*                                  DETERMINISTIC ADDRESSES                                 */
+    /* ---------------------------------------------------------------------------------------- */
+
+    function test_predict_isTheDeployedAddress() public {
+        assertEq(factory.predict(alice, SALT), address(resolver));
+        bytes32 salt = keccak256("bob");
+        address predicted = factory.predict(bob, salt);
+        assertEq(predicted.code.length, 0);
+        vm.prank(bob);
+        address deployed = factory.deploy(salt, bob, TUNNEL_MARKER, KEY);
+        assertEq(deployed, predicted);
+        assertEq(IResolver(deployed).owner(), bob);
+    }
+
+    function test_deploy_sameSaltTwiceReverts() public {
+        vm.prank(alice);
+        vm.expectRevert(abi.encodeWithSelector(IResolverFactory.ResolverExists.selector, address(resolver)));
+        factory.deploy(SALT, mallory, "https://elsewhere.example", KEY);
+        assertEq(resolver.payee(), payee, "the existing resolver is untouched");
+    }
+
+    /// @dev Hostile: mallory deploys with alice's salt, to take the address alice committed to and own it.
+    /// The salt is bound to its deployer: mallory gets an address of her own, and alice's is still hers to
+    /// deploy.
+    function test_deploy_cannotTakeAnotherDeployersAddress() public {
+        bytes32 salt = keccak256("bob's next resolver");
+        address bobs = factory.predict(bob, salt);
+        vm.prank(mallory);
+        address mallorys = factory.deploy(salt, mallory, "https://evil.example", KEY);
+        assertTrue(mallorys != bobs);
+        assertEq(mallorys, factory.predict(mallory, salt));
+        assertEq(bobs.code.length, 0);
+        vm.prank(bob);
+        assertEq(factory.deploy(salt, bob, TUNNEL_MARKER, KEY), bobs);
+        assertEq(IResolver(bobs).owner(), bob);
+    }
+
+    function testFuzz_predict(address deployer, bytes32 salt) public {
+        vm.assume(deployer != address(0));
+        address predicted = factory.predict(deployer, salt);
+        vm.assume(predicted.code.length == 0);
+        vm.prank(deployer);
+        assertEq(factory.deploy(salt, payee, "", KEY), predicted);
+        assertEq(IResolver(predicted).owner(), deployer);
     }
 
     function test_supportsInterface() public view {

@@ -8,56 +8,96 @@ struct Charge {
     uint32 count;
 }
 
+/// @notice What a payer has with one provider, as a charge made now would see it.
+/// @dev A pending change whose time has come is shown in force (charges apply it first). Its released money
+/// stays in `releasable` until a transaction touches the pair (any charge, the payer's own changes, or
+/// anyone's `applyPending`) and moves it to the free balance.
+struct Terms {
+    /// @dev The most the provider may charge per request.
+    uint256 price;
+    /// @dev Money set aside for the provider: the most it can still be paid from the payer's tokens.
+    uint256 reserve;
+    /// @dev Trial credits the provider granted the payer: spent first, backed by nothing, never withdrawable.
+    uint256 credits;
+    /// @dev A lowered price waiting for its delay (meaningful when `priceAt != 0`).
+    uint256 pendingPrice;
+    /// @dev When `pendingPrice` takes effect (0: no price cut pending).
+    uint256 priceAt;
+    /// @dev An amount to move from the reserve back to the free balance (meaningful when `releaseAt != 0`).
+    uint256 pendingRelease;
+    /// @dev When `pendingRelease` takes effect (0: no release pending).
+    uint256 releaseAt;
+    /// @dev Released from the reserve and not yet moved to the free balance.
+    uint256 releasable;
+}
+
 /// @title IEscrow
-/// @notice Payers deposit USDC and approve providers; providers consume per request and withdraw earnings.
-/// @dev Token assumptions, stated outright: the token is fixed at deployment and is USDC-like: 6 decimals,
+/// @notice Payers deposit USDC and set money aside per provider; providers charge per request and withdraw
+/// earnings.
+///
+/// The promise the escrow exists for: **a charge a provider claimed within a payer's terms can be settled
+/// later, whatever the payer or anyone else does in between, as long as it is settled within
+/// `withdrawalDelay`.** A provider's agent claims before it runs a request and settles many claims at once
+/// later; this promise is what makes that safe.
+///
+/// How it is kept:
+/// - A payer's money sits in two places. Its **free balance** is withdrawable at once and no provider can
+///   touch it. Its **reserve** with a provider is set aside for that provider alone: a provider is paid only
+///   from the trial credits it granted the payer, then from its own reserve with that payer, never from the
+///   free balance or another provider's reserve.
+/// - Raising the price or the reserve takes effect at once (a raise moves free balance into the reserve).
+///   Lowering the price, or releasing reserve back to the free balance, takes effect `withdrawalDelay`
+///   seconds later; until then the provider charges under the old terms. A release names an amount to take
+///   out, not a new total, so a provider's charge landing first can never turn a cut into a larger charge.
+/// - `consumeBatch` settles every charge that fits and reports each one that does not in `ChargeRefused`:
+///   one payer cannot make a provider's whole batch fail.
+///
+/// Token assumptions, stated outright: the token is fixed at deployment and is USDC-like: 6 decimals,
 /// `transfer`/`transferFrom` move exactly the amount asked (no fee on transfer, no rebasing), no callbacks to
-/// the receiver, EIP-2612 `permit`. Other tokens break the conservation invariant and are not supported.
-///
-/// Who pays what, per charge of `price` by `provider` to `payer`:
-/// - Trial credits that `provider` granted `payer` are spent first. They are not backed by tokens: spending
-///   them pays the provider nothing and nobody can ever withdraw them. They need no approval.
-/// - The rest comes out of `payer`'s balance and requires `price <= pricePerRequest` and the rest
-///   `<= budget` left of `payer`'s approval of `provider`. It becomes `provider`'s earnings.
-///
-/// Leaving is delayed: `requestWithdrawal` and any `approve` that lowers the price or the budget take effect
-/// `withdrawalDelay` seconds later. Until then providers still consume under the old terms, so an agent
-/// that claims before it runs and settles in batches cannot be robbed by a payer who leaves first.
+/// the receiver, EIP-2612 `permit`. Other tokens break the conservation invariant (the escrow holds exactly
+/// the free balances plus the reserves plus the earnings) and are not supported.
 interface IEscrow {
     /* ---------------------------------------------------------------------------------------- */
     /*                                          EVENTS                                          */
     /* ---------------------------------------------------------------------------------------- */
 
-    /// @notice `from` deposited `amount` to the balance of `onBehalf`.
+    /// @notice `from` deposited `amount` to the free balance of `onBehalf`.
     event Deposited(address indexed from, address indexed onBehalf, uint256 amount);
 
-    /// @notice `payer`'s terms for `provider` are now `pricePerRequest` and `budget` left.
-    event Approved(address indexed payer, address indexed provider, uint256 pricePerRequest, uint256 budget);
+    /// @notice `payer` withdrew `amount` of its free balance to `to`.
+    event Withdrawn(address indexed payer, address indexed to, uint256 amount);
 
-    /// @notice `payer` lowered its terms for `provider`; they apply from `effectiveAt`.
-    event ApprovalCutScheduled(
-        address indexed payer, address indexed provider, uint256 pricePerRequest, uint256 budget, uint256 effectiveAt
-    );
+    /// @notice `payer`'s terms in force with `provider` are now `price` per request and `reserve` set aside.
+    /// @dev Emitted on every change other than a charge: a raise, a reserve added, a pending change applied.
+    event TermsSet(address indexed payer, address indexed provider, uint256 price, uint256 reserve);
+
+    /// @notice `payer` lowered its price for `provider` to `price`, in force from `effectiveAt`.
+    event PriceCutScheduled(address indexed payer, address indexed provider, uint256 price, uint256 effectiveAt);
+
+    /// @notice `payer` asked to release `amount` of its reserve with `provider`, possible from `effectiveAt`.
+    event ReleaseScheduled(address indexed payer, address indexed provider, uint256 amount, uint256 effectiveAt);
+
+    /// @notice `payer` dropped its pending price cut and release for `provider`.
+    event PendingCancelled(address indexed payer, address indexed provider);
+
+    /// @notice `amount` of `payer`'s reserve with `provider` went back to its free balance.
+    event Released(address indexed payer, address indexed provider, uint256 amount);
 
     /// @notice `provider` charged `payer` for `count` requests at `price`, `fromCredits` of it in trial credits.
     event Consumed(
         address indexed payer, address indexed provider, uint256 price, uint256 count, uint256 fromCredits
     );
 
+    /// @notice Line `index` of a `consumeBatch` by `provider` did not fit and charged nothing.
+    /// @param reason The custom error `consume` would have reverted with (`NotApproved`, `PriceAboveTerms`,
+    /// `InsufficientReserve`, `ZeroAmount`), ABI-encoded.
+    event ChargeRefused(address indexed payer, address indexed provider, uint256 index, bytes reason);
+
     /// @notice `provider` granted `user` `amount` of trial credits, spendable only with `provider`.
     event CreditsGranted(address indexed provider, address indexed user, uint256 amount);
 
     /// @notice `provider` withdrew `amount` of its earnings to `to`.
     event EarningsWithdrawn(address indexed provider, address indexed to, uint256 amount);
-
-    /// @notice `payer` asked to withdraw `amount`, possible from `readyAt`.
-    event WithdrawalRequested(address indexed payer, uint256 amount, uint256 readyAt);
-
-    /// @notice `payer` cancelled its pending withdrawal.
-    event WithdrawalCancelled(address indexed payer);
-
-    /// @notice `payer` withdrew `amount` to `to`.
-    event Withdrawn(address indexed payer, address indexed to, uint256 amount);
 
     /* ---------------------------------------------------------------------------------------- */
     /*                                          ERRORS                                          */
@@ -67,26 +107,24 @@ interface IEscrow {
     error ZeroAmount();
     /// @dev A zero address was given as a recipient, payer or provider.
     error ZeroAddress();
+    /// @dev Tokens were to be sent to (or credited to) the escrow itself, where nobody could ever take them.
+    error EscrowAsRecipient();
     /// @dev An amount does not fit the escrow's storage (far above any USDC supply).
     error AmountOverflow(uint256 amount);
-    /// @dev `payer` has no approval for `provider` and no credits with it.
+    /// @dev `payer` has no terms with `provider` (price 0, nothing reserved) and no credits with it.
     error NotApproved(address payer, address provider);
-    /// @dev The charge's `price` is above the `approved` price per request.
-    error PriceAboveApproved(address payer, address provider, uint256 approved, uint256 price);
-    /// @dev The charge needs `needed` of the budget, only `left` remains.
-    error BudgetExceeded(address payer, address provider, uint256 left, uint256 needed);
-    /// @dev `payer` has `available` in balance, `needed` is charged beyond its credits.
-    error InsufficientFunds(address payer, uint256 available, uint256 needed);
-    /// @dev The caller's balance is `available`; `requested` was asked.
+    /// @dev The charge's `price` is above the `maxPrice` per request that `payer` set for `provider`.
+    error PriceAboveTerms(address payer, address provider, uint256 maxPrice, uint256 price);
+    /// @dev The charge needs `needed` from the reserve; `payer` has only `reserve` set aside for `provider`.
+    error InsufficientReserve(address payer, address provider, uint256 reserve, uint256 needed);
+    /// @dev The caller's free balance is `available`; `requested` was asked.
     error InsufficientBalance(uint256 available, uint256 requested);
     /// @dev The caller's earnings are `available`; `requested` was asked.
     error InsufficientEarnings(uint256 available, uint256 requested);
-    /// @dev The caller has no pending withdrawal.
-    error NoWithdrawal();
-    /// @dev The withdrawal's delay runs until `readyAt`.
-    error WithdrawalNotReady(uint256 readyAt);
-    /// @dev The deployment's withdrawal delay is above `MAX_DELAY`.
-    error DelayTooLong(uint256 delay);
+    /// @dev The caller has nothing pending with `provider` to cancel.
+    error NothingPending(address provider);
+    /// @dev The deployment's withdrawal delay is zero (no protection) or above `MAX_DELAY`.
+    error InvalidDelay(uint256 delay);
     /// @dev A token-moving function was entered again before it returned.
     error Reentrancy();
     /// @dev The permit was not accepted and the allowance does not cover the deposit.
@@ -99,14 +137,14 @@ interface IEscrow {
     /// @notice The token held, fixed at deployment (USDC, 6 decimals).
     function token() external view returns (address);
 
-    /// @notice Seconds between asking to leave (withdraw, cut an approval) and it taking effect.
+    /// @notice Seconds between lowering terms (a price cut, a release) and it taking effect; never zero.
     function withdrawalDelay() external view returns (uint256);
 
     /* ---------------------------------------------------------------------------------------- */
     /*                                         PAYERS                                           */
     /* ---------------------------------------------------------------------------------------- */
 
-    /// @notice Moves `amount` from the caller to the balance of `onBehalf` (the caller itself or another).
+    /// @notice Moves `amount` from the caller to the free balance of `onBehalf` (the caller itself or another).
     function deposit(address onBehalf, uint256 amount) external;
 
     /// @notice `deposit` after an EIP-2612 permit by the caller for this escrow.
@@ -115,31 +153,42 @@ interface IEscrow {
     function depositWithPermit(address onBehalf, uint256 amount, uint256 deadline, uint8 v, bytes32 r, bytes32 s)
         external;
 
-    /// @notice Lets `provider` charge at most `pricePerRequest` per request and `budget` in total from here on.
-    /// @dev Raising both terms applies now (and drops any scheduled cut); lowering either is scheduled for
-    /// `withdrawalDelay` later, when the budget left becomes the smaller of `budget` and what is left then.
-    /// Values above the storage range (uint64 price, uint80 budget) are clamped: that is "unlimited".
-    function approve(address provider, uint256 pricePerRequest, uint256 budget) external;
+    /// @notice Sends `amount` of the caller's free balance to `to`, at once.
+    function withdraw(address to, uint256 amount) external;
 
-    /// @notice Starts a withdrawal of `amount`, or changes the pending one (its delay starts again).
-    function requestWithdrawal(uint256 amount) external;
+    /// @notice Sets the most `provider` may charge per request to `pricePerRequest`, and moves `amount` of the
+    /// caller's free balance into its reserve with `provider` (0: the reserve stays as it is).
+    /// @dev Both raises apply now. A price above the one in force applies now and drops a pending price cut;
+    /// the price in force changes nothing (pass it to add reserve only); a lower price is scheduled for
+    /// `withdrawalDelay` later (replacing a pending cut, whose delay starts again). A price above
+    /// `type(uint64).max` is clamped: that is "any price".
+    function reserve(address provider, uint256 pricePerRequest, uint256 amount) external;
 
-    /// @notice Cancels the caller's pending withdrawal.
-    function cancelWithdrawal() external;
+    /// @notice Schedules `amount` of the caller's reserve with `provider` to return to its free balance after
+    /// `withdrawalDelay` (replacing a pending release, whose delay starts again). Until then `provider`
+    /// still charges the whole reserve; then at most `amount`, and no more than is left, is released.
+    /// @dev An amount above `type(uint96).max` is clamped: that is "everything".
+    function release(address provider, uint256 amount) external;
 
-    /// @notice Completes the caller's withdrawal once its delay has passed, sending to `to`.
-    /// @return amount What was sent: the requested amount, or the balance if providers consumed meanwhile.
-    function withdraw(address to) external returns (uint256 amount);
+    /// @notice Drops the caller's pending price cut and release with `provider`: the terms in force stay.
+    function cancelPending(address provider) external;
+
+    /// @notice Puts `payer`'s pending changes with `provider` whose time has come into force (anyone may call;
+    /// charges and the payer's own changes do it too). A release's money returns to the free balance.
+    /// @return released What went back to `payer`'s free balance.
+    function applyPending(address payer, address provider) external returns (uint256 released);
 
     /* ---------------------------------------------------------------------------------------- */
     /*                                        PROVIDERS                                         */
     /* ---------------------------------------------------------------------------------------- */
 
-    /// @notice Charges `payer` one request at `price` (the caller is the provider).
+    /// @notice Charges `payer` one request at `price` (the caller is the provider): from the credits the
+    /// caller granted `payer` first, then from `payer`'s reserve with the caller. Reverts if it does not fit.
     function consume(address payer, uint256 price) external;
 
-    /// @notice Settles many requests of many payers at once; reverts whole if any charge is not allowed.
-    /// @return earned What the balances paid in total (credits excluded).
+    /// @notice Settles many requests of many payers at once. Every line that fits is charged as `consume`
+    /// would; a line that does not charges nothing and is reported in `ChargeRefused`.
+    /// @return earned What the reserves paid in total (credits excluded), added to the caller's earnings.
     function consumeBatch(Charge[] calldata charges) external returns (uint256 earned);
 
     /// @notice Grants `user` `amount` of trial credits, spendable only with the caller.
@@ -152,24 +201,12 @@ interface IEscrow {
     /*                                          VIEWS                                           */
     /* ---------------------------------------------------------------------------------------- */
 
-    /// @notice `payer`'s deposited balance, including any amount whose withdrawal is pending.
-    function balanceOf(address payer) external view returns (uint256);
+    /// @notice `payer`'s free balance: withdrawable at once, chargeable by nobody.
+    function freeBalance(address payer) external view returns (uint256);
 
     /// @notice `provider`'s earnings, withdrawable at once.
     function earnings(address provider) external view returns (uint256);
 
-    /// @notice The terms in force now for `provider` charging `payer`, and the credits `payer` has with it.
-    function allowance(address payer, address provider)
-        external
-        view
-        returns (uint256 pricePerRequest, uint256 budgetLeft, uint256 credits);
-
-    /// @notice A lowering of terms not yet in force (`effectiveAt == 0` if none).
-    function pendingCut(address payer, address provider)
-        external
-        view
-        returns (uint256 pricePerRequest, uint256 budget, uint256 effectiveAt);
-
-    /// @notice `payer`'s pending withdrawal (`readyAt == 0` if none).
-    function pendingWithdrawal(address payer) external view returns (uint256 amount, uint256 readyAt);
+    /// @notice What `payer` has with `provider`: terms in force, credits, and pending changes (see `Terms`).
+    function terms(address payer, address provider) external view returns (Terms memory);
 }

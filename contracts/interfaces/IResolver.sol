@@ -46,12 +46,18 @@ interface IRsaKeyResolver {
 
 /// @title IResolver
 /// @notice One per provider, created by the ResolverFactory as a minimal clone. Only its owner writes.
+/// Ownership moves in two steps: the owner names a pending owner, who accepts.
 interface IResolver is IPayeeResolver, IServerResolver, IRsaKeyResolver {
-    /// @notice Ownership of the resolver moved.
+    /// @notice The owner offered the resolver to `pendingOwner`; zero cancels a pending offer.
+    event OwnershipTransferStarted(address indexed previousOwner, address indexed pendingOwner);
+
+    /// @notice Ownership of the resolver moved (from zero at initialization).
     event OwnershipTransferred(address indexed previousOwner, address indexed newOwner);
 
     /// @dev The caller is not the resolver's owner.
     error NotResolverOwner(address caller);
+    /// @dev The caller is not the resolver's pending owner.
+    error NotPendingOwner(address caller);
     /// @dev The resolver was already initialized (clones initialize once, the implementation never).
     error AlreadyInitialized();
     /// @dev A zero address was given where an owner or payee is required.
@@ -66,8 +72,15 @@ interface IResolver is IPayeeResolver, IServerResolver, IRsaKeyResolver {
     /// @notice The resolver's owner.
     function owner() external view returns (address);
 
-    /// @notice Moves ownership. Only the owner.
+    /// @notice Who may take ownership with `acceptOwnership` (zero if nobody).
+    function pendingOwner() external view returns (address);
+
+    /// @notice Offers ownership to `newOwner`, who takes it with `acceptOwnership`; the caller stays the
+    /// owner until then. `address(0)` cancels a pending offer; a new offer replaces it. Only the owner.
     function transferOwnership(address newOwner) external;
+
+    /// @notice Takes ownership offered to the caller by `transferOwnership`.
+    function acceptOwnership() external;
 
     /// @notice Every record in one call: what a gateway or agent reads to resolve a label.
     function records()
@@ -77,16 +90,25 @@ interface IResolver is IPayeeResolver, IServerResolver, IRsaKeyResolver {
 }
 
 /// @title IResolverFactory
-/// @notice Deploys resolvers as EIP-1167 minimal clones of one implementation.
+/// @notice Deploys resolvers as EIP-1167 minimal clones of one implementation, at CREATE2 addresses that
+/// depend only on the deployer and its salt: a provider can commit to its label naming a resolver that does
+/// not exist yet (`predict`), and nobody else can take that address.
 interface IResolverFactory {
-    /// @notice A resolver was created for `owner`.
-    event ResolverDeployed(address indexed resolver, address indexed owner);
+    /// @notice A resolver was created for `owner` under `salt`.
+    event ResolverDeployed(address indexed resolver, address indexed owner, bytes32 salt);
+
+    /// @dev The caller already deployed a resolver under this salt, at `resolver`.
+    error ResolverExists(address resolver);
 
     /// @notice The implementation every clone delegates to.
     function implementation() external view returns (address);
 
-    /// @notice Creates and initializes a resolver owned by the caller.
-    function deploy(address payee, string calldata server, bytes calldata publicKeyDer)
+    /// @notice Where `deploy` called by `deployer` with `salt` creates the resolver (whether or not it
+    /// exists).
+    function predict(address deployer, bytes32 salt) external view returns (address);
+
+    /// @notice Creates and initializes a resolver owned by the caller, at `predict(msg.sender, salt)`.
+    function deploy(bytes32 salt, address payee, string calldata server, bytes calldata publicKeyDer)
         external
         returns (address resolver);
 }

@@ -35,9 +35,10 @@ abstract contract Base is Test {
         vm.stopPrank();
     }
 
-    function _approve(address from, address to, uint256 price, uint256 budget) internal {
+    /// @dev `from` sets `price` for `to` and moves `amount` of its free balance into its reserve with `to`.
+    function _reserve(address from, address to, uint256 price, uint256 amount) internal {
         vm.prank(from);
-        escrow.approve(to, price, budget);
+        escrow.reserve(to, price, amount);
     }
 
     function _permit(uint256 key, address spender, uint256 amount, uint256 deadline)

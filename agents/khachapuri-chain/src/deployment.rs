@@ -25,7 +25,7 @@ pub struct Deployment {
     pub resolver_implementation: Address,
     /// The escrow.
     pub escrow: Address,
-    /// Seconds before a withdrawal or an approval cut takes effect.
+    /// Seconds before a price cut or a release of reserve takes effect (never zero).
     pub withdrawal_delay: u64,
     /// Youngest age of a label commitment at registration, seconds.
     pub min_commitment_age: u64,

@@ -193,9 +193,8 @@ impl ContractError {
         use Escrow::EscrowErrors as E;
         match self {
             Self::Escrow(E::NotApproved(e)) => Some(e.payer),
-            Self::Escrow(E::PriceAboveApproved(e)) => Some(e.payer),
-            Self::Escrow(E::BudgetExceeded(e)) => Some(e.payer),
-            Self::Escrow(E::InsufficientFunds(e)) => Some(e.payer),
+            Self::Escrow(E::PriceAboveTerms(e)) => Some(e.payer),
+            Self::Escrow(E::InsufficientReserve(e)) => Some(e.payer),
             _ => None,
         }
     }
@@ -221,35 +220,34 @@ impl std::fmt::Display for ContractError {
                 E::AmountOverflow(e) => {
                     write!(f, "amount {} is too large for the escrow", usdc(e.amount))
                 }
+                E::EscrowAsRecipient(_) => write!(
+                    f,
+                    "the escrow itself cannot receive: tokens sent there could never leave"
+                ),
                 E::NotApproved(e) => write!(
                     f,
-                    "no approval from {} for provider {}",
+                    "payer {} has no terms with provider {} and no trial credits with it",
                     e.payer, e.provider
                 ),
-                E::PriceAboveApproved(e) => write!(
+                E::PriceAboveTerms(e) => write!(
                     f,
-                    "price {} is above the approved {} per request (payer {})",
+                    "price {} is above the {} per request payer {} allows provider {}",
                     usdc(e.price),
-                    usdc(e.approved),
-                    e.payer
-                ),
-                E::BudgetExceeded(e) => write!(
-                    f,
-                    "budget exhausted: {} left, {} asked (payer {})",
-                    usdc(e.left),
-                    usdc(e.needed),
-                    e.payer
-                ),
-                E::InsufficientFunds(e) => write!(
-                    f,
-                    "insufficient balance: payer {} has {} in the escrow, {} asked",
+                    usdc(e.maxPrice),
                     e.payer,
-                    usdc(e.available),
+                    e.provider
+                ),
+                E::InsufficientReserve(e) => write!(
+                    f,
+                    "payer {} has {} reserved for provider {}, {} needed",
+                    e.payer,
+                    usdc(e.reserve),
+                    e.provider,
                     usdc(e.needed)
                 ),
                 E::InsufficientBalance(e) => write!(
                     f,
-                    "insufficient balance: {} in the escrow, {} requested",
+                    "insufficient free balance: {} free in the escrow, {} requested",
                     usdc(e.available),
                     usdc(e.requested)
                 ),
@@ -259,11 +257,14 @@ impl std::fmt::Display for ContractError {
                     usdc(e.available),
                     usdc(e.requested)
                 ),
-                E::NoWithdrawal(_) => write!(f, "no withdrawal is pending"),
-                E::WithdrawalNotReady(e) => {
-                    write!(f, "withdrawal not ready until {}", format_time(e.readyAt))
+                E::NothingPending(e) => {
+                    write!(f, "nothing is pending with provider {}", e.provider)
                 }
-                E::DelayTooLong(e) => write!(f, "withdrawal delay of {} s is too long", e.delay),
+                E::InvalidDelay(e) => write!(
+                    f,
+                    "a withdrawal delay of {} s is refused: it must be at least 1 s and at most a year",
+                    e.delay
+                ),
                 E::Reentrancy(_) => write!(f, "reentrant call refused"),
                 E::PermitFailed(_) => write!(
                     f,
@@ -276,6 +277,21 @@ impl std::fmt::Display for ContractError {
             },
             Self::Registry(e) => match e {
                 R::InvalidLabel(e) => write!(f, "invalid label `{}`", e.label),
+                R::ReservedLabel(e) => write!(
+                    f,
+                    "`{}` is reserved for infrastructure; choose another label",
+                    e.label
+                ),
+                R::CommitmentExists(e) => write!(
+                    f,
+                    "this commitment is already recorded and runs until {}: register with it, or commit again after that",
+                    format_time(e.expiresAt)
+                ),
+                R::NotPendingOwner(e) => write!(
+                    f,
+                    "{} is not the pending owner of this label: the owner must `transfer` it to you first",
+                    e.caller
+                ),
                 R::LabelTaken(e) => write!(f, "the label is already registered (node {})", e.node),
                 R::CommitmentNotFound(_) => {
                     write!(f, "no commitment matches this registration: commit first")
@@ -298,11 +314,23 @@ impl std::fmt::Display for ContractError {
             },
             Self::Resolver(e) => match e {
                 V::NotResolverOwner(e) => write!(f, "{} does not own this resolver", e.caller),
+                V::NotPendingOwner(e) => write!(
+                    f,
+                    "{} is not the pending owner of this resolver: its owner must transfer it to you first",
+                    e.caller
+                ),
                 V::AlreadyInitialized(_) => write!(f, "the resolver is already initialized"),
                 V::ZeroAddress(_) => write!(f, "the zero address was given as owner or payee"),
                 V::EmptyKey(_) => write!(f, "the RSA public key is empty"),
             },
-            Self::ResolverFactory(e) => write!(f, "resolver factory error {e:?}"),
+            Self::ResolverFactory(e) => match e {
+                ResolverFactory::ResolverFactoryErrors::ResolverExists(e) => write!(
+                    f,
+                    "you already deployed a resolver under this salt, at {}: use it, or pick another salt",
+                    e.resolver
+                ),
+                other => write!(f, "resolver factory error {other:?}"),
+            },
             Self::Token(e) => match e {
                 T::ERC20InsufficientAllowance(e) => write!(
                     f,
@@ -379,18 +407,21 @@ mod tests {
     }
 
     #[test]
-    fn budget_sentence() {
-        let data = Escrow::BudgetExceeded {
+    fn reserve_sentence() {
+        let data = Escrow::InsufficientReserve {
             payer: Address::repeat_byte(1),
             provider: Address::repeat_byte(2),
-            left: U256::from(300_000),
+            reserve: U256::from(300_000),
             needed: U256::from(500_000),
         }
         .abi_encode();
         let err = ChainError::from_revert_data(&data);
         assert!(
-            err.to_string()
-                .starts_with("budget exhausted: 0.30 USDC left, 0.50 USDC asked"),
+            err.to_string().starts_with(&format!(
+                "payer {} has 0.30 USDC reserved for provider {}, 0.50 USDC needed",
+                Address::repeat_byte(1),
+                Address::repeat_byte(2)
+            )),
             "{err}"
         );
         assert_eq!(err.payer(), Some(Address::repeat_byte(1)));

@@ -53,39 +53,65 @@ impl Charge {
     }
 }
 
-/// The terms in force now between a payer and a provider.
+/// What a payer has with one provider, as a charge made now would see it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Allowance {
+pub struct Terms {
     /// The most the provider may charge per request.
     pub price_per_request: Usdc,
-    /// What is left of the budget.
-    pub budget_left: Usdc,
-    /// Trial credits the provider granted the payer (spent first, need no approval).
+    /// Money set aside for the provider: the most it can still be paid from the payer's tokens.
+    pub reserve: Usdc,
+    /// Trial credits the provider granted the payer (spent first, backed by nothing).
     pub credits: Usdc,
+    /// A lowered price waiting for the escrow's delay.
+    pub price_cut: Option<Scheduled>,
+    /// An amount waiting for the escrow's delay to go back from the reserve to the free balance.
+    pub release: Option<Scheduled>,
+    /// Released and not yet moved to the free balance (any transaction touching the pair moves it, or
+    /// [`Chain::apply_pending`]).
+    pub releasable: Usdc,
 }
 
-/// A payer's pending withdrawal.
+impl Terms {
+    /// The price a claim made now may be charged at for as long as the delay runs: the lower of the price in
+    /// force and a pending cut.
+    pub fn claimable_price(&self) -> Usdc {
+        match self.price_cut {
+            Some(cut) => self.price_per_request.min(cut.amount),
+            None => self.price_per_request,
+        }
+    }
+
+    /// What a claim made now can count on from the reserve for as long as the delay runs: the reserve less
+    /// a pending release.
+    pub fn claimable_reserve(&self) -> Usdc {
+        let releasing = self.release.map_or(0, |r| r.amount.units());
+        Usdc::from_units(self.reserve.units().saturating_sub(releasing))
+    }
+
+    /// Whether the payer has set anything up with this provider.
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// A change of terms waiting for the escrow's delay.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PendingWithdrawal {
-    /// The amount asked.
+pub struct Scheduled {
+    /// The new price (a price cut) or the amount to release (a release).
     pub amount: Usdc,
-    /// When it may complete (unix seconds).
-    pub ready_at: u64,
-}
-
-/// A lowering of terms not yet in force.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PendingCut {
-    /// The new price per request.
-    pub price_per_request: Usdc,
-    /// The new budget.
-    pub budget: Usdc,
-    /// When it applies (unix seconds).
-    pub effective_at: u64,
+    /// When it takes effect (unix seconds).
+    pub at: u64,
 }
 
 fn secs(v: U256) -> u64 {
     u64::try_from(v).unwrap_or(u64::MAX)
+}
+
+fn scheduled(amount: U256, at: U256) -> Option<Scheduled> {
+    (at != U256::ZERO).then(|| Scheduled {
+        amount: amount.into(),
+        at: secs(at),
+    })
 }
 
 impl Chain {
@@ -99,54 +125,54 @@ impl Chain {
 
     /* ------------------------------------------ reads ------------------------------------------ */
 
-    /// The terms in force for `provider` charging `payer`, and `payer`'s credits with it.
-    pub async fn allowance(
-        &self,
-        payer: Address,
-        provider: Address,
-    ) -> Result<Allowance, ChainError> {
-        let a = self.escrow().allowance(payer, provider).call().await?;
-        Ok(Allowance {
-            price_per_request: a.pricePerRequest.into(),
-            budget_left: a.budgetLeft.into(),
-            credits: a.credits.into(),
+    /// What `payer` has with `provider`: terms in force, credits, pending changes.
+    pub async fn terms(&self, payer: Address, provider: Address) -> Result<Terms, ChainError> {
+        let t = self.escrow().terms(payer, provider).call().await?;
+        Ok(Terms {
+            price_per_request: t.price.into(),
+            reserve: t.reserve.into(),
+            credits: t.credits.into(),
+            price_cut: scheduled(t.pendingPrice, t.priceAt),
+            release: scheduled(t.pendingRelease, t.releaseAt),
+            releasable: t.releasable.into(),
         })
     }
 
-    /// `payer`'s balance in the escrow (including any amount whose withdrawal is pending).
-    pub async fn balance(&self, payer: Address) -> Result<Usdc, ChainError> {
-        Ok(self.escrow().balanceOf(payer).call().await?.into())
+    /// `payer`'s free balance in the escrow: withdrawable at once, chargeable by nobody.
+    pub async fn free_balance(&self, payer: Address) -> Result<Usdc, ChainError> {
+        Ok(self.escrow().freeBalance(payer).call().await?.into())
     }
 
     /// The trial credits `provider` granted `user`.
     pub async fn credits(&self, user: Address, provider: Address) -> Result<Usdc, ChainError> {
-        Ok(self.allowance(user, provider).await?.credits)
+        Ok(self.terms(user, provider).await?.credits)
     }
 
-    /// `payer`'s pending withdrawal, if any.
-    pub async fn pending_withdrawal(
-        &self,
-        payer: Address,
-    ) -> Result<Option<PendingWithdrawal>, ChainError> {
-        let w = self.escrow().pendingWithdrawal(payer).call().await?;
-        Ok((w.readyAt != U256::ZERO).then(|| PendingWithdrawal {
-            amount: w.amount.into(),
-            ready_at: secs(w.readyAt),
-        }))
-    }
-
-    /// A lowering of `payer`'s terms for `provider` not yet in force, if any.
-    pub async fn pending_cut(
-        &self,
-        payer: Address,
-        provider: Address,
-    ) -> Result<Option<PendingCut>, ChainError> {
-        let c = self.escrow().pendingCut(payer, provider).call().await?;
-        Ok((c.effectiveAt != U256::ZERO).then(|| PendingCut {
-            price_per_request: c.pricePerRequest.into(),
-            budget: c.budget.into(),
-            effective_at: secs(c.effectiveAt),
-        }))
+    /// The providers `payer` has ever set terms with (from the escrow's `TermsSet` and `ReleaseScheduled`
+    /// events since the deployment's first block), in the order first seen.
+    pub async fn providers_of(&self, payer: Address) -> Result<Vec<Address>, ChainError> {
+        use alloy::providers::Provider;
+        use alloy::rpc::types::Filter;
+        use alloy::sol_types::SolEvent;
+        let filter = Filter::new()
+            .address(self.deployment().escrow)
+            .from_block(self.deployment().deployment_block)
+            .event_signature(vec![
+                Escrow::TermsSet::SIGNATURE_HASH,
+                Escrow::ReleaseScheduled::SIGNATURE_HASH,
+            ])
+            .topic1(payer.into_word());
+        let logs = self.provider().get_logs(&filter).await?;
+        let mut seen = Vec::new();
+        for log in logs {
+            if let Some(topic) = log.topics().get(2) {
+                let provider = Address::from_word(*topic);
+                if !seen.contains(&provider) {
+                    seen.push(provider);
+                }
+            }
+        }
+        Ok(seen)
     }
 
     /// `provider`'s earnings, withdrawable at once.
@@ -245,39 +271,57 @@ impl Chain {
             .ok_or_else(|| ChainError::Decode("cannot work out the token's EIP-712 domain".into()))
     }
 
-    /// Lets `provider` charge at most `price_per_request` per request and `budget` in total. Raising applies
-    /// now; lowering after the withdrawal delay.
-    pub async fn approve(
+    /// Sends `amount` of the signer's free balance to `to`, at once.
+    pub async fn withdraw(&self, to: Address, amount: Usdc) -> Result<Receipt, ChainError> {
+        Ok((&self
+            .send(self.escrow().withdraw(to, amount.to_u256()))
+            .await?)
+            .into())
+    }
+
+    /// Sets the most `provider` may charge per request and moves `amount` of the signer's free balance
+    /// into its reserve with `provider`. Raises apply now; a lower price after the escrow's delay; the
+    /// price in force changes nothing.
+    pub async fn reserve(
         &self,
         provider: Address,
         price_per_request: Usdc,
-        budget: Usdc,
+        amount: Usdc,
     ) -> Result<Receipt, ChainError> {
         Ok((&self
-            .send(
-                self.escrow()
-                    .approve(provider, price_per_request.to_u256(), budget.to_u256()),
-            )
+            .send(self.escrow().reserve(
+                provider,
+                price_per_request.to_u256(),
+                amount.to_u256(),
+            ))
             .await?)
             .into())
     }
 
-    /// Starts (or restarts) a withdrawal of `amount`; it may complete after the withdrawal delay.
-    pub async fn request_withdrawal(&self, amount: Usdc) -> Result<Receipt, ChainError> {
+    /// Schedules `amount` of the signer's reserve with `provider` to return to its free balance after the
+    /// escrow's delay (replacing a pending release). [`Usdc::MAX`]: everything.
+    pub async fn release(&self, provider: Address, amount: Usdc) -> Result<Receipt, ChainError> {
         Ok((&self
-            .send(self.escrow().requestWithdrawal(amount.to_u256()))
+            .send(self.escrow().release(provider, amount.to_u256()))
             .await?)
             .into())
     }
 
-    /// Cancels the signer's pending withdrawal.
-    pub async fn cancel_withdrawal(&self) -> Result<Receipt, ChainError> {
-        Ok((&self.send(self.escrow().cancelWithdrawal()).await?).into())
+    /// Drops the signer's pending price cut and release with `provider`.
+    pub async fn cancel_pending(&self, provider: Address) -> Result<Receipt, ChainError> {
+        Ok((&self.send(self.escrow().cancelPending(provider)).await?).into())
     }
 
-    /// Completes the signer's withdrawal to `to` once its delay has passed.
-    pub async fn withdraw(&self, to: Address) -> Result<Receipt, ChainError> {
-        Ok((&self.send(self.escrow().withdraw(to)).await?).into())
+    /// Puts `payer`'s pending changes with `provider` whose time has come into force (anyone may).
+    pub async fn apply_pending(
+        &self,
+        payer: Address,
+        provider: Address,
+    ) -> Result<Receipt, ChainError> {
+        Ok((&self
+            .send(self.escrow().applyPending(payer, provider))
+            .await?)
+            .into())
     }
 
     /* ---------------------------------------- providers ---------------------------------------- */
@@ -290,8 +334,8 @@ impl Chain {
             .into())
     }
 
-    /// Settles `charges` in one transaction; reverts whole if one is not allowed (see [`crate::Settler`]
-    /// for a sender that drops the failing payer and settles the rest).
+    /// Settles `charges` in one transaction: the lines that fit are charged, each other one is reported
+    /// in a `ChargeRefused` event (see [`crate::Settler`], which tells every claim its outcome).
     pub async fn consume_batch(&self, charges: &[Charge]) -> Result<Receipt, ChainError> {
         let lines = charges
             .iter()

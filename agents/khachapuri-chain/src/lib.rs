@@ -1,10 +1,12 @@
 //! The chain client of Khachapuri, shared by the provider agent, the gateway and the CLI.
 //!
 //! - [`Chain`]: connect to an RPC with a signer ([`SignerSource`]) and the chain's [`Deployment`].
-//! - Labels: [`Chain::resolve_label`] → [`ProviderRecord`]; registration ([`Chain::deploy_resolver`],
-//!   [`Chain::register_label`]).
-//! - Escrow reads ([`Chain::allowance`], [`Chain::balance`], ...) and writes ([`Chain::deposit`],
-//!   [`Chain::deposit_with_permit`], [`Chain::approve`], [`Chain::consume`], ...), amounts in [`Usdc`].
+//! - Labels: [`Chain::resolve_label`] → [`ProviderRecord`]; registration ([`Chain::register_provider`]:
+//!   commit naming the resolver's predicted address, deploy it while the commitment ages, register; or
+//!   [`Chain::deploy_resolver`] then [`Chain::register_label`]).
+//! - Escrow reads ([`Chain::terms`], [`Chain::free_balance`], ...) and writes ([`Chain::deposit`],
+//!   [`Chain::deposit_with_permit`], [`Chain::reserve`], [`Chain::release`], [`Chain::consume`], ...),
+//!   amounts in [`Usdc`].
 //! - EIP-712: [`PayerToken`] / [`SignedPayerToken`] (the `Authorization: Bearer kp1.…` token) and
 //!   [`SpecTerms`], in the escrow's domain ([`eip712::domain`]).
 //! - [`Settler`]: the settlement sender that owns the signer's nonce and batches charges.
@@ -28,10 +30,10 @@ pub use client::{Chain, ConnectOptions, Receipt, SignerSource, parse_private_key
 pub use deployment::Deployment;
 pub use eip712::{PayerToken, SignedPayerToken, SpecTerms, TokenError};
 pub use error::{ChainError, ContractError, format_time};
-pub use escrow::{Allowance, Charge, PendingCut, PendingWithdrawal};
+pub use escrow::{Charge, Scheduled, Terms};
 pub use registry::{ProviderRecord, RegistrationStep, Server, label_node, validate_label};
 pub use settle::{Settlement, SettlementHandle, Settler, SettlerConfig};
 pub use usdc::{Usdc, UsdcParseError};
 
-pub use alloy::primitives::{Address, B256, Bytes};
+pub use alloy::primitives::{Address, B256, Bytes, U256};
 pub use alloy::signers::local::PrivateKeySigner;

@@ -1,9 +1,11 @@
 //! Labels: validation like the Registry's, resolution Registry → Resolver → [`ProviderRecord`], and
-//! registration (resolver through the factory, commit, wait, register).
+//! registration (commit naming the resolver's predicted address, deploy it through the factory while the
+//! commitment ages, register).
 
 use std::time::Duration;
 
-use alloy::primitives::{Address, B256, Bytes, keccak256};
+use alloy::primitives::{Address, B256, Bytes, U256, keccak256};
+use alloy::providers::Provider;
 use alloy::sol_types::SolEvent;
 use khachapuri_bindings::{Registry, Resolver, ResolverFactory, TUNNEL_MARKER};
 
@@ -54,13 +56,18 @@ pub struct ProviderRecord {
     pub key_version: u64,
 }
 
-/// A step of [`Chain::register_label`], for progress output.
+/// A step of [`Chain::register_label`] or [`Chain::register_provider`], for progress output.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RegistrationStep {
     /// The commitment is on chain.
     Committed {
         /// The commitment.
         commitment: B256,
+    },
+    /// The resolver the commitment names is deployed ([`Chain::register_provider`] only).
+    ResolverDeployed {
+        /// Its address.
+        resolver: Address,
     },
     /// Waiting for the commitment to age.
     Waiting {
@@ -71,7 +78,24 @@ pub enum RegistrationStep {
     Registered,
 }
 
-/// Checks `label` like the Registry: `[a-z0-9-]`, 1..63 bytes, no leading or trailing `-`.
+/// `(label, the sentence refusing it)` for each reserved label.
+macro_rules! reserved {
+    ($($label:literal),* $(,)?) => {
+        [$(($label, concat!("`", $label, "` is reserved for infrastructure; choose another label"))),*]
+    };
+}
+
+/// Labels the Registry refuses (`ReservedLabel`) because they name the service's own hosts, each with the
+/// sentence that says so. `dev` is not one: the local network's provider registers it.
+const RESERVED_LABELS: [(&str, &str); 10] = reserved![
+    "www", "api", "gateway", "tunnel", "admin", "app", "docs", "mail", "ipfs", "status"
+];
+
+/// Checks `label` exactly like the Registry (`LabelLib`): `[a-z0-9-]`, 1..63 bytes, no leading or trailing
+/// `-`, not `-` at both the 3rd and 4th bytes (IDNA's reserved labels, RFC 5891 §4.2.3.1: `xn--` punycode
+/// shows in a browser as a look-alike of another name), and not one of the reserved infrastructure labels
+/// (`www`, `api`, `gateway`, `tunnel`, `admin`, `app`, `docs`, `mail`, `ipfs`, `status`). The vectors in
+/// `test/vectors/labels.json` test both sides.
 pub fn validate_label(label: &str) -> Result<(), ChainError> {
     let invalid = |reason| {
         Err(ChainError::InvalidLabel {
@@ -94,6 +118,14 @@ pub fn validate_label(label: &str) -> Result<(), ChainError> {
     if label.starts_with('-') || label.ends_with('-') {
         return invalid("it must not start or end with `-`");
     }
+    if label.get(2..4) == Some("--") {
+        return invalid(
+            "`xn--…` labels (punycode) and any label with `--` at positions 3–4 are refused",
+        );
+    }
+    if let Some((_, reason)) = RESERVED_LABELS.iter().find(|(l, _)| *l == label) {
+        return invalid(reason);
+    }
     Ok(())
 }
 
@@ -103,7 +135,8 @@ pub fn label_node(label: &str) -> B256 {
 }
 
 impl Chain {
-    /// Resolves `label` through the Registry and its Resolver.
+    /// Resolves `label` through the Registry and its Resolver. A label with no resolver, or whose resolver has
+    /// no code (a commitment may name one before it is deployed), is unknown.
     pub async fn resolve_label(&self, label: &str) -> Result<ProviderRecord, ChainError> {
         validate_label(label)?;
         let registry = Registry::new(self.deployment().registry, self.provider());
@@ -111,10 +144,21 @@ impl Chain {
         if resolver == Address::ZERO {
             return Err(ChainError::UnknownLabel(label.to_owned()));
         }
-        let records = Resolver::new(resolver, self.provider())
+        let records = match Resolver::new(resolver, self.provider())
             .records()
             .call()
-            .await?;
+            .await
+        {
+            Ok(records) => records,
+            Err(e) => {
+                let err = ChainError::from(e);
+                if !err.is_unavailable() && self.provider().get_code_at(resolver).await?.is_empty()
+                {
+                    return Err(ChainError::UnknownLabel(label.to_owned()));
+                }
+                return Err(err);
+            }
+        };
         Ok(ProviderRecord {
             label: label.to_owned(),
             resolver,
@@ -134,21 +178,61 @@ impl Chain {
             .await?)
     }
 
-    /// Deploys a resolver owned by the signer through the factory; returns its address.
+    /// Points the signer's `label` at `resolver`: e.g. after taking a label, whose seller's resolver the
+    /// Registry clears.
+    pub async fn set_label_resolver(
+        &self,
+        label: &str,
+        resolver: Address,
+    ) -> Result<Receipt, ChainError> {
+        validate_label(label)?;
+        let registry = Registry::new(self.deployment().registry, self.provider());
+        Ok((&self
+            .send(registry.setResolver(label_node(label), resolver))
+            .await?)
+            .into())
+    }
+
+    /// Where the factory puts the resolver that `deployer` deploys under `salt` (deployed or not). The salt is
+    /// bound to its deployer: nobody else can take that address.
+    pub async fn predict_resolver(
+        &self,
+        deployer: Address,
+        salt: B256,
+    ) -> Result<Address, ChainError> {
+        let factory = ResolverFactory::new(self.deployment().resolver_factory, self.provider());
+        Ok(factory.predict(deployer, salt).call().await?)
+    }
+
+    /// Deploys a resolver owned by the signer through the factory, under a random salt; returns its address.
     pub async fn deploy_resolver(
         &self,
         payee: Address,
         server: &Server,
         rsa_public_key_der: Bytes,
     ) -> Result<Address, ChainError> {
+        self.deploy_resolver_with_salt(B256::random(), payee, server, rsa_public_key_der)
+            .await
+    }
+
+    /// Deploys a resolver owned by the signer through the factory at
+    /// [`predict_resolver`](Self::predict_resolver)`(signer, salt)`; returns its address.
+    pub async fn deploy_resolver_with_salt(
+        &self,
+        salt: B256,
+        payee: Address,
+        server: &Server,
+        rsa_public_key_der: Bytes,
+    ) -> Result<Address, ChainError> {
         let factory = ResolverFactory::new(self.deployment().resolver_factory, self.provider());
         let receipt = self
-            .send(factory.deploy_call(payee, server.record().to_owned(), rsa_public_key_der))
+            .send(factory.deploy_call(salt, payee, server.record().to_owned(), rsa_public_key_der))
             .await?;
         receipt
             .inner
             .logs()
             .iter()
+            .filter(|log| log.address() == self.deployment().resolver_factory)
             .find_map(|log| ResolverFactory::ResolverDeployed::decode_log_data(log.data()).ok())
             .map(|e| e.resolver)
             .ok_or_else(|| {
@@ -157,9 +241,16 @@ impl Chain {
     }
 
     /// Points the signer's resolver at `server` (when it differs from the record).
-    pub async fn set_server(&self, resolver: Address, server: &Server) -> Result<Receipt, ChainError> {
+    pub async fn set_server(
+        &self,
+        resolver: Address,
+        server: &Server,
+    ) -> Result<Receipt, ChainError> {
         let resolver = Resolver::new(resolver, self.provider());
-        Ok((&self.send(resolver.setServer(server.record().to_owned())).await?).into())
+        Ok((&self
+            .send(resolver.setServer(server.record().to_owned()))
+            .await?)
+            .into())
     }
 
     /// Rotates the RSA key the signer's resolver publishes (the resolver bumps its version).
@@ -179,6 +270,16 @@ impl Chain {
         resolver: Address,
         secret: B256,
     ) -> Result<B256, ChainError> {
+        Ok(self.commit(label, resolver, secret).await?.0)
+    }
+
+    /// [`Chain::commit_label`], also returning when the commitment was recorded (unix seconds).
+    async fn commit(
+        &self,
+        label: &str,
+        resolver: Address,
+        secret: B256,
+    ) -> Result<(B256, u64), ChainError> {
         validate_label(label)?;
         let owner = self.address()?;
         let registry = Registry::new(self.deployment().registry, self.provider());
@@ -186,8 +287,29 @@ impl Chain {
             .makeCommitment(label.to_owned(), owner, resolver, secret)
             .call()
             .await?;
-        self.send(registry.commit(commitment)).await?;
-        Ok(commitment)
+        let sent = self.send(registry.commit(commitment)).await;
+        // The contract refuses to record a live commitment again (`CommitmentExists`). Someone who copied
+        // ours from the mempool into an earlier transaction made that refusal, and did no harm: the
+        // commitment stands, with a timestamp no later than ours would have had. Either way, its age counts
+        // from the recorded timestamp.
+        let recorded = registry
+            .commitments(commitment)
+            .call()
+            .await
+            .ok()
+            .filter(|at| *at != U256::ZERO)
+            .map(|at| at.saturating_to::<u64>());
+        match (sent, recorded) {
+            (Ok(_), Some(at)) => Ok((commitment, at)),
+            (Err(e), Some(at)) => {
+                let live = at.saturating_add(self.deployment().max_commitment_age)
+                    >= self.block_timestamp().await?;
+                if live { Ok((commitment, at)) } else { Err(e) }
+            }
+            (Err(e), None) => Err(e),
+            // Sent, but the read failed or lagged: the latest block is no earlier than the commitment's.
+            (Ok(_), None) => Ok((commitment, self.block_timestamp().await?)),
+        }
     }
 
     /// Reveals a commitment made by [`Chain::commit_label`], registering `label` to the signer.
@@ -217,9 +339,55 @@ impl Chain {
     ) -> Result<Receipt, ChainError> {
         validate_label(label)?;
         let secret = B256::random();
-        let commitment = self.commit_label(label, resolver, secret).await?;
+        let (commitment, committed_at) = self.commit(label, resolver, secret).await?;
         progress(RegistrationStep::Committed { commitment });
-        let committed_at = self.block_timestamp().await?;
+        self.wait_for_commitment(committed_at, &mut progress)
+            .await?;
+        let receipt = self.reveal_label(label, resolver, secret).await?;
+        progress(RegistrationStep::Registered);
+        Ok(receipt)
+    }
+
+    /// A provider's whole registration, resolver included, in one commitment's wait: commit `label` naming
+    /// the resolver's predicted address (random salt and secret), deploy that resolver (owned by the signer,
+    /// with `payee`, `server` and the RSA key) while the commitment ages, register. Returns the resolver and
+    /// the registration's receipt.
+    pub async fn register_provider(
+        &self,
+        label: &str,
+        payee: Address,
+        server: &Server,
+        rsa_public_key_der: Bytes,
+        mut progress: impl FnMut(RegistrationStep),
+    ) -> Result<(Address, Receipt), ChainError> {
+        validate_label(label)?;
+        let salt = B256::random();
+        let predicted = self.predict_resolver(self.address()?, salt).await?;
+        let secret = B256::random();
+        let (commitment, committed_at) = self.commit(label, predicted, secret).await?;
+        progress(RegistrationStep::Committed { commitment });
+        let resolver = self
+            .deploy_resolver_with_salt(salt, payee, server, rsa_public_key_der)
+            .await?;
+        if resolver != predicted {
+            return Err(ChainError::Decode(format!(
+                "the factory deployed the resolver at {resolver}, not at the predicted {predicted}"
+            )));
+        }
+        progress(RegistrationStep::ResolverDeployed { resolver });
+        self.wait_for_commitment(committed_at, &mut progress)
+            .await?;
+        let receipt = self.reveal_label(label, resolver, secret).await?;
+        progress(RegistrationStep::Registered);
+        Ok((resolver, receipt))
+    }
+
+    /// Waits until a commitment recorded at `committed_at` is old enough to reveal, reporting the seconds left.
+    async fn wait_for_commitment(
+        &self,
+        committed_at: u64,
+        progress: &mut impl FnMut(RegistrationStep),
+    ) -> Result<(), ChainError> {
         // One second more than the minimum: the next block's timestamp is at least this one's + 1.
         let ready_at = committed_at + self.deployment().min_commitment_age + 1;
         loop {
@@ -228,25 +396,23 @@ impl Chain {
                 .map_or(0, |d| d.as_secs());
             let now = wall.max(self.block_timestamp().await?);
             if now >= ready_at {
-                break;
+                return Ok(());
             }
             let left = ready_at - now;
             progress(RegistrationStep::Waiting { seconds_left: left });
             tokio::time::sleep(Duration::from_secs(left.min(1))).await;
         }
-        let receipt = self.reveal_label(label, resolver, secret).await?;
-        progress(RegistrationStep::Registered);
-        Ok(receipt)
     }
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
     #[test]
     fn labels_are_validated_like_the_contract() {
-        for ok in ["alice", "a", "a-b", "0", "x1-2-3", &"a".repeat(63)] {
+        for ok in ["alice", "a", "a-b", "0", "x1-2-3", "dev", &"a".repeat(63)] {
             assert!(validate_label(ok).is_ok(), "{ok}");
         }
         for bad in [
@@ -259,12 +425,66 @@ mod tests {
             "ä",
             &"a".repeat(64),
             "a b",
+            "xn--80ak6aa92e",
+            "ab--c",
+            "www",
         ] {
             assert!(
                 matches!(validate_label(bad), Err(ChainError::InvalidLabel { .. })),
                 "{bad}"
             );
         }
+    }
+
+    /// The vectors `test/Registry.t.sol` runs through `Registry.register`: the contract and this validator
+    /// refuse the same labels, and a reserved label is refused for being reserved.
+    #[test]
+    fn labels_agree_with_the_contracts_vectors() {
+        #[derive(serde::Deserialize)]
+        struct Vectors {
+            valid: Vec<String>,
+            invalid: Vec<String>,
+            reserved: Vec<String>,
+        }
+        let vectors: Vectors =
+            serde_json::from_str(include_str!("../../../test/vectors/labels.json")).unwrap();
+        assert!(vectors.valid.len() > 20 && vectors.invalid.len() > 20);
+        for ok in &vectors.valid {
+            assert!(validate_label(ok).is_ok(), "{ok:?} should be valid");
+        }
+        let reserved_reason = |label: &str| match validate_label(label) {
+            Err(ChainError::InvalidLabel { reason, .. }) => Some(reason.contains("is reserved")),
+            _ => None,
+        };
+        for bad in &vectors.invalid {
+            assert_eq!(
+                reserved_reason(bad),
+                Some(false),
+                "{bad:?} should be invalid"
+            );
+        }
+        for reserved in &vectors.reserved {
+            assert_eq!(
+                reserved_reason(reserved),
+                Some(true),
+                "{reserved:?} should be reserved"
+            );
+        }
+        let ours: Vec<&str> = RESERVED_LABELS.iter().map(|(l, _)| *l).collect();
+        assert_eq!(ours, vectors.reserved, "the same reserved list as LabelLib");
+    }
+
+    #[test]
+    fn refusals_say_why() {
+        assert_eq!(
+            validate_label("www").unwrap_err().to_string(),
+            "invalid label `www`: `www` is reserved for infrastructure; choose another label"
+        );
+        let err = validate_label("xn--80ak6aa92e").unwrap_err().to_string();
+        assert!(
+            err.contains("`xn--…` labels (punycode)") && err.contains("positions 3–4"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -3,8 +3,10 @@
 //!
 //! - Charges queued while a batch is in flight form the next batch (at most `max_batch` charges; charges of
 //!   one payer at one price share a line).
-//! - Each batch is simulated (`eth_estimateGas`) first. A revert that names a payer fails that payer's
-//!   charges of the batch with the decoded reason; the rest is simulated again and sent.
+//! - Each batch is simulated (`eth_estimateGas`) first. The escrow settles every line that fits and
+//!   reports each one that does not in a `ChargeRefused` event: those lines fail with the decoded reason,
+//!   the rest settle. (A revert of the whole batch that names a payer still fails that payer's charges and
+//!   sends the rest.)
 //! - A batch is signed once, with the nonce the task owns. Re-broadcasting the same signed bytes cannot
 //!   charge twice (one nonce, one hash). Before any re-signing (new nonce) the task checks that the old
 //!   transaction has not landed: so a batch never lands twice.
@@ -192,8 +194,19 @@ impl Task {
                         batch_id: id,
                         receipt: Receipt::from(&receipt),
                     };
-                    for job in lines.into_iter().flat_map(|l| l.jobs) {
-                        let _ = job.reply.send(Ok(settlement));
+                    let refused = self.refused_lines(&receipt);
+                    for (index, line) in lines.into_iter().enumerate() {
+                        match refused.iter().find(|(i, _)| *i == index) {
+                            Some((_, err)) => {
+                                tracing::info!(batch = id, payer = %line.charge.payer, %err, "the escrow refused a charge");
+                                line.fail(err);
+                            }
+                            None => {
+                                for job in line.jobs {
+                                    let _ = job.reply.send(Ok(settlement));
+                                }
+                            }
+                        }
                     }
                     return;
                 }
@@ -281,6 +294,29 @@ impl Task {
                 Err(err)
             }
         }
+    }
+
+    /// The lines of a mined batch the escrow refused (`ChargeRefused` events of this escrow and this
+    /// provider), by index, with the decoded reason.
+    fn refused_lines(
+        &self,
+        receipt: &alloy::rpc::types::TransactionReceipt,
+    ) -> Vec<(usize, ChainError)> {
+        let escrow = self.chain.deployment().escrow;
+        let me = self.chain.address().ok();
+        receipt
+            .inner
+            .logs()
+            .iter()
+            .filter(|log| log.address() == escrow)
+            .filter_map(|log| log.log_decode::<Escrow::ChargeRefused>().ok())
+            .filter(|log| Some(log.inner.data.provider) == me)
+            .map(|log| {
+                let event = log.inner.data;
+                let index = usize::try_from(event.index).unwrap_or(usize::MAX);
+                (index, ChainError::from_revert_data(&event.reason))
+            })
+            .collect()
     }
 
     /// Broadcasts a signed transaction until its outcome is known: mined, or refused and never to land.

@@ -84,6 +84,11 @@ impl Usdc {
         }
     }
 
+    /// `self + other`, at most [`Usdc::MAX`].
+    pub const fn saturating_add(self, other: Self) -> Self {
+        Self(self.0.saturating_add(other.0))
+    }
+
     /// `self - other`, at least zero.
     pub const fn saturating_sub(self, other: Self) -> Self {
         Self(self.0.saturating_sub(other.0))

@@ -118,9 +118,9 @@ pub(crate) async fn resolve_payee_record(
             "provider `{label}` is not registered on chain {}; check the label (the dev network's provider is `dev`)",
             chain.deployment().chain_id
         )),
-        Err(ChainError::InvalidLabel { .. }) => Err(anyhow!(
-            "`{label}` is not a provider label: 1..63 of [a-z0-9-], no leading or trailing `-`"
-        )),
+        Err(ChainError::InvalidLabel { reason, .. }) => {
+            Err(anyhow!("`{label}` is not a provider label: {reason}"))
+        }
         Err(e) => Err(anyhow!("resolving provider `{label}`: {e}")),
     }
 }

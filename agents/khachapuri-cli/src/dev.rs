@@ -159,24 +159,25 @@ async fn serve(
     let provider_url = format!("http://127.0.0.1:{provider_port}");
     let payee = anvil_signer(PAYEE);
     let provider_chain = chain(PAYEE)?;
-    let resolver = provider_chain
-        .deploy_resolver(
+    provider_chain
+        .register_provider(
+            LABEL,
             payee.address(),
             &Server::Url(provider_url.clone()),
             key.public_key_der().to_vec().into(),
+            |step| match step {
+                RegistrationStep::Committed { .. } => {
+                    out.step(format!("label `{LABEL}`: committed"))
+                }
+                RegistrationStep::ResolverDeployed { resolver } => {
+                    out.step(format!("label `{LABEL}`: resolver {resolver} deployed"))
+                }
+                RegistrationStep::Waiting { seconds_left } => out.step(format!(
+                    "label `{LABEL}`: waiting {seconds_left} s for the commitment to age"
+                )),
+                RegistrationStep::Registered => out.step(format!("label `{LABEL}`: registered")),
+            },
         )
-        .await
-        .context("deploying the provider's resolver")?;
-    provider_chain
-        .register_label(LABEL, resolver, |step| match step {
-            RegistrationStep::Committed { .. } => out.step(format!("label `{LABEL}`: committed")),
-            RegistrationStep::Waiting { seconds_left } => out.step(format!(
-                "label `{LABEL}`: waiting {seconds_left} s for the commitment to age"
-            )),
-            RegistrationStep::Registered => {
-                out.step(format!("label `{LABEL}`: registered (resolver {resolver})"))
-            }
-        })
         .await
         .context("registering the provider label")?;
 
@@ -233,11 +234,11 @@ async fn serve(
         "gateway at {gateway_url} (path mode: {gateway_url}/{{label}}/{{cid}})"
     ));
 
-    // --- the test account: mint, deposit, approve the provider
+    // --- the test account: mint, deposit, reserve for the provider
     let test = anvil_signer(TEST_ACCOUNT);
     let minted = Usdc::from_whole(1_000);
     let deposit = Usdc::from_whole(100);
-    let budget = Usdc::from_whole(100);
+    let reserve = Usdc::from_whole(50);
     chain(0)?
         .mint_test_usdc(test.address(), minted)
         .await
@@ -249,11 +250,11 @@ async fn serve(
         .context("depositing into the escrow")?;
     let max_price = Usdc::from_units(50_000);
     test_chain
-        .approve(payee.address(), max_price, budget)
+        .reserve(payee.address(), max_price, reserve)
         .await
-        .context("approving the provider")?;
+        .context("reserving for the provider")?;
     out.step(format!(
-        "test account {} funded: {minted} minted, {deposit} deposited, provider `{LABEL}` approved at up to {max_price} per request, {budget} in all",
+        "test account {} funded: {minted} minted, {deposit} deposited, {reserve} of it reserved for provider `{LABEL}` at up to {max_price} per request",
         test.address()
     ));
 

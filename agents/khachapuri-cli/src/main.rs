@@ -4,7 +4,7 @@
 //!   a funded test account and the example functions), described in `.khachapuri/dev.json`.
 //! - `khachapuri deploy`: a .wasm, a .zip or a cargo project to a provider, as an encrypted, signed spec.
 //! - `khachapuri call` and `khachapuri token`: call a function as a payer.
-//! - `khachapuri escrow`: deposit (with permit), approve, balances, withdrawals.
+//! - `khachapuri escrow`: deposit (with permit), reserve for a provider, release, withdraw, balances.
 //! - `khachapuri provider`: init (key, resolver, registration), up (the agent, or through a tunnel),
 //!   credits, earnings.
 //!
@@ -45,7 +45,7 @@ enum Command {
     Call(Box<call::CallArgs>),
     /// Make a payer token for `curl -H "Authorization: Bearer ..."`.
     Token(token::TokenArgs),
-    /// Escrow: deposit, approve a provider, balances, withdrawals.
+    /// Escrow: deposit, reserve for a provider, release, withdraw, balances.
     Escrow {
         #[command(subcommand)]
         command: escrow::EscrowCommand,

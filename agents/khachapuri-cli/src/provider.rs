@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use alloy::primitives::Address;
 use anyhow::{Context, anyhow, bail};
-use khachapuri_chain::{Chain, RegistrationStep, Server, Usdc, validate_label};
+use khachapuri_chain::{Chain, ChainError, RegistrationStep, Server, Usdc, validate_label};
 use khachapuri_provider::ProviderArgs;
 use khachapuri_spec::ProviderKey;
 use serde_json::json;
@@ -63,7 +63,8 @@ pub enum CreditsCommand {
 #[derive(clap::Args, Debug)]
 #[command(group(clap::ArgGroup::new("server").required(true).args(["url", "tunnel"])))]
 pub struct InitArgs {
-    /// The label to register (`alice` in alice.khachapuri.xyz): 1..63 of [a-z0-9-].
+    /// The label to register (`alice` in alice.khachapuri.xyz): 1..63 of [a-z0-9-], not `xn--…` (no `--` at
+    /// positions 3–4), not an infrastructure name (`www`, `api`, `gateway`, ...).
     #[arg(long)]
     label: String,
     /// The agent's public base URL, where the gateway forwards requests (e.g. https://alice.example:8443).
@@ -222,32 +223,53 @@ async fn init(args: InitArgs, json: bool) -> anyhow::Result<()> {
         .context("reading the label's owner")?;
     let label = &args.label;
     let resolver = if owner == Address::ZERO {
-        let resolver = progress::wait(
-            "deploying your resolver (payee, server, RSA key)",
-            chain.deploy_resolver(me, &server, key.public_key_der().to_vec().into()),
-        )
-        .await
-        .map_err(|e| anyhow!("deploying the resolver failed: {e}"))?;
+        // One wait: the commitment names the resolver's predicted address, and the resolver is deployed while
+        // the commitment ages.
         let bar = progress::spinner(format!("registering `{label}`: committing"));
-        chain
-            .register_label(label, resolver, |step| match step {
-                RegistrationStep::Committed { .. } => {
-                    bar.set_message(format!("registering `{label}`: committed"));
-                }
-                RegistrationStep::Waiting { seconds_left } => bar.set_message(format!(
-                    "registering `{label}`: the commitment ages, {seconds_left} s left"
-                )),
-                RegistrationStep::Registered => bar.finish_and_clear(),
-            })
+        let (resolver, _) = chain
+            .register_provider(
+                label,
+                me,
+                &server,
+                key.public_key_der().to_vec().into(),
+                |step| match step {
+                    RegistrationStep::Committed { .. } => bar.set_message(format!(
+                        "registering `{label}`: committed; deploying your resolver (payee, server, RSA key)"
+                    )),
+                    RegistrationStep::ResolverDeployed { resolver } => bar.set_message(format!(
+                        "registering `{label}`: resolver {resolver} deployed"
+                    )),
+                    RegistrationStep::Waiting { seconds_left } => bar.set_message(format!(
+                        "registering `{label}`: the commitment ages, {seconds_left} s left"
+                    )),
+                    RegistrationStep::Registered => bar.finish_and_clear(),
+                },
+            )
             .await
             .map_err(|e| anyhow!("registering `{label}` failed: {e}"))?;
         bar.finish_and_clear();
         resolver
     } else if owner == me {
-        let record = chain
-            .resolve_label(label)
-            .await
-            .with_context(|| format!("resolving `{label}`"))?;
+        let record = match chain.resolve_label(label).await {
+            // Ours, but with no resolver: taking a label clears the seller's. Give it one.
+            Err(ChainError::UnknownLabel(_)) => {
+                let resolver = progress::wait(
+                    "deploying your resolver (payee, server, RSA key)",
+                    chain.deploy_resolver(me, &server, key.public_key_der().to_vec().into()),
+                )
+                .await
+                .map_err(|e| anyhow!("deploying the resolver failed: {e}"))?;
+                progress::wait(
+                    format!("pointing `{label}` at the resolver {resolver}"),
+                    chain.set_label_resolver(label, resolver),
+                )
+                .await
+                .map_err(|e| anyhow!("setting `{label}`'s resolver failed: {e}"))?;
+                chain.resolve_label(label).await
+            }
+            other => other,
+        }
+        .with_context(|| format!("resolving `{label}`"))?;
         if record.server != server {
             progress::wait(
                 format!("setting `{label}`'s server to {}", server.record()),

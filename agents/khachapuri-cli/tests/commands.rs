@@ -263,18 +263,18 @@ async fn a_tunneled_provider_is_set_up_deployed_to_called_and_paid() {
     let url = deployed["url"].as_str().unwrap().to_owned();
     assert!(url.starts_with(&format!("{gateway}/alice/")), "{url}");
 
-    // The dev test account approves alice, then `call` pays with a token made for this call. The
+    // The dev test account reserves for alice, then `call` pays with a token made for this call. The
     // gateway's directory learns of alice and her tunnel within a poll or two: retry briefly.
     ok(khachapuri(
         dir,
         &[
             "escrow",
-            "approve",
+            "reserve",
             "--provider",
             "alice",
             "--price",
             "0.05",
-            "--budget",
+            "--amount",
             "1",
         ],
     ));
@@ -368,7 +368,7 @@ async fn a_tunneled_provider_is_set_up_deployed_to_called_and_paid() {
         &[("KHACHAPURI_PRIVATE_KEY", &user_key)],
     ));
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(v["escrow"], "0.00 USDC", "a trial user needs no deposit");
+    assert_eq!(v["free"], "0.00 USDC", "a trial user needs no deposit");
 
     // A deposit with a permit: one transaction, no token approval.
     let before: serde_json::Value =
@@ -390,31 +390,35 @@ async fn a_tunneled_provider_is_set_up_deployed_to_called_and_paid() {
     };
     assert!((usdc(&before["wallet"]) - usdc(&after["wallet"]) - 5.0).abs() < 1e-9);
 
-    // Withdrawals: start, finish too early (the dev network's delay is 300 s), cancel, cancel again.
-    let err = fails(khachapuri(dir, &["escrow", "withdraw", "finish"]));
-    assert!(
-        err.contains("no withdrawal pending") && err.contains("withdraw start"),
-        "{err}"
-    );
-    let err = fails(khachapuri(dir, &["escrow", "withdraw", "start", "1000000"]));
+    // Reserve back: a release waits for the delay (the dev network's is 300 s), a second one replaces the
+    // first and says so, a cancel says what it dropped; the free balance leaves in one step.
+    let err = fails(khachapuri(dir, &["escrow", "withdraw", "1000000"]));
     assert!(err.contains("less than 1000000.00 USDC"), "{err}");
-    let out = ok(khachapuri(dir, &["escrow", "withdraw", "start", "1.5"]));
+    let out = ok(khachapuri(dir, &["escrow", "release", "--provider", "alice", "0.5"]));
     assert!(
-        out.contains("withdrawal of 1.50 USDC started") && out.contains("withdraw finish"),
+        out.contains("0.50 USDC of the reserve with `alice` goes back to the free balance at 20")
+            && out.contains("may still charge it"),
         "{out}"
     );
-    let err = fails(khachapuri(dir, &["escrow", "withdraw", "finish"]));
-    assert!(
-        err.contains("is ready at 20") && err.contains("s from now"),
-        "{err}"
-    );
-    let v: serde_json::Value =
-        serde_json::from_str(&ok(khachapuri(dir, &["escrow", "balance", "--json"]))).unwrap();
-    assert_eq!(v["pendingWithdrawal"]["amount"], "1.50 USDC");
-    let out = ok(khachapuri(dir, &["escrow", "withdraw", "cancel"]));
-    assert!(out.contains("withdrawal of 1.50 USDC cancelled"), "{out}");
-    let err = fails(khachapuri(dir, &["escrow", "withdraw", "cancel"]));
+    let out = ok(khachapuri(dir, &["escrow", "release", "--provider", "alice", "0.25"]));
+    assert!(out.contains("replaces the pending release of 0.50 USDC"), "{out}");
+    let v: serde_json::Value = serde_json::from_str(&ok(khachapuri(
+        dir,
+        &["escrow", "balance", "--provider", "alice", "--json"],
+    )))
+    .unwrap();
+    assert_eq!(v["provider"]["release"]["amount"], "0.25 USDC", "{v}");
+    assert_eq!(v["releasing"], "0.25 USDC", "{v}");
+    let out = ok(khachapuri(dir, &["escrow", "cancel", "--provider", "alice"]));
+    assert!(out.contains("dropped the release of 0.25 USDC"), "{out}");
+    let err = fails(khachapuri(dir, &["escrow", "cancel", "--provider", "alice"]));
     assert!(err.contains("nothing to cancel"), "{err}");
+    let out = ok(khachapuri(dir, &["escrow", "withdraw", "1.5"]));
+    assert!(out.contains("withdrew 1.50 USDC from the escrow"), "{out}");
+    let later: serde_json::Value =
+        serde_json::from_str(&ok(khachapuri(dir, &["escrow", "balance", "--json"]))).unwrap();
+    assert!((usdc(&after["free"]) - usdc(&later["free"]) - 1.5).abs() < 1e-9, "{later}");
+    assert!(later["providers"].as_array().is_some_and(|p| p.len() == 2), "dev and alice: {later}");
 
     // A graceful stop settles alice's claims; her earnings: 3 paid calls at 0.02 (the 402 cost nothing, the
     // trial call earns nothing), which she withdraws.

@@ -126,7 +126,8 @@ async fn dev_network_serves_every_example_and_stops_on_ctrl_c() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["wallet"], "900.00 USDC");
     assert_eq!(v["provider"]["pricePerRequest"], "0.05 USDC");
-    assert!(v["escrow"].as_str().unwrap().ends_with(" USDC"));
+    assert_eq!(v["provider"]["reserve"], "50.00 USDC");
+    assert!(v["free"].as_str().unwrap().ends_with(" USDC"));
 
     let out = khachapuri(
         dev.dir.path(),
@@ -259,7 +260,7 @@ async fn dev_network_serves_every_example_and_stops_on_ctrl_c() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot carry --env secrets"));
 
-    // escrow deposit + approve move the numbers `escrow balance` shows.
+    // escrow deposit + reserve move the numbers `escrow balance` shows.
     let out = khachapuri(dev.dir.path(), &["escrow", "deposit", "2.5"]);
     assert!(
         out.status.success(),
@@ -270,13 +271,13 @@ async fn dev_network_serves_every_example_and_stops_on_ctrl_c() {
         dev.dir.path(),
         &[
             "escrow",
-            "approve",
+            "reserve",
             "--provider",
             "dev",
             "--price",
             "0.08",
-            "--budget",
-            "200",
+            "--amount",
+            "2",
         ],
     );
     assert!(
@@ -288,13 +289,11 @@ async fn dev_network_serves_every_example_and_stops_on_ctrl_c() {
         dev.dir.path(),
         &[
             "escrow",
-            "approve",
+            "reserve",
             "--provider",
             "dev",
             "--price",
             "0.03",
-            "--budget",
-            "7",
         ],
     );
     assert!(
@@ -316,6 +315,8 @@ async fn dev_network_serves_every_example_and_stops_on_ctrl_c() {
         v["provider"]["pricePerRequest"], "0.08 USDC",
         "the raise holds until the cut's delay passes"
     );
+    assert_eq!(v["provider"]["priceCut"]["price"], "0.03 USDC");
+    assert_eq!(v["provider"]["reserve"], "52.00 USDC");
     let out = khachapuri(dev.dir.path(), &["escrow", "deposit", "5000"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("less than 5000.00 USDC"));

@@ -3,9 +3,11 @@
 //!
 //! A watcher task polls `eth_getLogs` every `poll_interval` over the Registry and the resolvers of
 //! cached labels. Any Registry log whose first indexed topic is a cached label's node (`Registered`,
-//! `ResolverChanged`, `Transferred`) and any log of a cached resolver (`ServerChanged`, `PayeeChanged`,
-//! `RsaKeyChanged`, ...) drops that label from the cache; the next request reads it afresh. Entries also
-//! expire after `ttl` (and unknown labels after `negative_ttl`), in case the watcher misses something.
+//! `ResolverChanged`, `TransferStarted`, `Transferred`) and any log of a cached resolver (`ServerChanged`,
+//! `PayeeChanged`, `RsaKeyChanged`, `OwnershipTransferred`, ...) drops that label from the cache; the next
+//! request reads it afresh. (Taking a label whose resolver the new owner does not own clears it, with
+//! `ResolverChanged` to zero: the label then reads as unknown until its owner sets a resolver.) Entries
+//! also expire after `ttl` (and unknown labels after `negative_ttl`), in case the watcher misses something.
 
 use std::{
     collections::{HashMap, HashSet},

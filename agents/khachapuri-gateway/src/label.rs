@@ -3,16 +3,33 @@
 use std::fmt;
 
 /// A provider label, valid as the Registry contract accepts it: `[a-z0-9-]`, 1..63 bytes, no leading
-/// or trailing `-`.
+/// or trailing `-`, no `--` at bytes 3-4 (`xn--` punycode), not a reserved infrastructure label (`www`,
+/// `api`, ...). See [`khachapuri_chain::validate_label`].
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Label(String);
 
-/// Why a string is not a [`Label`].
+/// Why a string is not a [`Label`]: the shared validator's sentence.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "invalid label {0:?}: use 1 to 63 characters of [a-z0-9-], not starting or ending with '-'"
-)]
+#[error("{}", refusal(.0))]
 pub struct InvalidLabel(pub String);
+
+impl InvalidLabel {
+    /// What is wrong with the label, without the label: e.g. "`www` is reserved for infrastructure; choose
+    /// another label".
+    pub fn reason(&self) -> &'static str {
+        match khachapuri_chain::validate_label(&self.0) {
+            Err(khachapuri_chain::ChainError::InvalidLabel { reason, .. }) => reason,
+            _ => "not a provider label",
+        }
+    }
+}
+
+fn refusal(label: &str) -> String {
+    match khachapuri_chain::validate_label(label) {
+        Err(e) => e.to_string(),
+        Ok(()) => format!("invalid label `{label}`"),
+    }
+}
 
 impl Label {
     /// Validates `s` exactly as the Registry does (no case folding: `Alice` is refused), with the one
@@ -121,9 +138,26 @@ mod tests {
             "ä",
             &"a".repeat(64),
             "_tunnel",
+            "xn--80ak6aa92e",
+            "ab--c",
+            "www",
+            "status",
         ] {
             assert!(Label::new(bad).is_err(), "{bad}");
         }
+        assert!(Label::new("dev").is_ok());
+        let www = Label::new("www").unwrap_err();
+        assert_eq!(
+            www.reason(),
+            "`www` is reserved for infrastructure; choose another label"
+        );
+        assert!(www.to_string().contains("`www` is reserved"), "{www}");
+        assert!(
+            Label::new("xn--a")
+                .unwrap_err()
+                .to_string()
+                .contains("punycode")
+        );
     }
 
     #[test]

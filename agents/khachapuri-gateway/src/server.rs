@@ -172,12 +172,15 @@ impl Gateway {
             }
             Addressing::None => return self.no_label(),
         };
-        let Ok(label) = Label::new(&label) else {
-            return error_response(
-                StatusCode::BAD_REQUEST,
-                &format!("invalid provider label \"{label}\""),
-                "a label is 1-63 characters of a-z, 0-9 and '-', not starting or ending with '-'",
-            );
+        let label = match Label::new(&label) {
+            Ok(label) => label,
+            Err(e) => {
+                return error_response(
+                    StatusCode::BAD_REQUEST,
+                    &format!("invalid provider label \"{label}\""),
+                    e.reason(),
+                );
+            }
         };
         let route = match self.directory.lookup(&label).await {
             Ok(Some(route)) => route,

@@ -348,7 +348,7 @@ impl Agent {
             SettlementMode::Batch => self.ledger.claim(payer, price).await,
             SettlementMode::Sync => self.ledger.claim_settled(payer, price).await,
         }
-        .map_err(claim_error)?;
+        .map_err(|err| claim_error(err, &self.config.label, price))?;
         self.metrics.claim();
 
         let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
@@ -510,19 +510,31 @@ fn token_error(err: TokenError) -> ApiError {
     }
 }
 
-fn claim_error(err: ClaimError) -> ApiError {
+/// The 402 (or 503) for a refused claim, with the command that fixes it for this provider.
+fn claim_error(err: ClaimError, label: &str, price: Usdc) -> ApiError {
+    let reserve = |amount: String| {
+        format!("reserve for `{label}`: `khachapuri escrow reserve --provider {label} --price {price} --amount {amount}`")
+    };
     match &err {
         ClaimError::Chain(_) => ApiError::chain_unavailable(err.to_string()),
         ClaimError::Log(_) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", err.to_string()),
-        ClaimError::NotApproved { .. } | ClaimError::PriceAboveApproved { .. } => {
-            ApiError::payment_required(err.code(), err.to_string()).hint(
-                "approve this provider: `khachapuri escrow approve --provider <label> --price <USDC> --budget <USDC>`",
-            )
+        ClaimError::NotApproved { .. } => {
+            ApiError::payment_required(err.code(), err.to_string()).hint(reserve(format!("{price}")))
         }
-        ClaimError::BudgetExhausted { .. } => ApiError::payment_required(err.code(), err.to_string())
-            .hint("raise the budget with `khachapuri escrow approve`"),
-        ClaimError::InsufficientBalance { .. } => {
-            ApiError::payment_required(err.code(), err.to_string()).hint("deposit with `khachapuri escrow deposit`")
+        ClaimError::PriceAboveTerms { cut_at: Some(_), .. } => ApiError::payment_required(err.code(), err.to_string())
+            .hint(format!(
+                "the payer's own pending price cut blocks this call: drop it with `khachapuri escrow cancel --provider {label}`, or allow {price}: `khachapuri escrow reserve --provider {label} --price {price}`"
+            )),
+        ClaimError::PriceAboveTerms { .. } => ApiError::payment_required(err.code(), err.to_string())
+            .hint(format!("allow {price} per request: `khachapuri escrow reserve --provider {label} --price {price}`")),
+        ClaimError::InsufficientReserve { releasing: Some(releasing), .. } => {
+            ApiError::payment_required(err.code(), err.to_string()).hint(format!(
+                "the payer's own pending release of {releasing} blocks this call: drop it with `khachapuri escrow cancel --provider {label}`, or {}",
+                reserve(format!("{price}"))
+            ))
+        }
+        ClaimError::InsufficientReserve { .. } => {
+            ApiError::payment_required(err.code(), err.to_string()).hint(reserve(format!("{price}")))
         }
         ClaimError::Refused(_) => ApiError::payment_required(err.code(), err.to_string()),
     }

@@ -14,7 +14,7 @@ use serde::Serialize;
 pub struct ApiError {
     /// The HTTP status.
     pub status: StatusCode,
-    /// A stable machine-readable reason, e.g. `budget_exhausted`.
+    /// A stable machine-readable reason, e.g. `insufficient_reserve`.
     pub code: &'static str,
     /// What happened, in a sentence (amounts in USDC).
     pub message: String,

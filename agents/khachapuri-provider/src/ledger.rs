@@ -10,50 +10,44 @@ use std::{
     time::{Duration, Instant},
 };
 
-use khachapuri_chain::{Address, Chain, ChainError, Charge, Settlement, Settler, Usdc};
+use khachapuri_chain::{Address, Chain, ChainError, Charge, Settlement, Settler, Terms, Usdc};
 
 use crate::wal::{OpenClaim, Record, Wal};
 
 /// Why a claim is refused: the caller must pay (402), or the chain cannot tell (503).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ClaimError {
-    /// The payer never approved this provider and has no credits with it.
-    #[error("{payer} has not approved this provider ({provider}) and has no trial credits with it")]
+    /// The payer has no terms with this provider and no credits with it.
+    #[error("{payer} has no terms with this provider ({provider}): nothing reserved, no trial credits")]
     NotApproved {
         /// The payer.
         payer: Address,
         /// This provider.
         provider: Address,
     },
-    /// The price is above what the payer approved per request.
-    #[error("this provider charges {price} per request; {payer} approved at most {approved}")]
-    PriceAboveApproved {
+    /// The price is above what the payer allows per request (or will allow once a pending cut applies).
+    #[error("this provider charges {price} per request; {payer} allows at most {max}{}", pending_note(*.cut_at))]
+    PriceAboveTerms {
         /// The payer.
         payer: Address,
-        /// The approved price.
-        approved: Usdc,
+        /// The most the payer allows, counting a pending cut.
+        max: Usdc,
         /// This provider's price.
         price: Usdc,
+        /// When the pending cut that sets `max` applies (`None`: `max` is the price in force).
+        cut_at: Option<u64>,
     },
-    /// The budget is spent.
-    #[error("budget exhausted: {left} left of {payer}'s approval, {asked} asked")]
-    BudgetExhausted {
+    /// The reserve with this provider cannot cover the request.
+    #[error("{payer} has {available} reserved for this provider (after unsettled claims{}), {asked} needed", releasing_note(*.releasing))]
+    InsufficientReserve {
         /// The payer.
         payer: Address,
-        /// What is left (after unsettled claims).
-        left: Usdc,
-        /// What this request needs.
-        asked: Usdc,
-    },
-    /// The escrow balance is too low.
-    #[error("insufficient balance: {payer} has {available} in the escrow (after unsettled claims), {asked} asked")]
-    InsufficientBalance {
-        /// The payer.
-        payer: Address,
-        /// What is available.
+        /// What the reserve still covers: less unsettled claims and a pending release.
         available: Usdc,
         /// What this request needs.
         asked: Usdc,
+        /// A pending release counted against the reserve, if any.
+        releasing: Option<Usdc>,
     },
     /// The settlement transaction was refused (sync mode), e.g. the payer's funds moved meanwhile.
     #[error("settlement refused: {0}")]
@@ -66,14 +60,27 @@ pub enum ClaimError {
     Log(String),
 }
 
+fn pending_note(cut_at: Option<u64>) -> String {
+    match cut_at {
+        Some(at) => format!(" (a price cut the payer scheduled, in force from {})", khachapuri_chain::format_time(khachapuri_chain::U256::from(at))),
+        None => String::new(),
+    }
+}
+
+fn releasing_note(releasing: Option<Usdc>) -> String {
+    match releasing {
+        Some(amount) => format!(" and a pending release of {amount}"),
+        None => String::new(),
+    }
+}
+
 impl ClaimError {
     /// A machine-readable code for the 402 body.
     pub fn code(&self) -> &'static str {
         match self {
             Self::NotApproved { .. } => "not_approved",
-            Self::PriceAboveApproved { .. } => "price_above_approved",
-            Self::BudgetExhausted { .. } => "budget_exhausted",
-            Self::InsufficientBalance { .. } => "insufficient_balance",
+            Self::PriceAboveTerms { .. } => "price_above_terms",
+            Self::InsufficientReserve { .. } => "insufficient_reserve",
             Self::Refused(_) => "settlement_refused",
             Self::Chain(_) => "chain_unavailable",
             Self::Log(_) => "internal",
@@ -81,15 +88,12 @@ impl ClaimError {
     }
 }
 
-/// The payer's terms as last read from the chain. A pending withdrawal or approval cut is applied at once
-/// (the payer has asked to leave: new claims are made as if it had), so the delay covers only what was
-/// claimed before.
+/// The payer's terms with this provider as last read from the chain, as a claim made now can count on them
+/// for the whole delay: a pending price cut or release is applied at once (the payer has asked for it),
+/// so the delay covers only what was claimed before.
 #[derive(Debug, Clone, Copy)]
 struct View {
-    price: Usdc,
-    budget: Usdc,
-    credits: Usdc,
-    balance: Usdc,
+    terms: Terms,
     read_at: Instant,
     /// `landed` when the view was read: claims landed later are not in it yet.
     landed_at_read: u128,
@@ -106,11 +110,44 @@ struct Payer {
     failed: u128,
 }
 
+/// Whether `price` can be claimed from `payer` under `terms` when `unsettled` (base units) is already
+/// claimed and not on chain: credits first, then the reserve, as the escrow will charge it, counting a
+/// pending price cut and release as if in force.
+fn check(terms: &Terms, unsettled: u128, payer: Address, provider: Address, price: Usdc) -> Result<(), ClaimError> {
+    let credits = terms.credits.units();
+    let credits_left = credits.saturating_sub(unsettled);
+    let reserve_part_unsettled = unsettled.saturating_sub(credits);
+    let from_credits = credits_left.min(price.units());
+    let from_reserve = price.units() - from_credits;
+    if from_reserve == 0 {
+        return Ok(());
+    }
+    if terms.price_per_request == Usdc::ZERO && terms.reserve == Usdc::ZERO {
+        return Err(ClaimError::NotApproved { payer, provider });
+    }
+    let max = terms.claimable_price();
+    if price > max {
+        let cut_at = terms.price_cut.filter(|c| c.amount < terms.price_per_request).map(|c| c.at);
+        return Err(ClaimError::PriceAboveTerms { payer, max, price, cut_at });
+    }
+    let available = terms.claimable_reserve().units().saturating_sub(reserve_part_unsettled);
+    if from_reserve > available {
+        return Err(ClaimError::InsufficientReserve {
+            payer,
+            available: Usdc::from_units(available),
+            asked: Usdc::from_units(from_reserve),
+            releasing: terms.release.map(|r| r.amount.min(terms.reserve)),
+        });
+    }
+    Ok(())
+}
+
 /// Settings of the [`Ledger`].
 #[derive(Debug, Clone, Copy)]
 pub struct LedgerConfig {
-    /// How long a chain read stays good. Safe to cache: only this agent's own claims (which it counts)
-    /// lower the terms at once; anything the payer does is delayed by the escrow.
+    /// How long a chain read stays good. Safe to cache: only this agent's own charges (which it counts)
+    /// lower its reserve at once; whatever the payer does to it waits for the escrow's delay, and nobody
+    /// else can touch it.
     pub view_ttl: Duration,
 }
 
@@ -221,34 +258,7 @@ impl Ledger {
 
         // What the chain does not know yet: claims made but not landed when the view was read.
         let unsettled = p.claimed.saturating_sub(p.failed).saturating_sub(view.landed_at_read);
-        let credits_left = view.credits.units().saturating_sub(unsettled);
-        let balance_part_unsettled = unsettled.saturating_sub(view.credits.units());
-        let from_credits = credits_left.min(price.units());
-        let from_balance = price.units() - from_credits;
-        if from_balance > 0 {
-            if view.price.units() == 0 && view.budget.units() == 0 {
-                return Err(ClaimError::NotApproved { payer, provider: self.provider });
-            }
-            if price > view.price {
-                return Err(ClaimError::PriceAboveApproved { payer, approved: view.price, price });
-            }
-            let budget_left = view.budget.units().saturating_sub(balance_part_unsettled);
-            if from_balance > budget_left {
-                return Err(ClaimError::BudgetExhausted {
-                    payer,
-                    left: Usdc::from_units(budget_left),
-                    asked: Usdc::from_units(from_balance),
-                });
-            }
-            let available = view.balance.units().saturating_sub(balance_part_unsettled);
-            if from_balance > available {
-                return Err(ClaimError::InsufficientBalance {
-                    payer,
-                    available: Usdc::from_units(available),
-                    asked: Usdc::from_units(from_balance),
-                });
-            }
-        }
+        check(&view.terms, unsettled, payer, self.provider, price)?;
 
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         self.wal
@@ -281,30 +291,8 @@ impl Ledger {
     }
 
     async fn read_view(&self, payer: Address, landed: u128) -> Result<View, ClaimError> {
-        let chain_err = |e: ChainError| ClaimError::Chain(e.to_string());
-        let (allowance, balance, withdrawal, cut) = tokio::try_join!(
-            self.chain.allowance(payer, self.provider),
-            self.chain.balance(payer),
-            self.chain.pending_withdrawal(payer),
-            self.chain.pending_cut(payer, self.provider),
-        )
-        .map_err(chain_err)?;
-        let mut view = View {
-            price: allowance.price_per_request,
-            budget: allowance.budget_left,
-            credits: allowance.credits,
-            balance,
-            read_at: Instant::now(),
-            landed_at_read: landed,
-        };
-        if let Some(w) = withdrawal {
-            view.balance = Usdc::from_units(view.balance.units().saturating_sub(w.amount.units()));
-        }
-        if let Some(c) = cut {
-            view.price = view.price.min(c.price_per_request);
-            view.budget = view.budget.min(c.budget);
-        }
-        Ok(view)
+        let terms = self.chain.terms(payer, self.provider).await.map_err(|e| ClaimError::Chain(e.to_string()))?;
+        Ok(View { terms, read_at: Instant::now(), landed_at_read: landed })
     }
 
     /// Queues the claim for settlement and records its outcome when known.
@@ -338,5 +326,70 @@ impl Ledger {
             settled_tx.send_replace(left);
             outcome
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use khachapuri_chain::Scheduled;
+
+    use super::*;
+
+    const PAYER: Address = Address::repeat_byte(1);
+    const PROVIDER: Address = Address::repeat_byte(2);
+
+    fn usdc(units: u128) -> Usdc {
+        Usdc::from_units(units)
+    }
+
+    fn terms(price: u128, reserve: u128, credits: u128) -> Terms {
+        Terms { price_per_request: usdc(price), reserve: usdc(reserve), credits: usdc(credits), ..Terms::default() }
+    }
+
+    #[test]
+    fn credits_first_then_the_reserve_less_unsettled_claims() {
+        let t = terms(10, 25, 15);
+        assert_eq!(check(&t, 0, PAYER, PROVIDER, usdc(10)), Ok(()));
+        // 15 of credits and 25 of reserve: 40 in all; 30 unsettled leaves 10.
+        assert_eq!(check(&t, 30, PAYER, PROVIDER, usdc(10)), Ok(()));
+        assert_eq!(
+            check(&t, 31, PAYER, PROVIDER, usdc(10)),
+            Err(ClaimError::InsufficientReserve { payer: PAYER, available: usdc(9), asked: usdc(10), releasing: None })
+        );
+        // Credits alone need no terms.
+        assert_eq!(check(&terms(0, 0, 10), 0, PAYER, PROVIDER, usdc(10)), Ok(()));
+        assert_eq!(
+            check(&terms(0, 0, 10), 10, PAYER, PROVIDER, usdc(10)),
+            Err(ClaimError::NotApproved { payer: PAYER, provider: PROVIDER })
+        );
+    }
+
+    #[test]
+    fn a_pending_release_or_price_cut_counts_as_if_in_force() {
+        let mut t = terms(10, 30, 0);
+        t.release = Some(Scheduled { amount: usdc(25), at: 1_000 });
+        assert_eq!(check(&t, 0, PAYER, PROVIDER, usdc(5)), Ok(()));
+        assert_eq!(
+            check(&t, 0, PAYER, PROVIDER, usdc(10)),
+            Err(ClaimError::InsufficientReserve {
+                payer: PAYER,
+                available: usdc(5),
+                asked: usdc(10),
+                releasing: Some(usdc(25))
+            })
+        );
+        // A release of "everything" is told as what it takes: the whole reserve.
+        t.release = Some(Scheduled { amount: Usdc::MAX, at: 1_000 });
+        let err = check(&t, 0, PAYER, PROVIDER, usdc(1)).unwrap_err();
+        assert!(err.to_string().contains("a pending release of 0.00003 USDC"), "{err}");
+
+        let mut t = terms(10, 30, 0);
+        t.price_cut = Some(Scheduled { amount: usdc(4), at: 1_700_000_000 });
+        assert_eq!(
+            check(&t, 0, PAYER, PROVIDER, usdc(5)),
+            Err(ClaimError::PriceAboveTerms { payer: PAYER, max: usdc(4), price: usdc(5), cut_at: Some(1_700_000_000) })
+        );
+        assert!(check(&t, 0, PAYER, PROVIDER, usdc(5)).unwrap_err().to_string().contains("2023-11-14"));
+        assert_eq!(check(&t, 0, PAYER, PROVIDER, usdc(4)), Ok(()));
     }
 }

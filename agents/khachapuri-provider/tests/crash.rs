@@ -87,7 +87,7 @@ async fn sigkill_loses_no_claim_and_charges_none_twice() {
     let status = agent.child.wait().unwrap();
     assert!(status.success(), "{status:?}");
     assert_eq!(net.chain(0).earnings(net.provider_address()).await.unwrap(), Usdc::from_units(7 * price));
-    assert_eq!(net.chain(0).balance(net.devnet.address(OWNER)).await.unwrap(), Usdc::from_units(1_000_000 - 7 * price));
+    assert_eq!(net.escrowed(OWNER).await, Usdc::from_units(1_000_000 - 7 * price));
 
     // A third start finds nothing open and charges nothing.
     let mut agent = spawn(&net, 0);

@@ -13,7 +13,7 @@ fn url(agent: &khachapuri_provider::RunningAgent, cid: &str) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn encrypted_hello_is_paid_by_the_owner_until_the_budget_runs_out() {
+async fn encrypted_hello_is_paid_by_the_owner_until_the_reserve_runs_out() {
     let net = Net::start().await;
     let spec = net.spec(&example("hello"), "hello.wasm", &[("GREETING", "Hola")], OWNER).await;
     let cid = net.publish(&spec);
@@ -32,17 +32,18 @@ async fn encrypted_hello_is_paid_by_the_owner_until_the_budget_runs_out() {
         assert_eq!(receipt.receipt.price, U256::from(PRICE.units()));
         assert_eq!(res.text().await.unwrap(), format!("Hola, caller {i}!\n"), "the encrypted env var reached the program");
     }
-    // The budget is spent: 402, and the program does not run.
+    // The reserve is spent: 402, and the program does not run; the body names the fix for this provider.
     let res = http.post(url(&agent, &cid)).body("again").send().await.unwrap();
     assert_eq!(res.status(), 402);
     let body: serde_json::Value = res.json().await.unwrap();
-    assert_eq!(body["error"], "budget_exhausted", "{body}");
-    assert!(body["message"].as_str().unwrap().contains("0.00 USDC left"), "{body}");
+    assert_eq!(body["error"], "insufficient_reserve", "{body}");
+    assert!(body["message"].as_str().unwrap().contains("has 0.00 USDC reserved"), "{body}");
+    assert!(body["hint"].as_str().unwrap().contains("khachapuri escrow reserve --provider alice"), "{body}");
 
     agent.shutdown().await; // settles everything claimed
     let chain = net.chain(0);
     assert_eq!(chain.earnings(net.provider_address()).await.unwrap(), Usdc::from_units(3 * PRICE.units()));
-    assert_eq!(chain.balance(net.devnet.address(OWNER)).await.unwrap(), Usdc::from_units(1_000_000 - 3 * PRICE.units()));
+    assert_eq!(net.escrowed(OWNER).await, Usdc::from_units(1_000_000 - 3 * PRICE.units()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -111,11 +112,11 @@ async fn a_payer_token_moves_the_charge_to_its_signer_and_credits_need_no_deposi
 
     agent.shutdown().await;
     let chain = net.chain(0);
-    assert_eq!(chain.balance(net.devnet.address(PAYER)).await.unwrap(), Usdc::from_units(1_000_000 - 2 * PRICE.units()));
-    assert_eq!(chain.balance(net.devnet.address(OWNER)).await.unwrap(), Usdc::from_whole(1), "the owner paid nothing");
+    assert_eq!(net.escrowed(PAYER).await, Usdc::from_units(1_000_000 - 2 * PRICE.units()));
+    assert_eq!(net.escrowed(OWNER).await, Usdc::from_whole(1), "the owner paid nothing");
     assert_eq!(chain.earnings(net.provider_address()).await.unwrap(), Usdc::from_units(2 * PRICE.units()), "credits earn nothing");
-    let a = chain.allowance(net.devnet.address(TRIAL), net.provider_address()).await.unwrap();
-    assert_eq!(a.credits, Usdc::ZERO);
+    let t = chain.terms(net.devnet.address(TRIAL), net.provider_address()).await.unwrap();
+    assert_eq!(t.credits, Usdc::ZERO);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -234,4 +235,57 @@ async fn a_provider_behind_nat_serves_through_the_gateway_tunnel() {
     assert_eq!(res.text().await.unwrap(), "Tunnel, NAT!\n");
     agent.shutdown().await;
     assert_eq!(net.chain(0).earnings(net.provider_address()).await.unwrap(), PRICE);
+}
+
+/// The escrow's promise, end to end: what the agent claimed settles whatever the payer does meanwhile. The
+/// payer empties its free balance, reserves for an address it controls and pays itself out of that, and
+/// asks for its reserve back: every claim of the agent still lands, and from the release on the agent
+/// refuses new calls with a 402 that names the payer's own pending release and how to drop it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payer_emptying_its_balance_cannot_touch_what_the_agent_claimed() {
+    let net = Net::start().await;
+    let spec = net.spec(&example("hello"), "hello.wasm", &[], OWNER).await;
+    let cid = net.publish(&spec);
+    net.fund(OWNER, Usdc::from_whole(1), PRICE, Usdc::from_units(4 * PRICE.units())).await;
+    let mut config = net.config(SettlementMode::Batch);
+    config.batch_linger = std::time::Duration::from_secs(2); // the claims stay unsettled while the payer acts
+    let agent = khachapuri_provider::start(config, signer(PROVIDER)).await.unwrap();
+    let http = khachapuri_tls::http();
+    for i in 0..3 {
+        let res = http.post(url(&agent, &cid)).body(format!("{i}")).send().await.unwrap();
+        assert_eq!(res.status(), 200, "{:?}", res.text().await);
+    }
+
+    // The payer, at once: everything free out; a self-reserve it charges as its own "provider"; a release.
+    let owner = net.chain(OWNER);
+    let me = net.devnet.address(OWNER);
+    let free = owner.free_balance(me).await.unwrap();
+    owner.reserve(me, PRICE, Usdc::from_units(PRICE.units())).await.unwrap();
+    owner.consume(me, PRICE).await.unwrap();
+    owner.withdraw_earnings(me, PRICE).await.unwrap();
+    owner.withdraw(me, free.saturating_sub(PRICE)).await.unwrap();
+    assert_eq!(owner.free_balance(me).await.unwrap(), Usdc::ZERO);
+    owner.release(net.provider_address(), Usdc::MAX).await.unwrap();
+
+    // New calls see the pending release: 402, naming the payer's own release and the command that drops it.
+    tokio::time::sleep(std::time::Duration::from_millis(2_100)).await; // the agent's view of the terms expires
+    let res = http.post(url(&agent, &cid)).body("more").send().await.unwrap();
+    assert_eq!(res.status(), 402);
+    let body: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(body["error"], "insufficient_reserve", "{body}");
+    assert!(body["message"].as_str().unwrap().contains("pending release"), "{body}");
+    assert!(body["hint"].as_str().unwrap().contains("khachapuri escrow cancel --provider alice"), "{body}");
+
+    // Every claim made before settles: 3 requests, in full.
+    agent.shutdown().await;
+    assert_eq!(net.chain(0).earnings(net.provider_address()).await.unwrap(), Usdc::from_units(3 * PRICE.units()));
+    let terms = net.chain(0).terms(me, net.provider_address()).await.unwrap();
+    assert_eq!(terms.reserve, PRICE, "4 reserved, 3 charged; the 4th goes back after the delay");
+
+    // Dropping the release makes the payer good again.
+    owner.cancel_pending(net.provider_address()).await.unwrap();
+    let agent = net.agent(SettlementMode::Batch).await;
+    let res = http.post(url(&agent, &cid)).body("back").send().await.unwrap();
+    assert_eq!(res.status(), 200, "{:?}", res.text().await);
+    agent.shutdown().await;
 }

@@ -119,10 +119,11 @@ impl Spec {
         if self.max_price.is_zero() {
             return invalid("maxPrice", "zero: a provider would never run it");
         }
-        if let Some(label) = &self.provider {
-            if khachapuri_chain::validate_label(label).is_err() {
-                return invalid("provider", "not a label: 1..63 of [a-z0-9-], no leading or trailing `-`");
-            }
+        if let Some(label) = &self.provider
+            && let Err(khachapuri_chain::ChainError::InvalidLabel { reason, .. }) =
+                khachapuri_chain::validate_label(label)
+        {
+            return invalid("provider", &format!("not a provider label: {reason}"));
         }
         for key in self.env.keys() {
             if key.is_empty() || key.contains('=') || key.contains('\0') {

@@ -118,12 +118,22 @@ impl Net {
         self.store.put(&spec.to_json()).expect("put spec").cid.to_string()
     }
 
-    /// Mints, deposits `deposit` and approves the provider at `price` up to `budget`, as account `index`.
-    pub async fn fund(&self, index: u32, deposit: Usdc, price: Usdc, budget: Usdc) {
+    /// Mints and deposits `deposit`, then reserves `reserve` of it for the provider at up to `price`, as
+    /// account `index`.
+    pub async fn fund(&self, index: u32, deposit: Usdc, price: Usdc, reserve: Usdc) {
         self.devnet.fund(index, deposit).await.expect("mint");
         let c = self.chain(index);
         c.deposit(self.devnet.address(index), deposit).await.expect("deposit");
-        c.approve(self.devnet.address(PROVIDER), price, budget).await.expect("approve");
+        c.reserve(self.devnet.address(PROVIDER), price, reserve).await.expect("reserve");
+    }
+
+    /// Account `index`'s free balance plus its reserve with the provider.
+    pub async fn escrowed(&self, index: u32) -> Usdc {
+        let c = self.chain(0);
+        let who = self.devnet.address(index);
+        let free = c.free_balance(who).await.expect("free balance");
+        let terms = c.terms(who, self.provider_address()).await.expect("terms");
+        free.saturating_add(terms.reserve).saturating_add(terms.releasable)
     }
 
     pub fn provider_address(&self) -> Address {
