@@ -33,7 +33,7 @@ async fn run() -> Result {
             .deposit(net.address(i), Usdc::from_whole(1_000))
             .await?;
         payer
-            .approve(net.address(0), price, Usdc::from_whole(1_000))
+            .reserve(net.address(0), price, Usdc::from_whole(1_000))
             .await?;
     }
     let payer = |n: u32| net.address(1 + n % PAYERS);

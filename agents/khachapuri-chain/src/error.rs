@@ -226,7 +226,7 @@ impl std::fmt::Display for ContractError {
                 ),
                 E::NotApproved(e) => write!(
                     f,
-                    "payer {} has no terms with provider {} and no trial credits with it",
+                    "payer {} has no terms with provider {} (no price, nothing reserved), and its trial credits with it do not cover the charge",
                     e.payer, e.provider
                 ),
                 E::PriceAboveTerms(e) => write!(

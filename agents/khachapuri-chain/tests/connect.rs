@@ -151,6 +151,112 @@ async fn registers_and_resolves_labels() -> Result {
     Ok(())
 }
 
+/// `register_provider`: the commitment names the resolver's predicted address, the resolver is deployed
+/// while it ages. Then the label is sold: taking it drops the seller's resolver, and the buyer sets one.
+#[tokio::test]
+async fn registers_a_provider_in_one_wait_and_a_sale_drops_the_sellers_resolver() -> Result {
+    use khachapuri_bindings::Registry;
+    let net = Devnet::start().await?;
+    let (alice, bob) = (net.chain(3), net.chain(4));
+    let key = Bytes::from(vec![0x30, 0x82, 1, 2, 3]);
+
+    let mut steps = Vec::new();
+    let (resolver, _) = alice
+        .register_provider("alice", net.address(7), &Server::Tunnel, key.clone(), |s| {
+            steps.push(s)
+        })
+        .await?;
+    assert!(matches!(
+        steps.first(),
+        Some(RegistrationStep::Committed { .. })
+    ));
+    assert_eq!(
+        steps.get(1),
+        Some(&RegistrationStep::ResolverDeployed { resolver })
+    );
+    assert_eq!(steps.last(), Some(&RegistrationStep::Registered));
+    let record = net.chain(9).resolve_label("alice").await?;
+    assert_eq!(
+        (record.resolver, record.payee, record.server),
+        (resolver, net.address(7), Server::Tunnel)
+    );
+
+    // Reserved and punycode labels are refused before anything is sent.
+    for label in ["www", "xn--80ak6aa92e"] {
+        let err = alice
+            .register_provider(label, net.address(7), &Server::Tunnel, key.clone(), |_| {})
+            .await
+            .err()
+            .ok_or("registered a refused label")?;
+        assert!(matches!(err, ChainError::InvalidLabel { .. }), "{err}");
+    }
+
+    // alice offers the label to bob; bob takes it. alice's resolver no longer answers for it.
+    let node = khachapuri_chain::label_node("alice");
+    let registry = Registry::new(net.deployment.registry, alice.provider());
+    let sent = registry.transfer(node, net.address(4)).send().await?;
+    alice.wait_receipt(*sent.tx_hash()).await?;
+    assert_eq!(
+        alice.label_owner("alice").await?,
+        net.address(3),
+        "still alice's"
+    );
+    let registry = Registry::new(net.deployment.registry, bob.provider());
+    let sent = registry.acceptTransfer(node).send().await?;
+    assert!(bob.wait_receipt(*sent.tx_hash()).await?.status());
+    assert_eq!(bob.label_owner("alice").await?, net.address(4));
+    assert!(matches!(
+        bob.resolve_label("alice").await,
+        Err(ChainError::UnknownLabel(_))
+    ));
+    // alice can still write to her resolver, to no effect on the label.
+    alice
+        .set_server(resolver, &Server::Url("https://evil.example".into()))
+        .await?;
+
+    let bobs = bob
+        .deploy_resolver(
+            net.address(4),
+            &Server::Url("https://bob.example".into()),
+            key,
+        )
+        .await?;
+    bob.set_label_resolver("alice", bobs).await?;
+    let record = net.chain(9).resolve_label("alice").await?;
+    assert_eq!(record.resolver, bobs);
+    assert_eq!(record.server, Server::Url("https://bob.example".into()));
+    Ok(())
+}
+
+/// A label registered with a predicted resolver that was never deployed reads as unknown, not as an error.
+#[tokio::test]
+async fn a_resolver_not_yet_deployed_is_an_unknown_label() -> Result {
+    let net = Devnet::start().await?;
+    let carol = net.chain(5);
+    let predicted = carol
+        .predict_resolver(net.address(5), khachapuri_chain::B256::repeat_byte(7))
+        .await?;
+    carol.register_label("carol", predicted, |_| {}).await?;
+    assert!(matches!(
+        net.chain(9).resolve_label("carol").await,
+        Err(ChainError::UnknownLabel(l)) if l == "carol"
+    ));
+    let deployed = carol
+        .deploy_resolver_with_salt(
+            khachapuri_chain::B256::repeat_byte(7),
+            net.address(5),
+            &Server::Tunnel,
+            Bytes::from_static(&[0x30]),
+        )
+        .await?;
+    assert_eq!(deployed, predicted);
+    assert_eq!(
+        net.chain(9).resolve_label("carol").await?.resolver,
+        predicted
+    );
+    Ok(())
+}
+
 #[tokio::test]
 async fn an_unreachable_rpc_is_unavailable_not_a_revert() -> Result {
     let net = Devnet::start().await?;
@@ -169,13 +275,13 @@ async fn an_unreachable_rpc_is_unavailable_not_a_revert() -> Result {
         options,
     )?;
     let read = down
-        .balance(Address::ZERO)
+        .free_balance(Address::ZERO)
         .await
         .err()
         .ok_or("read from a closed port")?;
     assert!(read.is_unavailable(), "{read:?}");
     let write = down
-        .approve(net.address(2), Usdc::from_whole(1), Usdc::from_whole(1))
+        .reserve(net.address(2), Usdc::from_whole(1), Usdc::from_whole(1))
         .await
         .err()
         .ok_or("wrote")?;
@@ -199,7 +305,7 @@ async fn an_unreachable_rpc_is_unavailable_not_a_revert() -> Result {
     };
     let hung = Chain::new(&url, None, net.deployment.clone(), options)?;
     let timeout = hung
-        .balance(Address::ZERO)
+        .free_balance(Address::ZERO)
         .await
         .err()
         .ok_or("read from a silent server")?;
@@ -208,10 +314,14 @@ async fn an_unreachable_rpc_is_unavailable_not_a_revert() -> Result {
     // The same call against the live node is a revert, not unavailability.
     let live = net
         .chain(1)
-        .request_withdrawal(Usdc::from_whole(1))
+        .withdraw(net.address(1), Usdc::from_whole(1))
         .await
         .err()
         .ok_or("withdrew nothing")?;
     assert!(matches!(live, ChainError::Reverted { .. }));
+    assert_eq!(
+        live.to_string(),
+        "insufficient free balance: 0.00 USDC free in the escrow, 1.00 USDC requested"
+    );
     Ok(())
 }

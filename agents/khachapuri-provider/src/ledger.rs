@@ -18,7 +18,7 @@ use crate::wal::{OpenClaim, Record, Wal};
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ClaimError {
     /// The payer has no terms with this provider and no credits with it.
-    #[error("{payer} has no terms with this provider ({provider}): nothing reserved, no trial credits")]
+    #[error("{payer} has no terms with this provider ({provider}): no price, nothing reserved, and no trial credits left")]
     NotApproved {
         /// The payer.
         payer: Address,
