@@ -512,29 +512,32 @@ fn token_error(err: TokenError) -> ApiError {
 
 /// The 402 (or 503) for a refused claim, with the command that fixes it for this provider.
 fn claim_error(err: ClaimError, label: &str, price: Usdc) -> ApiError {
-    let reserve = |amount: String| {
+    // Amounts in the commands are bare numbers, so that the command can be pasted as it is.
+    let shown = price.to_string();
+    let price = shown.trim_end_matches(" USDC");
+    let reserve = |amount: &str| {
         format!("reserve for `{label}`: `khachapuri escrow reserve --provider {label} --price {price} --amount {amount}`")
     };
     match &err {
         ClaimError::Chain(_) => ApiError::chain_unavailable(err.to_string()),
         ClaimError::Log(_) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", err.to_string()),
         ClaimError::NotApproved { .. } => {
-            ApiError::payment_required(err.code(), err.to_string()).hint(reserve(format!("{price}")))
+            ApiError::payment_required(err.code(), err.to_string()).hint(reserve(price))
         }
         ClaimError::PriceAboveTerms { cut_at: Some(_), .. } => ApiError::payment_required(err.code(), err.to_string())
             .hint(format!(
-                "the payer's own pending price cut blocks this call: drop it with `khachapuri escrow cancel --provider {label}`, or allow {price}: `khachapuri escrow reserve --provider {label} --price {price}`"
+                "the payer's own pending price cut blocks this call: drop it with `khachapuri escrow cancel --provider {label}`, or allow {shown}: `khachapuri escrow reserve --provider {label} --price {price}`"
             )),
         ClaimError::PriceAboveTerms { .. } => ApiError::payment_required(err.code(), err.to_string())
-            .hint(format!("allow {price} per request: `khachapuri escrow reserve --provider {label} --price {price}`")),
+            .hint(format!("allow {shown} per request: `khachapuri escrow reserve --provider {label} --price {price}`")),
         ClaimError::InsufficientReserve { releasing: Some(releasing), .. } => {
             ApiError::payment_required(err.code(), err.to_string()).hint(format!(
                 "the payer's own pending release of {releasing} blocks this call: drop it with `khachapuri escrow cancel --provider {label}`, or {}",
-                reserve(format!("{price}"))
+                reserve(price)
             ))
         }
         ClaimError::InsufficientReserve { .. } => {
-            ApiError::payment_required(err.code(), err.to_string()).hint(reserve(format!("{price}")))
+            ApiError::payment_required(err.code(), err.to_string()).hint(reserve(price))
         }
         ClaimError::Refused(_) => ApiError::payment_required(err.code(), err.to_string()),
     }

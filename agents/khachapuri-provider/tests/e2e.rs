@@ -38,7 +38,10 @@ async fn encrypted_hello_is_paid_by_the_owner_until_the_reserve_runs_out() {
     let body: serde_json::Value = res.json().await.unwrap();
     assert_eq!(body["error"], "insufficient_reserve", "{body}");
     assert!(body["message"].as_str().unwrap().contains("has 0.00 USDC reserved"), "{body}");
-    assert!(body["hint"].as_str().unwrap().contains("khachapuri escrow reserve --provider alice"), "{body}");
+    assert!(
+        body["hint"].as_str().unwrap().contains("`khachapuri escrow reserve --provider alice --price 0.01 --amount 0.01`"),
+        "a command that pastes as it is: {body}"
+    );
 
     agent.shutdown().await; // settles everything claimed
     let chain = net.chain(0);
