@@ -74,7 +74,9 @@ impl Anvil {
     pub fn spawn_with(args: &[&str]) -> Result<Self, ChainError> {
         let unavailable = |message: String| ChainError::Unavailable { message };
         let binary = anvil_binary();
-        let mut child = Command::new(&binary)
+        let mut command = Command::new(&binary);
+        crate::child::die_with_parent(&mut command);
+        let mut child = command
             .args([
                 "--port",
                 "0",

@@ -114,6 +114,9 @@ impl AnvilProcess {
         // this chain before it stops anvil itself.
         #[cfg(unix)]
         std::os::unix::process::CommandExt::process_group(&mut command, 0);
+        // Out of the group, it must still end with `khachapuri dev`, however that ends (`run` spawns it from
+        // the main thread).
+        khachapuri_chain::child::die_with_parent(&mut command);
         let mut child = command
             .args(["--port", &port.to_string(), "--host", "127.0.0.1"])
             .args([

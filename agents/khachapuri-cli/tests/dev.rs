@@ -372,3 +372,41 @@ async fn dev_network_serves_every_example_and_stops_on_ctrl_c() {
     );
     assert!(!dev.dir.path().join(".khachapuri/dev.json").exists());
 }
+
+/// `khachapuri dev` killed with SIGKILL (no chance to clean up) leaves nothing behind: anvil, started in a
+/// process group of its own, ends with it, and so do the in-process gateway, provider and IPFS node.
+#[test]
+fn a_sigkilled_dev_network_leaves_no_process_behind() {
+    // Its own anvil port: the other test of this file holds 8545.
+    let dir = tempfile::tempdir().unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_khachapuri"))
+        .args(["dev", "--anvil-port", "0", "--root"])
+        .arg(repo())
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut dev = common::Dev { child, dir };
+    let info = common::wait_for_dev_json(&mut dev);
+    let ports: Vec<(String, u16)> = ["rpcUrl", "gateway", "ipfs"]
+        .iter()
+        .map(|key| {
+            let url = info[*key].as_str().unwrap();
+            let port = url.rsplit(':').next().unwrap().trim_end_matches('/').parse().unwrap();
+            (key.to_string(), port)
+        })
+        .collect();
+    for (what, port) in &ports {
+        assert!(std::net::TcpStream::connect(("127.0.0.1", *port)).is_ok(), "{what} is up first");
+    }
+    let status = Command::new("kill").args(["-KILL", &dev.child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    dev.child.wait().unwrap();
+    let start = Instant::now();
+    for (what, port) in &ports {
+        while std::net::TcpStream::connect(("127.0.0.1", *port)).is_ok() {
+            assert!(start.elapsed() < Duration::from_secs(10), "{what} (port {port}) outlived a SIGKILLed `khachapuri dev`");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}

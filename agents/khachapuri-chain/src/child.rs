@@ -1,0 +1,30 @@
+//! Child processes that cannot outlive the process that started them (anvil for `khachapuri dev` and for
+//! tests): whatever ends the parent, a clean exit, a panic or a SIGKILL, ends the child too.
+
+use std::process::Command;
+
+/// Makes the child that `command` spawns receive SIGKILL when the thread that spawned it ends (Linux
+/// `PR_SET_PDEATHSIG`; elsewhere this does nothing). Spawn from a thread that lives as long as the child
+/// should: the main thread, or a test's own thread, not a pool thread that may retire.
+pub fn die_with_parent(command: &mut Command) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::process::CommandExt as _;
+        let parent = std::process::id();
+        #[allow(unsafe_code)]
+        // SAFETY: the closure runs in the child between fork and exec, allocates nothing and calls only
+        // prctl(2) and getppid(2), which are async-signal-safe.
+        unsafe {
+            command.pre_exec(move || {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // The parent may have died before the prctl: then nobody would ever send the signal.
+                if u32::try_from(libc::getppid()).ok() != Some(parent) {
+                    return Err(std::io::Error::other("the parent exited before the child started"));
+                }
+                Ok(())
+            });
+        }
+    }
+}
