@@ -330,6 +330,7 @@ impl Ledger {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use khachapuri_chain::Scheduled;
 
