@@ -92,15 +92,44 @@ impl ChainError {
                 reason: "the contract reverted without a reason".into(),
                 error: None,
             },
-            None => Self::Reverted {
+            None => match string_reason(data) {
+                Some(reason) => Self::Reverted {
+                    reason,
+                    error: None,
+                },
+                None => Self::Reverted {
                 reason: format!(
                     "the contract reverted with unknown data {}",
                     Bytes::copy_from_slice(data)
                 ),
                 error: None,
+                },
             },
         }
     }
+}
+
+/// A standard `Error(string)` or `Panic(uint256)` revert as a sentence, with what to do where it is known.
+/// The Khachapuri contracts revert only with custom errors, so a string comes from the token (USDC's
+/// `Blacklistable: account is blacklisted`, `Pausable: paused`, ...).
+fn string_reason(data: &[u8]) -> Option<String> {
+    use alloy::sol_types::{Panic, Revert, SolError};
+    if let Ok(revert) = Revert::abi_decode(data) {
+        let reason = revert.reason;
+        let lower = reason.to_lowercase();
+        let hint = if lower.contains("blacklist") {
+            ": the token's issuer has frozen an account in this transfer; nothing can move its funds until \
+             the issuer lifts the freeze"
+        } else if lower.contains("paused") {
+            ": the token's issuer has paused all transfers; retry once it resumes"
+        } else {
+            ""
+        };
+        return Some(format!("the token refused: {reason}{hint}"));
+    }
+    Panic::abi_decode(data)
+        .ok()
+        .map(|panic| format!("the contract panicked ({panic})"))
 }
 
 /// Classifies an RPC-level error: transport failures are [`ChainError::Unavailable`]; error responses with
@@ -426,6 +455,24 @@ mod tests {
         );
         assert_eq!(err.payer(), Some(Address::repeat_byte(1)));
         assert!(!err.is_unavailable());
+    }
+
+    #[test]
+    fn string_and_panic_reverts_read_as_sentences() {
+        use alloy::sol_types::{Panic, Revert};
+        let data = Revert::from("Blacklistable: account is blacklisted").abi_encode();
+        let err = ChainError::from_revert_data(&data);
+        assert!(
+            err.to_string()
+                .starts_with("the token refused: Blacklistable: account is blacklisted: the token's issuer has frozen"),
+            "{err}"
+        );
+        let data = Revert::from("Pausable: paused").abi_encode();
+        assert!(ChainError::from_revert_data(&data).to_string().contains("retry once it resumes"));
+        let data = Panic::from(U256::from(0x11)).abi_encode();
+        let err = ChainError::from_revert_data(&data);
+        assert!(err.to_string().starts_with("the contract panicked"), "{err}");
+        assert!(!err.to_string().contains("0x4e487b71"), "no hex: {err}");
     }
 
     #[test]
