@@ -21,7 +21,9 @@ pub fn die_with_parent(command: &mut Command) {
                 }
                 // The parent may have died before the prctl: then nobody would ever send the signal.
                 if u32::try_from(libc::getppid()).ok() != Some(parent) {
-                    return Err(std::io::Error::other("the parent exited before the child started"));
+                    return Err(std::io::Error::other(
+                        "the parent exited before the child started",
+                    ));
                 }
                 Ok(())
             });

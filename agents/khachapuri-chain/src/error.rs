@@ -98,11 +98,11 @@ impl ChainError {
                     error: None,
                 },
                 None => Self::Reverted {
-                reason: format!(
-                    "the contract reverted with unknown data {}",
-                    Bytes::copy_from_slice(data)
-                ),
-                error: None,
+                    reason: format!(
+                        "the contract reverted with unknown data {}",
+                        Bytes::copy_from_slice(data)
+                    ),
+                    error: None,
                 },
             },
         }
@@ -468,10 +468,17 @@ mod tests {
             "{err}"
         );
         let data = Revert::from("Pausable: paused").abi_encode();
-        assert!(ChainError::from_revert_data(&data).to_string().contains("retry once it resumes"));
+        assert!(
+            ChainError::from_revert_data(&data)
+                .to_string()
+                .contains("retry once it resumes")
+        );
         let data = Panic::from(U256::from(0x11)).abi_encode();
         let err = ChainError::from_revert_data(&data);
-        assert!(err.to_string().starts_with("the contract panicked"), "{err}");
+        assert!(
+            err.to_string().starts_with("the contract panicked"),
+            "{err}"
+        );
         assert!(!err.to_string().contains("0x4e487b71"), "no hex: {err}");
     }
 

@@ -289,11 +289,10 @@ impl Chain {
         amount: Usdc,
     ) -> Result<Receipt, ChainError> {
         Ok((&self
-            .send(self.escrow().reserve(
-                provider,
-                price_per_request.to_u256(),
-                amount.to_u256(),
-            ))
+            .send(
+                self.escrow()
+                    .reserve(provider, price_per_request.to_u256(), amount.to_u256()),
+            )
             .await?)
             .into())
     }

@@ -430,7 +430,9 @@ async fn emptying_the_free_balance_cannot_touch_what_is_reserved() -> Result {
         .ok_or("another provider charged the reserve")?;
     assert_eq!(
         stranger.to_string(),
-        format!("payer {p} has no terms with provider {w} (no price, nothing reserved), and its trial credits with it do not cover the charge")
+        format!(
+            "payer {p} has no terms with provider {w} (no price, nothing reserved), and its trial credits with it do not cover the charge"
+        )
     );
 
     // The claimed charges, settled in the last second of the delay, land in full.
@@ -556,7 +558,9 @@ async fn credits_are_spent_first_without_a_reserve() -> Result {
         .ok_or("charged without terms")?;
     assert_eq!(
         err.to_string(),
-        format!("payer {p} has no terms with provider {v} (no price, nothing reserved), and its trial credits with it do not cover the charge")
+        format!(
+            "payer {p} has no terms with provider {v} (no price, nothing reserved), and its trial credits with it do not cover the charge"
+        )
     );
     assert_eq!(err.payer(), Some(p));
     assert_eq!(provider.credits(p, v).await?, usdc("0.05"));
@@ -617,7 +621,9 @@ async fn refusals_read_as_sentences() -> Result {
         .ok_or("charged without terms")?;
     assert_eq!(
         not_approved.to_string(),
-        format!("payer {p} has no terms with provider {v} (no price, nothing reserved), and its trial credits with it do not cover the charge")
+        format!(
+            "payer {p} has no terms with provider {v} (no price, nothing reserved), and its trial credits with it do not cover the charge"
+        )
     );
     assert!(matches!(
         not_approved.contract_error(),

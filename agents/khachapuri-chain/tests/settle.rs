@@ -171,7 +171,9 @@ async fn refused_lines_fail_alone_and_the_rest_settles_in_one_transaction() -> R
     );
     assert_eq!(
         refusal(3)?.to_string(),
-        format!("payer {stranger} has no terms with provider {v} (no price, nothing reserved), and its trial credits with it do not cover the charge")
+        format!(
+            "payer {stranger} has no terms with provider {v} (no price, nothing reserved), and its trial credits with it do not cover the charge"
+        )
     );
     for (i, payer) in [(1, short), (2, released), (3, stranger)] {
         assert_eq!(refusal(i)?.payer(), Some(payer));

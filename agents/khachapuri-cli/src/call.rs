@@ -175,7 +175,9 @@ pub async fn call(args: CallArgs, json: bool) -> anyhow::Result<()> {
             );
         let hint = match (why["hint"].as_str(), status.as_u16()) {
             (Some(h), _) => format!("; {h}"),
-            (None, 402) => "; set money aside for the provider with `khachapuri escrow reserve`".into(),
+            (None, 402) => {
+                "; set money aside for the provider with `khachapuri escrow reserve`".into()
+            }
             _ => String::new(),
         };
         bail!("HTTP {status}: {message}{hint}");

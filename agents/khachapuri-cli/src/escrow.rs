@@ -165,7 +165,9 @@ async fn reserve(
     json: bool,
 ) -> anyhow::Result<()> {
     if price.is_none() && amount.is_none() {
-        bail!("nothing to change: give --amount (USDC to set aside), --price (most per request), or both");
+        bail!(
+            "nothing to change: give --amount (USDC to set aside), --price (most per request), or both"
+        );
     }
     let amount = amount
         .map(|a| parse_usdc("--amount", &a))
@@ -207,7 +209,9 @@ async fn reserve(
         after.reserve, after.price_per_request
     )];
     if price < before.price_per_request {
-        let cut = after.price_cut.context("the price cut is not pending after its transaction")?;
+        let cut = after
+            .price_cut
+            .context("the price cut is not pending after its transaction")?;
         said.push(format!(
             "the price cut to {price} takes effect at {} (the escrow's delay); until then {} holds",
             at(cut.at),
@@ -242,7 +246,12 @@ async fn reserve(
     Ok(())
 }
 
-async fn release(label: String, amount: String, chain: ChainArgs, json: bool) -> anyhow::Result<()> {
+async fn release(
+    label: String,
+    amount: String,
+    chain: ChainArgs,
+    json: bool,
+) -> anyhow::Result<()> {
     let chain = chain.connect(true).await?;
     let me = or_me(&chain, None)?;
     let payee = resolve_payee(&chain, &label).await?;
@@ -265,7 +274,9 @@ async fn release(label: String, amount: String, chain: ChainArgs, json: bool) ->
     .await
     .map_err(|e| anyhow!("release failed: {e}"))?;
     let after = terms(&chain, me, payee).await?;
-    let pending = after.release.context("the release is not pending after its transaction")?;
+    let pending = after
+        .release
+        .context("the release is not pending after its transaction")?;
     let shown = if amount == Usdc::MAX {
         format!("all of the reserve ({} now)", after.reserve)
     } else {
@@ -302,7 +313,9 @@ async fn cancel(label: String, chain: ChainArgs, json: bool) -> anyhow::Result<(
     let payee = resolve_payee(&chain, &label).await?;
     let before = terms(&chain, me, payee).await?;
     if before.price_cut.is_none() && before.release.is_none() {
-        bail!("{me} has nothing pending with `{label}`: no price cut, no release; nothing to cancel");
+        bail!(
+            "{me} has nothing pending with `{label}`: no price cut, no release; nothing to cancel"
+        );
     }
     let r = progress::wait(
         format!("cancelling what is pending with `{label}`"),
@@ -353,7 +366,10 @@ async fn withdraw(
         let t = terms(&chain, me, provider).await?;
         if t.releasable > Usdc::ZERO {
             progress::wait(
-                format!("moving {} released by {provider} to the free balance", t.releasable),
+                format!(
+                    "moving {} released by {provider} to the free balance",
+                    t.releasable
+                ),
                 chain.apply_pending(me, provider),
             )
             .await
@@ -422,7 +438,11 @@ fn terms_line(name: &str, t: &Terms, now: u64) -> String {
     }
     if let Some(r) = t.release {
         let left = r.at.saturating_sub(now);
-        line.push_str(&format!("; releasing {} at {} ({left} s)", r.amount, at(r.at)));
+        line.push_str(&format!(
+            "; releasing {} at {} ({left} s)",
+            r.amount,
+            at(r.at)
+        ));
     }
     if t.releasable > Usdc::ZERO {
         line.push_str(&format!(
@@ -485,7 +505,11 @@ async fn balance(
             "releasing": pending.to_string(),
         });
         // With --provider, its terms under `provider`; else every provider's under `providers`.
-        let key = if provider.is_some() { "provider" } else { "providers" };
+        let key = if provider.is_some() {
+            "provider"
+        } else {
+            "providers"
+        };
         value[key] = match provider {
             Some(_) => rows.pop().unwrap_or_default(),
             None => json!(rows),
