@@ -44,8 +44,14 @@ contract Escrow is IEscrow, EIP712 {
     /// @dev Transient slot of the reentrancy lock: `uint256(keccak256("khachapuri.escrow.lock")) - 1`.
     uint256 internal constant _LOCK_SLOT = 0xa0609df90419dce8e184931152fb4410401873eda8b937606559b9cb059a094b;
 
+    /// @dev `isBlacklisted(address)`, USDC's view of a frozen account.
+    bytes4 internal constant _IS_BLACKLISTED = 0xfe575a87;
+
     IERC20 internal immutable _token;
     uint256 internal immutable _delay;
+    /// @dev Whether the token answers `isBlacklisted` (probed at deployment): else nobody is ever frozen and no
+    /// charge pays for asking.
+    bool internal immutable _blacklistable;
 
     mapping(address payer => uint256) internal _free;
     mapping(address payer => mapping(address provider => Line)) internal _lines;
@@ -59,6 +65,9 @@ contract Escrow is IEscrow, EIP712 {
         if (withdrawalDelay_ == 0 || withdrawalDelay_ > MAX_DELAY) revert InvalidDelay(withdrawalDelay_);
         _token = token_;
         _delay = withdrawalDelay_;
+        (bool answered, bytes memory data) =
+            address(token_).staticcall(abi.encodeWithSelector(_IS_BLACKLISTED, address(0)));
+        _blacklistable = answered && data.length == 32;
     }
 
     /// @dev Every token-moving function holds this lock (EIP-1153 transient storage: no refund games, and
@@ -105,6 +114,7 @@ contract Escrow is IEscrow, EIP712 {
         external
         nonReentrant
     {
+        _checkNotFrozen(msg.sender); // before the token's own refusal of the permit hides the reason
         // A permit seen in the mempool can be submitted first by anyone; that must not block the deposit.
         // Triaged: the only external call before the writes is the fixed token's permit, under the lock.
         // slither-disable-next-line reentrancy-benign
@@ -118,6 +128,7 @@ contract Escrow is IEscrow, EIP712 {
     /// @inheritdoc IEscrow
     function withdraw(address to, uint256 amount) external nonReentrant {
         _checkRecipient(to);
+        _checkNotFrozen(msg.sender);
         if (amount == 0) revert ZeroAmount();
         uint256 free = _free[msg.sender];
         if (amount > free) revert InsufficientBalance(free, amount);
@@ -129,6 +140,8 @@ contract Escrow is IEscrow, EIP712 {
     /// @inheritdoc IEscrow
     function reserve(address provider, uint256 pricePerRequest, uint256 amount) external {
         if (provider == address(0)) revert ZeroAddress();
+        _checkNotFrozen(msg.sender);
+        _checkNotFrozen(provider);
         Line storage line = _lines[msg.sender][provider];
         _applyPending(msg.sender, provider, line);
         uint64 price = uint64(_min(pricePerRequest, type(uint64).max));
@@ -191,6 +204,7 @@ contract Escrow is IEscrow, EIP712 {
     /// @inheritdoc IEscrow
     function consume(address payer, uint256 price) external {
         if (price > type(uint64).max) revert AmountOverflow(price);
+        _checkNotFrozen(msg.sender);
         (uint256 earned, bytes memory refusal) = _charge(payer, msg.sender, price, 1);
         if (refusal.length != 0) {
             assembly ("memory-safe") {
@@ -202,6 +216,7 @@ contract Escrow is IEscrow, EIP712 {
 
     /// @inheritdoc IEscrow
     function consumeBatch(Charge[] calldata charges) external returns (uint256 earned) {
+        _checkNotFrozen(msg.sender);
         for (uint256 i; i < charges.length; ++i) {
             Charge calldata c = charges[i];
             (uint256 fromReserve, bytes memory refusal) = _charge(c.payer, msg.sender, c.price, c.count);
@@ -225,6 +240,7 @@ contract Escrow is IEscrow, EIP712 {
     /// @inheritdoc IEscrow
     function withdrawEarnings(address to, uint256 amount) external nonReentrant {
         _checkRecipient(to);
+        _checkNotFrozen(msg.sender);
         if (amount == 0) revert ZeroAmount();
         uint256 available = _earnings[msg.sender];
         if (amount > available) revert InsufficientEarnings(available, amount);
@@ -267,6 +283,11 @@ contract Escrow is IEscrow, EIP712 {
         }
     }
 
+    /// @inheritdoc IEscrow
+    function isFrozen(address account) external view returns (bool) {
+        return _isFrozen(account);
+    }
+
     /* ---------------------------------------------------------------------------------------- */
     /*                                        INTERNAL                                          */
     /* ---------------------------------------------------------------------------------------- */
@@ -275,6 +296,8 @@ contract Escrow is IEscrow, EIP712 {
         if (onBehalf == address(0)) revert ZeroAddress();
         if (onBehalf == address(this)) revert EscrowAsRecipient();
         if (amount == 0) revert ZeroAmount();
+        _checkNotFrozen(msg.sender);
+        _checkNotFrozen(onBehalf);
         _free[onBehalf] += amount;
         emit Deposited(msg.sender, onBehalf, amount);
         _token.safeTransferFrom(msg.sender, address(this), amount);
@@ -289,6 +312,7 @@ contract Escrow is IEscrow, EIP712 {
         returns (uint256 fromReserve, bytes memory refusal)
     {
         if (price == 0 || count == 0) return (0, abi.encodeWithSelector(ZeroAmount.selector));
+        if (_isFrozen(payer)) return (0, abi.encodeWithSelector(Frozen.selector, payer));
         Line storage slot = _lines[payer][provider];
         if (slot.pending) _applyPending(payer, provider, slot);
         Line memory line = slot;
@@ -362,10 +386,31 @@ contract Escrow is IEscrow, EIP712 {
         }
     }
 
-    /// @dev Tokens leave the escrow only to a real address that is not the escrow itself.
+    /// @dev Tokens leave the escrow only to a real address that is not the escrow itself, nor a frozen one.
     function _checkRecipient(address to) internal view {
         if (to == address(0)) revert ZeroAddress();
         if (to == address(this)) revert EscrowAsRecipient();
+        _checkNotFrozen(to);
+    }
+
+    function _checkNotFrozen(address account) internal view {
+        if (_isFrozen(account)) revert Frozen(account);
+    }
+
+    /// @dev The token's `isBlacklisted(account)`, read without trusting its return data's size: a token that
+    /// stops answering (an upgrade) freezes nobody, and its own transfer checks still apply.
+    function _isFrozen(address account) internal view returns (bool frozen) {
+        if (!_blacklistable) return false;
+        address token_ = address(_token);
+        assembly ("memory-safe") {
+            mstore(0x00, 0xfe575a87) // `isBlacklisted(address)`
+            mstore(0x20, account)
+            // Arguments run right to left: the call first, then its return data is read.
+            frozen := and(
+                and(gt(returndatasize(), 0x1f), iszero(iszero(mload(0x00)))),
+                staticcall(gas(), token_, 0x1c, 0x24, 0x00, 0x20)
+            )
+        }
     }
 
     function _min(uint256 a, uint256 b) internal pure returns (uint256) {

@@ -14,6 +14,16 @@ import {TestUSDC} from "../contracts/TestUSDC.sol";
 ///
 /// Environment (all optional):
 ///   USDC                 token address; unset: deploy TestUSDC (local networks only)
+///
+/// What the escrow assumes of the token (IEscrow states it in full; the script checks what it can and prints
+/// the rest before deploying):
+///   - 6 decimals (checked: any other count stops the deployment);
+///   - EIP-2612 `permit` (checked and printed: without it deposits take an approval first);
+///   - exact transfers: no fee on transfer, no rebasing, no callbacks (USDC's; cannot be checked here);
+///   - USDC's blacklist, `isBlacklisted(address)` (printed): where the token has it, the escrow moves none of
+///     a blacklisted account's money, in or out, until the issuer lifts the freeze;
+///   - USDC's pause, `paused()` (printed): a paused token stops deposits and withdrawals; charges inside the
+///     escrow go on.
 ///   WITHDRAWAL_DELAY     seconds, default 86400 (1 day)
 ///   MIN_COMMITMENT_AGE   seconds, default 60
 ///   MAX_COMMITMENT_AGE   seconds, default 604800 (7 days)
@@ -27,6 +37,8 @@ contract Deploy is Script {
         address usdc = vm.envOr("USDC", address(0));
         // Events are scanned from here: a block at or before the first deployment transaction.
         uint256 startBlock = block.number;
+
+        if (usdc != address(0)) _describeToken(usdc);
 
         vm.startBroadcast();
         bool testToken = usdc == address(0);
@@ -56,5 +68,28 @@ contract Deploy is Script {
         console.log("ResolverFactory ", address(factory));
         console.log("Escrow          ", address(escrow));
         console.log("written to      ", path);
+    }
+
+    /// @dev Checks and prints what the escrow assumes of a given token (see the header).
+    function _describeToken(address usdc) internal view {
+        require(usdc.code.length != 0, "USDC: no contract at that address on this chain");
+        (bool ok, bytes memory data) = usdc.staticcall(abi.encodeWithSignature("decimals()"));
+        require(ok && data.length == 32, "USDC: the token has no decimals(); the escrow needs USDC (6 decimals)");
+        uint256 decimals = abi.decode(data, (uint256));
+        require(decimals == 6, string.concat("USDC: the token has ", vm.toString(decimals), " decimals, not 6"));
+        console.log("token           ", usdc, "6 decimals");
+        (ok, data) = usdc.staticcall(abi.encodeWithSignature("DOMAIN_SEPARATOR()"));
+        console.log("  permit        ", ok && data.length == 32 ? "EIP-2612: one-transaction deposits" : "none: deposits approve first");
+        (ok, data) = usdc.staticcall(abi.encodeWithSignature("isBlacklisted(address)", address(0)));
+        console.log(
+            "  blacklist     ",
+            ok && data.length == 32 ? "yes: the escrow moves no money of a blacklisted account" : "none: nobody is frozen"
+        );
+        (ok, data) = usdc.staticcall(abi.encodeWithSignature("paused()"));
+        console.log(
+            "  pause         ",
+            ok && data.length == 32 ? "yes: while paused, no deposit or withdrawal; charges go on" : "none"
+        );
+        console.log("  transfers      assumed exact: no fee, no rebasing, no callbacks (USDC's behaviour)");
     }
 }

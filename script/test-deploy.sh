@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # make test: deploy with the forge script to a fresh anvil, then check deployments/<chainId>.json against
-# the chain, and a real consume transaction's gas against its 45,000 target.
+# the chain, a real consume transaction's gas against its 50,000 target, and a second deployment with
+# USDC= an existing token, whose assumptions the script checks and prints.
 source "$(dirname "$0")/lib.sh"
 CHAIN_ID=31338
 WORK="$(mktemp -d)"
@@ -41,7 +42,20 @@ send "$PAYER_KEY" "$ESCROW" 'reserve(address,uint256,uint256)' "$PROVIDER" 10000
 send "$PROVIDER_KEY" "$ESCROW" 'consume(address,uint256)' "$PAYER" 10000 >/dev/null # first: earnings 0 -> x
 GAS="$(send "$PROVIDER_KEY" "$ESCROW" 'consume(address,uint256)' "$PAYER" 10000 | node -e \
   'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(parseInt(JSON.parse(s).gasUsed)))')"
-[ "$GAS" -le 45000 ] || fail "consume used $GAS gas on anvil, target 45000"
+[ "$GAS" -le 50000 ] || fail "consume used $GAS gas on anvil, target 50000"
 [ "$(call "$ESCROW" 'earnings(address)(uint256)' "$PROVIDER")" = "20000" ] || fail "earnings not 0.02 USDC"
 
-echo "deployment OK: $FILE checked against chain $CHAIN_ID; consume used $GAS gas (target 45000)"
+# USDC= an existing token: the script states what the escrow assumes of it before deploying.
+OUT="$(cd "$ROOT" && USDC="$USDC" "$BIN/forge" script script/Deploy.s.sol --rpc-url "$RPC_URL" \
+  --private-key "$DEV_KEY" --broadcast --slow 2>&1)" || { echo "$OUT" >&2; fail "deploying with USDC=$USDC"; }
+for line in "6 decimals" "permit         EIP-2612" "blacklist      yes" "pause          yes" "assumed exact"; do
+  grep -q -- "$line" <<<"$OUT" || { echo "$OUT" >&2; fail "the USDC= deployment does not print '$line'"; }
+done
+[ "$(field usdc)" = "$USDC" ] || fail "the USDC= deployment did not keep the given token"
+[ "$(field testToken)" = "false" ] || fail "the USDC= deployment says testToken"
+# A token without 6 decimals stops the deployment, with the reason.
+OUT="$(cd "$ROOT" && USDC="$REGISTRY" "$BIN/forge" script script/Deploy.s.sol --rpc-url "$RPC_URL" \
+  --private-key "$DEV_KEY" 2>&1)" && fail "deploying with a token that has no decimals() went through"
+grep -q "the escrow needs USDC (6 decimals)" <<<"$OUT" || { echo "$OUT" >&2; fail "no reason for the refused token"; }
+
+echo "deployment OK: $FILE checked against chain $CHAIN_ID; consume used $GAS gas (target 50000); USDC= checked"

@@ -76,7 +76,9 @@ contract GasTest is Base {
         vm.prank(provider);
         escrow.consume(payer, PRICE);
         uint256 gas = vm.snapshotGasLastCall("consume");
-        assertLe(gas, 45_000, "consume over its 45,000 gas target");
+        // 37,268 before the freeze check; asking the token whether the provider and the payer are frozen
+        // (two cold reads of its blacklist) costs about 8,200 more.
+        assertLe(gas, 50_000, "consume over its 50,000 gas target");
     }
 
     function test_gas_consumeBatch_1() public {

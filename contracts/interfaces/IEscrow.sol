@@ -56,6 +56,21 @@ struct Terms {
 /// `transfer`/`transferFrom` move exactly the amount asked (no fee on transfer, no rebasing), no callbacks to
 /// the receiver, EIP-2612 `permit`. Other tokens break the conservation invariant (the escrow holds exactly
 /// the free balances plus the reserves plus the earnings) and are not supported.
+///
+/// Frozen accounts and a paused token (USDC's blacklist and pause):
+/// - The escrow asks the token `isBlacklisted(account)` where the token has that view (probed once, at
+///   deployment; a token without it freezes nobody). An account the token reports as blacklisted is
+///   **frozen**: the escrow moves none of its money, in or out, until the issuer lifts the freeze. It cannot
+///   withdraw (to any address), withdraw earnings, be deposited to, set money aside, charge, or be charged
+///   (`Frozen`; a batch reports a frozen payer's line in `ChargeRefused` and settles the rest). Otherwise the
+///   escrow would be the way around a freeze (USDC checks only the escrow and the recipient of a transfer),
+///   and the issuer's answer would be to freeze the escrow, and every user's money with it.
+/// - A frozen account may still release, cancel and apply its pending changes: that money stays inside, in
+///   its own name, and is all there when the freeze is lifted.
+/// - The freeze is the one exception to the promise above: charges a provider claimed from a payer the issuer
+///   froze afterwards do not settle while the freeze lasts.
+/// - A paused token stops money entering and leaving the escrow (the token refuses the transfer with its own
+///   reason). Charges, which move nothing on the token, go on; earnings and balances leave after the pause.
 interface IEscrow {
     /* ---------------------------------------------------------------------------------------- */
     /*                                          EVENTS                                          */
@@ -90,7 +105,7 @@ interface IEscrow {
 
     /// @notice Line `index` of a `consumeBatch` by `provider` did not fit and charged nothing.
     /// @param reason The custom error `consume` would have reverted with (`NotApproved`, `PriceAboveTerms`,
-    /// `InsufficientReserve`, `ZeroAmount`), ABI-encoded.
+    /// `InsufficientReserve`, `ZeroAmount`, `Frozen`), ABI-encoded.
     event ChargeRefused(address indexed payer, address indexed provider, uint256 index, bytes reason);
 
     /// @notice `provider` granted `user` `amount` of trial credits, spendable only with `provider`.
@@ -129,6 +144,9 @@ interface IEscrow {
     error Reentrancy();
     /// @dev The permit was not accepted and the allowance does not cover the deposit.
     error PermitFailed();
+    /// @dev The token's issuer froze (blacklisted) `account`: the escrow moves none of its money, in or out,
+    /// until the issuer lifts the freeze. Nothing is lost meanwhile.
+    error Frozen(address account);
 
     /* ---------------------------------------------------------------------------------------- */
     /*                                      CONFIGURATION                                       */
@@ -209,4 +227,8 @@ interface IEscrow {
 
     /// @notice What `payer` has with `provider`: terms in force, credits, and pending changes (see `Terms`).
     function terms(address payer, address provider) external view returns (Terms memory);
+
+    /// @notice Whether the token reports `account` as blacklisted, so that the escrow moves none of its money
+    /// (always false with a token that has no blacklist).
+    function isFrozen(address account) external view returns (bool);
 }

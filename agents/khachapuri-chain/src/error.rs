@@ -63,6 +63,27 @@ pub enum ChainError {
 }
 
 impl ChainError {
+    /// The same error with `note` after its sentence (what was done about it, what is left).
+    pub fn with_note(self, note: &str) -> Self {
+        match self {
+            Self::Reverted { reason, error } => Self::Reverted {
+                reason: format!("{reason}; {note}"),
+                error,
+            },
+            Self::Unavailable { message } => Self::Unavailable {
+                message: format!("{message}; {note}"),
+            },
+            Self::Rpc { message } => Self::Rpc {
+                message: format!("{message}; {note}"),
+            },
+            Self::Decode(message) => Self::Decode(format!("{message}; {note}")),
+            Self::InvalidArgument(message) => Self::InvalidArgument(format!("{message}; {note}")),
+            Self::Signer(message) => Self::Signer(format!("{message}; {note}")),
+            Self::Deployment(message) => Self::Deployment(format!("{message}; {note}")),
+            other => other,
+        }
+    }
+
     /// True when the RPC was unreachable (as opposed to a contract or node refusal).
     pub fn is_unavailable(&self) -> bool {
         matches!(self, Self::Unavailable { .. })
@@ -299,6 +320,12 @@ impl std::fmt::Display for ContractError {
                     f,
                     "the permit was refused and the token allowance does not cover the deposit"
                 ),
+                E::Frozen(e) => write!(
+                    f,
+                    "{} is frozen by the token's issuer (blacklisted): the escrow moves none of its money, in or \
+                     out, until the issuer lifts the freeze; nothing is lost meanwhile",
+                    e.account
+                ),
                 E::SafeERC20FailedOperation(e) => {
                     write!(f, "the token {} refused the transfer", e.token)
                 }
@@ -370,7 +397,7 @@ impl std::fmt::Display for ContractError {
                 ),
                 T::ERC20InsufficientBalance(e) => write!(
                     f,
-                    "not enough USDC in the wallet: {} has {}, {} needed",
+                    "not enough USDC in the wallet: {} has {}, {} needed; get USDC into this wallet first",
                     e.sender,
                     usdc(e.balance),
                     usdc(e.needed)

@@ -1,5 +1,7 @@
 //! Escrow reads and writes, amounts in [`Usdc`].
 
+use std::future::IntoFuture;
+
 use alloy::primitives::{Address, U256};
 use alloy::signers::Signer;
 use alloy::sol_types::{Eip712Domain, SolStruct};
@@ -69,6 +71,9 @@ pub struct Terms {
     /// Released and not yet moved to the free balance (any transaction touching the pair moves it, or
     /// [`Chain::apply_pending`]).
     pub releasable: Usdc,
+    /// The token's issuer froze (blacklisted) the payer: the escrow charges nothing from it, and moves
+    /// none of its money, until the freeze is lifted.
+    pub frozen: bool,
 }
 
 impl Terms {
@@ -90,7 +95,7 @@ impl Terms {
 
     /// Whether the payer has set anything up with this provider.
     pub fn is_empty(&self) -> bool {
-        *self == Self::default()
+        Self { frozen: false, ..*self } == Self::default()
     }
 }
 
@@ -127,8 +132,12 @@ impl Chain {
 
     /// What `payer` has with `provider`: terms in force, credits, pending changes.
     pub async fn terms(&self, payer: Address, provider: Address) -> Result<Terms, ChainError> {
-        let t = self.escrow().terms(payer, provider).call().await?;
+        let escrow = self.escrow();
+        let terms = escrow.terms(payer, provider);
+        let frozen = escrow.isFrozen(payer);
+        let (t, frozen) = futures::try_join!(terms.call().into_future(), frozen.call().into_future())?;
         Ok(Terms {
+            frozen,
             price_per_request: t.price.into(),
             reserve: t.reserve.into(),
             credits: t.credits.into(),
@@ -188,19 +197,90 @@ impl Chain {
     /* ----------------------------------------- payers ----------------------------------------- */
 
     /// Deposits `amount` from the signer's wallet to `on_behalf`'s balance, first approving the escrow on
-    /// the token if its allowance is short.
+    /// the token if its allowance is short. What the escrow or the token would refuse (a frozen account, a
+    /// paused token, a short wallet) is refused before any transaction; if the deposit still fails after an
+    /// approval, the allowance is put back as it was, and the error says whether that worked.
+    /// [`Chain::deposit_with_permit`] needs one transaction and leaves no allowance either way.
     pub async fn deposit(&self, on_behalf: Address, amount: Usdc) -> Result<Receipt, ChainError> {
         let me = self.address()?;
+        self.check_deposit(me, on_behalf, amount).await?;
         let escrow = self.deployment().escrow;
         let allowed = self.token().allowance(me, escrow).call().await?;
-        if allowed < amount.to_u256() {
+        let approved = allowed < amount.to_u256();
+        if approved {
             self.send(self.token().approve(escrow, amount.to_u256()))
                 .await?;
         }
-        Ok((&self
+        match self
             .send(self.escrow().deposit(on_behalf, amount.to_u256()))
-            .await?)
-            .into())
+            .await
+        {
+            Ok(receipt) => Ok((&receipt).into()),
+            Err(err) if !approved => Err(err),
+            Err(err) => {
+                let previous = Usdc::from_u256(allowed);
+                let note = match self.send(self.token().approve(escrow, allowed)).await {
+                    Ok(_) => format!(
+                        "the approval sent for it was undone (the escrow's allowance is {previous} again)"
+                    ),
+                    Err(undo) => format!(
+                        "an approval of {amount} to the escrow {escrow} is left on the token (undoing it failed: \
+                         {undo}); revoke it from your wallet"
+                    ),
+                };
+                Err(err.with_note(&note))
+            }
+        }
+    }
+
+    /// Refuses a deposit the escrow or the token would refuse, before any transaction: a frozen sender or
+    /// beneficiary, a paused token, a wallet holding less than `amount`.
+    pub async fn check_deposit(
+        &self,
+        from: Address,
+        on_behalf: Address,
+        amount: Usdc,
+    ) -> Result<(), ChainError> {
+        use alloy::sol_types::{Revert, SolError};
+        let escrow = self.escrow();
+        for account in [from, on_behalf] {
+            if escrow.isFrozen(account).call().await? {
+                return Err(ChainError::from_revert_data(
+                    &Escrow::Frozen { account }.abi_encode(),
+                ));
+            }
+        }
+        // A token without `paused()` cannot be paused.
+        if self.token().paused().call().await.unwrap_or(false) {
+            return Err(ChainError::from_revert_data(
+                &Revert::from("Pausable: paused").abi_encode(),
+            ));
+        }
+        // The token's own refusal, read as the same sentence.
+        let balance = self.token().balanceOf(from).call().await?;
+        if balance < amount.to_u256() {
+            let short = TestUSDC::ERC20InsufficientBalance {
+                sender: from,
+                balance,
+                needed: amount.to_u256(),
+            };
+            return Err(ChainError::from_revert_data(&short.abi_encode()));
+        }
+        Ok(())
+    }
+
+    /// Whether the token's issuer froze (blacklisted) `account`, so that the escrow moves none of its money.
+    pub async fn is_frozen(&self, account: Address) -> Result<bool, ChainError> {
+        Ok(self.escrow().isFrozen(account).call().await?)
+    }
+
+    /// Whether the token has EIP-2612 `permit` (its nonces and domain can be read), so that a deposit takes one
+    /// transaction and leaves no allowance.
+    pub async fn token_has_permit(&self) -> bool {
+        let Ok(me) = self.address() else {
+            return false;
+        };
+        self.token().nonces(me).call().await.is_ok() && self.token_domain().await.is_ok()
     }
 
     /// Deposits with an EIP-2612 permit signed locally against the token's domain (one transaction).
@@ -212,6 +292,7 @@ impl Chain {
     ) -> Result<Receipt, ChainError> {
         let signer = self.signer_required()?;
         let me = signer.address();
+        self.check_deposit(me, on_behalf, amount).await?;
         let token = self.token();
         let nonce = token.nonces(me).call().await?;
         let permit = Permit {
@@ -367,11 +448,39 @@ impl Chain {
 
     /// Mints test USDC to `to` (TestUSDC only: refused on a deployment with a real token).
     pub async fn mint_test_usdc(&self, to: Address, amount: Usdc) -> Result<Receipt, ChainError> {
-        if !self.deployment().test_token {
-            return Err(ChainError::InvalidArgument(
-                "this deployment's token is not the mintable TestUSDC".into(),
-            ));
-        }
+        self.test_token_only()?;
         Ok((&self.send(self.token().mint(to, amount.to_u256())).await?).into())
+    }
+
+    /// Has TestUSDC blacklist `account` (USDC's freeze), or lift it: for trying frozen accounts locally. The
+    /// signer must be the token's admin (its deployer).
+    pub async fn freeze_test_account(&self, account: Address, frozen: bool) -> Result<Receipt, ChainError> {
+        self.test_token_only()?;
+        let token = self.token();
+        let receipt = match frozen {
+            true => self.send(token.blacklist(account)).await?,
+            false => self.send(token.unBlacklist(account)).await?,
+        };
+        Ok((&receipt).into())
+    }
+
+    /// Has TestUSDC pause every transfer, or resume them. The signer must be the token's admin.
+    pub async fn pause_test_token(&self, paused: bool) -> Result<Receipt, ChainError> {
+        self.test_token_only()?;
+        let token = self.token();
+        let receipt = match paused {
+            true => self.send(token.pause()).await?,
+            false => self.send(token.unpause()).await?,
+        };
+        Ok((&receipt).into())
+    }
+
+    fn test_token_only(&self) -> Result<(), ChainError> {
+        match self.deployment().test_token {
+            true => Ok(()),
+            false => Err(ChainError::InvalidArgument(
+                "this deployment's token is not the mintable TestUSDC".into(),
+            )),
+        }
     }
 }

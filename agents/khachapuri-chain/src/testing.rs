@@ -291,6 +291,16 @@ impl Devnet {
         }
     }
 
+    /// Has TestUSDC blacklist `account` (USDC's freeze; `frozen: false` lifts it), as its admin, account 0.
+    pub async fn freeze(&self, account: Address, frozen: bool) -> Result<(), ChainError> {
+        self.chain(0).freeze_test_account(account, frozen).await.map(drop)
+    }
+
+    /// Has TestUSDC pause (or resume) every transfer, as its admin, account 0.
+    pub async fn pause_token(&self, paused: bool) -> Result<(), ChainError> {
+        self.chain(0).pause_test_token(paused).await.map(drop)
+    }
+
     /// Mines one block.
     pub async fn mine(&self) -> Result<(), ChainError> {
         let p = self.chain(0).provider().clone();

@@ -743,7 +743,15 @@ async fn refusals_read_as_sentences() -> Result {
         .await
         .err()
         .ok_or("deposited for the escrow")?;
-    assert_eq!(deposit_escrow.to_string(), sentence);
+    // The approval sent for the refused deposit was undone.
+    assert_eq!(
+        deposit_escrow.to_string(),
+        format!(
+            "{sentence}; the approval sent for it was undone (the escrow's allowance is 0.00 USDC again)"
+        )
+    );
+    let token = khachapuri_bindings::TestUSDC::new(net.deployment.usdc, payer.provider());
+    assert_eq!(token.allowance(p, escrow).call().await?, alloy::primitives::U256::ZERO);
     let earnings_escrow = provider
         .withdraw_earnings(escrow, usdc("0.1"))
         .await
@@ -806,5 +814,74 @@ async fn writes_need_a_signer_and_reads_do_not() -> Result {
         reader.withdraw(net.address(1), usdc("1")).await,
         Err(ChainError::NoSigner)
     ));
+    Ok(())
+}
+
+/// USDC's freeze: a payer the issuer blacklisted moves nothing out of the escrow, is charged nothing (a batch
+/// refuses its line and settles the rest), and its deposit is refused before any transaction is sent, so no
+/// approval is left behind. Lifting the freeze gives everything back.
+#[tokio::test]
+async fn a_frozen_payer_moves_nothing_and_gets_everything_back() -> Result {
+    let net = Devnet::start().await?;
+    let (payer, provider) = (net.chain(PAYER), net.chain(PROVIDER));
+    let (p, v) = (net.address(PAYER), net.address(PROVIDER));
+    let clean = net.address(5);
+    net.fund(PAYER, usdc("3")).await?;
+    payer.deposit(p, usdc("2")).await?;
+    payer.reserve(v, usdc("0.10"), usdc("1")).await?;
+    net.fund(OTHER_PROVIDER, usdc("1")).await?;
+    let other = net.chain(OTHER_PROVIDER);
+    let o = net.address(OTHER_PROVIDER);
+    other.deposit(o, usdc("1")).await?;
+    other.reserve(v, usdc("0.10"), usdc("1")).await?;
+
+    net.freeze(p, true).await?;
+    assert!(payer.is_frozen(p).await?);
+    assert!(payer.terms(p, v).await?.frozen, "terms say the payer is frozen");
+    let frozen = format!(
+        "{p} is frozen by the token's issuer (blacklisted): the escrow moves none of its money, in or out, until \
+         the issuer lifts the freeze; nothing is lost meanwhile"
+    );
+
+    // Out to a clean address: refused by the escrow (USDC alone would let it through).
+    let err = payer.withdraw(clean, usdc("1")).await.err().ok_or("a frozen payer withdrew")?;
+    assert_eq!(err.to_string(), frozen);
+    assert!(matches!(err.contract_error(), Some(ContractError::Escrow(EscrowErrors::Frozen(_)))));
+
+    // Charged: refused alone, and in a batch its line is refused while the other payer's settles.
+    let err = provider.consume(p, usdc("0.10")).await.err().ok_or("charged a frozen payer")?;
+    assert_eq!(err.to_string(), frozen);
+    let lines = [Charge { payer: p, price: usdc("0.10"), count: 2 }, Charge { payer: o, price: usdc("0.10"), count: 2 }];
+    let batch = provider.consume_batch(&lines).await?;
+    assert_eq!(refusals(&provider, batch.tx_hash).await?, vec![(0, frozen.clone())]);
+    assert_eq!(provider.earnings(v).await?, usdc("0.20"), "the clean payer's line settled");
+
+    // A deposit by the frozen payer is refused before anything is sent: no nonce used, no approval left.
+    let nonce = payer.provider().get_transaction_count(p).await?;
+    let err = payer.deposit(p, usdc("1")).await.err().ok_or("a frozen payer deposited")?;
+    assert_eq!(err.to_string(), frozen);
+    assert_eq!(payer.provider().get_transaction_count(p).await?, nonce, "nothing was sent");
+    let token = khachapuri_bindings::TestUSDC::new(net.deployment.usdc, payer.provider());
+    assert_eq!(token.allowance(p, net.deployment.escrow).call().await?, alloy::primitives::U256::ZERO);
+    // Nor may anyone deposit on its behalf.
+    let err = other.deposit(p, usdc("0.5")).await.err().ok_or("deposited for a frozen payer")?;
+    assert_eq!(err.to_string(), frozen);
+
+    // A paused token: refused before sending too, with the token's reason and what to do.
+    net.freeze(p, false).await?;
+    net.pause_token(true).await?;
+    let err = payer.deposit(p, usdc("1")).await.err().ok_or("deposited while paused")?;
+    assert_eq!(
+        err.to_string(),
+        "the token refused: Pausable: paused: the token's issuer has paused all transfers; retry once it resumes"
+    );
+    net.pause_token(false).await?;
+
+    // Lifted: nothing was lost.
+    assert!(!payer.terms(p, v).await?.frozen);
+    provider.consume(p, usdc("0.10")).await?;
+    payer.withdraw(clean, usdc("1")).await?;
+    assert_eq!(payer.token_balance(clean).await?, usdc("1"));
+    assert_eq!(payer.terms(p, v).await?.reserve, usdc("0.90"));
     Ok(())
 }

@@ -17,9 +17,13 @@ pub enum EscrowCommand {
     Deposit {
         /// How much, in USDC (e.g. 10 or 2.50).
         amount: String,
-        /// Sign an EIP-2612 permit instead of sending a token approval: one transaction instead of two.
-        #[arg(long)]
+        /// Require an EIP-2612 permit (one transaction, no allowance left behind). Without --permit or
+        /// --approve, a permit is used where the token has it.
+        #[arg(long, conflicts_with = "approve")]
         permit: bool,
+        /// Send a token approval, then the deposit (two transactions), even where the token has permit.
+        #[arg(long)]
+        approve: bool,
         /// Credit this account's free balance instead of the signer's.
         #[arg(long)]
         to: Option<Address>,
@@ -89,6 +93,7 @@ pub async fn escrow(command: EscrowCommand, json: bool) -> anyhow::Result<()> {
         EscrowCommand::Deposit {
             amount,
             permit,
+            approve,
             to,
             chain,
         } => {
@@ -96,13 +101,12 @@ pub async fn escrow(command: EscrowCommand, json: bool) -> anyhow::Result<()> {
             let chain = chain.connect(true).await?;
             let me = or_me(&chain, None)?;
             let to = to.unwrap_or(me);
-            let wallet = chain
-                .token_balance(me)
+            // Frozen accounts, a paused token, a short wallet: refused before anything is sent.
+            chain
+                .check_deposit(me, to, amount)
                 .await
-                .context("reading the USDC balance")?;
-            if wallet < amount {
-                bail!("{me} holds {wallet}, less than {amount}; get USDC into this wallet first");
-            }
+                .map_err(|e| anyhow!("deposit refused: {e}"))?;
+            let permit = permit || (!approve && chain.token_has_permit().await);
             let r = if permit {
                 let deadline = unix_now() + 3600;
                 progress::wait(
@@ -479,6 +483,10 @@ async fn balance(
             .map(|a| (a.to_string(), a))
             .collect(),
     };
+    let frozen = chain
+        .is_frozen(who)
+        .await
+        .context("asking the escrow whether the token froze this account")?;
     let now = chain.block_timestamp().await.unwrap_or_else(|_| unix_now());
     let mut reserved = Usdc::ZERO;
     let mut pending = Usdc::ZERO;
@@ -503,6 +511,7 @@ async fn balance(
             "free": free.to_string(),
             "reserved": reserved.to_string(),
             "releasing": pending.to_string(),
+            "frozen": frozen,
         });
         // With --provider, its terms under `provider`; else every provider's under `providers`.
         let key = if provider.is_some() {
@@ -518,6 +527,12 @@ async fn balance(
         return Ok(());
     }
     println!("account   {who}");
+    if frozen {
+        println!(
+            "FROZEN    the token's issuer blacklisted this account: the escrow moves none of its money, in or out, \
+             until the issuer lifts the freeze (nothing is lost meanwhile)"
+        );
+    }
     println!("wallet    {wallet}");
     println!("free      {free}   (withdraw at once)");
     println!("reserved  {reserved}   ({pending} of it releasing)");

@@ -419,6 +419,40 @@ async fn a_tunneled_provider_is_set_up_deployed_to_called_and_paid() {
         serde_json::from_str(&ok(khachapuri(dir, &["escrow", "balance", "--json"]))).unwrap();
     assert!((usdc(&after["free"]) - usdc(&later["free"]) - 1.5).abs() < 1e-9, "{later}");
     assert!(later["providers"].as_array().is_some_and(|p| p.len() == 2), "dev and alice: {later}");
+    // Without a flag the token's permit is used (it has one); --approve sends the approval instead.
+    let v: serde_json::Value =
+        serde_json::from_str(&ok(khachapuri(dir, &["escrow", "deposit", "1", "--json"]))).unwrap();
+    assert_eq!(v["permit"], true, "permit where the token has it");
+    let v: serde_json::Value = serde_json::from_str(&ok(khachapuri(
+        dir,
+        &["escrow", "deposit", "1", "--approve", "--json"],
+    )))
+    .unwrap();
+    assert_eq!(v["permit"], false);
+    // A deposit for an account the token's issuer froze is refused before anything is sent.
+    let frozen = anvil_signer(9).address();
+    let admin = khachapuri_chain::Chain::connect(
+        info["rpcUrl"].as_str().unwrap(),
+        Some(anvil_signer(0)),
+        &dir.join("deployments"),
+    )
+    .await
+    .unwrap();
+    admin.freeze_test_account(frozen, true).await.unwrap();
+    let err = fails(khachapuri(
+        dir,
+        &["escrow", "deposit", "1", "--to", &frozen.to_string()],
+    ));
+    assert!(
+        err.contains(&format!("{frozen} is frozen by the token's issuer")),
+        "{err}"
+    );
+    let v: serde_json::Value = serde_json::from_str(&ok(khachapuri(
+        dir,
+        &["escrow", "balance", "--address", &frozen.to_string(), "--json"],
+    )))
+    .unwrap();
+    assert_eq!(v["frozen"], true);
 
     // A graceful stop settles alice's claims; her earnings: 3 paid calls at 0.02 (the 402 cost nothing, the
     // trial call earns nothing), which she withdraws.

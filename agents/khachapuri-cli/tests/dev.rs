@@ -329,7 +329,11 @@ async fn dev_network_serves_every_example_and_stops_on_ctrl_c() {
     assert!(added > 1.5 && added <= 2.0 + 1e-9, "2 more reserved, got {added}: {v}");
     let out = khachapuri(dev.dir.path(), &["escrow", "deposit", "5000"]);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("less than 5000.00 USDC"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("has 897.50 USDC, 5000.00 USDC needed; get USDC into this wallet first"),
+        "{stderr}"
+    );
 
     // A second `khachapuri dev` in the same directory refuses (its state would collide).
     let out = khachapuri(dev.dir.path(), &["dev", "--root", repo().to_str().unwrap()]);

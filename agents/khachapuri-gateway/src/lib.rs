@@ -1,6 +1,7 @@
-//! The Khachapuri gateway (DESIGN.md, Gateway): `https://{label}.{base-domain}/{cid}...` (or
-//! `/{label}/{cid}...` for local use) is resolved to a provider and forwarded, streaming both ways; a
-//! provider behind NAT holds a WebSocket [`tunnel`] open to the gateway instead.
+//! The Khachapuri gateway (docs/PROTOCOL.md, "10. The gateway and the tunnel"):
+//! `https://{label}.{base-domain}/{cid}...` (or `/{label}/{cid}...` for local use) is resolved to a provider
+//! and forwarded, streaming both ways; a provider behind NAT holds a WebSocket [`tunnel`] open to the gateway
+//! instead.
 //!
 //! - [`label`]: label validation and where a request names it.
 //! - [`directory`]: label -> [`directory::Route`] (the [`directory::Directory`] trait, a static table).

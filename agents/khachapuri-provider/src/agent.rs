@@ -539,6 +539,9 @@ fn claim_error(err: ClaimError, label: &str, price: Usdc) -> ApiError {
         ClaimError::InsufficientReserve { .. } => {
             ApiError::payment_required(err.code(), err.to_string()).hint(reserve(price))
         }
+        ClaimError::Frozen { .. } => ApiError::payment_required(err.code(), err.to_string()).hint(
+            "pay from another account: a frozen account can neither pay nor be paid until the token's issuer lifts the freeze",
+        ),
         ClaimError::Refused(_) => ApiError::payment_required(err.code(), err.to_string()),
     }
 }

@@ -49,6 +49,12 @@ pub enum ClaimError {
         /// A pending release counted against the reserve, if any.
         releasing: Option<Usdc>,
     },
+    /// The token's issuer froze (blacklisted) the payer: the escrow will charge it nothing.
+    #[error("{payer} is frozen by the token's issuer (blacklisted): the escrow charges it nothing until the issuer lifts the freeze")]
+    Frozen {
+        /// The payer.
+        payer: Address,
+    },
     /// The settlement transaction was refused (sync mode), e.g. the payer's funds moved meanwhile.
     #[error("settlement refused: {0}")]
     Refused(String),
@@ -81,6 +87,7 @@ impl ClaimError {
             Self::NotApproved { .. } => "not_approved",
             Self::PriceAboveTerms { .. } => "price_above_terms",
             Self::InsufficientReserve { .. } => "insufficient_reserve",
+            Self::Frozen { .. } => "payer_frozen",
             Self::Refused(_) => "settlement_refused",
             Self::Chain(_) => "chain_unavailable",
             Self::Log(_) => "internal",
@@ -114,6 +121,10 @@ struct Payer {
 /// claimed and not on chain: credits first, then the reserve, as the escrow will charge it, counting a
 /// pending price cut and release as if in force.
 fn check(terms: &Terms, unsettled: u128, payer: Address, provider: Address, price: Usdc) -> Result<(), ClaimError> {
+    if terms.frozen {
+        // Not even from credits: the escrow charges a frozen payer nothing.
+        return Err(ClaimError::Frozen { payer });
+    }
     let credits = terms.credits.units();
     let credits_left = credits.saturating_sub(unsettled);
     let reserve_part_unsettled = unsettled.saturating_sub(credits);
@@ -147,7 +158,8 @@ fn check(terms: &Terms, unsettled: u128, payer: Address, provider: Address, pric
 pub struct LedgerConfig {
     /// How long a chain read stays good. Safe to cache: only this agent's own charges (which it counts)
     /// lower its reserve at once; whatever the payer does to it waits for the escrow's delay, and nobody
-    /// else can touch it.
+    /// else can touch it. The one exception is the token's issuer freezing the payer: claims made in the
+    /// `view_ttl` after a freeze will not settle (the escrow's stated exception to its promise).
     pub view_ttl: Duration,
 }
 
@@ -345,6 +357,12 @@ mod tests {
 
     fn terms(price: u128, reserve: u128, credits: u128) -> Terms {
         Terms { price_per_request: usdc(price), reserve: usdc(reserve), credits: usdc(credits), ..Terms::default() }
+    }
+
+    #[test]
+    fn a_frozen_payer_is_refused_even_with_credits_and_reserve() {
+        let t = Terms { frozen: true, ..terms(10, 25, 15) };
+        assert_eq!(check(&t, 0, PAYER, PROVIDER, usdc(10)), Err(ClaimError::Frozen { payer: PAYER }));
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! The Khachapuri provider agent (DESIGN.md: "The deployment spec", "Who pays, and when").
+//! The Khachapuri provider agent (docs/PROTOCOL.md: "1. Overview and roles", "8. Request and response").
 //!
 //! Per request `{METHOD} /{cid}[/{path}][?{query}]`: fetch the spec by CID (verified), decrypt it with the
 //! provider's RSA key or accept an open spec, verify the owner's EIP-712 terms and that the spec is meant

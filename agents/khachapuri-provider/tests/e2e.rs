@@ -97,6 +97,18 @@ async fn a_payer_token_moves_the_charge_to_its_signer_and_credits_need_no_deposi
     assert_eq!(res.status(), 402, "credits are spent and the trial user never approved");
     assert_eq!(res.json::<serde_json::Value>().await.unwrap()["error"], "not_approved");
 
+    // A payer the token's issuer froze (USDC's blacklist) is refused before the program runs: the escrow would
+    // charge it nothing.
+    const FROZEN: u32 = 6;
+    net.fund(FROZEN, Usdc::from_whole(1), PRICE, Usdc::from_whole(1)).await;
+    net.devnet.freeze(net.devnet.address(FROZEN), true).await.unwrap();
+    let frozen = token(&cid, far).sign(&signer(FROZEN), &domain).await.unwrap().encode();
+    let res = http.post(url(&agent, &cid)).bearer_auth(&frozen).body("frozen").send().await.unwrap();
+    assert_eq!(res.status(), 402);
+    let body: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(body["error"], "payer_frozen", "{body}");
+    assert!(body["hint"].as_str().unwrap().contains("pay from another account"), "{body}");
+
     // Refused tokens.
     let expired = token(&cid, 1).sign(&signer(PAYER), &domain).await.unwrap().encode();
     let res = http.post(url(&agent, &cid)).bearer_auth(&expired).send().await.unwrap();

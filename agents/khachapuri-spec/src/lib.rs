@@ -1,4 +1,4 @@
-//! Deployment specs for Khachapuri (DESIGN.md, "The deployment spec").
+//! Deployment specs for Khachapuri (docs/PROTOCOL.md, "4. The deployment spec", "5. The sealed envelope").
 //!
 //! - [`spec`]: the JSON spec and its checks.
 //! - [`keys`]: the provider's RSA key pair (PKCS#8 PEM, mode 0600; SPKI DER on chain).
