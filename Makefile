@@ -15,7 +15,7 @@ CARGO   ?= cargo
 export PATH := $(BIN):$(PATH)
 
 .PHONY: help dev test bench toolchain contracts bindings examples \
-        test-contracts test-gas test-slither test-deploy test-bindings test-rust
+        test-contracts test-gas test-slither test-deploy test-bindings test-rust test-style
 
 help:
 	@echo "make dev    start the local network (anvil + contracts) and print what it started"
@@ -36,6 +36,12 @@ $(STAMPS)/wasm32:
 	@mkdir -p $(STAMPS)
 	@echo "==> adding the wasm32-wasip1 Rust target"
 	rustup target add wasm32-wasip1
+	@touch $@
+
+$(STAMPS)/rust-components:
+	@mkdir -p $(STAMPS)
+	@echo "==> adding rustfmt and clippy to the Rust toolchain (no-ops where present)"
+	rustup component add rustfmt clippy
 	@touch $@
 
 $(STAMPS)/slither: requirements-dev.txt
@@ -75,7 +81,7 @@ dev: toolchain contracts examples
 # make test: every test
 # --------------------------------------------------------------------------------------------
 
-test: test-contracts test-gas test-slither test-deploy test-bindings test-rust
+test: test-style test-contracts test-gas test-slither test-deploy test-bindings test-rust
 	@echo "==> all tests passed"
 
 test-contracts: contracts
@@ -102,6 +108,16 @@ test-deploy: contracts
 test-bindings: contracts
 	@echo "==> bindings are current against the contracts"
 	script/bindings.sh --check
+
+# One style, enforced: what `cargo fmt` / `forge fmt` would change, and every clippy or rustc warning, fail.
+test-style: toolchain $(STAMPS)/rust-components
+	@echo "==> style: cargo fmt, forge fmt, clippy (warnings are errors)"
+	$(CARGO) fmt --all --check
+	$(CARGO) fmt --manifest-path examples/Cargo.toml --all --check
+	$(FORGE) fmt --check
+	$(CARGO) clippy --workspace --all-targets --all-features --locked -- -D warnings
+	$(CARGO) clippy --manifest-path examples/Cargo.toml --target wasm32-wasip1 --target-dir examples/target \
+	  --release -- -D warnings
 
 test-rust: toolchain contracts examples
 	@echo "==> cargo test (workspace)"

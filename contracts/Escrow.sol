@@ -110,10 +110,14 @@ contract Escrow is IEscrow, EIP712 {
     }
 
     /// @inheritdoc IEscrow
-    function depositWithPermit(address onBehalf, uint256 amount, uint256 deadline, uint8 v, bytes32 r, bytes32 s)
-        external
-        nonReentrant
-    {
+    function depositWithPermit(
+        address onBehalf,
+        uint256 amount,
+        uint256 deadline,
+        uint8 v,
+        bytes32 r,
+        bytes32 s
+    ) external nonReentrant {
         _checkNotFrozen(msg.sender); // before the token's own refusal of the permit hides the reason
         // A permit seen in the mempool can be submitted first by anyone; that must not block the deposit.
         // Triaged: the only external call before the writes is the fixed token's permit, under the lock.
@@ -326,12 +330,15 @@ contract Escrow is IEscrow, EIP712 {
                 return (0, abi.encodeWithSelector(NotApproved.selector, payer, provider));
             }
             if (price > line.price) {
-                return (0, abi.encodeWithSelector(PriceAboveTerms.selector, payer, provider, line.price, price));
+                return
+                    (0, abi.encodeWithSelector(PriceAboveTerms.selector, payer, provider, line.price, price));
             }
             if (fromReserve > line.reserve) {
                 return (
                     0,
-                    abi.encodeWithSelector(InsufficientReserve.selector, payer, provider, line.reserve, fromReserve)
+                    abi.encodeWithSelector(
+                        InsufficientReserve.selector, payer, provider, line.reserve, fromReserve
+                    )
                 );
             }
             line.reserve -= uint96(fromReserve);
@@ -343,7 +350,10 @@ contract Escrow is IEscrow, EIP712 {
 
     /// @dev Puts the pending changes whose time has come into force; a release's money goes to the free
     /// balance. Does nothing (and reads one slot) when nothing is pending.
-    function _applyPending(address payer, address provider, Line storage line) internal returns (uint256 released) {
+    function _applyPending(address payer, address provider, Line storage line)
+        internal
+        returns (uint256 released)
+    {
         if (!line.pending) return 0;
         Pending memory pending = _pending[payer][provider];
         bool priceDue = pending.priceAt != 0 && block.timestamp >= pending.priceAt;

@@ -60,7 +60,8 @@ contract Deploy is Script {
         vm.serializeAddress(o, "resolverFactory", address(factory));
         vm.serializeAddress(o, "resolverImplementation", factory.implementation());
         string memory json = vm.serializeAddress(o, "escrow", address(escrow));
-        string memory path = string.concat(vm.projectRoot(), "/deployments/", vm.toString(block.chainid), ".json");
+        string memory path =
+            string.concat(vm.projectRoot(), "/deployments/", vm.toString(block.chainid), ".json");
         vm.writeJson(json, path);
 
         console.log("USDC            ", usdc, testToken ? "(TestUSDC)" : "");
@@ -74,16 +75,25 @@ contract Deploy is Script {
     function _describeToken(address usdc) internal view {
         require(usdc.code.length != 0, "USDC: no contract at that address on this chain");
         (bool ok, bytes memory data) = usdc.staticcall(abi.encodeWithSignature("decimals()"));
-        require(ok && data.length == 32, "USDC: the token has no decimals(); the escrow needs USDC (6 decimals)");
+        require(
+            ok && data.length == 32, "USDC: the token has no decimals(); the escrow needs USDC (6 decimals)"
+        );
         uint256 decimals = abi.decode(data, (uint256));
-        require(decimals == 6, string.concat("USDC: the token has ", vm.toString(decimals), " decimals, not 6"));
+        require(
+            decimals == 6, string.concat("USDC: the token has ", vm.toString(decimals), " decimals, not 6")
+        );
         console.log("token           ", usdc, "6 decimals");
         (ok, data) = usdc.staticcall(abi.encodeWithSignature("DOMAIN_SEPARATOR()"));
-        console.log("  permit        ", ok && data.length == 32 ? "EIP-2612: one-transaction deposits" : "none: deposits approve first");
+        console.log(
+            "  permit        ",
+            ok && data.length == 32 ? "EIP-2612: one-transaction deposits" : "none: deposits approve first"
+        );
         (ok, data) = usdc.staticcall(abi.encodeWithSignature("isBlacklisted(address)", address(0)));
         console.log(
             "  blacklist     ",
-            ok && data.length == 32 ? "yes: the escrow moves no money of a blacklisted account" : "none: nobody is frozen"
+            ok && data.length == 32
+                ? "yes: the escrow moves no money of a blacklisted account"
+                : "none: nobody is frozen"
         );
         (ok, data) = usdc.staticcall(abi.encodeWithSignature("paused()"));
         console.log(

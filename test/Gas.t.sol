@@ -38,7 +38,8 @@ contract GasTest is Base {
 
     function test_gas_depositWithPermit() public {
         usdc.mint(payer, 10 * USDC);
-        (uint8 v, bytes32 r, bytes32 s) = _permit(payerKey, address(escrow), 10 * USDC, block.timestamp + 1 hours);
+        (uint8 v, bytes32 r, bytes32 s) =
+            _permit(payerKey, address(escrow), 10 * USDC, block.timestamp + 1 hours);
         vm.prank(payer);
         escrow.depositWithPermit(payer, 10 * USDC, block.timestamp + 1 hours, v, r, s);
         vm.snapshotGasLastCall("depositWithPermit");

@@ -87,10 +87,14 @@ interface IEscrow {
     event TermsSet(address indexed payer, address indexed provider, uint256 price, uint256 reserve);
 
     /// @notice `payer` lowered its price for `provider` to `price`, in force from `effectiveAt`.
-    event PriceCutScheduled(address indexed payer, address indexed provider, uint256 price, uint256 effectiveAt);
+    event PriceCutScheduled(
+        address indexed payer, address indexed provider, uint256 price, uint256 effectiveAt
+    );
 
     /// @notice `payer` asked to release `amount` of its reserve with `provider`, possible from `effectiveAt`.
-    event ReleaseScheduled(address indexed payer, address indexed provider, uint256 amount, uint256 effectiveAt);
+    event ReleaseScheduled(
+        address indexed payer, address indexed provider, uint256 amount, uint256 effectiveAt
+    );
 
     /// @notice `payer` dropped its pending price cut and release for `provider`.
     event PendingCancelled(address indexed payer, address indexed provider);
@@ -168,8 +172,14 @@ interface IEscrow {
     /// @notice `deposit` after an EIP-2612 permit by the caller for this escrow.
     /// @dev A permit already used (or front-run) does not revert by itself: the deposit proceeds if the
     /// allowance covers it, otherwise reverts with `PermitFailed`.
-    function depositWithPermit(address onBehalf, uint256 amount, uint256 deadline, uint8 v, bytes32 r, bytes32 s)
-        external;
+    function depositWithPermit(
+        address onBehalf,
+        uint256 amount,
+        uint256 deadline,
+        uint8 v,
+        bytes32 r,
+        bytes32 s
+    ) external;
 
     /// @notice Sends `amount` of the caller's free balance to `to`, at once.
     function withdraw(address to, uint256 amount) external;

@@ -97,7 +97,10 @@ mod tests {
         let path = written.write(dir.path())?;
         assert_eq!(path, Deployment::path(dir.path(), 31337));
         assert_eq!(Deployment::load(dir.path(), 31337)?, written);
-        assert!(matches!(Deployment::load(dir.path(), 999_999), Err(ChainError::Deployment(_))));
+        assert!(matches!(
+            Deployment::load(dir.path(), 999_999),
+            Err(ChainError::Deployment(_))
+        ));
         Ok(())
     }
 }

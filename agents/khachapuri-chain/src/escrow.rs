@@ -95,7 +95,10 @@ impl Terms {
 
     /// Whether the payer has set anything up with this provider.
     pub fn is_empty(&self) -> bool {
-        Self { frozen: false, ..*self } == Self::default()
+        Self {
+            frozen: false,
+            ..*self
+        } == Self::default()
     }
 }
 
@@ -135,7 +138,8 @@ impl Chain {
         let escrow = self.escrow();
         let terms = escrow.terms(payer, provider);
         let frozen = escrow.isFrozen(payer);
-        let (t, frozen) = futures::try_join!(terms.call().into_future(), frozen.call().into_future())?;
+        let (t, frozen) =
+            futures::try_join!(terms.call().into_future(), frozen.call().into_future())?;
         Ok(Terms {
             frozen,
             price_per_request: t.price.into(),
@@ -454,7 +458,11 @@ impl Chain {
 
     /// Has TestUSDC blacklist `account` (USDC's freeze), or lift it: for trying frozen accounts locally. The
     /// signer must be the token's admin (its deployer).
-    pub async fn freeze_test_account(&self, account: Address, frozen: bool) -> Result<Receipt, ChainError> {
+    pub async fn freeze_test_account(
+        &self,
+        account: Address,
+        frozen: bool,
+    ) -> Result<Receipt, ChainError> {
         self.test_token_only()?;
         let token = self.token();
         let receipt = match frozen {

@@ -293,7 +293,10 @@ impl Devnet {
 
     /// Has TestUSDC blacklist `account` (USDC's freeze; `frozen: false` lifts it), as its admin, account 0.
     pub async fn freeze(&self, account: Address, frozen: bool) -> Result<(), ChainError> {
-        self.chain(0).freeze_test_account(account, frozen).await.map(drop)
+        self.chain(0)
+            .freeze_test_account(account, frozen)
+            .await
+            .map(drop)
     }
 
     /// Has TestUSDC pause (or resume) every transfer, as its admin, account 0.

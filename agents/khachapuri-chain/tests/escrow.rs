@@ -751,7 +751,10 @@ async fn refusals_read_as_sentences() -> Result {
         )
     );
     let token = khachapuri_bindings::TestUSDC::new(net.deployment.usdc, payer.provider());
-    assert_eq!(token.allowance(p, escrow).call().await?, alloy::primitives::U256::ZERO);
+    assert_eq!(
+        token.allowance(p, escrow).call().await?,
+        alloy::primitives::U256::ZERO
+    );
     let earnings_escrow = provider
         .withdraw_earnings(escrow, usdc("0.1"))
         .await
@@ -837,40 +840,91 @@ async fn a_frozen_payer_moves_nothing_and_gets_everything_back() -> Result {
 
     net.freeze(p, true).await?;
     assert!(payer.is_frozen(p).await?);
-    assert!(payer.terms(p, v).await?.frozen, "terms say the payer is frozen");
+    assert!(
+        payer.terms(p, v).await?.frozen,
+        "terms say the payer is frozen"
+    );
     let frozen = format!(
         "{p} is frozen by the token's issuer (blacklisted): the escrow moves none of its money, in or out, until \
          the issuer lifts the freeze; nothing is lost meanwhile"
     );
 
     // Out to a clean address: refused by the escrow (USDC alone would let it through).
-    let err = payer.withdraw(clean, usdc("1")).await.err().ok_or("a frozen payer withdrew")?;
+    let err = payer
+        .withdraw(clean, usdc("1"))
+        .await
+        .err()
+        .ok_or("a frozen payer withdrew")?;
     assert_eq!(err.to_string(), frozen);
-    assert!(matches!(err.contract_error(), Some(ContractError::Escrow(EscrowErrors::Frozen(_)))));
+    assert!(matches!(
+        err.contract_error(),
+        Some(ContractError::Escrow(EscrowErrors::Frozen(_)))
+    ));
 
     // Charged: refused alone, and in a batch its line is refused while the other payer's settles.
-    let err = provider.consume(p, usdc("0.10")).await.err().ok_or("charged a frozen payer")?;
+    let err = provider
+        .consume(p, usdc("0.10"))
+        .await
+        .err()
+        .ok_or("charged a frozen payer")?;
     assert_eq!(err.to_string(), frozen);
-    let lines = [Charge { payer: p, price: usdc("0.10"), count: 2 }, Charge { payer: o, price: usdc("0.10"), count: 2 }];
+    let lines = [
+        Charge {
+            payer: p,
+            price: usdc("0.10"),
+            count: 2,
+        },
+        Charge {
+            payer: o,
+            price: usdc("0.10"),
+            count: 2,
+        },
+    ];
     let batch = provider.consume_batch(&lines).await?;
-    assert_eq!(refusals(&provider, batch.tx_hash).await?, vec![(0, frozen.clone())]);
-    assert_eq!(provider.earnings(v).await?, usdc("0.20"), "the clean payer's line settled");
+    assert_eq!(
+        refusals(&provider, batch.tx_hash).await?,
+        vec![(0, frozen.clone())]
+    );
+    assert_eq!(
+        provider.earnings(v).await?,
+        usdc("0.20"),
+        "the clean payer's line settled"
+    );
 
     // A deposit by the frozen payer is refused before anything is sent: no nonce used, no approval left.
     let nonce = payer.provider().get_transaction_count(p).await?;
-    let err = payer.deposit(p, usdc("1")).await.err().ok_or("a frozen payer deposited")?;
+    let err = payer
+        .deposit(p, usdc("1"))
+        .await
+        .err()
+        .ok_or("a frozen payer deposited")?;
     assert_eq!(err.to_string(), frozen);
-    assert_eq!(payer.provider().get_transaction_count(p).await?, nonce, "nothing was sent");
+    assert_eq!(
+        payer.provider().get_transaction_count(p).await?,
+        nonce,
+        "nothing was sent"
+    );
     let token = khachapuri_bindings::TestUSDC::new(net.deployment.usdc, payer.provider());
-    assert_eq!(token.allowance(p, net.deployment.escrow).call().await?, alloy::primitives::U256::ZERO);
+    assert_eq!(
+        token.allowance(p, net.deployment.escrow).call().await?,
+        alloy::primitives::U256::ZERO
+    );
     // Nor may anyone deposit on its behalf.
-    let err = other.deposit(p, usdc("0.5")).await.err().ok_or("deposited for a frozen payer")?;
+    let err = other
+        .deposit(p, usdc("0.5"))
+        .await
+        .err()
+        .ok_or("deposited for a frozen payer")?;
     assert_eq!(err.to_string(), frozen);
 
     // A paused token: refused before sending too, with the token's reason and what to do.
     net.freeze(p, false).await?;
     net.pause_token(true).await?;
-    let err = payer.deposit(p, usdc("1")).await.err().ok_or("deposited while paused")?;
+    let err = payer
+        .deposit(p, usdc("1"))
+        .await
+        .err()
+        .ok_or("deposited while paused")?;
     assert_eq!(
         err.to_string(),
         "the token refused: Pausable: paused: the token's issuer has paused all transfers; retry once it resumes"

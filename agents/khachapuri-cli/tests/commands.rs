@@ -312,7 +312,9 @@ async fn a_tunneled_provider_is_set_up_deployed_to_called_and_paid() {
     // Over HTTPS, through a TLS terminator in front of the gateway: trusted only when
     // KHACHAPURI_CA_CERT names its certificate.
     let backend = gateway.trim_start_matches("http://").parse().unwrap();
-    let front = khachapuri_tls::testing::TlsFront::start(backend).await.unwrap();
+    let front = khachapuri_tls::testing::TlsFront::start(backend)
+        .await
+        .unwrap();
     let ca = dir.join("tls-front.pem");
     std::fs::write(&ca, &front.cert_pem).unwrap();
     let https = url.replace(&gateway, &format!("https://localhost:{}", front.port));
@@ -323,7 +325,10 @@ async fn a_tunneled_provider_is_set_up_deployed_to_called_and_paid() {
     ));
     assert_eq!(out, "Gaumarjos, tls!\n");
     let err = fails(khachapuri(dir, &["call", &https, "-d", "x"]));
-    assert!(err.contains("certificate"), "an unknown CA is refused: {err}");
+    assert!(
+        err.contains("certificate"),
+        "an unknown CA is refused: {err}"
+    );
     let err = fails(khachapuri(
         dir,
         &["call", &url, "--max-price", "0.01", "-d", "x"],
@@ -394,14 +399,23 @@ async fn a_tunneled_provider_is_set_up_deployed_to_called_and_paid() {
     // first and says so, a cancel says what it dropped; the free balance leaves in one step.
     let err = fails(khachapuri(dir, &["escrow", "withdraw", "1000000"]));
     assert!(err.contains("less than 1000000.00 USDC"), "{err}");
-    let out = ok(khachapuri(dir, &["escrow", "release", "--provider", "alice", "0.5"]));
+    let out = ok(khachapuri(
+        dir,
+        &["escrow", "release", "--provider", "alice", "0.5"],
+    ));
     assert!(
         out.contains("0.50 USDC of the reserve with `alice` goes back to the free balance at 20")
             && out.contains("may still charge it"),
         "{out}"
     );
-    let out = ok(khachapuri(dir, &["escrow", "release", "--provider", "alice", "0.25"]));
-    assert!(out.contains("replaces the pending release of 0.50 USDC"), "{out}");
+    let out = ok(khachapuri(
+        dir,
+        &["escrow", "release", "--provider", "alice", "0.25"],
+    ));
+    assert!(
+        out.contains("replaces the pending release of 0.50 USDC"),
+        "{out}"
+    );
     let v: serde_json::Value = serde_json::from_str(&ok(khachapuri(
         dir,
         &["escrow", "balance", "--provider", "alice", "--json"],
@@ -409,16 +423,28 @@ async fn a_tunneled_provider_is_set_up_deployed_to_called_and_paid() {
     .unwrap();
     assert_eq!(v["provider"]["release"]["amount"], "0.25 USDC", "{v}");
     assert_eq!(v["releasing"], "0.25 USDC", "{v}");
-    let out = ok(khachapuri(dir, &["escrow", "cancel", "--provider", "alice"]));
+    let out = ok(khachapuri(
+        dir,
+        &["escrow", "cancel", "--provider", "alice"],
+    ));
     assert!(out.contains("dropped the release of 0.25 USDC"), "{out}");
-    let err = fails(khachapuri(dir, &["escrow", "cancel", "--provider", "alice"]));
+    let err = fails(khachapuri(
+        dir,
+        &["escrow", "cancel", "--provider", "alice"],
+    ));
     assert!(err.contains("nothing to cancel"), "{err}");
     let out = ok(khachapuri(dir, &["escrow", "withdraw", "1.5"]));
     assert!(out.contains("withdrew 1.50 USDC from the escrow"), "{out}");
     let later: serde_json::Value =
         serde_json::from_str(&ok(khachapuri(dir, &["escrow", "balance", "--json"]))).unwrap();
-    assert!((usdc(&after["free"]) - usdc(&later["free"]) - 1.5).abs() < 1e-9, "{later}");
-    assert!(later["providers"].as_array().is_some_and(|p| p.len() == 2), "dev and alice: {later}");
+    assert!(
+        (usdc(&after["free"]) - usdc(&later["free"]) - 1.5).abs() < 1e-9,
+        "{later}"
+    );
+    assert!(
+        later["providers"].as_array().is_some_and(|p| p.len() == 2),
+        "dev and alice: {later}"
+    );
     // Without a flag the token's permit is used (it has one); --approve sends the approval instead.
     let v: serde_json::Value =
         serde_json::from_str(&ok(khachapuri(dir, &["escrow", "deposit", "1", "--json"]))).unwrap();
@@ -449,7 +475,13 @@ async fn a_tunneled_provider_is_set_up_deployed_to_called_and_paid() {
     );
     let v: serde_json::Value = serde_json::from_str(&ok(khachapuri(
         dir,
-        &["escrow", "balance", "--address", &frozen.to_string(), "--json"],
+        &[
+            "escrow",
+            "balance",
+            "--address",
+            &frozen.to_string(),
+            "--json",
+        ],
     )))
     .unwrap();
     assert_eq!(v["frozen"], true);

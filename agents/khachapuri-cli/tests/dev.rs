@@ -263,7 +263,12 @@ async fn dev_network_serves_every_example_and_stops_on_ctrl_c() {
     // escrow deposit + reserve move the numbers `escrow balance` shows.
     let reserve = |out: &std::process::Output| -> f64 {
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        v["provider"]["reserve"].as_str().unwrap().trim_end_matches(" USDC").parse().unwrap()
+        v["provider"]["reserve"]
+            .as_str()
+            .unwrap()
+            .trim_end_matches(" USDC")
+            .parse()
+            .unwrap()
     };
     let before = reserve(&khachapuri(
         dev.dir.path(),
@@ -295,14 +300,7 @@ async fn dev_network_serves_every_example_and_stops_on_ctrl_c() {
     );
     let out = khachapuri(
         dev.dir.path(),
-        &[
-            "escrow",
-            "reserve",
-            "--provider",
-            "dev",
-            "--price",
-            "0.03",
-        ],
+        &["escrow", "reserve", "--provider", "dev", "--price", "0.03"],
     );
     assert!(
         out.status.success(),
@@ -326,7 +324,10 @@ async fn dev_network_serves_every_example_and_stops_on_ctrl_c() {
     assert_eq!(v["provider"]["priceCut"]["price"], "0.03 USDC");
     // 2 more reserved (less any charge of the example calls above that lands meanwhile: cents).
     let added = reserve(&out) - before;
-    assert!(added > 1.5 && added <= 2.0 + 1e-9, "2 more reserved, got {added}: {v}");
+    assert!(
+        added > 1.5 && added <= 2.0 + 1e-9,
+        "2 more reserved, got {added}: {v}"
+    );
     let out = khachapuri(dev.dir.path(), &["escrow", "deposit", "5000"]);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -396,20 +397,35 @@ fn a_sigkilled_dev_network_leaves_no_process_behind() {
         .iter()
         .map(|key| {
             let url = info[*key].as_str().unwrap();
-            let port = url.rsplit(':').next().unwrap().trim_end_matches('/').parse().unwrap();
+            let port = url
+                .rsplit(':')
+                .next()
+                .unwrap()
+                .trim_end_matches('/')
+                .parse()
+                .unwrap();
             (key.to_string(), port)
         })
         .collect();
     for (what, port) in &ports {
-        assert!(std::net::TcpStream::connect(("127.0.0.1", *port)).is_ok(), "{what} is up first");
+        assert!(
+            std::net::TcpStream::connect(("127.0.0.1", *port)).is_ok(),
+            "{what} is up first"
+        );
     }
-    let status = Command::new("kill").args(["-KILL", &dev.child.id().to_string()]).status().unwrap();
+    let status = Command::new("kill")
+        .args(["-KILL", &dev.child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
     dev.child.wait().unwrap();
     let start = Instant::now();
     for (what, port) in &ports {
         while std::net::TcpStream::connect(("127.0.0.1", *port)).is_ok() {
-            assert!(start.elapsed() < Duration::from_secs(10), "{what} (port {port}) outlived a SIGKILLed `khachapuri dev`");
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "{what} (port {port}) outlived a SIGKILLed `khachapuri dev`"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }

@@ -30,11 +30,16 @@ where
 }
 
 /// The client that forwards to providers' URLs, `http://` or `https://` (verified with `tls`).
-pub type ForwardClient =
-    hyper_util::client::legacy::Client<hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>, Body>;
+pub type ForwardClient = hyper_util::client::legacy::Client<
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+    Body,
+>;
 
 /// A [`ForwardClient`]: TCP_NODELAY, `connect_timeout` per TCP connect, idle connections pooled.
-pub fn forward_client(tls: Arc<rustls::ClientConfig>, connect_timeout: Option<Duration>) -> ForwardClient {
+pub fn forward_client(
+    tls: Arc<rustls::ClientConfig>,
+    connect_timeout: Option<Duration>,
+) -> ForwardClient {
     use hyper_util::{
         client::legacy::{Client, connect::HttpConnector},
         rt::{TokioExecutor, TokioTimer},
@@ -61,7 +66,12 @@ pub use khachapuri_tls::error_chain;
 /// is cut) instead of holding both for ever. Only time spent waiting for data counts, so a body that
 /// trickles keeps flowing, and so does one whose reader is slow.
 pub fn idle_limited(body: Body, idle: Duration) -> Body {
-    boxed(IdleTimeout { inner: body, idle, timer: None, waiting: false })
+    boxed(IdleTimeout {
+        inner: body,
+        idle,
+        timer: None,
+        waiting: false,
+    })
 }
 
 struct IdleTimeout {
@@ -94,7 +104,9 @@ impl hyper::body::Body for IdleTimeout {
             }
             Poll::Pending => {
                 let deadline = tokio::time::Instant::now() + this.idle;
-                let timer = this.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                let timer = this
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
                 if !this.waiting {
                     this.waiting = true;
                     timer.as_mut().reset(deadline);
@@ -259,9 +271,15 @@ mod tests {
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.9");
         assert_eq!(h["x-forwarded-host"], "alice.example");
         assert_eq!(h["x-forwarded-proto"], "https");
-        assert_eq!(h["forwarded"], "for=127.0.0.9;host=\"alice.example\";proto=https");
+        assert_eq!(
+            h["forwarded"],
+            "for=127.0.0.9;host=\"alice.example\";proto=https"
+        );
         add_forwarded(&mut h, "[::1]:5".parse().unwrap(), None, "http");
-        assert_eq!(h["forwarded"], "for=127.0.0.9;host=\"alice.example\";proto=https, for=\"[::1]\";proto=http");
+        assert_eq!(
+            h["forwarded"],
+            "for=127.0.0.9;host=\"alice.example\";proto=https, for=\"[::1]\";proto=http"
+        );
     }
 
     #[test]

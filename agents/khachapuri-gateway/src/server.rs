@@ -19,8 +19,8 @@ use crate::{
     directory::{Directory, Route, Server},
     label::{Addressing, Label, addressing},
     proxy::{
-        Body, ForwardClient, add_forwarded, boxed, error_chain, error_response, forward_client, full,
-        idle_limited, is_timeout, join_url, strip_hop_by_hop,
+        Body, ForwardClient, add_forwarded, boxed, error_chain, error_response, forward_client,
+        full, idle_limited, is_timeout, join_url, strip_hop_by_hop,
     },
     tunnel::{
         TUNNEL_PATH,

@@ -48,7 +48,10 @@ async fn forwards_method_path_query_headers_and_body_in_path_mode() {
     assert_eq!(h["x-forwarded-for"], "127.0.0.1");
     assert_eq!(h["x-forwarded-host"], gw.addr.to_string());
     assert_eq!(h["x-forwarded-proto"], "http");
-    assert_eq!(h["forwarded"], format!("for=127.0.0.1;host=\"{}\";proto=http", gw.addr));
+    assert_eq!(
+        h["forwarded"],
+        format!("for=127.0.0.1;host=\"{}\";proto=http", gw.addr)
+    );
     // The provider sees its own authority, not the gateway's.
     assert!(h["host"].starts_with("127.0.0.1:"), "{h:?}");
     assert_ne!(h["host"], gw.addr.to_string());
@@ -238,22 +241,26 @@ async fn spawn_slow_upstream() -> std::net::SocketAddr {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
-            let service = hyper::service::service_fn(|req: Request<hyper::body::Incoming>| async move {
-                let stall = req.uri().path().ends_with("/stall");
-                let chunks = futures::stream::unfold(0, move |i| async move {
-                    if stall && i == 1 {
-                        futures::future::pending::<()>().await;
-                    }
-                    if i == 10 {
-                        return None;
-                    }
-                    if i > 0 {
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                    Some((Ok::<_, Infallible>(Frame::data(Bytes::from("chunk "))), i + 1))
+            let service =
+                hyper::service::service_fn(|req: Request<hyper::body::Incoming>| async move {
+                    let stall = req.uri().path().ends_with("/stall");
+                    let chunks = futures::stream::unfold(0, move |i| async move {
+                        if stall && i == 1 {
+                            futures::future::pending::<()>().await;
+                        }
+                        if i == 10 {
+                            return None;
+                        }
+                        if i > 0 {
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                        Some((
+                            Ok::<_, Infallible>(Frame::data(Bytes::from("chunk "))),
+                            i + 1,
+                        ))
+                    });
+                    Ok::<_, Infallible>(http::Response::new(boxed(StreamBody::new(chunks))))
                 });
-                Ok::<_, Infallible>(http::Response::new(boxed(StreamBody::new(chunks))))
-            });
             let conn = hyper::server::conn::http1::Builder::new()
                 .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
             tokio::spawn(conn);
@@ -269,10 +276,21 @@ async fn a_body_that_stops_flowing_is_cut_and_one_that_trickles_is_not() {
     let dir = StaticDirectory::new()
         .with("slow", Server::Url(format!("http://{slow}")), None)
         .unwrap()
-        .with("echo", Server::Url(format!("http://{}", spawn_upstream().await)), None)
+        .with(
+            "echo",
+            Server::Url(format!("http://{}", spawn_upstream().await)),
+            None,
+        )
         .unwrap();
     let idle = Duration::from_millis(300);
-    let gw = gateway_with(dir, GatewayConfig { body_idle_timeout: idle, ..GatewayConfig::default() }).await;
+    let gw = gateway_with(
+        dir,
+        GatewayConfig {
+            body_idle_timeout: idle,
+            ..GatewayConfig::default()
+        },
+    )
+    .await;
     let c = client();
 
     // Ten chunks over 0.9 s, never 300 ms apart: all of them.
@@ -282,18 +300,29 @@ async fn a_body_that_stops_flowing_is_cut_and_one_that_trickles_is_not() {
     // A provider that stops mid-body: the caller gets the head and the first chunk, then a cut body.
     let started = std::time::Instant::now();
     let res = c
-        .request(Request::get(format!("http://{}/slow/stall", gw.addr)).body(boxed(http_body_util::Empty::new())).unwrap())
+        .request(
+            Request::get(format!("http://{}/slow/stall", gw.addr))
+                .body(boxed(http_body_util::Empty::new()))
+                .unwrap(),
+        )
         .await
         .unwrap();
     assert_eq!(res.status(), StatusCode::OK);
     let body = tokio::time::timeout(Duration::from_secs(5), res.into_body().collect()).await;
-    assert!(matches!(body, Ok(Err(_))), "the stalled body is cut, not hung nor complete");
+    assert!(
+        matches!(body, Ok(Err(_))),
+        "the stalled body is cut, not hung nor complete"
+    );
     assert!(started.elapsed() >= idle);
 
     // A caller that stops mid-upload: the gateway cuts the upload, so the echoed body ends in an error.
     let (mut tx, rx) = futures::channel::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(1);
-    tx.send(Ok(Frame::data(Bytes::from("start")))).await.unwrap();
-    let req = Request::post(format!("http://{}/echo/upload", gw.addr)).body(boxed(StreamBody::new(rx))).unwrap();
+    tx.send(Ok(Frame::data(Bytes::from("start"))))
+        .await
+        .unwrap();
+    let req = Request::post(format!("http://{}/echo/upload", gw.addr))
+        .body(boxed(StreamBody::new(rx)))
+        .unwrap();
     let res = c.request(req).await.unwrap();
     let body = tokio::time::timeout(Duration::from_secs(5), res.into_body().collect()).await;
     assert!(matches!(body, Ok(Err(_))), "the stalled upload is cut");

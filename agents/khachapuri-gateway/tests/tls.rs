@@ -19,9 +19,20 @@ use khachapuri_tls::testing::TlsFront;
 async fn forwards_to_an_https_provider_it_can_verify_and_refuses_one_it_cannot() {
     let front = TlsFront::start(spawn_upstream().await).await.unwrap();
     let url = format!("https://localhost:{}/base", front.port);
-    let dir = || StaticDirectory::new().with("alice", Server::Url(url.clone()), None).unwrap();
+    let dir = || {
+        StaticDirectory::new()
+            .with("alice", Server::Url(url.clone()), None)
+            .unwrap()
+    };
 
-    let gw = gateway_with(dir(), GatewayConfig { tls: front.client_config(), ..GatewayConfig::default() }).await;
+    let gw = gateway_with(
+        dir(),
+        GatewayConfig {
+            tls: front.client_config(),
+            ..GatewayConfig::default()
+        },
+    )
+    .await;
     let r = get(&client(), &format!("http://{}/alice/bafy/x?q=1", gw.addr)).await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
     assert_eq!(r.headers["x-echo-uri"], "/base/bafy/x?q=1");
@@ -38,18 +49,30 @@ async fn forwards_to_an_https_provider_it_can_verify_and_refuses_one_it_cannot()
 #[tokio::test]
 async fn a_provider_holds_its_tunnel_over_wss() {
     let key = PrivateKeySigner::random();
-    let dir = StaticDirectory::new().with("alice", Server::Tunnel, Some(key.address())).unwrap();
+    let dir = StaticDirectory::new()
+        .with("alice", Server::Tunnel, Some(key.address()))
+        .unwrap();
     let gw = gateway(dir).await;
     let front = TlsFront::start(gw.addr).await.unwrap();
     let upstream = spawn_upstream().await;
     let config = |tls| TunnelConfig {
         tls,
         backoff_initial: Duration::from_millis(50),
-        ..TunnelConfig::new(format!("wss://localhost:{}/_tunnel", front.port), Label::new("alice").unwrap())
+        ..TunnelConfig::new(
+            format!("wss://localhost:{}/_tunnel", front.port),
+            Label::new("alice").unwrap(),
+        )
     };
 
-    let tunnel = run_tunnel(config(front.client_config()), Arc::new(key.clone()), ForwardToUrl::new(&format!("http://{upstream}")));
-    tunnel.wait_connected(Duration::from_secs(10)).await.unwrap();
+    let tunnel = run_tunnel(
+        config(front.client_config()),
+        Arc::new(key.clone()),
+        ForwardToUrl::new(&format!("http://{upstream}")),
+    );
+    tunnel
+        .wait_connected(Duration::from_secs(10))
+        .await
+        .unwrap();
     let r = get(&client(), &format!("http://{}/alice/over/tls", gw.addr)).await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
     assert_eq!(r.headers["x-echo-uri"], "/over/tls");

@@ -248,7 +248,9 @@ impl Fetcher {
                         bad.store(true, Ordering::Relaxed);
                         reasons.push(format!("{source}: {e}"));
                     }
-                    Err(stopped) => reasons.push(format!("{source}: verification stopped: {stopped}")),
+                    Err(stopped) => {
+                        reasons.push(format!("{source}: verification stopped: {stopped}"))
+                    }
                 },
                 Answer::NotFound => {
                     missing += 1;
@@ -416,10 +418,11 @@ impl KuboClient {
             sent(done);
             Ok::<_, std::io::Error>(chunk)
         });
-        let part = reqwest::multipart::Part::stream_with_length(reqwest::Body::wrap_stream(body), total)
-            .file_name(name.to_string())
-            .mime_str("application/octet-stream")
-            .map_err(|e| FetchError::Remote(e.to_string()))?;
+        let part =
+            reqwest::multipart::Part::stream_with_length(reqwest::Body::wrap_stream(body), total)
+                .file_name(name.to_string())
+                .mime_str("application/octet-stream")
+                .map_err(|e| FetchError::Remote(e.to_string()))?;
         let form = reqwest::multipart::Form::new().part("file", part);
         let url = format!(
             "{}/api/v0/add?cid-version=1&raw-leaves=true&pin=true",

@@ -33,33 +33,71 @@ struct Figures {
 }
 
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     runtime.block_on(run());
 }
 
 async fn run() {
     which_wrk();
     let net = Net::start().await;
-    let spec = net.spec(&example("hello"), "hello.wasm", &[("GREETING", "Hi")], OWNER).await;
+    let spec = net
+        .spec(
+            &example("hello"),
+            "hello.wasm",
+            &[("GREETING", "Hi")],
+            OWNER,
+        )
+        .await;
     let cid = net.publish(&spec);
-    net.fund(OWNER, Usdc::from_whole(100_000), PRICE, Usdc::from_whole(100_000)).await;
+    net.fund(
+        OWNER,
+        Usdc::from_whole(100_000),
+        PRICE,
+        Usdc::from_whole(100_000),
+    )
+    .await;
     // The agent serves directly and, as `provider up --tunnel` does, through a tunnel to one gateway;
     // another gateway forwards to its URL.
     let tunnel_gateway = gateway(&net, khachapuri_gateway::Server::Tunnel).await;
     let mut config = net.config(SettlementMode::Batch);
     config.batch_linger = Duration::from_millis(200);
     config.tunnel = Some(format!("ws://{}/_tunnel", tunnel_gateway.addr));
-    let agent = khachapuri_provider::start(config, signer(PROVIDER)).await.expect("agent");
-    agent.tunnel.as_ref().unwrap().wait_connected(Duration::from_secs(10)).await.unwrap();
-    let direct_gateway = gateway(&net, khachapuri_gateway::Server::Url(format!("http://{}", agent.addr))).await;
+    let agent = khachapuri_provider::start(config, signer(PROVIDER))
+        .await
+        .expect("agent");
+    agent
+        .tunnel
+        .as_ref()
+        .unwrap()
+        .wait_connected(Duration::from_secs(10))
+        .await
+        .unwrap();
+    let direct_gateway = gateway(
+        &net,
+        khachapuri_gateway::Server::Url(format!("http://{}", agent.addr)),
+    )
+    .await;
 
     let bare = bare_server().await;
     let unpaid = unpaid_server(&spec).await;
     let script = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(script.path(), "wrk.method = \"POST\"\nwrk.body = \"bench\"\n").unwrap();
+    std::fs::write(
+        script.path(),
+        "wrk.method = \"POST\"\nwrk.body = \"bench\"\n",
+    )
+    .unwrap();
 
     // A caller who pays with a payer token, as `khachapuri call` and curl users do.
-    net.fund(PAYER, Usdc::from_whole(100_000), PRICE, Usdc::from_whole(100_000)).await;
+    net.fund(
+        PAYER,
+        Usdc::from_whole(100_000),
+        PRICE,
+        Usdc::from_whole(100_000),
+    )
+    .await;
     let d = net.devnet.deployment.clone();
     let token = PayerToken {
         provider: net.provider_address(),
@@ -81,15 +119,26 @@ async fn run() {
 
     // Warm up the module cache and the payer's view.
     let paid_url = format!("http://{}/{cid}", agent.addr);
-    let res = khachapuri_tls::http().post(&paid_url).body("warm").send().await.unwrap();
+    let res = khachapuri_tls::http()
+        .post(&paid_url)
+        .body("warm")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 200);
 
     let bare_figures = wrk(&format!("http://{bare}/"), script.path());
     let unpaid_figures = wrk(&format!("http://{unpaid}/"), script.path());
     let paid = wrk(&paid_url, script.path());
     let paid_token = wrk(&paid_url, token_script.path());
-    let via_gateway = wrk(&format!("http://{}/{LABEL}/{cid}", direct_gateway.addr), script.path());
-    let via_tunnel = wrk(&format!("http://{}/{LABEL}/{cid}", tunnel_gateway.addr), script.path());
+    let via_gateway = wrk(
+        &format!("http://{}/{LABEL}/{cid}", direct_gateway.addr),
+        script.path(),
+    );
+    let via_tunnel = wrk(
+        &format!("http://{}/{LABEL}/{cid}", tunnel_gateway.addr),
+        script.path(),
+    );
     // One connection: the latency of a paid call when the machine is not saturated.
     let paid_one = wrk_with(&paid_url, script.path(), "1", "1");
     direct_gateway.shutdown().await;
@@ -102,7 +151,10 @@ async fn run() {
     let ratio = paid.requests_per_second / bare_figures.requests_per_second;
     let over_unpaid = paid.requests_per_second / unpaid_figures.requests_per_second;
     let show = |name: &str, f: &Figures| {
-        println!("{name:<22} {:>9.0} req/s  p50 {:.3} ms  p99 {:.3} ms", f.requests_per_second, f.p50_ms, f.p99_ms)
+        println!(
+            "{name:<22} {:>9.0} req/s  p50 {:.3} ms  p99 {:.3} ms",
+            f.requests_per_second, f.p50_ms, f.p99_ms
+        )
     };
     show("bare hyper hello:", &bare_figures);
     show("hello, no payment:", &unpaid_figures);
@@ -113,8 +165,12 @@ async fn run() {
     show("paid, via tunnel:", &via_tunnel);
     let gw_direct = via_gateway.requests_per_second / paid.requests_per_second;
     let gw_tunnel = via_tunnel.requests_per_second / paid.requests_per_second;
-    println!("gateway / direct: {gw_direct:.2} (target >= 0.7); tunneled / direct: {gw_tunnel:.2} (target >= 0.5)");
-    println!("paid / bare: {ratio:.2} (target >= 0.5); paid / unpaid hello: {over_unpaid:.2}; p50 target <= 1 ms");
+    println!(
+        "gateway / direct: {gw_direct:.2} (target >= 0.7); tunneled / direct: {gw_tunnel:.2} (target >= 0.5)"
+    );
+    println!(
+        "paid / bare: {ratio:.2} (target >= 0.5); paid / unpaid hello: {over_unpaid:.2}; p50 target <= 1 ms"
+    );
     println!("settled on shutdown in {settle_ms:.0} ms; provider earned {earned}");
     let json = serde_json::json!({
         "bare_hyper_hello": bare_figures,
@@ -135,7 +191,11 @@ async fn run() {
     });
     let dir = workspace().join("target/bench");
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("provider.json"), serde_json::to_vec_pretty(&json).unwrap()).unwrap();
+    std::fs::write(
+        dir.join("provider.json"),
+        serde_json::to_vec_pretty(&json).unwrap(),
+    )
+    .unwrap();
 }
 
 fn which_wrk() {
@@ -152,13 +212,25 @@ fn wrk(url: &str, script: &std::path::Path) -> Figures {
 /// Runs wrk with `threads` threads and `connections` connections.
 fn wrk_with(url: &str, script: &std::path::Path, threads: &str, connections: &str) -> Figures {
     let out = Command::new("wrk")
-        .args(["-t", threads, "-c", connections, "-d", DURATION, "--latency", "-s"])
+        .args([
+            "-t",
+            threads,
+            "-c",
+            connections,
+            "-d",
+            DURATION,
+            "--latency",
+            "-s",
+        ])
         .arg(script)
         .arg(url)
         .output()
         .expect("run wrk");
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(!text.contains("Non-2xx"), "wrk saw failed requests:\n{text}");
+    assert!(
+        !text.contains("Non-2xx"),
+        "wrk saw failed requests:\n{text}"
+    );
     let field = |prefix: &str| -> f64 {
         let line = text
             .lines()
@@ -168,7 +240,11 @@ fn wrk_with(url: &str, script: &std::path::Path, threads: &str, connections: &st
         let value = line.split_whitespace().nth(1).unwrap();
         parse_duration_ms(value).unwrap_or_else(|| value.parse().unwrap())
     };
-    Figures { requests_per_second: field("Requests/sec:"), p50_ms: field("50%"), p99_ms: field("99%") }
+    Figures {
+        requests_per_second: field("Requests/sec:"),
+        p50_ms: field("50%"),
+        p99_ms: field("99%"),
+    }
 }
 
 /// `123.45us` / `1.20ms` / `2.00s` → milliseconds.
@@ -188,8 +264,10 @@ fn parse_duration_ms(v: &str) -> Option<f64> {
 /// Serves `service` over HTTP/1.1 on a free loopback port.
 async fn serve<S, B>(service: S) -> std::net::SocketAddr
 where
-    S: hyper::service::Service<hyper::Request<hyper::body::Incoming>, Response = hyper::Response<B>>
-        + Clone
+    S: hyper::service::Service<
+            hyper::Request<hyper::body::Incoming>,
+            Response = hyper::Response<B>,
+        > + Clone
         + Send
         + 'static,
     S::Future: Send + 'static,
@@ -214,7 +292,9 @@ where
 async fn bare_server() -> std::net::SocketAddr {
     use hyper::{Response, body::Bytes};
     serve(hyper::service::service_fn(|_req| async {
-        Ok::<_, Infallible>(Response::new(http_body_util::Full::new(Bytes::from_static(b"Hi, bench!\n"))))
+        Ok::<_, Infallible>(Response::new(http_body_util::Full::new(
+            Bytes::from_static(b"Hi, bench!\n"),
+        )))
     }))
     .await
 }
@@ -226,35 +306,64 @@ async fn unpaid_server(spec: &khachapuri_spec::Spec) -> std::net::SocketAddr {
     use hyper::{Response, body::Bytes};
     use khachapuri_runtime::{Request, Runtime, RuntimeConfig};
     let runtime = std::sync::Arc::new(Runtime::new(RuntimeConfig::default()).unwrap());
-    let program = runtime.load("hello", &example("hello"), Some(&spec.entry)).unwrap();
+    let program = runtime
+        .load("hello", &example("hello"), Some(&spec.entry))
+        .unwrap();
     runtime.wait_background();
-    let env: Vec<_> = spec.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-    serve(hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-        let (runtime, program, env) = (runtime.clone(), program.clone(), env.clone());
-        async move {
-            let method = req.method().to_string();
-            let body = req.into_body().collect().await?.to_bytes().to_vec();
-            let request = Request { method, body, env, ..Request::default() };
-            let out = program.run_async(request, runtime.limits().run_limits()).await.unwrap();
-            Ok::<_, hyper::Error>(Response::new(http_body_util::Full::new(Bytes::from(out.response.body))))
-        }
-    }))
+    let env: Vec<_> = spec
+        .env
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    serve(hyper::service::service_fn(
+        move |req: hyper::Request<hyper::body::Incoming>| {
+            let (runtime, program, env) = (runtime.clone(), program.clone(), env.clone());
+            async move {
+                let method = req.method().to_string();
+                let body = req.into_body().collect().await?.to_bytes().to_vec();
+                let request = Request {
+                    method,
+                    body,
+                    env,
+                    ..Request::default()
+                };
+                let out = program
+                    .run_async(request, runtime.limits().run_limits())
+                    .await
+                    .unwrap();
+                Ok::<_, hyper::Error>(Response::new(http_body_util::Full::new(Bytes::from(
+                    out.response.body,
+                ))))
+            }
+        },
+    ))
     .await
 }
 
 /// A gateway that routes the agent's label to `server`.
-async fn gateway(net: &Net, server: khachapuri_gateway::Server) -> khachapuri_gateway::GatewayHandle {
-    let directory =
-        khachapuri_gateway::StaticDirectory::new().with(LABEL, server, Some(net.provider_address())).unwrap();
+async fn gateway(
+    net: &Net,
+    server: khachapuri_gateway::Server,
+) -> khachapuri_gateway::GatewayHandle {
+    let directory = khachapuri_gateway::StaticDirectory::new()
+        .with(LABEL, server, Some(net.provider_address()))
+        .unwrap();
     let config = khachapuri_gateway::GatewayConfig::default();
     // Its own runtime on its own threads, as the separate process it is in production.
     let (tx, rx) = tokio::sync::oneshot::channel();
     std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         rt.block_on(async move {
-            let handle = khachapuri_gateway::spawn("127.0.0.1:0".parse().unwrap(), config, std::sync::Arc::new(directory))
-                .await
-                .unwrap();
+            let handle = khachapuri_gateway::spawn(
+                "127.0.0.1:0".parse().unwrap(),
+                config,
+                std::sync::Arc::new(directory),
+            )
+            .await
+            .unwrap();
             let _ = tx.send(handle);
             std::future::pending::<()>().await;
         });

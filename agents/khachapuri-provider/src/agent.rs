@@ -17,7 +17,8 @@ use axum::{
     routing::get,
 };
 use khachapuri_chain::{
-    Address, Chain, ChainError, PrivateKeySigner, Settler, SettlerConfig, SignedPayerToken, TokenError, Usdc, eip712,
+    Address, Chain, ChainError, PrivateKeySigner, Settler, SettlerConfig, SignedPayerToken,
+    TokenError, Usdc, eip712,
 };
 use khachapuri_ipfs::{Cid, Fetcher, FsBlockstore, Source};
 use khachapuri_runtime::{Runtime, RuntimeConfig};
@@ -133,13 +134,16 @@ pub async fn start(config: Config, signer: PrivateKeySigner) -> Result<RunningAg
     std::fs::create_dir_all(&config.data_dir).map_err(io("create the data directory"))?;
     let key = ProviderKey::load_or_generate(&config.data_dir.join("rsa.pem"))?;
 
-    let record = chain.resolve_label(&config.label).await.map_err(|e| match e {
-        ChainError::UnknownLabel { .. } => StartError::Registration(format!(
-            "label `{}` is not registered; run `khachapuri provider init --label {}` first",
-            config.label, config.label
-        )),
-        other => StartError::Chain(other),
-    })?;
+    let record = chain
+        .resolve_label(&config.label)
+        .await
+        .map_err(|e| match e {
+            ChainError::UnknownLabel { .. } => StartError::Registration(format!(
+                "label `{}` is not registered; run `khachapuri provider init --label {}` first",
+                config.label, config.label
+            )),
+            other => StartError::Chain(other),
+        })?;
     if record.payee != signer.address() {
         return Err(StartError::Registration(format!(
             "label `{}` pays {}, but this agent's key is {}; use the payee's key or update the resolver",
@@ -175,11 +179,20 @@ pub async fn start(config: Config, signer: PrivateKeySigner) -> Result<RunningAg
     let next_id = replay.next_id;
     let reconciled = reconcile(&chain, replay, std::time::Duration::from_secs(120)).await?;
     if reconciled.found_landed > 0 {
-        tracing::info!(claims = reconciled.found_landed, "claims found settled on chain although the log missed it");
+        tracing::info!(
+            claims = reconciled.found_landed,
+            "claims found settled on chain although the log missed it"
+        );
     }
     let open = reconciled.open;
-    let wal = Wal::create(&wal_path, config.wal_durability, &open, next_id, reconciled.from_block)
-        .map_err(io("write the claims log"))?;
+    let wal = Wal::create(
+        &wal_path,
+        config.wal_durability,
+        &open,
+        next_id,
+        reconciled.from_block,
+    )
+    .map_err(io("write the claims log"))?;
     let wal = Arc::new(wal);
     wal.spawn_flusher(std::time::Duration::from_millis(20));
     let linger = match config.settlement {
@@ -188,12 +201,25 @@ pub async fn start(config: Config, signer: PrivateKeySigner) -> Result<RunningAg
     };
     let settler = Settler::spawn(
         chain.clone(),
-        SettlerConfig { max_batch: config.batch_max, linger, ..SettlerConfig::default() },
+        SettlerConfig {
+            max_batch: config.batch_max,
+            linger,
+            ..SettlerConfig::default()
+        },
     )?;
-    let ledger = Ledger::new(chain.clone(), settler, wal, next_id, open, LedgerConfig::default())?;
+    let ledger = Ledger::new(
+        chain.clone(),
+        settler,
+        wal,
+        next_id,
+        open,
+        LedgerConfig::default(),
+    )?;
 
-    let tunnel_label: khachapuri_gateway::Label =
-        config.label.parse().map_err(|e| StartError::Config(format!("label `{}`: {e}", config.label)))?;
+    let tunnel_label: khachapuri_gateway::Label = config
+        .label
+        .parse()
+        .map_err(|e| StartError::Config(format!("label `{}`: {e}", config.label)))?;
     let tunnel_signer = signer.clone();
     let tunnel = config.tunnel.clone();
     if tunnel.is_some() != (record.server == khachapuri_chain::Server::Tunnel) {
@@ -222,9 +248,12 @@ pub async fn start(config: Config, signer: PrivateKeySigner) -> Result<RunningAg
         config,
     });
 
-    let listener =
-        TcpListener::bind(agent.config.listen).await.map_err(io(&format!("listen on {}", agent.config.listen)))?;
-    let addr = listener.local_addr().map_err(io("read the bound address"))?;
+    let listener = TcpListener::bind(agent.config.listen)
+        .await
+        .map_err(io(&format!("listen on {}", agent.config.listen)))?;
+    let addr = listener
+        .local_addr()
+        .map_err(io("read the bound address"))?;
     let router = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
@@ -240,7 +269,10 @@ pub async fn start(config: Config, signer: PrivateKeySigner) -> Result<RunningAg
         let signal = async move {
             let _ = rx.wait_for(|stop| *stop).await;
         };
-        if let Err(err) = axum::serve(listener, router).with_graceful_shutdown(signal).await {
+        if let Err(err) = axum::serve(listener, router)
+            .with_graceful_shutdown(signal)
+            .await
+        {
             tracing::error!(%err, "server stopped");
         }
         tunneled_done.close();
@@ -255,12 +287,22 @@ pub async fn start(config: Config, signer: PrivateKeySigner) -> Result<RunningAg
     let tunnel = tunnel.map(|url| {
         use khachapuri_gateway::tunnel::client::{TunnelConfig, run_tunnel};
         tracing::info!(gateway = %url, "serving through the gateway tunnel");
-        let service = hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
-            tunneled.track_future(tower::ServiceExt::oneshot(tunnel_router.clone(), request))
-        });
-        run_tunnel(TunnelConfig::new(url, tunnel_label), Arc::new(tunnel_signer), service)
+        let service =
+            hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+                tunneled.track_future(tower::ServiceExt::oneshot(tunnel_router.clone(), request))
+            });
+        run_tunnel(
+            TunnelConfig::new(url, tunnel_label),
+            Arc::new(tunnel_signer),
+            service,
+        )
     });
-    Ok(RunningAgent { addr, tunnel, shutdown, done })
+    Ok(RunningAgent {
+        addr,
+        tunnel,
+        shutdown,
+        done,
+    })
 }
 
 fn sources(config: &Config) -> Result<Vec<Source>, StartError> {
@@ -268,19 +310,27 @@ fn sources(config: &Config) -> Result<Vec<Source>, StartError> {
         .ipfs
         .iter()
         .map(|s| match s.split_once('=') {
-            None if s == "local" => FsBlockstore::open(&config.data_dir.join("ipfs"))
+            None if s == "local" => FsBlockstore::open(config.data_dir.join("ipfs"))
                 .map(Source::Local)
-                .map_err(|source| StartError::Io { what: "open the local IPFS store".into(), source }),
+                .map_err(|source| StartError::Io {
+                    what: "open the local IPFS store".into(),
+                    source,
+                }),
             Some(("kubo", url)) => Ok(Source::Kubo(url.to_owned())),
             Some(("gateway", url)) => Ok(Source::Gateway(url.to_owned())),
-            _ => Err(StartError::Config(format!("IPFS source `{s}`: expected `local`, `kubo=URL` or `gateway=URL`"))),
+            _ => Err(StartError::Config(format!(
+                "IPFS source `{s}`: expected `local`, `kubo=URL` or `gateway=URL`"
+            ))),
         })
         .collect()
 }
 
 async fn metrics(State(agent): State<Arc<Agent>>) -> impl IntoResponse {
     (
-        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
         agent.metrics.render(agent.ledger.outstanding()),
     )
 }
@@ -289,8 +339,12 @@ async fn call(State(agent): State<Arc<Agent>>, request: Request) -> Response {
     // Only tunneled requests can still arrive once the shutdown began: refuse them before any claim.
     let closing = *agent.closing.borrow();
     let served = match closing {
-        true => Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "this provider agent is stopping")
-            .hint("retry in a few seconds")),
+        true => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            "this provider agent is stopping",
+        )
+        .hint("retry in a few seconds")),
         false => agent.serve(request).await,
     };
     let response = match served {
@@ -312,15 +366,21 @@ impl Agent {
         let (parts, body) = request.into_parts();
         let (cid_text, path_info) = split_path(parts.uri.path());
         let cid = khachapuri_ipfs::parse_cid(cid_text).map_err(|e| {
-            ApiError::bad_request("malformed_cid", e.to_string()).hint("call /{cid}[/path], with the spec's CID")
+            ApiError::bad_request("malformed_cid", e.to_string())
+                .hint("call /{cid}[/path], with the spec's CID")
         })?;
-        let body = axum::body::to_bytes(body, self.config.max_body_bytes).await.map_err(|_| {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body_too_large",
-                format!("the request body is over this provider's {} bytes", self.config.max_body_bytes),
-            )
-        })?;
+        let body = axum::body::to_bytes(body, self.config.max_body_bytes)
+            .await
+            .map_err(|_| {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "body_too_large",
+                    format!(
+                        "the request body is over this provider's {} bytes",
+                        self.config.max_body_bytes
+                    ),
+                )
+            })?;
 
         let verified = self.specs.get(&cid).await?;
         let spec = &verified.spec;
@@ -333,14 +393,17 @@ impl Agent {
         let program = match self.runtime.cached(&spec.program, entry) {
             Some(program) => program,
             None => {
-                let program_cid = khachapuri_ipfs::parse_cid(&spec.program)
-                    .map_err(|e| ApiError::unprocessable("invalid_spec", format!("program CID: {e}")))?;
+                let program_cid = khachapuri_ipfs::parse_cid(&spec.program).map_err(|e| {
+                    ApiError::unprocessable("invalid_spec", format!("program CID: {e}"))
+                })?;
                 let bytes = self.fetcher.get(&program_cid, MAX_PROGRAM_BYTES).await?;
                 let runtime = self.runtime.clone();
                 let (program_id, entry) = (spec.program.clone(), spec.entry.clone());
                 tokio::task::spawn_blocking(move || runtime.load(&program_id, &bytes, Some(&entry)))
                     .await
-                    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))??
+                    .map_err(|e| {
+                        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+                    })??
             }
         };
 
@@ -351,14 +414,22 @@ impl Agent {
         .map_err(|err| claim_error(err, &self.config.label, price))?;
         self.metrics.claim();
 
-        let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
+        let path_and_query = parts
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_owned();
         let run_request = khachapuri_runtime::Request {
             method: parts.method.as_str().to_owned(),
             path_info: path_info.to_owned(),
             query_string: parts.uri.query().unwrap_or_default().to_owned(),
             headers: program_headers(&parts.headers),
             body: body.to_vec(),
-            env: spec.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            env: spec
+                .env
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
         };
         // The owner's limits, never above this provider's caps (checked in `check_spec`).
         let limits = khachapuri_runtime::RunLimits {
@@ -390,10 +461,13 @@ impl Agent {
         };
         let receipt = self.receipts.sign(receipt);
 
-        let mut out = Response::builder().status(StatusCode::from_u16(response.status).unwrap_or(StatusCode::OK));
+        let mut out = Response::builder()
+            .status(StatusCode::from_u16(response.status).unwrap_or(StatusCode::OK));
         for (name, value) in &response.headers {
-            let (Ok(name), Ok(value)) = (HeaderName::try_from(name.as_str()), HeaderValue::try_from(value.as_str()))
-            else {
+            let (Ok(name), Ok(value)) = (
+                HeaderName::try_from(name.as_str()),
+                HeaderValue::try_from(value.as_str()),
+            ) else {
                 continue;
             };
             if !is_reserved(&name) {
@@ -405,7 +479,9 @@ impl Agent {
             .header(PAYER_HEADER, claimed.payer.to_string())
             .header(RECEIPT_HEADER, receipt.encode());
         out.body(Body::from(Bytes::from(response.body)))
-            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))
+            .map_err(|e| {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+            })
     }
 
     /// Checks that depend on this provider: domain, label, price, limits.
@@ -424,7 +500,10 @@ impl Agent {
             Some(label) if *label != self.config.label => {
                 return Err(ApiError::unprocessable(
                     "not_for_this_provider",
-                    format!("the spec is meant for provider `{label}`, this is `{}`", self.config.label),
+                    format!(
+                        "the spec is meant for provider `{label}`, this is `{}`",
+                        self.config.label
+                    ),
                 )
                 .hint(format!("call https://{label}.khachapuri.xyz/<cid> instead")));
             }
@@ -440,14 +519,19 @@ impl Agent {
         if self.config.price > max_price {
             return Err(ApiError::unprocessable(
                 "price_above_spec",
-                format!("this provider charges {} per request; the spec pays at most {max_price}", self.config.price),
+                format!(
+                    "this provider charges {} per request; the spec pays at most {max_price}",
+                    self.config.price
+                ),
             ));
         }
         let l = &spec.limits;
         let too_much = |what: &str, asked: String, offered: String| {
             Err(ApiError::unprocessable(
                 "limits_above_provider",
-                format!("the spec asks for {asked} of {what}; this provider offers at most {offered}"),
+                format!(
+                    "the spec asks for {asked} of {what}; this provider offers at most {offered}"
+                ),
             ))
         };
         if l.memory_bytes > self.config.max_memory_bytes as u64 {
@@ -475,21 +559,41 @@ impl Agent {
     }
 
     /// The owner, or the signer of a valid payer token.
-    fn payer(&self, headers: &HeaderMap, cid: &Cid, owner: Address, price: Usdc) -> Result<Address, ApiError> {
+    fn payer(
+        &self,
+        headers: &HeaderMap,
+        cid: &Cid,
+        owner: Address,
+        price: Usdc,
+    ) -> Result<Address, ApiError> {
         let Some(value) = headers.get(axum::http::header::AUTHORIZATION) else {
             return Ok(owner);
         };
-        let text = value.to_str().map_err(|_| ApiError::bad_request("malformed_token", "Authorization is not text"))?;
+        let text = value
+            .to_str()
+            .map_err(|_| ApiError::bad_request("malformed_token", "Authorization is not text"))?;
         let token = SignedPayerToken::decode(text).map_err(token_error)?;
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default();
-        token.check(self.receipts.address(), &cid.to_string(), price, now).map_err(token_error)?;
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or_default();
+        token
+            .check(self.receipts.address(), &cid.to_string(), price, now)
+            .map_err(token_error)?;
         // Recovering the signer costs more than running hello; a caller sends the same token many times.
-        let cached = self.tokens.lock().unwrap_or_else(|e| e.into_inner()).get(text);
+        let cached = self
+            .tokens
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(text);
         let payer = match cached {
             Some(payer) => payer,
             None => {
                 let payer = token.recover(&self.domain).map_err(token_error)?;
-                self.tokens.lock().unwrap_or_else(|e| e.into_inner()).put(text.to_owned(), payer);
+                self.tokens
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .put(text.to_owned(), payer);
                 payer
             }
         };
@@ -500,13 +604,21 @@ impl Agent {
 fn token_error(err: TokenError) -> ApiError {
     let hint = "make a new token with `khachapuri token`";
     match err {
-        TokenError::Malformed(_) => ApiError::bad_request("malformed_token", err.to_string()).hint(hint),
-        TokenError::PriceAboveMax { .. } => ApiError::payment_required("price_above_token", err.to_string()).hint(hint),
-        TokenError::Expired { .. } => ApiError::unauthorized("expired_token", err.to_string()).hint(hint),
+        TokenError::Malformed(_) => {
+            ApiError::bad_request("malformed_token", err.to_string()).hint(hint)
+        }
+        TokenError::PriceAboveMax { .. } => {
+            ApiError::payment_required("price_above_token", err.to_string()).hint(hint)
+        }
+        TokenError::Expired { .. } => {
+            ApiError::unauthorized("expired_token", err.to_string()).hint(hint)
+        }
         TokenError::WrongProvider { .. } | TokenError::SpecMismatch { .. } => {
             ApiError::unauthorized("token_not_for_this_request", err.to_string()).hint(hint)
         }
-        TokenError::BadSignature => ApiError::unauthorized("bad_token_signature", err.to_string()).hint(hint),
+        TokenError::BadSignature => {
+            ApiError::unauthorized("bad_token_signature", err.to_string()).hint(hint)
+        }
     }
 }
 
@@ -516,7 +628,9 @@ fn claim_error(err: ClaimError, label: &str, price: Usdc) -> ApiError {
     let shown = price.to_string();
     let price = shown.trim_end_matches(" USDC");
     let reserve = |amount: &str| {
-        format!("reserve for `{label}`: `khachapuri escrow reserve --provider {label} --price {price} --amount {amount}`")
+        format!(
+            "reserve for `{label}`: `khachapuri escrow reserve --provider {label} --price {price} --amount {amount}`"
+        )
     };
     match &err {
         ClaimError::Chain(_) => ApiError::chain_unavailable(err.to_string()),
@@ -562,10 +676,17 @@ fn program_headers(headers: &HeaderMap) -> Vec<(String, String)> {
         .filter(|(name, _)| {
             !matches!(
                 name.as_str(),
-                "authorization" | "connection" | "keep-alive" | "transfer-encoding" | "upgrade" | "te"
+                "authorization"
+                    | "connection"
+                    | "keep-alive"
+                    | "transfer-encoding"
+                    | "upgrade"
+                    | "te"
             )
         })
-        .filter_map(|(name, value)| Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned())))
+        .filter_map(|(name, value)| {
+            Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned()))
+        })
         .collect()
 }
 
@@ -573,5 +694,8 @@ fn program_headers(headers: &HeaderMap) -> Vec<(String, String)> {
 fn is_reserved(name: &HeaderName) -> bool {
     let n = name.as_str();
     n.starts_with("x-khachapuri-")
-        || matches!(n, "content-length" | "transfer-encoding" | "connection" | "keep-alive" | "upgrade" | "te")
+        || matches!(
+            n,
+            "content-length" | "transfer-encoding" | "connection" | "keep-alive" | "upgrade" | "te"
+        )
 }

@@ -151,13 +151,18 @@ impl ProviderArgs {
             None => Self::default(),
         };
         let label = self.label.or(file.label).ok_or_else(|| {
-            ConfigError::Invalid("no provider label: pass --label NAME (the label you registered)".into())
+            ConfigError::Invalid(
+                "no provider label: pass --label NAME (the label you registered)".into(),
+            )
         })?;
-        khachapuri_chain::validate_label(&label).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        khachapuri_chain::validate_label(&label)
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         let price_text = self.price.or(file.price).unwrap_or_else(|| "0.01".into());
-        let price: Usdc = price_text
-            .parse()
-            .map_err(|e| ConfigError::Invalid(format!("--price `{price_text}`: {e} (write USDC, e.g. 0.01)")))?;
+        let price: Usdc = price_text.parse().map_err(|e| {
+            ConfigError::Invalid(format!(
+                "--price `{price_text}`: {e} (write USDC, e.g. 0.01)"
+            ))
+        })?;
         if price == Usdc::ZERO {
             return Err(ConfigError::Invalid("--price must be above 0 USDC".into()));
         }
@@ -166,35 +171,80 @@ impl ProviderArgs {
             Some(path) => SignerSource::Keystore {
                 path,
                 password: std::env::var("KHACHAPURI_KEYSTORE_PASSWORD").map_err(|_| {
-                    ConfigError::Invalid("--keystore needs its password in KHACHAPURI_KEYSTORE_PASSWORD".into())
+                    ConfigError::Invalid(
+                        "--keystore needs its password in KHACHAPURI_KEYSTORE_PASSWORD".into(),
+                    )
                 })?,
             },
             None => SignerSource::Env("KHACHAPURI_PRIVATE_KEY".into()),
         };
-        let ipfs = if !self.ipfs.is_empty() { self.ipfs } else { file.ipfs };
+        let ipfs = if !self.ipfs.is_empty() {
+            self.ipfs
+        } else {
+            file.ipfs
+        };
         Ok(Config {
             label,
-            listen: self.listen.or(file.listen).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
-            rpc_url: self.rpc_url.or(file.rpc_url).unwrap_or_else(|| "http://127.0.0.1:8545".into()),
-            deployments: self.deployments.or(file.deployments).unwrap_or_else(|| "deployments".into()),
-            data_dir: self.data_dir.or(file.data_dir).unwrap_or_else(|| ".khachapuri/provider".into()),
+            listen: self
+                .listen
+                .or(file.listen)
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
+            rpc_url: self
+                .rpc_url
+                .or(file.rpc_url)
+                .unwrap_or_else(|| "http://127.0.0.1:8545".into()),
+            deployments: self
+                .deployments
+                .or(file.deployments)
+                .unwrap_or_else(|| "deployments".into()),
+            data_dir: self
+                .data_dir
+                .or(file.data_dir)
+                .unwrap_or_else(|| ".khachapuri/provider".into()),
             signer,
             price,
-            ipfs: if ipfs.is_empty() { vec!["local".into()] } else { ipfs },
+            ipfs: if ipfs.is_empty() {
+                vec!["local".into()]
+            } else {
+                ipfs
+            },
             tunnel: self.tunnel.or(file.tunnel),
             settlement: self.settlement.or(file.settlement).unwrap_or_default(),
             batch_max: self.batch_max.or(file.batch_max).unwrap_or(5000).max(1),
-            batch_linger: Duration::from_millis(self.batch_linger_ms.or(file.batch_linger_ms).unwrap_or(1000)),
-            wal_durability: self.wal_durability.or(file.wal_durability).unwrap_or_default(),
-            max_body_bytes: self.max_body_bytes.or(file.max_body_bytes).unwrap_or(1 << 20),
-            max_memory_bytes: self.max_memory_bytes.or(file.max_memory_bytes).unwrap_or(128 << 20),
-            max_timeout: Duration::from_millis(self.max_timeout_ms.or(file.max_timeout_ms).unwrap_or(10_000)),
-            max_output_bytes: self.max_output_bytes.or(file.max_output_bytes).unwrap_or(16 << 20),
+            batch_linger: Duration::from_millis(
+                self.batch_linger_ms
+                    .or(file.batch_linger_ms)
+                    .unwrap_or(1000),
+            ),
+            wal_durability: self
+                .wal_durability
+                .or(file.wal_durability)
+                .unwrap_or_default(),
+            max_body_bytes: self
+                .max_body_bytes
+                .or(file.max_body_bytes)
+                .unwrap_or(1 << 20),
+            max_memory_bytes: self
+                .max_memory_bytes
+                .or(file.max_memory_bytes)
+                .unwrap_or(128 << 20),
+            max_timeout: Duration::from_millis(
+                self.max_timeout_ms
+                    .or(file.max_timeout_ms)
+                    .unwrap_or(10_000),
+            ),
+            max_output_bytes: self
+                .max_output_bytes
+                .or(file.max_output_bytes)
+                .unwrap_or(16 << 20),
         })
     }
 
     fn read_file(path: &Path) -> Result<Self, ConfigError> {
-        let err = |message: String| ConfigError::File { path: path.display().to_string(), message };
+        let err = |message: String| ConfigError::File {
+            path: path.display().to_string(),
+            message,
+        };
         let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
         toml::from_str(&text).map_err(|e| err(e.to_string()))
     }

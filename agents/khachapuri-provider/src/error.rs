@@ -33,7 +33,12 @@ struct Body<'a> {
 impl ApiError {
     /// An error with no hint.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into(), hint: None }
+        Self {
+            status,
+            code,
+            message: message.into(),
+            hint: None,
+        }
     }
 
     /// Adds what the caller should do next.
@@ -64,14 +69,22 @@ impl ApiError {
 
     /// 503 for a chain RPC that does not answer: fail closed, nothing runs for free.
     pub fn chain_unavailable(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, "chain_unavailable", message)
-            .hint("the provider cannot check payment right now; retry later")
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "chain_unavailable",
+            message,
+        )
+        .hint("the provider cannot check payment right now; retry later")
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = Body { error: self.code, message: &self.message, hint: self.hint.as_deref() };
+        let body = Body {
+            error: self.code,
+            message: &self.message,
+            hint: self.hint.as_deref(),
+        };
         (self.status, Json(body)).into_response()
     }
 }
@@ -95,7 +108,8 @@ impl From<khachapuri_ipfs::FetchError> for ApiError {
 impl From<khachapuri_runtime::Error> for ApiError {
     fn from(err: khachapuri_runtime::Error) -> Self {
         use khachapuri_runtime::Error as E;
-        let status = StatusCode::from_u16(err.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status =
+            StatusCode::from_u16(err.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let code = match &err {
             E::Timeout(_) => "program_timeout",
             E::Trap(_) | E::Exit(_) => "program_trap",
@@ -103,7 +117,9 @@ impl From<khachapuri_runtime::Error> for ApiError {
             E::OutputLimit { .. } => "program_output_limit",
             E::Busy(_) => "busy",
             E::BadRequest(_) => "bad_request",
-            E::NotWasm(_) | E::BadPackage(_) | E::Compile(_) | E::MissingStart | E::Link(_) => "bad_program",
+            E::NotWasm(_) | E::BadPackage(_) | E::Compile(_) | E::MissingStart | E::Link(_) => {
+                "bad_program"
+            }
             E::ModuleTooLarge { .. } | E::UnzippedTooLarge { .. } => "program_too_large",
             E::Io(_) | E::Engine(_) => "internal",
         };

@@ -18,7 +18,9 @@ use crate::wal::{OpenClaim, Record, Wal};
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ClaimError {
     /// The payer has no terms with this provider and no credits with it.
-    #[error("{payer} has no terms with this provider ({provider}): no price, nothing reserved, and no trial credits left")]
+    #[error(
+        "{payer} has no terms with this provider ({provider}): no price, nothing reserved, and no trial credits left"
+    )]
     NotApproved {
         /// The payer.
         payer: Address,
@@ -50,7 +52,9 @@ pub enum ClaimError {
         releasing: Option<Usdc>,
     },
     /// The token's issuer froze (blacklisted) the payer: the escrow will charge it nothing.
-    #[error("{payer} is frozen by the token's issuer (blacklisted): the escrow charges it nothing until the issuer lifts the freeze")]
+    #[error(
+        "{payer} is frozen by the token's issuer (blacklisted): the escrow charges it nothing until the issuer lifts the freeze"
+    )]
     Frozen {
         /// The payer.
         payer: Address,
@@ -68,7 +72,10 @@ pub enum ClaimError {
 
 fn pending_note(cut_at: Option<u64>) -> String {
     match cut_at {
-        Some(at) => format!(" (a price cut the payer scheduled, in force from {})", khachapuri_chain::format_time(khachapuri_chain::U256::from(at))),
+        Some(at) => format!(
+            " (a price cut the payer scheduled, in force from {})",
+            khachapuri_chain::format_time(khachapuri_chain::U256::from(at))
+        ),
         None => String::new(),
     }
 }
@@ -120,7 +127,13 @@ struct Payer {
 /// Whether `price` can be claimed from `payer` under `terms` when `unsettled` (base units) is already
 /// claimed and not on chain: credits first, then the reserve, as the escrow will charge it, counting a
 /// pending price cut and release as if in force.
-fn check(terms: &Terms, unsettled: u128, payer: Address, provider: Address, price: Usdc) -> Result<(), ClaimError> {
+fn check(
+    terms: &Terms,
+    unsettled: u128,
+    payer: Address,
+    provider: Address,
+    price: Usdc,
+) -> Result<(), ClaimError> {
     if terms.frozen {
         // Not even from credits: the escrow charges a frozen payer nothing.
         return Err(ClaimError::Frozen { payer });
@@ -138,10 +151,21 @@ fn check(terms: &Terms, unsettled: u128, payer: Address, provider: Address, pric
     }
     let max = terms.claimable_price();
     if price > max {
-        let cut_at = terms.price_cut.filter(|c| c.amount < terms.price_per_request).map(|c| c.at);
-        return Err(ClaimError::PriceAboveTerms { payer, max, price, cut_at });
+        let cut_at = terms
+            .price_cut
+            .filter(|c| c.amount < terms.price_per_request)
+            .map(|c| c.at);
+        return Err(ClaimError::PriceAboveTerms {
+            payer,
+            max,
+            price,
+            cut_at,
+        });
     }
-    let available = terms.claimable_reserve().units().saturating_sub(reserve_part_unsettled);
+    let available = terms
+        .claimable_reserve()
+        .units()
+        .saturating_sub(reserve_part_unsettled);
     if from_reserve > available {
         return Err(ClaimError::InsufficientReserve {
             payer,
@@ -165,7 +189,9 @@ pub struct LedgerConfig {
 
 impl Default for LedgerConfig {
     fn default() -> Self {
-        Self { view_ttl: Duration::from_secs(2) }
+        Self {
+            view_ttl: Duration::from_secs(2),
+        }
     }
 }
 
@@ -195,7 +221,10 @@ pub struct Ledger {
 
 impl std::fmt::Debug for Ledger {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Ledger").field("provider", &self.provider).field("outstanding", &self.outstanding()).finish()
+        f.debug_struct("Ledger")
+            .field("provider", &self.provider)
+            .field("outstanding", &self.outstanding())
+            .finish()
     }
 }
 
@@ -223,7 +252,10 @@ impl Ledger {
             settled_tx,
         });
         if !open.is_empty() {
-            tracing::info!(claims = open.len(), "settling claims recovered from the log");
+            tracing::info!(
+                claims = open.len(),
+                "settling claims recovered from the log"
+            );
         }
         for claim in open {
             let payer = ledger.payer(claim.payer);
@@ -239,7 +271,9 @@ impl Ledger {
     /// Claims `price` from `payer`, or says why not. On success the claim is logged and queued for
     /// settlement: the program may run.
     pub async fn claim(&self, payer: Address, price: Usdc) -> Result<Claimed, ClaimError> {
-        self.claim_inner(payer, price).await.map(|(claimed, _)| claimed)
+        self.claim_inner(payer, price)
+            .await
+            .map(|(claimed, _)| claimed)
     }
 
     /// [`Ledger::claim`], then waits until the charge is on chain (the seed's `sync` flow).
@@ -257,24 +291,39 @@ impl Ledger {
         &self,
         payer: Address,
         price: Usdc,
-    ) -> Result<(Claimed, tokio::task::JoinHandle<Result<Settlement, ChainError>>), ClaimError> {
+    ) -> Result<
+        (
+            Claimed,
+            tokio::task::JoinHandle<Result<Settlement, ChainError>>,
+        ),
+        ClaimError,
+    > {
         let state = self.payer(payer);
         let mut p = state.lock().await;
         // A view stays exact as claims land: they are counted against `landed_at_read`. Only what others do
         // (deposits, approvals) needs a re-read, and that can only raise the terms.
-        let fresh = p.view.is_some_and(|v| v.read_at.elapsed() < self.config.view_ttl);
+        let fresh = p
+            .view
+            .is_some_and(|v| v.read_at.elapsed() < self.config.view_ttl);
         if !fresh {
             p.view = Some(self.read_view(payer, p.landed).await?);
         }
         let view = p.view.unwrap_or_else(|| unreachable!("view was just read"));
 
         // What the chain does not know yet: claims made but not landed when the view was read.
-        let unsettled = p.claimed.saturating_sub(p.failed).saturating_sub(view.landed_at_read);
+        let unsettled = p
+            .claimed
+            .saturating_sub(p.failed)
+            .saturating_sub(view.landed_at_read);
         check(&view.terms, unsettled, payer, self.provider, price)?;
 
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         self.wal
-            .append(&Record::Claim { id, payer, price: price.units() })
+            .append(&Record::Claim {
+                id,
+                payer,
+                price: price.units(),
+            })
             .map_err(|e| ClaimError::Log(e.to_string()))?;
         p.claimed += price.units();
         drop(p);
@@ -303,12 +352,25 @@ impl Ledger {
     }
 
     async fn read_view(&self, payer: Address, landed: u128) -> Result<View, ClaimError> {
-        let terms = self.chain.terms(payer, self.provider).await.map_err(|e| ClaimError::Chain(e.to_string()))?;
-        Ok(View { terms, read_at: Instant::now(), landed_at_read: landed })
+        let terms = self
+            .chain
+            .terms(payer, self.provider)
+            .await
+            .map_err(|e| ClaimError::Chain(e.to_string()))?;
+        Ok(View {
+            terms,
+            read_at: Instant::now(),
+            landed_at_read: landed,
+        })
     }
 
     /// Queues the claim for settlement and records its outcome when known.
-    fn settle(&self, id: u64, payer: Address, price: Usdc) -> tokio::task::JoinHandle<Result<Settlement, ChainError>> {
+    fn settle(
+        &self,
+        id: u64,
+        payer: Address,
+        price: Usdc,
+    ) -> tokio::task::JoinHandle<Result<Settlement, ChainError>> {
         self.outstanding.fetch_add(1, Ordering::AcqRel);
         let handle = self.settler.submit(Charge::one(payer, price));
         let state = self.payer(payer);
@@ -321,13 +383,19 @@ impl Ledger {
             let record = match &outcome {
                 Ok(s) => {
                     p.landed += price.units();
-                    Record::Landed { ids: vec![id], tx: s.receipt.tx_hash }
+                    Record::Landed {
+                        ids: vec![id],
+                        tx: s.receipt.tx_hash,
+                    }
                 }
                 Err(err) => {
                     tracing::warn!(id, %payer, %price, %err, "claim could not be settled");
                     p.failed += price.units();
                     p.view = None;
-                    Record::Failed { ids: vec![id], reason: err.to_string() }
+                    Record::Failed {
+                        ids: vec![id],
+                        reason: err.to_string(),
+                    }
                 }
             };
             drop(p);
@@ -356,13 +424,24 @@ mod tests {
     }
 
     fn terms(price: u128, reserve: u128, credits: u128) -> Terms {
-        Terms { price_per_request: usdc(price), reserve: usdc(reserve), credits: usdc(credits), ..Terms::default() }
+        Terms {
+            price_per_request: usdc(price),
+            reserve: usdc(reserve),
+            credits: usdc(credits),
+            ..Terms::default()
+        }
     }
 
     #[test]
     fn a_frozen_payer_is_refused_even_with_credits_and_reserve() {
-        let t = Terms { frozen: true, ..terms(10, 25, 15) };
-        assert_eq!(check(&t, 0, PAYER, PROVIDER, usdc(10)), Err(ClaimError::Frozen { payer: PAYER }));
+        let t = Terms {
+            frozen: true,
+            ..terms(10, 25, 15)
+        };
+        assert_eq!(
+            check(&t, 0, PAYER, PROVIDER, usdc(10)),
+            Err(ClaimError::Frozen { payer: PAYER })
+        );
     }
 
     #[test]
@@ -373,20 +452,34 @@ mod tests {
         assert_eq!(check(&t, 30, PAYER, PROVIDER, usdc(10)), Ok(()));
         assert_eq!(
             check(&t, 31, PAYER, PROVIDER, usdc(10)),
-            Err(ClaimError::InsufficientReserve { payer: PAYER, available: usdc(9), asked: usdc(10), releasing: None })
+            Err(ClaimError::InsufficientReserve {
+                payer: PAYER,
+                available: usdc(9),
+                asked: usdc(10),
+                releasing: None
+            })
         );
         // Credits alone need no terms.
-        assert_eq!(check(&terms(0, 0, 10), 0, PAYER, PROVIDER, usdc(10)), Ok(()));
+        assert_eq!(
+            check(&terms(0, 0, 10), 0, PAYER, PROVIDER, usdc(10)),
+            Ok(())
+        );
         assert_eq!(
             check(&terms(0, 0, 10), 10, PAYER, PROVIDER, usdc(10)),
-            Err(ClaimError::NotApproved { payer: PAYER, provider: PROVIDER })
+            Err(ClaimError::NotApproved {
+                payer: PAYER,
+                provider: PROVIDER
+            })
         );
     }
 
     #[test]
     fn a_pending_release_or_price_cut_counts_as_if_in_force() {
         let mut t = terms(10, 30, 0);
-        t.release = Some(Scheduled { amount: usdc(25), at: 1_000 });
+        t.release = Some(Scheduled {
+            amount: usdc(25),
+            at: 1_000,
+        });
         assert_eq!(check(&t, 0, PAYER, PROVIDER, usdc(5)), Ok(()));
         assert_eq!(
             check(&t, 0, PAYER, PROVIDER, usdc(10)),
@@ -398,17 +491,37 @@ mod tests {
             })
         );
         // A release of "everything" is told as what it takes: the whole reserve.
-        t.release = Some(Scheduled { amount: Usdc::MAX, at: 1_000 });
+        t.release = Some(Scheduled {
+            amount: Usdc::MAX,
+            at: 1_000,
+        });
         let err = check(&t, 0, PAYER, PROVIDER, usdc(1)).unwrap_err();
-        assert!(err.to_string().contains("a pending release of 0.00003 USDC"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("a pending release of 0.00003 USDC"),
+            "{err}"
+        );
 
         let mut t = terms(10, 30, 0);
-        t.price_cut = Some(Scheduled { amount: usdc(4), at: 1_700_000_000 });
+        t.price_cut = Some(Scheduled {
+            amount: usdc(4),
+            at: 1_700_000_000,
+        });
         assert_eq!(
             check(&t, 0, PAYER, PROVIDER, usdc(5)),
-            Err(ClaimError::PriceAboveTerms { payer: PAYER, max: usdc(4), price: usdc(5), cut_at: Some(1_700_000_000) })
+            Err(ClaimError::PriceAboveTerms {
+                payer: PAYER,
+                max: usdc(4),
+                price: usdc(5),
+                cut_at: Some(1_700_000_000)
+            })
         );
-        assert!(check(&t, 0, PAYER, PROVIDER, usdc(5)).unwrap_err().to_string().contains("2023-11-14"));
+        assert!(
+            check(&t, 0, PAYER, PROVIDER, usdc(5))
+                .unwrap_err()
+                .to_string()
+                .contains("2023-11-14")
+        );
         assert_eq!(check(&t, 0, PAYER, PROVIDER, usdc(4)), Ok(()));
     }
 }

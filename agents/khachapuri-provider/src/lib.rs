@@ -39,8 +39,14 @@ pub async fn run_until_signal(
     let mut out = std::io::stdout();
     let _ = writeln!(out, "provider agent listening on http://{}", agent.addr);
     let _ = match tunnel {
-        Some(url) => writeln!(out, "provider `{label}` serves callers through the gateway tunnel {url}"),
-        None => writeln!(out, "provider `{label}` serves callers at its resolver's server URL"),
+        Some(url) => writeln!(
+            out,
+            "provider `{label}` serves callers through the gateway tunnel {url}"
+        ),
+        None => writeln!(
+            out,
+            "provider `{label}` serves callers at its resolver's server URL"
+        ),
     };
     let _ = out.flush();
     let stop = agent.shutdown_handle();
@@ -57,7 +63,8 @@ pub async fn run_until_signal(
 pub async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
-    if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+    if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+    {
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

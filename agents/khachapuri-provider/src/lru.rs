@@ -11,7 +11,11 @@ pub(crate) struct Lru<V> {
 
 impl<V: Clone> Lru<V> {
     pub(crate) fn new(capacity: NonZeroUsize) -> Self {
-        Self { capacity, tick: 0, map: HashMap::new() }
+        Self {
+            capacity,
+            tick: 0,
+            map: HashMap::new(),
+        }
     }
 
     pub(crate) fn get(&mut self, key: &str) -> Option<V> {
@@ -26,7 +30,11 @@ impl<V: Clone> Lru<V> {
     pub(crate) fn put(&mut self, key: String, value: V) {
         if self.map.len() >= self.capacity.get()
             && !self.map.contains_key(&key)
-            && let Some(oldest) = self.map.iter().min_by_key(|(_, (t, _))| *t).map(|(k, _)| k.clone())
+            && let Some(oldest) = self
+                .map
+                .iter()
+                .min_by_key(|(_, (t, _))| *t)
+                .map(|(k, _)| k.clone())
         {
             self.map.remove(&oldest);
         }

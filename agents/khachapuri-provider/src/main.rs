@@ -16,11 +16,14 @@ struct Cli {
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,khachapuri=info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,khachapuri=info".into()),
         )
         .init();
     let config = Cli::parse().args.resolve()?;
     let signer = config.signer.load().context("cannot load the payee key")?;
-    khachapuri_provider::run_until_signal(config, signer).await.context("the provider agent could not start")?;
+    khachapuri_provider::run_until_signal(config, signer)
+        .await
+        .context("the provider agent could not start")?;
     Ok(())
 }

@@ -12,7 +12,9 @@ use std::{
 };
 
 /// Upper bounds of the run-time histogram, seconds.
-const BUCKETS: [f64; 12] = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5, 2.5, 10.0];
+const BUCKETS: [f64; 12] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5, 2.5, 10.0,
+];
 
 /// The agent's metrics.
 #[derive(Debug, Default)]
@@ -33,12 +35,22 @@ struct Histogram {
 impl Metrics {
     /// Counts a response by status.
     pub fn request(&self, status: u16) {
-        *self.requests.lock().unwrap_or_else(|e| e.into_inner()).entry(status).or_default() += 1;
+        *self
+            .requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(status)
+            .or_default() += 1;
     }
 
     /// Counts a refused request by reason code.
     pub fn refusal(&self, code: &'static str) {
-        *self.refusals.lock().unwrap_or_else(|e| e.into_inner()).entry(code).or_default() += 1;
+        *self
+            .refusals
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(code)
+            .or_default() += 1;
     }
 
     /// Counts a claim.
@@ -56,26 +68,55 @@ impl Metrics {
             }
         }
         h.count.fetch_add(1, Ordering::Relaxed);
-        h.sum_micros.fetch_add(u64::try_from(took.as_micros()).unwrap_or(u64::MAX), Ordering::Relaxed);
+        h.sum_micros.fetch_add(
+            u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
     }
 
     /// The text exposition; `outstanding` and `settled` come from the ledger.
     pub fn render(&self, outstanding: usize) -> String {
         let mut out = String::new();
-        let _ = writeln!(out, "# HELP khachapuri_requests_total Requests answered, by HTTP status.");
+        let _ = writeln!(
+            out,
+            "# HELP khachapuri_requests_total Requests answered, by HTTP status."
+        );
         let _ = writeln!(out, "# TYPE khachapuri_requests_total counter");
-        for (status, n) in self.requests.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        for (status, n) in self
+            .requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
             let _ = writeln!(out, "khachapuri_requests_total{{status=\"{status}\"}} {n}");
         }
-        let _ = writeln!(out, "# HELP khachapuri_refusals_total Requests refused, by reason.");
+        let _ = writeln!(
+            out,
+            "# HELP khachapuri_refusals_total Requests refused, by reason."
+        );
         let _ = writeln!(out, "# TYPE khachapuri_refusals_total counter");
-        for (code, n) in self.refusals.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        for (code, n) in self
+            .refusals
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
             let _ = writeln!(out, "khachapuri_refusals_total{{reason=\"{code}\"}} {n}");
         }
-        let _ = writeln!(out, "# HELP khachapuri_claims_total Payments claimed before running.");
+        let _ = writeln!(
+            out,
+            "# HELP khachapuri_claims_total Payments claimed before running."
+        );
         let _ = writeln!(out, "# TYPE khachapuri_claims_total counter");
-        let _ = writeln!(out, "khachapuri_claims_total {}", self.claims.load(Ordering::Relaxed));
-        let _ = writeln!(out, "# HELP khachapuri_claims_outstanding Claims not yet settled on chain.");
+        let _ = writeln!(
+            out,
+            "khachapuri_claims_total {}",
+            self.claims.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP khachapuri_claims_outstanding Claims not yet settled on chain."
+        );
         let _ = writeln!(out, "# TYPE khachapuri_claims_outstanding gauge");
         let _ = writeln!(out, "khachapuri_claims_outstanding {outstanding}");
         let _ = writeln!(out, "# HELP khachapuri_run_seconds Program run time.");

@@ -24,7 +24,14 @@ alloy::sol! {
 
 /// `keccak256(abi.encode(method, pathAndQuery, keccak256(body)))`.
 pub fn request_digest(method: &str, path_and_query: &str, body: &[u8]) -> B256 {
-    keccak256((method.to_owned(), path_and_query.to_owned(), keccak256(body)).abi_encode())
+    keccak256(
+        (
+            method.to_owned(),
+            path_and_query.to_owned(),
+            keccak256(body),
+        )
+            .abi_encode(),
+    )
 }
 
 /// `keccak256(abi.encode(status, keccak256(body)))`.
@@ -59,7 +66,9 @@ pub struct ReceiptSigner {
 
 impl std::fmt::Debug for ReceiptSigner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ReceiptSigner").field("address", &self.address).finish_non_exhaustive()
+        f.debug_struct("ReceiptSigner")
+            .field("address", &self.address)
+            .finish_non_exhaustive()
     }
 }
 
@@ -69,7 +78,12 @@ impl ReceiptSigner {
         let key = secp256k1::SecretKey::from_byte_array(signer.to_bytes().0)
             .unwrap_or_else(|_| unreachable!("a PrivateKeySigner holds a valid secp256k1 scalar"));
         let separator = domain.separator();
-        Self { address: signer.address(), key, context: secp256k1::Secp256k1::signing_only(), separator }
+        Self {
+            address: signer.address(),
+            key,
+            context: secp256k1::Secp256k1::signing_only(),
+            separator,
+        }
     }
 
     /// The payee address receipts are signed by.
@@ -85,10 +99,16 @@ impl ReceiptSigner {
         preimage[2..34].copy_from_slice(self.separator.as_slice());
         preimage[34..].copy_from_slice(receipt.eip712_hash_struct().as_slice());
         let digest = secp256k1::Message::from_digest(keccak256(preimage).0);
-        let (id, rs) = self.context.sign_ecdsa_recoverable(digest, &self.key).serialize_compact();
+        let (id, rs) = self
+            .context
+            .sign_ecdsa_recoverable(digest, &self.key)
+            .serialize_compact();
         let mut signature = rs.to_vec();
         signature.push(27 + u8::from(i32::from(id) == 1));
-        SignedReceipt { receipt, signature: signature.into() }
+        SignedReceipt {
+            receipt,
+            signature: signature.into(),
+        }
     }
 }
 
@@ -113,7 +133,9 @@ impl SignedReceipt {
 
     /// Parses [`SignedReceipt::encode`]'s output.
     pub fn decode(text: &str) -> Option<Self> {
-        let bytes = URL_SAFE_NO_PAD.decode(text.trim().strip_prefix(RECEIPT_PREFIX)?).ok()?;
+        let bytes = URL_SAFE_NO_PAD
+            .decode(text.trim().strip_prefix(RECEIPT_PREFIX)?)
+            .ok()?;
         if bytes.len() < RECEIPT_HEAD {
             return None;
         }
@@ -128,13 +150,17 @@ impl SignedReceipt {
             responseDigest: b256(112),
             spec: std::str::from_utf8(spec).ok()?.to_owned(),
         };
-        Some(Self { receipt, signature: head[144..].to_vec().into() })
+        Some(Self {
+            receipt,
+            signature: head[144..].to_vec().into(),
+        })
     }
 
     /// Who signed it (to compare with the provider's payee).
     pub fn signer(&self, domain: &Eip712Domain) -> Option<Address> {
         let sig = alloy::primitives::Signature::try_from(self.signature.as_ref()).ok()?;
-        sig.recover_address_from_prehash(&self.receipt.eip712_signing_hash(domain)).ok()
+        sig.recover_address_from_prehash(&self.receipt.eip712_signing_hash(domain))
+            .ok()
     }
 }
 
@@ -160,11 +186,16 @@ mod tests {
                 responseDigest: B256::random(),
             };
             let signed = ReceiptSigner::new(&key, domain.clone()).sign(receipt.clone());
-            let alloy = key.sign_hash_sync(&receipt.eip712_signing_hash(&domain)).unwrap();
+            let alloy = key
+                .sign_hash_sync(&receipt.eip712_signing_hash(&domain))
+                .unwrap();
             assert_eq!(signed.signature.as_ref(), alloy.as_bytes().as_slice());
             assert_eq!(signed.signer(&domain), Some(key.address()));
             let header = signed.encode();
-            assert!(header.starts_with(RECEIPT_PREFIX) && header.len() < 400, "{header}");
+            assert!(
+                header.starts_with(RECEIPT_PREFIX) && header.len() < 400,
+                "{header}"
+            );
             assert_eq!(SignedReceipt::decode(&header), Some(signed));
             assert_eq!(SignedReceipt::decode(&header[..120]), None, "truncated");
             assert_eq!(SignedReceipt::decode(&header[4..]), None, "no prefix");

@@ -9,11 +9,7 @@
 
 use std::{collections::BTreeMap, time::Duration};
 
-use alloy::{
-    providers::Provider,
-    rpc::types::Filter,
-    sol_types::SolEvent,
-};
+use alloy::{providers::Provider, rpc::types::Filter, sol_types::SolEvent};
 use khachapuri_bindings::Escrow;
 use khachapuri_chain::{Address, Chain, ChainError, Usdc};
 
@@ -31,7 +27,11 @@ pub struct Reconciled {
 }
 
 /// Reconciles `replay` with the chain (see the module docs).
-pub async fn reconcile(chain: &Chain, replay: Replay, patience: Duration) -> Result<Reconciled, ChainError> {
+pub async fn reconcile(
+    chain: &Chain,
+    replay: Replay,
+    patience: Duration,
+) -> Result<Reconciled, ChainError> {
     let me = chain.address()?;
     let provider = chain.provider();
     let started = std::time::Instant::now();
@@ -49,12 +49,19 @@ pub async fn reconcile(chain: &Chain, replay: Replay, patience: Duration) -> Res
                 patience.as_secs()
             )));
         }
-        tracing::info!(pending = pending - latest, "waiting for the previous run's settlements to be mined");
+        tracing::info!(
+            pending = pending - latest,
+            "waiting for the previous run's settlements to be mined"
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let head = provider.get_block_number().await?;
     if replay.open.is_empty() {
-        return Ok(Reconciled { open: Vec::new(), found_landed: 0, from_block: head + 1 });
+        return Ok(Reconciled {
+            open: Vec::new(),
+            found_landed: 0,
+            from_block: head + 1,
+        });
     }
 
     let filter = Filter::new()
@@ -67,13 +74,20 @@ pub async fn reconcile(chain: &Chain, replay: Replay, patience: Duration) -> Res
     for log in provider.get_logs(&filter).await? {
         let event = Escrow::Consumed::decode_log(&log.inner)
             .map_err(|e| ChainError::InvalidArgument(format!("undecodable Consumed event: {e}")))?;
-        let total = Usdc::from_u256(event.price).units().saturating_mul(Usdc::from_u256(event.count).units());
+        let total = Usdc::from_u256(event.price)
+            .units()
+            .saturating_mul(Usdc::from_u256(event.count).units());
         *on_chain.entry(event.payer).or_default() += total;
     }
 
     let mut unrecorded: BTreeMap<Address, u128> = on_chain
         .into_iter()
-        .map(|(payer, total)| (payer, total.saturating_sub(replay.landed.get(&payer).copied().unwrap_or(0))))
+        .map(|(payer, total)| {
+            (
+                payer,
+                total.saturating_sub(replay.landed.get(&payer).copied().unwrap_or(0)),
+            )
+        })
         .collect();
     let mut open = Vec::new();
     let mut found_landed = 0;
@@ -86,5 +100,9 @@ pub async fn reconcile(chain: &Chain, replay: Replay, patience: Duration) -> Res
             open.push(claim);
         }
     }
-    Ok(Reconciled { open, found_landed, from_block: head + 1 })
+    Ok(Reconciled {
+        open,
+        found_landed,
+        from_block: head + 1,
+    })
 }

@@ -46,7 +46,9 @@ impl SpecStore {
         Self {
             fetcher,
             keys,
-            cache: Mutex::new(Lru::new(NonZeroUsize::new(capacity).unwrap_or(NonZeroUsize::MIN))),
+            cache: Mutex::new(Lru::new(
+                NonZeroUsize::new(capacity).unwrap_or(NonZeroUsize::MIN),
+            )),
             failures: Mutex::new(TokenBucket::new(20.0, 5.0)),
         }
     }
@@ -57,16 +59,24 @@ impl SpecStore {
         if let Some(hit) = self.lock().get(&key) {
             return hit;
         }
-        let bytes = self.fetcher.get(cid, MAX_SPEC_BYTES).await.map_err(|e| match e {
-            khachapuri_ipfs::FetchError::TooLarge { .. } => ApiError::unprocessable(
-                "spec_too_large",
-                format!("{cid} is larger than a spec may be ({MAX_SPEC_BYTES} bytes)"),
-            ),
-            other => ApiError::from(other),
-        })?;
+        let bytes = self
+            .fetcher
+            .get(cid, MAX_SPEC_BYTES)
+            .await
+            .map_err(|e| match e {
+                khachapuri_ipfs::FetchError::TooLarge { .. } => ApiError::unprocessable(
+                    "spec_too_large",
+                    format!("{cid} is larger than a spec may be ({MAX_SPEC_BYTES} bytes)"),
+                ),
+                other => ApiError::from(other),
+            })?;
         let result = self.open(&bytes);
         // Transient outcomes (rate limiting) are not remembered; verdicts on the bytes are.
-        if result.as_ref().err().is_none_or(|e| e.status != StatusCode::TOO_MANY_REQUESTS) {
+        if result
+            .as_ref()
+            .err()
+            .is_none_or(|e| e.status != StatusCode::TOO_MANY_REQUESTS)
+        {
             self.lock().put(key, result.clone());
         }
         result
@@ -95,12 +105,16 @@ impl SpecStore {
             bytes.to_vec()
         };
         let spec = Spec::from_json(&plain).map_err(|e| {
-            ApiError::unprocessable("invalid_spec", e.to_string()).hint("rebuild the spec with `khachapuri deploy`")
+            ApiError::unprocessable("invalid_spec", e.to_string())
+                .hint("rebuild the spec with `khachapuri deploy`")
         })?;
         if !spec.verify_signature() {
             return Err(ApiError::unauthorized(
                 "bad_spec_signature",
-                format!("the spec's terms are not signed by its owner {}", spec.owner),
+                format!(
+                    "the spec's terms are not signed by its owner {}",
+                    spec.owner
+                ),
             )
             .hint("the owner must sign the terms (EIP-712) in the escrow's domain"));
         }
@@ -126,7 +140,12 @@ struct TokenBucket {
 
 impl TokenBucket {
     fn new(capacity: f64, per_second: f64) -> Self {
-        Self { capacity, per_second, tokens: capacity, at: Instant::now() }
+        Self {
+            capacity,
+            per_second,
+            tokens: capacity,
+            at: Instant::now(),
+        }
     }
 
     fn refill(&mut self) {

@@ -106,18 +106,30 @@ impl Wal {
     /// Replays the log at `path` (missing: empty) without changing it.
     pub fn replay(path: &Path) -> std::io::Result<Replay> {
         let mut claims: BTreeMap<u64, OpenClaim> = BTreeMap::new();
-        let mut replay = Replay { next_id: 1, ..Replay::default() };
+        let mut replay = Replay {
+            next_id: 1,
+            ..Replay::default()
+        };
         if !path.exists() {
             return Ok(replay);
         }
         for line in BufReader::new(File::open(path)?).lines() {
             let line = line?;
             // A torn last line (the agent died mid-write) was never acknowledged: skip it.
-            let Ok(record) = serde_json::from_str::<Record>(&line) else { continue };
+            let Ok(record) = serde_json::from_str::<Record>(&line) else {
+                continue;
+            };
             match record {
                 Record::Claim { id, payer, price } => {
                     replay.next_id = replay.next_id.max(id + 1);
-                    claims.insert(id, OpenClaim { id, payer, price: Usdc::from_units(price) });
+                    claims.insert(
+                        id,
+                        OpenClaim {
+                            id,
+                            payer,
+                            price: Usdc::from_units(price),
+                        },
+                    );
                 }
                 Record::Landed { ids, .. } => {
                     for id in ids {
@@ -153,10 +165,21 @@ impl Wal {
         let tmp = path.with_extension("wal.tmp");
         {
             let mut f = File::create(&tmp)?;
-            let mut lines = vec![Record::Next { id: next_id, from_block }];
-            lines.extend(open.iter().map(|c| Record::Claim { id: c.id, payer: c.payer, price: c.price.units() }));
+            let mut lines = vec![Record::Next {
+                id: next_id,
+                from_block,
+            }];
+            lines.extend(open.iter().map(|c| Record::Claim {
+                id: c.id,
+                payer: c.payer,
+                price: c.price.units(),
+            }));
             for r in &lines {
-                writeln!(f, "{}", serde_json::to_string(r).map_err(std::io::Error::other)?)?;
+                writeln!(
+                    f,
+                    "{}",
+                    serde_json::to_string(r).map_err(std::io::Error::other)?
+                )?;
             }
             f.sync_all()?;
         }
@@ -178,7 +201,10 @@ impl Wal {
     pub fn append(&self, record: &Record) -> std::io::Result<()> {
         let mut line = serde_json::to_vec(record).map_err(std::io::Error::other)?;
         line.push(b'\n');
-        let mut file = self.file.lock().map_err(|_| std::io::Error::other("WAL lock poisoned"))?;
+        let mut file = self
+            .file
+            .lock()
+            .map_err(|_| std::io::Error::other("WAL lock poisoned"))?;
         file.write_all(&line)?;
         match self.durability {
             Durability::Always => file.sync_data(),
@@ -205,15 +231,17 @@ impl Wal {
             return;
         }
         let wal = Arc::downgrade(self);
-        let spawned = std::thread::Builder::new().name("wal-flusher".into()).spawn(move || {
-            loop {
-                std::thread::sleep(every);
-                let Some(wal) = wal.upgrade() else { return };
-                if let Err(err) = wal.sync() {
-                    tracing::error!(path = %wal.path.display(), %err, "WAL fsync failed");
+        let spawned = std::thread::Builder::new()
+            .name("wal-flusher".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(every);
+                    let Some(wal) = wal.upgrade() else { return };
+                    if let Err(err) = wal.sync() {
+                        tracing::error!(path = %wal.path.display(), %err, "WAL fsync failed");
+                    }
                 }
-            }
-        });
+            });
         if let Err(err) = spawned {
             tracing::error!(%err, "cannot start the WAL flusher; claims stay in the page cache until the OS writes them back");
         }

@@ -6,7 +6,9 @@ mod common;
 use alloy::primitives::{B256, U256};
 use common::*;
 use khachapuri_chain::{PayerToken, SignedPayerToken, Usdc, eip712};
-use khachapuri_provider::{PAYER_HEADER, PRICE_HEADER, RECEIPT_HEADER, SettlementMode, SignedReceipt};
+use khachapuri_provider::{
+    PAYER_HEADER, PRICE_HEADER, RECEIPT_HEADER, SettlementMode, SignedReceipt,
+};
 
 fn url(agent: &khachapuri_provider::RunningAgent, cid: &str) -> String {
     format!("http://{}/{cid}", agent.addr)
@@ -15,38 +17,87 @@ fn url(agent: &khachapuri_provider::RunningAgent, cid: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn encrypted_hello_is_paid_by_the_owner_until_the_reserve_runs_out() {
     let net = Net::start().await;
-    let spec = net.spec(&example("hello"), "hello.wasm", &[("GREETING", "Hola")], OWNER).await;
+    let spec = net
+        .spec(
+            &example("hello"),
+            "hello.wasm",
+            &[("GREETING", "Hola")],
+            OWNER,
+        )
+        .await;
     let cid = net.publish(&spec);
-    net.fund(OWNER, Usdc::from_whole(1), PRICE, Usdc::from_units(3 * PRICE.units())).await;
+    net.fund(
+        OWNER,
+        Usdc::from_whole(1),
+        PRICE,
+        Usdc::from_units(3 * PRICE.units()),
+    )
+    .await;
     let agent = net.agent(SettlementMode::Batch).await;
     let http = khachapuri_tls::http();
 
     for i in 0..3 {
-        let res = http.post(url(&agent, &cid)).body(format!("caller {i}")).send().await.unwrap();
+        let res = http
+            .post(url(&agent, &cid))
+            .body(format!("caller {i}"))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(res.status(), 200, "call {i}: {:?}", res.text().await);
         assert_eq!(res.headers()[PRICE_HEADER], "0.01 USDC");
-        assert_eq!(res.headers()[PAYER_HEADER].to_str().unwrap().to_lowercase(), net.devnet.address(OWNER).to_string().to_lowercase());
-        let receipt = SignedReceipt::decode(res.headers()[RECEIPT_HEADER].to_str().unwrap()).expect("receipt");
+        assert_eq!(
+            res.headers()[PAYER_HEADER].to_str().unwrap().to_lowercase(),
+            net.devnet.address(OWNER).to_string().to_lowercase()
+        );
+        let receipt = SignedReceipt::decode(res.headers()[RECEIPT_HEADER].to_str().unwrap())
+            .expect("receipt");
         let d = &net.devnet.deployment;
-        assert_eq!(receipt.signer(&eip712::domain(d.chain_id, d.escrow)), Some(net.provider_address()));
+        assert_eq!(
+            receipt.signer(&eip712::domain(d.chain_id, d.escrow)),
+            Some(net.provider_address())
+        );
         assert_eq!(receipt.receipt.price, U256::from(PRICE.units()));
-        assert_eq!(res.text().await.unwrap(), format!("Hola, caller {i}!\n"), "the encrypted env var reached the program");
+        assert_eq!(
+            res.text().await.unwrap(),
+            format!("Hola, caller {i}!\n"),
+            "the encrypted env var reached the program"
+        );
     }
     // The reserve is spent: 402, and the program does not run; the body names the fix for this provider.
-    let res = http.post(url(&agent, &cid)).body("again").send().await.unwrap();
+    let res = http
+        .post(url(&agent, &cid))
+        .body("again")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 402);
     let body: serde_json::Value = res.json().await.unwrap();
     assert_eq!(body["error"], "insufficient_reserve", "{body}");
-    assert!(body["message"].as_str().unwrap().contains("has 0.00 USDC reserved"), "{body}");
     assert!(
-        body["hint"].as_str().unwrap().contains("`khachapuri escrow reserve --provider alice --price 0.01 --amount 0.01`"),
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("has 0.00 USDC reserved"),
+        "{body}"
+    );
+    assert!(
+        body["hint"]
+            .as_str()
+            .unwrap()
+            .contains("`khachapuri escrow reserve --provider alice --price 0.01 --amount 0.01`"),
         "a command that pastes as it is: {body}"
     );
 
     agent.shutdown().await; // settles everything claimed
     let chain = net.chain(0);
-    assert_eq!(chain.earnings(net.provider_address()).await.unwrap(), Usdc::from_units(3 * PRICE.units()));
-    assert_eq!(net.escrowed(OWNER).await, Usdc::from_units(1_000_000 - 3 * PRICE.units()));
+    assert_eq!(
+        chain.earnings(net.provider_address()).await.unwrap(),
+        Usdc::from_units(3 * PRICE.units())
+    );
+    assert_eq!(
+        net.escrowed(OWNER).await,
+        Usdc::from_units(1_000_000 - 3 * PRICE.units())
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -54,11 +105,19 @@ async fn a_payer_token_moves_the_charge_to_its_signer_and_credits_need_no_deposi
     let net = Net::start().await;
     let spec = net.spec(&example("hello"), "hello.wasm", &[], OWNER).await;
     let cid = net.publish(&spec);
-    net.fund(OWNER, Usdc::from_whole(1), PRICE, Usdc::from_whole(1)).await;
+    net.fund(OWNER, Usdc::from_whole(1), PRICE, Usdc::from_whole(1))
+        .await;
     const PAYER: u32 = 3;
-    net.fund(PAYER, Usdc::from_whole(1), PRICE, Usdc::from_whole(1)).await;
+    net.fund(PAYER, Usdc::from_whole(1), PRICE, Usdc::from_whole(1))
+        .await;
     const TRIAL: u32 = 4;
-    net.chain(PROVIDER).grant_credits(net.devnet.address(TRIAL), Usdc::from_units(2 * PRICE.units())).await.unwrap();
+    net.chain(PROVIDER)
+        .grant_credits(
+            net.devnet.address(TRIAL),
+            Usdc::from_units(2 * PRICE.units()),
+        )
+        .await
+        .unwrap();
     let agent = net.agent(SettlementMode::Batch).await;
     let d = net.devnet.deployment.clone();
     let domain = eip712::domain(d.chain_id, d.escrow);
@@ -72,65 +131,181 @@ async fn a_payer_token_moves_the_charge_to_its_signer_and_credits_need_no_deposi
     let far = 4_000_000_000;
     let http = khachapuri_tls::http();
 
-    let paid = token(&cid, far).sign(&signer(PAYER), &domain).await.unwrap().encode();
-    let res = http.post(url(&agent, &cid)).bearer_auth(&paid).body("payer").send().await.unwrap();
-    assert_eq!(res.status(), 200, "{:?}", res.text().await);
-    assert_eq!(res.headers()[PAYER_HEADER].to_str().unwrap().to_lowercase(), net.devnet.address(PAYER).to_string().to_lowercase());
-    // Again: the signer now comes from the agent's cache of tokens.
-    let res = http.post(url(&agent, &cid)).bearer_auth(&paid).body("again").send().await.unwrap();
-    assert_eq!(res.status(), 200, "{:?}", res.text().await);
-    assert_eq!(res.headers()[PAYER_HEADER].to_str().unwrap().to_lowercase(), net.devnet.address(PAYER).to_string().to_lowercase());
-    // The same token with its signature altered is another token: it does not hit that cache.
-    let mut forged = SignedPayerToken::decode(&paid).unwrap();
-    let sig = forged.signature;
-    forged.signature = alloy::primitives::Signature::new(sig.r(), sig.s() ^ U256::from(1), sig.v());
-    let res = http.post(url(&agent, &cid)).bearer_auth(forged.encode()).body("forged").send().await.unwrap();
-    assert!(matches!(res.status().as_u16(), 401 | 402), "a forged token must not be charged to the payer: {}", res.status());
-    assert!(res.headers().get(PAYER_HEADER).is_none());
-
-    let trial = token("", far).sign(&signer(TRIAL), &domain).await.unwrap().encode();
-    for _ in 0..2 {
-        let res = http.post(url(&agent, &cid)).bearer_auth(&trial).body("trial").send().await.unwrap();
-        assert_eq!(res.status(), 200, "{:?}", res.text().await);
-    }
-    let res = http.post(url(&agent, &cid)).bearer_auth(&trial).send().await.unwrap();
-    assert_eq!(res.status(), 402, "credits are spent and the trial user never approved");
-    assert_eq!(res.json::<serde_json::Value>().await.unwrap()["error"], "not_approved");
-
-    // A payer the token's issuer froze (USDC's blacklist) is refused before the program runs: the escrow would
-    // charge it nothing.
-    const FROZEN: u32 = 6;
-    net.fund(FROZEN, Usdc::from_whole(1), PRICE, Usdc::from_whole(1)).await;
-    net.devnet.freeze(net.devnet.address(FROZEN), true).await.unwrap();
-    let frozen = token(&cid, far).sign(&signer(FROZEN), &domain).await.unwrap().encode();
-    let res = http.post(url(&agent, &cid)).bearer_auth(&frozen).body("frozen").send().await.unwrap();
-    assert_eq!(res.status(), 402);
-    let body: serde_json::Value = res.json().await.unwrap();
-    assert_eq!(body["error"], "payer_frozen", "{body}");
-    assert!(body["hint"].as_str().unwrap().contains("pay from another account"), "{body}");
-
-    // Refused tokens.
-    let expired = token(&cid, 1).sign(&signer(PAYER), &domain).await.unwrap().encode();
-    let res = http.post(url(&agent, &cid)).bearer_auth(&expired).send().await.unwrap();
-    assert_eq!(res.status(), 401);
-    assert_eq!(res.json::<serde_json::Value>().await.unwrap()["error"], "expired_token");
-    let other_spec = token("bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku", far)
+    let paid = token(&cid, far)
         .sign(&signer(PAYER), &domain)
         .await
         .unwrap()
         .encode();
-    let res = http.post(url(&agent, &cid)).bearer_auth(&other_spec).send().await.unwrap();
+    let res = http
+        .post(url(&agent, &cid))
+        .bearer_auth(&paid)
+        .body("payer")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200, "{:?}", res.text().await);
+    assert_eq!(
+        res.headers()[PAYER_HEADER].to_str().unwrap().to_lowercase(),
+        net.devnet.address(PAYER).to_string().to_lowercase()
+    );
+    // Again: the signer now comes from the agent's cache of tokens.
+    let res = http
+        .post(url(&agent, &cid))
+        .bearer_auth(&paid)
+        .body("again")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200, "{:?}", res.text().await);
+    assert_eq!(
+        res.headers()[PAYER_HEADER].to_str().unwrap().to_lowercase(),
+        net.devnet.address(PAYER).to_string().to_lowercase()
+    );
+    // The same token with its signature altered is another token: it does not hit that cache.
+    let mut forged = SignedPayerToken::decode(&paid).unwrap();
+    let sig = forged.signature;
+    forged.signature = alloy::primitives::Signature::new(sig.r(), sig.s() ^ U256::from(1), sig.v());
+    let res = http
+        .post(url(&agent, &cid))
+        .bearer_auth(forged.encode())
+        .body("forged")
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        matches!(res.status().as_u16(), 401 | 402),
+        "a forged token must not be charged to the payer: {}",
+        res.status()
+    );
+    assert!(res.headers().get(PAYER_HEADER).is_none());
+
+    let trial = token("", far)
+        .sign(&signer(TRIAL), &domain)
+        .await
+        .unwrap()
+        .encode();
+    for _ in 0..2 {
+        let res = http
+            .post(url(&agent, &cid))
+            .bearer_auth(&trial)
+            .body("trial")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200, "{:?}", res.text().await);
+    }
+    let res = http
+        .post(url(&agent, &cid))
+        .bearer_auth(&trial)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        res.status(),
+        402,
+        "credits are spent and the trial user never approved"
+    );
+    assert_eq!(
+        res.json::<serde_json::Value>().await.unwrap()["error"],
+        "not_approved"
+    );
+
+    // A payer the token's issuer froze (USDC's blacklist) is refused before the program runs: the escrow would
+    // charge it nothing.
+    const FROZEN: u32 = 6;
+    net.fund(FROZEN, Usdc::from_whole(1), PRICE, Usdc::from_whole(1))
+        .await;
+    net.devnet
+        .freeze(net.devnet.address(FROZEN), true)
+        .await
+        .unwrap();
+    let frozen = token(&cid, far)
+        .sign(&signer(FROZEN), &domain)
+        .await
+        .unwrap()
+        .encode();
+    let res = http
+        .post(url(&agent, &cid))
+        .bearer_auth(&frozen)
+        .body("frozen")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 402);
+    let body: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(body["error"], "payer_frozen", "{body}");
+    assert!(
+        body["hint"]
+            .as_str()
+            .unwrap()
+            .contains("pay from another account"),
+        "{body}"
+    );
+
+    // Refused tokens.
+    let expired = token(&cid, 1)
+        .sign(&signer(PAYER), &domain)
+        .await
+        .unwrap()
+        .encode();
+    let res = http
+        .post(url(&agent, &cid))
+        .bearer_auth(&expired)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 401);
-    let res = http.post(url(&agent, &cid)).bearer_auth("kp1.garbage").send().await.unwrap();
+    assert_eq!(
+        res.json::<serde_json::Value>().await.unwrap()["error"],
+        "expired_token"
+    );
+    let other_spec = token(
+        "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku",
+        far,
+    )
+    .sign(&signer(PAYER), &domain)
+    .await
+    .unwrap()
+    .encode();
+    let res = http
+        .post(url(&agent, &cid))
+        .bearer_auth(&other_spec)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+    let res = http
+        .post(url(&agent, &cid))
+        .bearer_auth("kp1.garbage")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 400);
-    assert_eq!(res.json::<serde_json::Value>().await.unwrap()["error"], "malformed_token");
+    assert_eq!(
+        res.json::<serde_json::Value>().await.unwrap()["error"],
+        "malformed_token"
+    );
 
     agent.shutdown().await;
     let chain = net.chain(0);
-    assert_eq!(net.escrowed(PAYER).await, Usdc::from_units(1_000_000 - 2 * PRICE.units()));
-    assert_eq!(net.escrowed(OWNER).await, Usdc::from_whole(1), "the owner paid nothing");
-    assert_eq!(chain.earnings(net.provider_address()).await.unwrap(), Usdc::from_units(2 * PRICE.units()), "credits earn nothing");
-    let t = chain.terms(net.devnet.address(TRIAL), net.provider_address()).await.unwrap();
+    assert_eq!(
+        net.escrowed(PAYER).await,
+        Usdc::from_units(1_000_000 - 2 * PRICE.units())
+    );
+    assert_eq!(
+        net.escrowed(OWNER).await,
+        Usdc::from_whole(1),
+        "the owner paid nothing"
+    );
+    assert_eq!(
+        chain.earnings(net.provider_address()).await.unwrap(),
+        Usdc::from_units(2 * PRICE.units()),
+        "credits earn nothing"
+    );
+    let t = chain
+        .terms(net.devnet.address(TRIAL), net.provider_address())
+        .await
+        .unwrap();
     assert_eq!(t.credits, Usdc::ZERO);
 }
 
@@ -139,19 +314,29 @@ async fn sync_mode_settles_before_running() {
     let net = Net::start().await;
     let spec = net.spec(&example("hello"), "hello.wasm", &[], OWNER).await;
     let cid = net.publish(&spec);
-    net.fund(OWNER, Usdc::from_whole(1), PRICE, Usdc::from_whole(1)).await;
+    net.fund(OWNER, Usdc::from_whole(1), PRICE, Usdc::from_whole(1))
+        .await;
     let agent = net.agent(SettlementMode::Sync).await;
-    let res = khachapuri_tls::http().post(url(&agent, &cid)).body("sync").send().await.unwrap();
+    let res = khachapuri_tls::http()
+        .post(url(&agent, &cid))
+        .body("sync")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 200);
     // Before shutdown: the consume is already on chain.
-    assert_eq!(net.chain(0).earnings(net.provider_address()).await.unwrap(), PRICE);
+    assert_eq!(
+        net.chain(0).earnings(net.provider_address()).await.unwrap(),
+        PRICE
+    );
     agent.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failures_get_the_right_status_and_a_reason() {
     let net = Net::start().await;
-    net.fund(OWNER, Usdc::from_whole(1), PRICE, Usdc::from_whole(1)).await;
+    net.fund(OWNER, Usdc::from_whole(1), PRICE, Usdc::from_whole(1))
+        .await;
     let hello = net.spec(&example("hello"), "hello.wasm", &[], OWNER).await;
     let hello_cid = net.publish(&hello);
     let agent = net.agent(SettlementMode::Batch).await;
@@ -163,65 +348,138 @@ async fn failures_get_the_right_status_and_a_reason() {
     };
 
     // 400 malformed CID
-    let r = http.get(format!("http://{}/not-a-cid", agent.addr)).send().await.unwrap();
+    let r = http
+        .get(format!("http://{}/not-a-cid", agent.addr))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(status(r).await, (400, "malformed_cid".into()));
     // 404 unknown CID
     let absent = khachapuri_ipfs::cid_for(b"nobody stored this");
-    let r = http.get(url(&agent, &absent.to_string())).send().await.unwrap();
+    let r = http
+        .get(url(&agent, &absent.to_string()))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(status(r).await, (404, "not_found".into()));
     // 413 body too large
-    let r = http.post(url(&agent, &hello_cid)).body(vec![b'x'; 65 << 10]).send().await.unwrap();
+    let r = http
+        .post(url(&agent, &hello_cid))
+        .body(vec![b'x'; 65 << 10])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(status(r).await, (413, "body_too_large".into()));
     // 422 spec for another provider
     let mut bob = hello.clone();
     bob.provider = Some("bob".into());
     bob.sign(&signer(OWNER)).await.unwrap();
-    let r = http.post(url(&agent, &net.publish(&bob))).send().await.unwrap();
+    let r = http
+        .post(url(&agent, &net.publish(&bob)))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(status(r).await, (422, "not_for_this_provider".into()));
     // 422 not decryptable by this provider
     let other_key = khachapuri_spec::ProviderKey::generate().unwrap();
-    let foreign = net.store.put(&khachapuri_spec::seal(other_key.public_key_der(), &hello.to_json()).unwrap()).unwrap();
-    let r = http.post(url(&agent, &foreign.cid.to_string())).send().await.unwrap();
+    let foreign = net
+        .store
+        .put(&khachapuri_spec::seal(other_key.public_key_der(), &hello.to_json()).unwrap())
+        .unwrap();
+    let r = http
+        .post(url(&agent, &foreign.cid.to_string()))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(status(r).await, (422, "undecryptable_spec".into()));
     // 401 tampered terms
     let mut forged = hello.clone();
     forged.max_price = U256::from(1_000_000);
-    let r = http.post(url(&agent, &net.publish(&forged))).send().await.unwrap();
+    let r = http
+        .post(url(&agent, &net.publish(&forged)))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(status(r).await, (401, "bad_spec_signature".into()));
     // 422 price: the spec pays less than this provider charges
     let mut cheap = hello.clone();
     cheap.max_price = U256::from(PRICE.units() - 1);
     cheap.sign(&signer(OWNER)).await.unwrap();
-    let r = http.post(url(&agent, &net.publish(&cheap))).send().await.unwrap();
+    let r = http
+        .post(url(&agent, &net.publish(&cheap)))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(status(r).await, (422, "price_above_spec".into()));
     // 402 the owner never approved
     let unfunded = net.spec(&example("hello"), "hello.wasm", &[], 5).await;
-    let r = http.post(url(&agent, &net.publish(&unfunded))).send().await.unwrap();
+    let r = http
+        .post(url(&agent, &net.publish(&unfunded)))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(status(r).await, (402, "not_approved".into()));
     // 422 not wasm
     let junk = net.spec(b"this is not wasm", "x.wasm", &[], OWNER).await;
-    let r = http.post(url(&agent, &net.publish(&junk))).send().await.unwrap();
+    let r = http
+        .post(url(&agent, &net.publish(&junk)))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(status(r).await, (422, "bad_program".into()));
     // 504 timeout and 500 trap, charged: the program ran
-    let spin = wat::parse_str(r#"(module (memory (export "memory") 1) (func (export "_start") (loop (br 0))))"#).unwrap();
+    let spin = wat::parse_str(
+        r#"(module (memory (export "memory") 1) (func (export "_start") (loop (br 0))))"#,
+    )
+    .unwrap();
     let spin = net.spec(&spin, "spin.wasm", &[], OWNER).await;
-    let r = http.post(url(&agent, &net.publish(&spin))).send().await.unwrap();
+    let r = http
+        .post(url(&agent, &net.publish(&spin)))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(status(r).await, (504, "program_timeout".into()));
-    let trap = wat::parse_str(r#"(module (memory (export "memory") 1) (func (export "_start") unreachable))"#).unwrap();
+    let trap = wat::parse_str(
+        r#"(module (memory (export "memory") 1) (func (export "_start") unreachable))"#,
+    )
+    .unwrap();
     let trap = net.spec(&trap, "trap.wasm", &[], OWNER).await;
-    let r = http.post(url(&agent, &net.publish(&trap))).send().await.unwrap();
+    let r = http
+        .post(url(&agent, &net.publish(&trap)))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(status(r).await, (500, "program_trap".into()));
     // Still healthy, metrics count what happened.
-    let metrics = http.get(format!("http://{}/metrics", agent.addr)).send().await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("khachapuri_requests_total{status=\"504\"} 1"), "{metrics}");
+    let metrics = http
+        .get(format!("http://{}/metrics", agent.addr))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("khachapuri_requests_total{status=\"504\"} 1"),
+        "{metrics}"
+    );
     assert!(metrics.contains("khachapuri_claims_total 2"), "{metrics}");
-    assert_eq!(http.get(format!("http://{}/healthz", agent.addr)).send().await.unwrap().status(), 200);
+    assert_eq!(
+        http.get(format!("http://{}/healthz", agent.addr))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
 
     // 503: the chain RPC is down. Fail closed: nothing runs for free.
     let cid = hello_cid.clone();
     agent.shutdown().await;
     let agent = net.agent(SettlementMode::Batch).await;
-    let Net { devnet, dir: _dir, .. } = net;
+    let Net {
+        devnet, dir: _dir, ..
+    } = net;
     drop(devnet); // kills anvil
     let r = http.post(url(&agent, &cid)).send().await.unwrap();
     assert_eq!(status(r).await, (503, "chain_unavailable".into()));
@@ -232,24 +490,54 @@ async fn failures_get_the_right_status_and_a_reason() {
 async fn a_provider_behind_nat_serves_through_the_gateway_tunnel() {
     use khachapuri_gateway::{GatewayConfig, Server, StaticDirectory};
     let net = Net::start().await;
-    let spec = net.spec(&example("hello"), "hello.wasm", &[("GREETING", "Tunnel")], OWNER).await;
+    let spec = net
+        .spec(
+            &example("hello"),
+            "hello.wasm",
+            &[("GREETING", "Tunnel")],
+            OWNER,
+        )
+        .await;
     let cid = net.publish(&spec);
-    net.fund(OWNER, Usdc::from_whole(1), PRICE, Usdc::from_whole(1)).await;
-    let directory = StaticDirectory::new().with(LABEL, Server::Tunnel, Some(net.provider_address())).unwrap();
-    let gateway = khachapuri_gateway::spawn("127.0.0.1:0".parse().unwrap(), GatewayConfig::default(), std::sync::Arc::new(directory))
-        .await
+    net.fund(OWNER, Usdc::from_whole(1), PRICE, Usdc::from_whole(1))
+        .await;
+    let directory = StaticDirectory::new()
+        .with(LABEL, Server::Tunnel, Some(net.provider_address()))
         .unwrap();
+    let gateway = khachapuri_gateway::spawn(
+        "127.0.0.1:0".parse().unwrap(),
+        GatewayConfig::default(),
+        std::sync::Arc::new(directory),
+    )
+    .await
+    .unwrap();
     let mut config = net.config(SettlementMode::Batch);
     config.tunnel = Some(format!("ws://{}/_tunnel", gateway.addr));
-    let agent = khachapuri_provider::start(config, signer(PROVIDER)).await.unwrap();
-    agent.tunnel.as_ref().unwrap().wait_connected(std::time::Duration::from_secs(10)).await.unwrap();
+    let agent = khachapuri_provider::start(config, signer(PROVIDER))
+        .await
+        .unwrap();
+    agent
+        .tunnel
+        .as_ref()
+        .unwrap()
+        .wait_connected(std::time::Duration::from_secs(10))
+        .await
+        .unwrap();
 
-    let res = khachapuri_tls::http().post(format!("http://{}/{LABEL}/{cid}", gateway.addr)).body("NAT").send().await.unwrap();
+    let res = khachapuri_tls::http()
+        .post(format!("http://{}/{LABEL}/{cid}", gateway.addr))
+        .body("NAT")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 200);
     assert_eq!(res.headers()[PRICE_HEADER], "0.01 USDC");
     assert_eq!(res.text().await.unwrap(), "Tunnel, NAT!\n");
     agent.shutdown().await;
-    assert_eq!(net.chain(0).earnings(net.provider_address()).await.unwrap(), PRICE);
+    assert_eq!(
+        net.chain(0).earnings(net.provider_address()).await.unwrap(),
+        PRICE
+    );
 }
 
 /// The escrow's promise, end to end: what the agent claimed settles whatever the payer does meanwhile. The
@@ -261,13 +549,26 @@ async fn a_payer_emptying_its_balance_cannot_touch_what_the_agent_claimed() {
     let net = Net::start().await;
     let spec = net.spec(&example("hello"), "hello.wasm", &[], OWNER).await;
     let cid = net.publish(&spec);
-    net.fund(OWNER, Usdc::from_whole(1), PRICE, Usdc::from_units(4 * PRICE.units())).await;
+    net.fund(
+        OWNER,
+        Usdc::from_whole(1),
+        PRICE,
+        Usdc::from_units(4 * PRICE.units()),
+    )
+    .await;
     let mut config = net.config(SettlementMode::Batch);
     config.batch_linger = std::time::Duration::from_secs(2); // the claims stay unsettled while the payer acts
-    let agent = khachapuri_provider::start(config, signer(PROVIDER)).await.unwrap();
+    let agent = khachapuri_provider::start(config, signer(PROVIDER))
+        .await
+        .unwrap();
     let http = khachapuri_tls::http();
     for i in 0..3 {
-        let res = http.post(url(&agent, &cid)).body(format!("{i}")).send().await.unwrap();
+        let res = http
+            .post(url(&agent, &cid))
+            .body(format!("{i}"))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(res.status(), 200, "{:?}", res.text().await);
     }
 
@@ -275,32 +576,73 @@ async fn a_payer_emptying_its_balance_cannot_touch_what_the_agent_claimed() {
     let owner = net.chain(OWNER);
     let me = net.devnet.address(OWNER);
     let free = owner.free_balance(me).await.unwrap();
-    owner.reserve(me, PRICE, Usdc::from_units(PRICE.units())).await.unwrap();
+    owner
+        .reserve(me, PRICE, Usdc::from_units(PRICE.units()))
+        .await
+        .unwrap();
     owner.consume(me, PRICE).await.unwrap();
     owner.withdraw_earnings(me, PRICE).await.unwrap();
-    owner.withdraw(me, free.saturating_sub(PRICE)).await.unwrap();
+    owner
+        .withdraw(me, free.saturating_sub(PRICE))
+        .await
+        .unwrap();
     assert_eq!(owner.free_balance(me).await.unwrap(), Usdc::ZERO);
-    owner.release(net.provider_address(), Usdc::MAX).await.unwrap();
+    owner
+        .release(net.provider_address(), Usdc::MAX)
+        .await
+        .unwrap();
 
     // New calls see the pending release: 402, naming the payer's own release and the command that drops it.
     tokio::time::sleep(std::time::Duration::from_millis(2_100)).await; // the agent's view of the terms expires
-    let res = http.post(url(&agent, &cid)).body("more").send().await.unwrap();
+    let res = http
+        .post(url(&agent, &cid))
+        .body("more")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 402);
     let body: serde_json::Value = res.json().await.unwrap();
     assert_eq!(body["error"], "insufficient_reserve", "{body}");
-    assert!(body["message"].as_str().unwrap().contains("pending release"), "{body}");
-    assert!(body["hint"].as_str().unwrap().contains("khachapuri escrow cancel --provider alice"), "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("pending release"),
+        "{body}"
+    );
+    assert!(
+        body["hint"]
+            .as_str()
+            .unwrap()
+            .contains("khachapuri escrow cancel --provider alice"),
+        "{body}"
+    );
 
     // Every claim made before settles: 3 requests, in full.
     agent.shutdown().await;
-    assert_eq!(net.chain(0).earnings(net.provider_address()).await.unwrap(), Usdc::from_units(3 * PRICE.units()));
-    let terms = net.chain(0).terms(me, net.provider_address()).await.unwrap();
-    assert_eq!(terms.reserve, PRICE, "4 reserved, 3 charged; the 4th goes back after the delay");
+    assert_eq!(
+        net.chain(0).earnings(net.provider_address()).await.unwrap(),
+        Usdc::from_units(3 * PRICE.units())
+    );
+    let terms = net
+        .chain(0)
+        .terms(me, net.provider_address())
+        .await
+        .unwrap();
+    assert_eq!(
+        terms.reserve, PRICE,
+        "4 reserved, 3 charged; the 4th goes back after the delay"
+    );
 
     // Dropping the release makes the payer good again.
     owner.cancel_pending(net.provider_address()).await.unwrap();
     let agent = net.agent(SettlementMode::Batch).await;
-    let res = http.post(url(&agent, &cid)).body("back").send().await.unwrap();
+    let res = http
+        .post(url(&agent, &cid))
+        .body("back")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 200, "{:?}", res.text().await);
     agent.shutdown().await;
 }

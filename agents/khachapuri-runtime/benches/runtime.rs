@@ -16,14 +16,24 @@ fn root() -> PathBuf {
 }
 
 fn example(name: &str) -> Vec<u8> {
-    let path = root().join("examples/target/wasm32-wasip1/release").join(format!("{name}.wasm"));
-    std::fs::read(&path).unwrap_or_else(|e| panic!("{} is missing ({e}): run `make examples` first", path.display()))
+    let path = root()
+        .join("examples/target/wasm32-wasip1/release")
+        .join(format!("{name}.wasm"));
+    std::fs::read(&path).unwrap_or_else(|e| {
+        panic!(
+            "{} is missing ({e}): run `make examples` first",
+            path.display()
+        )
+    })
 }
 
 fn runtime(engine: EngineKind, cache_dir: Option<PathBuf>, memory_cache_entries: usize) -> Runtime {
     let config = RuntimeConfig {
         engine,
-        limits: Limits { memory_bytes: 64 << 20, ..Limits::default() },
+        limits: Limits {
+            memory_bytes: 64 << 20,
+            ..Limits::default()
+        },
         cache_dir,
         memory_cache_entries,
         max_instances: 128,
@@ -78,7 +88,11 @@ fn measure(n: usize, mut f: impl FnMut(usize)) -> Value {
 
 fn rss_bytes() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let pages: u64 = statm.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or(0);
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
     pages * 4096
 }
 
@@ -113,7 +127,8 @@ fn memory_per_instance(engine: EngineKind, n: usize) -> Value {
     let go = Arc::new(Barrier::new(n + 1));
     let threads: Vec<_> = (0..n)
         .map(|_| {
-            let (rt, program, barrier, go) = (rt.clone(), program.clone(), barrier.clone(), go.clone());
+            let (rt, program, barrier, go) =
+                (rt.clone(), program.clone(), barrier.clone(), go.clone());
             std::thread::spawn(move || {
                 barrier.wait();
                 go.wait();
@@ -138,7 +153,11 @@ fn memory_per_instance(engine: EngineKind, n: usize) -> Value {
 fn bench_engine(engine: EngineKind, name: &str) -> Value {
     let hello = example("hello");
     let cold_module = example("json-transform");
-    let req = Request { method: "POST".into(), body: b"bench".to_vec(), ..Request::default() };
+    let req = Request {
+        method: "POST".into(),
+        body: b"bench".to_vec(),
+        ..Request::default()
+    };
     let (warm_n, cold_n) = match engine {
         EngineKind::Wasmtime => (5000, 20),
         #[cfg(feature = "wasmer")]
@@ -157,17 +176,33 @@ fn bench_engine(engine: EngineKind, name: &str) -> Value {
     // memory_cache_entries = 0: every load compiles. A cold load is what a program's first request waits
     // for (wasmtime: the baseline tier); the optimizing tier-up then runs in the background and is waited
     // for after each timed sample, so that it does not slow the next one.
-    let cold = measure_then(cold_n, |i| rt.load(&format!("cold-{i}"), &cold_module, None).expect("compiles"), |p| {
-        assert_eq!(p.origin, Origin::Compiled);
-        rt.wait_background();
-    });
+    let cold = measure_then(
+        cold_n,
+        |i| {
+            rt.load(&format!("cold-{i}"), &cold_module, None)
+                .expect("compiles")
+        },
+        |p| {
+            assert_eq!(p.origin, Origin::Compiled);
+            rt.wait_background();
+        },
+    );
     let tier_up = measure(cold_n, |i| {
-        let _held = rt.load(&format!("tier-up-{i}"), &cold_module, None).expect("compiles");
+        let _held = rt
+            .load(&format!("tier-up-{i}"), &cold_module, None)
+            .expect("compiles");
         rt.wait_background();
     });
-    let cold_hello = measure_then(cold_n, |i| rt.load(&format!("cold-hello-{i}"), &hello, None).expect("compiles"), |_| {
-        rt.wait_background();
-    });
+    let cold_hello = measure_then(
+        cold_n,
+        |i| {
+            rt.load(&format!("cold-hello-{i}"), &hello, None)
+                .expect("compiles")
+        },
+        |_| {
+            rt.wait_background();
+        },
+    );
     let mut out = json!({
         "engine": name,
         "warm_hello": warm,
@@ -247,6 +282,7 @@ fn main() {
     let dir = root().join("target/bench");
     std::fs::create_dir_all(&dir).expect("target/bench");
     let path = dir.join("runtime.json");
-    std::fs::write(&path, serde_json::to_string_pretty(&report).expect("json")).expect("write report");
+    std::fs::write(&path, serde_json::to_string_pretty(&report).expect("json"))
+        .expect("write report");
     println!("wrote {}", path.display());
 }

@@ -29,7 +29,13 @@ struct LruState<V> {
 impl<V: Clone> MemoryCache<V> {
     /// A cache holding at most `capacity` entries (0 disables it).
     pub fn new(capacity: usize) -> Self {
-        Self { capacity, inner: Mutex::new(LruState { clock: 0, entries: HashMap::new() }) }
+        Self {
+            capacity,
+            inner: Mutex::new(LruState {
+                clock: 0,
+                entries: HashMap::new(),
+            }),
+        }
     }
 
     /// The value under `key`, marking it recently used.
@@ -52,7 +58,11 @@ impl<V: Clone> MemoryCache<V> {
         state.clock += 1;
         let now = state.clock;
         if !state.entries.contains_key(key) && state.entries.len() >= self.capacity {
-            let oldest = state.entries.iter().min_by_key(|(_, (_, used))| *used).map(|(k, _)| k.clone());
+            let oldest = state
+                .entries
+                .iter()
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(k, _)| k.clone());
             if let Some(oldest) = oldest {
                 state.entries.remove(&oldest);
             }
@@ -62,7 +72,11 @@ impl<V: Clone> MemoryCache<V> {
 
     /// Number of entries held.
     pub fn len(&self) -> usize {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner()).entries.len()
+        self.inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entries
+            .len()
     }
 
     /// True when nothing is cached.
@@ -93,7 +107,11 @@ impl DiskCache {
     pub fn open(dir: &Path, fingerprint: [u8; 32]) -> Result<Self> {
         fs::create_dir_all(dir)?;
         let secret = load_or_create_secret(&dir.join(SECRET_FILE))?;
-        Ok(Self { dir: dir.to_path_buf(), secret, fingerprint })
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            secret,
+            fingerprint,
+        })
     }
 
     /// The file an artifact for `key` lives in.
@@ -103,7 +121,8 @@ impl DiskCache {
     }
 
     fn tag(&self, key: &str, artifact: &[u8]) -> Hmac<Sha256> {
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.secret).expect("HMAC takes any key length");
+        let mut mac =
+            <Hmac<Sha256> as Mac>::new_from_slice(&self.secret).expect("HMAC takes any key length");
         mac.update(&self.fingerprint);
         mac.update(&(key.len() as u64).to_le_bytes());
         mac.update(key.as_bytes());
@@ -131,7 +150,11 @@ impl DiskCache {
     pub fn put(&self, key: &str, artifact: &[u8]) -> Result<()> {
         let path = self.path_for(key);
         let tmp = path.with_extension(format!("tmp{}", rand::thread_rng().next_u64()));
-        let mut file = fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
         file.write_all(&self.tag(key, artifact).finalize().into_bytes())?;
         file.write_all(artifact)?;
         file.sync_all()?;
@@ -151,7 +174,11 @@ fn load_or_create_secret(path: &Path) -> Result<[u8; SECRET_LEN]> {
     let mut secret = [0u8; SECRET_LEN];
     rand::rngs::OsRng.fill_bytes(&mut secret);
     let tmp = path.with_extension(format!("tmp{}", rand::thread_rng().next_u64()));
-    let mut file = fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)?;
     file.write_all(&secret)?;
     file.sync_all()?;
     drop(file);
@@ -178,8 +205,12 @@ fn read_secret(path: &Path) -> Result<Option<[u8; SECRET_LEN]>> {
                 ))
                 .into());
             }
-            let secret = <[u8; SECRET_LEN]>::try_from(bytes.as_slice())
-                .map_err(|_| std::io::Error::other(format!("cache secret {} has a wrong length", path.display())))?;
+            let secret = <[u8; SECRET_LEN]>::try_from(bytes.as_slice()).map_err(|_| {
+                std::io::Error::other(format!(
+                    "cache secret {} has a wrong length",
+                    path.display()
+                ))
+            })?;
             Ok(Some(secret))
         }
         Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
@@ -208,7 +239,10 @@ mod tests {
     fn disk_cache_authenticates() {
         let dir = tempfile::tempdir().expect("tempdir");
         let cache = DiskCache::open(dir.path(), [1; 32]).expect("open");
-        let mode = fs::metadata(dir.path().join(SECRET_FILE)).expect("secret").permissions().mode();
+        let mode = fs::metadata(dir.path().join(SECRET_FILE))
+            .expect("secret")
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
         cache.put("k", b"artifact").expect("put");
         assert_eq!(cache.get("k").as_deref(), Some(&b"artifact"[..]));

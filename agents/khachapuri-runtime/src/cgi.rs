@@ -74,7 +74,9 @@ pub fn environment(req: &Request) -> Result<Vec<(String, String)>> {
     };
     for (k, v) in &req.env {
         if k.is_empty() || k.contains(['=', '\0']) || v.contains('\0') {
-            return Err(Error::BadRequest(format!("invalid environment variable {k:?}")));
+            return Err(Error::BadRequest(format!(
+                "invalid environment variable {k:?}"
+            )));
         }
         set(k.clone(), v.clone());
     }
@@ -129,7 +131,11 @@ const MAX_HEADER_BLOCK: usize = 16 * 1024;
 /// `text/plain; charset=utf-8` for a UTF-8 body and `application/octet-stream` otherwise.
 pub fn parse_output(stdout: Vec<u8>) -> Response {
     match parse_header_block(&stdout) {
-        Some((status, headers, body_start)) => {
+        Some(HeaderBlock {
+            status,
+            headers,
+            body_start,
+        }) => {
             let body = stdout[body_start..].to_vec();
             finish(status, headers, body)
         }
@@ -138,7 +144,10 @@ pub fn parse_output(stdout: Vec<u8>) -> Response {
 }
 
 fn finish(status: u16, mut headers: Vec<(String, String)>, body: Vec<u8>) -> Response {
-    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("content-type")) {
+    if !headers
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+    {
         let default = if std::str::from_utf8(&body).is_ok() {
             "text/plain; charset=utf-8"
         } else {
@@ -146,11 +155,23 @@ fn finish(status: u16, mut headers: Vec<(String, String)>, body: Vec<u8>) -> Res
         };
         headers.push(("Content-Type".into(), default.into()));
     }
-    Response { status, headers, body }
+    Response {
+        status,
+        headers,
+        body,
+    }
 }
 
-/// `(status, headers, offset of the body)` when stdout starts with a valid header block.
-fn parse_header_block(out: &[u8]) -> Option<(u16, Vec<(String, String)>, usize)> {
+/// A header block that leads stdout.
+struct HeaderBlock {
+    status: u16,
+    headers: Vec<(String, String)>,
+    /// Where the body starts.
+    body_start: usize,
+}
+
+/// The header block stdout starts with, if it starts with a valid one.
+fn parse_header_block(out: &[u8]) -> Option<HeaderBlock> {
     let window = &out[..out.len().min(MAX_HEADER_BLOCK)];
     let mut headers = Vec::new();
     let mut status = None;
@@ -158,7 +179,9 @@ fn parse_header_block(out: &[u8]) -> Option<(u16, Vec<(String, String)>, usize)>
     loop {
         let rel_end = window[pos..].iter().position(|&b| b == b'\n')?;
         let line_end = pos + rel_end;
-        let line = window[pos..line_end].strip_suffix(b"\r").unwrap_or(&window[pos..line_end]);
+        let line = window[pos..line_end]
+            .strip_suffix(b"\r")
+            .unwrap_or(&window[pos..line_end]);
         pos = line_end + 1;
         if line.is_empty() {
             break;
@@ -183,9 +206,15 @@ fn parse_header_block(out: &[u8]) -> Option<(u16, Vec<(String, String)>, usize)>
     if headers.is_empty() && status.is_none() {
         return None; // A leading blank line is body, not an empty header block.
     }
-    let located = headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("location"));
+    let located = headers
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("location"));
     let status = status.unwrap_or(if located { 302 } else { 200 });
-    Some((status, headers, pos))
+    Some(HeaderBlock {
+        status,
+        headers,
+        body_start: pos,
+    })
 }
 
 #[cfg(test)]
@@ -194,7 +223,9 @@ mod tests {
 
     #[test]
     fn header_block_with_status() {
-        let r = parse_output(b"Status: 201 Created\r\nContent-Type: application/json\r\nX-A: 1\r\n\r\n{}".to_vec());
+        let r = parse_output(
+            b"Status: 201 Created\r\nContent-Type: application/json\r\nX-A: 1\r\n\r\n{}".to_vec(),
+        );
         assert_eq!(r.status, 201);
         assert_eq!(r.header("content-type"), Some("application/json"));
         assert_eq!(r.header("x-a"), Some("1"));
@@ -203,13 +234,22 @@ mod tests {
 
     #[test]
     fn plain_output_is_body() {
-        for out in [&b"hello world\n"[..], b"hello: world", b"not a header\n\nbody", b"\nbody", b"Status: abc\n\n"] {
+        for out in [
+            &b"hello world\n"[..],
+            b"hello: world",
+            b"not a header\n\nbody",
+            b"\nbody",
+            b"Status: abc\n\n",
+        ] {
             let r = parse_output(out.to_vec());
             assert_eq!(r.status, 200, "{out:?}");
             assert_eq!(r.body, out, "{out:?}");
             assert_eq!(r.header("Content-Type"), Some("text/plain; charset=utf-8"));
         }
-        assert_eq!(parse_output(vec![0xff, 0]).header("content-type"), Some("application/octet-stream"));
+        assert_eq!(
+            parse_output(vec![0xff, 0]).header("content-type"),
+            Some("application/octet-stream")
+        );
     }
 
     #[test]
@@ -232,7 +272,10 @@ mod tests {
                 ("accept".into(), "b".into()),
             ],
             body: b"abc".to_vec(),
-            env: vec![("GREETING".into(), "Hi".into()), ("REQUEST_METHOD".into(), "spoof".into())],
+            env: vec![
+                ("GREETING".into(), "Hi".into()),
+                ("REQUEST_METHOD".into(), "spoof".into()),
+            ],
         };
         let env = environment(&req).expect("valid request");
         let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
@@ -246,7 +289,10 @@ mod tests {
         assert_eq!(get("HTTP_ACCEPT"), Some("a, b"));
         assert_eq!(get("HTTP_CONTENT_TYPE"), None);
 
-        let bad = Request { env: vec![("A=B".into(), "c".into())], ..Request::default() };
+        let bad = Request {
+            env: vec![("A=B".into(), "c".into())],
+            ..Request::default()
+        };
         assert!(matches!(environment(&bad), Err(Error::BadRequest(_))));
     }
 }
@@ -262,7 +308,11 @@ pub(crate) struct BoundedBuffer {
 
 impl BoundedBuffer {
     pub(crate) fn new(cap: usize) -> Self {
-        Self { buf: Default::default(), cap, overflow: Default::default() }
+        Self {
+            buf: Default::default(),
+            cap,
+            overflow: Default::default(),
+        }
     }
 
     /// The cap, bytes.
@@ -291,7 +341,8 @@ impl BoundedBuffer {
         let room = self.cap - buf.len();
         buf.extend_from_slice(&bytes[..bytes.len().min(room)]);
         if bytes.len() > room {
-            self.overflow.store(true, std::sync::atomic::Ordering::Relaxed);
+            self.overflow
+                .store(true, std::sync::atomic::Ordering::Relaxed);
             return false;
         }
         true

@@ -72,7 +72,11 @@ impl Default for Limits {
 impl Limits {
     /// The per-run part of these caps: what [`Runtime::run`] runs under.
     pub fn run_limits(&self) -> RunLimits {
-        RunLimits { memory_bytes: self.memory_bytes, deadline: self.deadline, output_bytes: self.output_bytes }
+        RunLimits {
+            memory_bytes: self.memory_bytes,
+            deadline: self.deadline,
+            output_bytes: self.output_bytes,
+        }
     }
 }
 
@@ -205,7 +209,9 @@ pub struct Program {
 
 impl std::fmt::Debug for Program {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Program").field("origin", &self.origin).finish_non_exhaustive()
+        f.debug_struct("Program")
+            .field("origin", &self.origin)
+            .finish_non_exhaustive()
     }
 }
 
@@ -241,13 +247,20 @@ impl Runtime {
     pub fn new(config: RuntimeConfig) -> Result<Self> {
         let dir = config.cache_dir.as_deref();
         let engine: Box<dyn Engine> = match config.engine {
-            EngineKind::Wasmtime => {
-                Box::new(WasmtimeEngine::new(config.limits, config.max_instances, dir, config.tiering)?)
-            },
+            EngineKind::Wasmtime => Box::new(WasmtimeEngine::new(
+                config.limits,
+                config.max_instances,
+                dir,
+                config.tiering,
+            )?),
             #[cfg(feature = "wasmer")]
             EngineKind::Wasmer => Box::new(WasmerEngine::new(config.limits, dir)?),
         };
-        Ok(Self { engine, memory: cache::MemoryCache::new(config.memory_cache_entries), limits: config.limits })
+        Ok(Self {
+            engine,
+            memory: cache::MemoryCache::new(config.memory_cache_entries),
+            limits: config.limits,
+        })
     }
 
     /// The engine's name.
@@ -281,7 +294,12 @@ impl Runtime {
 
     /// Program `cid` if it is in the memory cache (no bytes needed then).
     pub fn cached(&self, cid: &str, entry: Option<&str>) -> Option<Program> {
-        self.memory.get(&cache_key(cid, entry)).map(|loaded| Program { loaded, origin: Origin::Memory })
+        self.memory
+            .get(&cache_key(cid, entry))
+            .map(|loaded| Program {
+                loaded,
+                origin: Origin::Memory,
+            })
     }
 
     /// Run `program` once on `request`, under the runtime's caps.
@@ -291,7 +309,12 @@ impl Runtime {
 
     /// Run `program` once on `request` under `limits` (e.g. the deployment owner's), each
     /// clamped to the runtime's cap: a run never gets more than [`Runtime::limits`].
-    pub fn run_with(&self, program: &Program, request: &Request, limits: &RunLimits) -> Result<RunOutput> {
+    pub fn run_with(
+        &self,
+        program: &Program,
+        request: &Request,
+        limits: &RunLimits,
+    ) -> Result<RunOutput> {
         program.run_with(request, limits)
     }
 }

@@ -22,7 +22,10 @@ pub struct PackageLimits {
 
 impl Default for PackageLimits {
     fn default() -> Self {
-        Self { max_module_bytes: 32 << 20, max_unzipped_bytes: 64 << 20 }
+        Self {
+            max_module_bytes: 32 << 20,
+            max_unzipped_bytes: 64 << 20,
+        }
     }
 }
 
@@ -32,7 +35,11 @@ impl Default for PackageLimits {
 /// `*.wasm` file. Only that entry is decompressed, and only into memory: nothing outside the
 /// zip is ever read. The sizes claimed by the central directory are checked first, then the
 /// actual decompressed size is enforced while reading (so a zip whose headers lie is stopped).
-pub fn extract_module(bytes: &[u8], entry: Option<&str>, limits: &PackageLimits) -> Result<Vec<u8>> {
+pub fn extract_module(
+    bytes: &[u8],
+    entry: Option<&str>,
+    limits: &PackageLimits,
+) -> Result<Vec<u8>> {
     if bytes.starts_with(&ZIP_MAGIC) {
         return Ok(unzip_module(bytes, entry, limits)?.1);
     }
@@ -42,7 +49,11 @@ pub fn extract_module(bytes: &[u8], entry: Option<&str>, limits: &PackageLimits)
 
 /// The entry module of a program zip and its path in the zip (`entry`, or the only `*.wasm`), with the
 /// same checks as [`extract_module`].
-pub fn unzip_module(zip: &[u8], entry: Option<&str>, limits: &PackageLimits) -> Result<(String, Vec<u8>)> {
+pub fn unzip_module(
+    zip: &[u8],
+    entry: Option<&str>,
+    limits: &PackageLimits,
+) -> Result<(String, Vec<u8>)> {
     let (name, module) = unzip_entry(zip, entry, limits)?;
     check_module(&module, limits)?;
     Ok((name, module))
@@ -51,10 +62,15 @@ pub fn unzip_module(zip: &[u8], entry: Option<&str>, limits: &PackageLimits) -> 
 /// Check that `bytes` starts like a WebAssembly core module and is not over the size cap.
 pub fn check_module(bytes: &[u8], limits: &PackageLimits) -> Result<()> {
     if bytes.len() as u64 > limits.max_module_bytes {
-        return Err(Error::ModuleTooLarge { size: bytes.len() as u64, max: limits.max_module_bytes });
+        return Err(Error::ModuleTooLarge {
+            size: bytes.len() as u64,
+            max: limits.max_module_bytes,
+        });
     }
     if bytes.starts_with(b"\0asm") && !bytes.starts_with(&WASM_HEADER) {
-        return Err(Error::NotWasm("a WebAssembly component or unknown version; a core module is required".into()));
+        return Err(Error::NotWasm(
+            "a WebAssembly component or unknown version; a core module is required".into(),
+        ));
     }
     if !bytes.starts_with(&WASM_HEADER) {
         return Err(Error::NotWasm("missing the `\\0asm` header".into()));
@@ -72,16 +88,25 @@ pub fn zip_module(entry: &str, module: &[u8], limits: &PackageLimits) -> Result<
     let options = zip::write::SimpleFileOptions::default()
         .compression_method(zip::CompressionMethod::Deflated)
         .unix_permissions(0o644);
-    writer.start_file(entry.trim_start_matches('/'), options).map_err(bad)?;
+    writer
+        .start_file(entry.trim_start_matches('/'), options)
+        .map_err(bad)?;
     std::io::Write::write_all(&mut writer, module).map_err(|e| Error::BadPackage(e.to_string()))?;
     Ok(writer.finish().map_err(bad)?.into_inner())
 }
 
-fn unzip_entry(bytes: &[u8], entry: Option<&str>, limits: &PackageLimits) -> Result<(String, Vec<u8>)> {
+fn unzip_entry(
+    bytes: &[u8],
+    entry: Option<&str>,
+    limits: &PackageLimits,
+) -> Result<(String, Vec<u8>)> {
     let bad = |e: zip::result::ZipError| Error::BadPackage(e.to_string());
     let mut archive = zip::ZipArchive::new(Cursor::new(bytes)).map_err(bad)?;
     if archive.len() > MAX_ZIP_ENTRIES {
-        return Err(Error::BadPackage(format!("zip has {} entries, more than {MAX_ZIP_ENTRIES}", archive.len())));
+        return Err(Error::BadPackage(format!(
+            "zip has {} entries, more than {MAX_ZIP_ENTRIES}",
+            archive.len()
+        )));
     }
     // What the central directory claims, before decompressing anything.
     let mut claimed_total: u64 = 0;
@@ -94,14 +119,20 @@ fn unzip_entry(bytes: &[u8], entry: Option<&str>, limits: &PackageLimits) -> Res
         }
     }
     if claimed_total > limits.max_unzipped_bytes {
-        return Err(Error::UnzippedTooLarge { max: limits.max_unzipped_bytes });
+        return Err(Error::UnzippedTooLarge {
+            max: limits.max_unzipped_bytes,
+        });
     }
     let name = match entry {
         Some(name) => name.trim_start_matches('/').to_string(),
         None => match wasm_entries.as_slice() {
             [only] => only.clone(),
             [] => return Err(Error::BadPackage("zip holds no .wasm module".into())),
-            _ => return Err(Error::BadPackage("zip holds several .wasm modules; name the entry".into())),
+            _ => {
+                return Err(Error::BadPackage(
+                    "zip holds several .wasm modules; name the entry".into(),
+                ));
+            }
         },
     };
     let file = archive
@@ -111,7 +142,10 @@ fn unzip_entry(bytes: &[u8], entry: Option<&str>, limits: &PackageLimits) -> Res
         return Err(Error::BadPackage(format!("entry {name:?} is not a file")));
     }
     if file.size() > limits.max_module_bytes {
-        return Err(Error::ModuleTooLarge { size: file.size(), max: limits.max_module_bytes });
+        return Err(Error::ModuleTooLarge {
+            size: file.size(),
+            max: limits.max_module_bytes,
+        });
     }
     // Enforce the caps on what actually comes out, whatever the headers said.
     let cap = limits.max_module_bytes.min(limits.max_unzipped_bytes);
@@ -123,7 +157,10 @@ fn unzip_entry(bytes: &[u8], entry: Option<&str>, limits: &PackageLimits) -> Res
         return Err(if cap == limits.max_unzipped_bytes {
             Error::UnzippedTooLarge { max: cap }
         } else {
-            Error::ModuleTooLarge { size: module.len() as u64, max: cap }
+            Error::ModuleTooLarge {
+                size: module.len() as u64,
+                max: cap,
+            }
         });
     }
     Ok((name, module))

@@ -47,15 +47,29 @@ pub struct WasmerEngine {
 impl WasmerEngine {
     /// An engine enforcing `limits`. A `cache_dir` is accepted for symmetry but not used.
     pub fn new(limits: Limits, _cache_dir: Option<&std::path::Path>) -> Result<Self> {
-        let mut engine: wasmer::Engine = wasmer::sys::EngineBuilder::new(wasmer::sys::Cranelift::default()).engine().into();
+        let mut engine: wasmer::Engine =
+            wasmer::sys::EngineBuilder::new(wasmer::sys::Cranelift::default())
+                .engine()
+                .into();
         engine.set_tunables(CappedTunables::new(limits.memory_bytes));
-        let tokio = Arc::new(tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?);
+        let tokio = Arc::new(
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()?,
+        );
         // PluggableRuntime::new builds host networking (replaced just below) inside tokio.
         let _inside = tokio.enter();
-        let mut runtime = PluggableRuntime::new(Arc::new(TokioTaskManager::new(tokio.handle().clone())));
+        let mut runtime =
+            PluggableRuntime::new(Arc::new(TokioTaskManager::new(tokio.handle().clone())));
         runtime.set_networking_implementation(UnsupportedVirtualNetworking::default());
         runtime.set_engine(engine.clone());
-        Ok(Self { engine, runtime: Arc::new(runtime), tokio, limits })
+        Ok(Self {
+            engine,
+            runtime: Arc::new(runtime),
+            tokio,
+            limits,
+        })
     }
 }
 
@@ -74,7 +88,11 @@ impl Engine for WasmerEngine {
         }
         for import in module.imports() {
             if !import.module().starts_with("wasi") {
-                return Err(Error::Link(format!("unknown import `{}::{}`", import.module(), import.name())));
+                return Err(Error::Link(format!(
+                    "unknown import `{}::{}`",
+                    import.module(),
+                    import.name()
+                )));
             }
         }
         let name = id.rsplit(['/', '#']).next().unwrap_or(id).to_string();
@@ -129,7 +147,10 @@ impl Loaded for WasmerProgram {
             Ok(pair) => pair,
             Err(e) => return Err(Error::Link(e.to_string())),
         };
-        let start = instance.exports.get_function("_start").map_err(|_| Error::MissingStart)?;
+        let start = instance
+            .exports
+            .get_function("_start")
+            .map_err(|_| Error::MissingStart)?;
 
         // Watchdog: at the deadline, interrupt the store (retrying, as wasmer asks embedders to)
         // and kill the WASI process, which wakes it from a sleep in a host call.
@@ -167,15 +188,22 @@ impl Loaded for WasmerProgram {
             Ok(_) => None,
         };
         wasi.on_exit(&mut store, None);
-        let stats = Stats { duration: started.elapsed(), peak_memory: memory_bytes };
+        let stats = Stats {
+            duration: started.elapsed(),
+            peak_memory: memory_bytes,
+        };
         let stderr = stderr.take();
         let outcome = match (result, exit) {
             (Ok(_), _) | (Err(_), Some(0)) => Ok(()),
-            _ if stdout.overflowed() => Err(Error::OutputLimit { limit: limits.output_bytes }),
+            _ if stdout.overflowed() => Err(Error::OutputLimit {
+                limit: limits.output_bytes,
+            }),
             _ if timed_out.load(Ordering::Relaxed) => Err(Error::Timeout(limits.deadline)),
             (Err(_), Some(code)) => Err(Error::Exit(code)),
             (Err(_), None) if memory_bytes + NEAR_CAP > limits.memory_bytes => {
-                Err(Error::MemoryLimit { limit: limits.memory_bytes })
+                Err(Error::MemoryLimit {
+                    limit: limits.memory_bytes,
+                })
             }
             (Err(e), None) => Err(Error::Trap(e.message())),
         };
@@ -183,7 +211,11 @@ impl Loaded for WasmerProgram {
             tracing::info!(program = %self.name, error = %e, stderr = %String::from_utf8_lossy(&stderr), "run failed");
             return Err(e);
         }
-        Ok(RunOutput { response: cgi::parse_output(stdout.take()), stderr, stats })
+        Ok(RunOutput {
+            response: cgi::parse_output(stdout.take()),
+            stderr,
+            stats,
+        })
     }
 }
 
@@ -196,12 +228,18 @@ struct CappedTunables {
 impl CappedTunables {
     fn new(memory_bytes: usize) -> Self {
         let pages = u32::try_from(memory_bytes / wasmer::WASM_PAGE_SIZE).unwrap_or(u32::MAX);
-        Self { base: BaseTunables::new(), max_pages: Pages(pages) }
+        Self {
+            base: BaseTunables::new(),
+            max_pages: Pages(pages),
+        }
     }
 
     fn cap(&self, ty: &MemoryType) -> Result<MemoryType, MemoryError> {
         if ty.minimum > self.max_pages {
-            return Err(MemoryError::MinimumMemoryTooLarge { min_requested: ty.minimum, max_allowed: self.max_pages });
+            return Err(MemoryError::MinimumMemoryTooLarge {
+                min_requested: ty.minimum,
+                max_allowed: self.max_pages,
+            });
         }
         let maximum = Some(ty.maximum.map_or(self.max_pages, |m| m.min(self.max_pages)));
         Ok(MemoryType { maximum, ..*ty })
@@ -218,7 +256,11 @@ impl Tunables for CappedTunables {
         self.base.table_style(table)
     }
 
-    fn create_host_memory(&self, ty: &MemoryType, style: &MemoryStyle) -> Result<VMMemory, MemoryError> {
+    fn create_host_memory(
+        &self,
+        ty: &MemoryType,
+        style: &MemoryStyle,
+    ) -> Result<VMMemory, MemoryError> {
         self.base.create_host_memory(&self.cap(ty)?, style)
     }
 
@@ -230,7 +272,10 @@ impl Tunables for CappedTunables {
     ) -> Result<VMMemory, MemoryError> {
         let ty = self.cap(ty)?;
         // SAFETY: forwarded unchanged from our caller, who upholds the trait's contract.
-        unsafe { self.base.create_vm_memory(&ty, style, vm_definition_location) }
+        unsafe {
+            self.base
+                .create_vm_memory(&ty, style, vm_definition_location)
+        }
     }
 
     fn create_host_table(&self, ty: &TableType, style: &TableStyle) -> Result<VMTable, String> {
@@ -258,7 +303,10 @@ struct BoundedFile {
 
 impl BoundedFile {
     fn new(cap: usize, fail_on_overflow: bool) -> Self {
-        Self { out: cgi::BoundedBuffer::new(cap), fail_on_overflow }
+        Self {
+            out: cgi::BoundedBuffer::new(cap),
+            fail_on_overflow,
+        }
     }
 
     fn overflowed(&self) -> bool {
@@ -271,14 +319,21 @@ impl BoundedFile {
 
     fn append(&self, bytes: &[u8]) -> io::Result<usize> {
         if !self.out.append(bytes) && self.fail_on_overflow {
-            return Err(io::Error::new(io::ErrorKind::StorageFull, "output limit reached"));
+            return Err(io::Error::new(
+                io::ErrorKind::StorageFull,
+                "output limit reached",
+            ));
         }
         Ok(bytes.len())
     }
 }
 
 impl tokio::io::AsyncWrite for BoundedFile {
-    fn poll_write(self: Pin<&mut Self>, _cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         Poll::Ready(self.append(buf))
     }
 
@@ -292,14 +347,21 @@ impl tokio::io::AsyncWrite for BoundedFile {
 }
 
 impl tokio::io::AsyncRead for BoundedFile {
-    fn poll_read(self: Pin<&mut Self>, _cx: &mut Context<'_>, _buf: &mut tokio::io::ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        _buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         Poll::Ready(Ok(()))
     }
 }
 
 impl tokio::io::AsyncSeek for BoundedFile {
     fn start_seek(self: Pin<&mut Self>, _position: io::SeekFrom) -> io::Result<()> {
-        Err(io::Error::new(io::ErrorKind::Unsupported, "stdout is not seekable"))
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "stdout is not seekable",
+        ))
     }
 
     fn poll_complete(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<u64>> {

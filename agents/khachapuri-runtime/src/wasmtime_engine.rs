@@ -28,8 +28,9 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 use wasmtime::{
-    Caller, Config, InstanceAllocationStrategy, InstancePre, Linker, Module, PoolConcurrencyLimitError,
-    PoolingAllocationConfig, ResourceLimiter, Store, Trap, UpdateDeadline,
+    Caller, Config, InstanceAllocationStrategy, InstancePre, Linker, Module,
+    PoolConcurrencyLimitError, PoolingAllocationConfig, ResourceLimiter, Store, Trap,
+    UpdateDeadline,
 };
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p1::WasiP1Ctx;
@@ -93,7 +94,8 @@ impl Tier {
         // Reset a slot's pages with memset rather than madvise: madvise on every run costs a TLB
         // shootdown across cores and page faults on the next run (the top of the agent's profile).
         if PoolingAllocationConfig::is_pagemap_scan_available() {
-            pool.pagemap_scan(wasmtime::Enabled::Yes).linear_memory_keep_resident(KEEP_RESIDENT_BYTES);
+            pool.pagemap_scan(wasmtime::Enabled::Yes)
+                .linear_memory_keep_resident(KEEP_RESIDENT_BYTES);
         } else {
             pool.linear_memory_keep_resident(KEEP_RESIDENT_FALLBACK);
         }
@@ -111,12 +113,17 @@ impl Tier {
         }
         let engine = wasmtime::Engine::new(&config).map_err(engine_err)?;
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p1::add_to_linker_async(&mut linker, |h: &mut Host| &mut h.wasi).map_err(engine_err)?;
+        wasmtime_wasi::p1::add_to_linker_async(&mut linker, |h: &mut Host| &mut h.wasi)
+            .map_err(engine_err)?;
         linker
             .allow_shadowing(true)
-            .func_wrap_async(WASI, "poll_oneoff", |caller, (subs, events, n, nevents): (i32, i32, i32, i32)| {
-                Box::new(poll_oneoff(caller, subs, events, n, nevents))
-            })
+            .func_wrap_async(
+                WASI,
+                "poll_oneoff",
+                |caller, (subs, events, n, nevents): (i32, i32, i32, i32)| {
+                    Box::new(poll_oneoff(caller, subs, events, n, nevents))
+                },
+            )
             .map_err(engine_err)?;
         linker.allow_shadowing(false);
         Ok(Self { engine, linker })
@@ -129,12 +136,15 @@ impl Tier {
             Some(ty) if ty.params().len() == 0 && ty.results().len() == 0 => {}
             _ => return Err(Error::MissingStart),
         }
-        self.linker.instantiate_pre(module).map_err(|e| Error::Link(format!("{e:#}")))
+        self.linker
+            .instantiate_pre(module)
+            .map_err(|e| Error::Link(format!("{e:#}")))
     }
 
     /// Compiles `wasm` with Cranelift and stores the artifact in `disk`.
     fn compile_optimized(&self, id: &str, wasm: &[u8], disk: Option<&DiskCache>) -> Result<Module> {
-        let module = Module::new(&self.engine, wasm).map_err(|e| Error::Compile(format!("{e:#}")))?;
+        let module =
+            Module::new(&self.engine, wasm).map_err(|e| Error::Compile(format!("{e:#}")))?;
         if let Some(disk) = disk {
             match module.serialize() {
                 Ok(artifact) => {
@@ -206,7 +216,11 @@ impl TierUp {
                 signal.notify_all();
             }
         })?;
-        Ok(Self { jobs: Some(tx), pending, thread: Some(thread) })
+        Ok(Self {
+            jobs: Some(tx),
+            pending,
+            thread: Some(thread),
+        })
     }
 
     fn queue(&self, job: Job) {
@@ -244,30 +258,56 @@ impl WasmtimeEngine {
         cache_dir: Option<&std::path::Path>,
         tiering: Tiering,
     ) -> Result<Self> {
-        let optimized = Arc::new(Tier::new(wasmtime::Strategy::Cranelift, &limits, max_instances)?);
+        let optimized = Arc::new(Tier::new(
+            wasmtime::Strategy::Cranelift,
+            &limits,
+            max_instances,
+        )?);
         let baseline = match tiering {
             Tiering::Optimized => None,
-            Tiering::Tiered | Tiering::Baseline => Some(Tier::new(wasmtime::Strategy::Winch, &limits, max_instances)?),
+            Tiering::Tiered | Tiering::Baseline => Some(Tier::new(
+                wasmtime::Strategy::Winch,
+                &limits,
+                max_instances,
+            )?),
         };
         let disk = match cache_dir {
-            Some(dir) => Some(Arc::new(DiskCache::open(dir, fingerprint(&optimized.engine))?)),
+            Some(dir) => Some(Arc::new(DiskCache::open(
+                dir,
+                fingerprint(&optimized.engine),
+            )?)),
             None => None,
         };
 
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
-            let engines: Vec<wasmtime::Engine> =
-                std::iter::once(&*optimized).chain(&baseline).map(|t| t.engine.clone()).collect();
+            let engines: Vec<wasmtime::Engine> = std::iter::once(&*optimized)
+                .chain(&baseline)
+                .map(|t| t.engine.clone())
+                .collect();
             let stop = stop.clone();
-            std::thread::Builder::new().name("wasmtime-epoch".into()).spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    std::thread::sleep(EPOCH_TICK);
-                    engines.iter().for_each(wasmtime::Engine::increment_epoch);
-                }
-            })?
+            std::thread::Builder::new()
+                .name("wasmtime-epoch".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(EPOCH_TICK);
+                        engines.iter().for_each(wasmtime::Engine::increment_epoch);
+                    }
+                })?
         };
         let tier_up = TierUp::spawn(optimized.clone(), disk.clone())?;
-        Ok(Self { optimized, baseline, tiering, limits, disk, tier_up, _ticker: Ticker { stop, thread: Some(thread) } })
+        Ok(Self {
+            optimized,
+            baseline,
+            tiering,
+            limits,
+            disk,
+            tier_up,
+            _ticker: Ticker {
+                stop,
+                thread: Some(thread),
+            },
+        })
     }
 
     /// The optimized module from the disk cache, when a verified artifact is there.
@@ -284,7 +324,11 @@ impl WasmtimeEngine {
 
     fn program(&self, pre: InstancePre<Host>, id: &str) -> Arc<WasmtimeProgram> {
         let name = id.rsplit(['/', '#']).next().unwrap_or(id).to_string();
-        Arc::new(WasmtimeProgram { pre: std::sync::RwLock::new(pre), limits: self.limits, name })
+        Arc::new(WasmtimeProgram {
+            pre: std::sync::RwLock::new(pre),
+            limits: self.limits,
+            name,
+        })
     }
 }
 
@@ -343,8 +387,13 @@ impl Engine for WasmtimeEngine {
             }
             Err(e) => {
                 tracing::debug!(id, error = %e, "the baseline compiler refused the module; optimizing now");
-                let module = self.optimized.compile_optimized(id, wasm, self.disk.as_deref())?;
-                Ok((self.program(self.optimized.instantiate_pre(&module)?, id), Origin::Compiled))
+                let module = self
+                    .optimized
+                    .compile_optimized(id, wasm, self.disk.as_deref())?;
+                Ok((
+                    self.program(self.optimized.instantiate_pre(&module)?, id),
+                    Origin::Compiled,
+                ))
             }
         }
     }
@@ -380,19 +429,34 @@ struct Limiter {
 }
 
 impl ResourceLimiter for Limiter {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         if desired > self.max_memory {
             self.hit = true;
-            return Err(wasmtime::format_err!("memory limit of {} bytes reached", self.max_memory));
+            return Err(wasmtime::format_err!(
+                "memory limit of {} bytes reached",
+                self.max_memory
+            ));
         }
         self.peak = self.peak.max(desired);
         Ok(true)
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         if desired > MAX_TABLE_ELEMENTS {
             self.hit = true;
-            return Err(wasmtime::format_err!("table limit of {MAX_TABLE_ELEMENTS} elements reached"));
+            return Err(wasmtime::format_err!(
+                "table limit of {MAX_TABLE_ELEMENTS} elements reached"
+            ));
         }
         Ok(true)
     }
@@ -451,12 +515,19 @@ async fn poll_oneoff(
         wasmtime::bail!("poll_oneoff needs an exported memory");
     };
     let host = caller.data();
-    let (started, remaining) = (host.started, host.deadline.saturating_sub(host.started.elapsed()));
+    let (started, remaining) = (
+        host.started,
+        host.deadline.saturating_sub(host.started.elapsed()),
+    );
     let n = n as u32 as usize;
     if n == 0 {
         return Ok(ERRNO_INVAL);
     }
-    let Some(bytes) = memory.data(&caller).get(subs as u32 as usize..).and_then(|m| m.get(..n * SUB)) else {
+    let Some(bytes) = memory
+        .data(&caller)
+        .get(subs as u32 as usize..)
+        .and_then(|m| m.get(..n * SUB))
+    else {
         return Ok(ERRNO_FAULT);
     };
     let mut waits = Vec::with_capacity(n);
@@ -468,7 +539,9 @@ async fn poll_oneoff(
                 let timeout = Duration::from_nanos(u64_at(24));
                 let now = match (sub[40] & 1 != 0, clock) {
                     (false, _) => Duration::ZERO,
-                    (true, 0) => SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default(),
+                    (true, 0) => SystemTime::now()
+                        .duration_since(SystemTime::UNIX_EPOCH)
+                        .unwrap_or_default(),
                     (true, _) => started.elapsed(), // the monotonic clock of `RunClock`
                 };
                 Wait::Clock(timeout.saturating_sub(now))
@@ -483,7 +556,17 @@ async fn poll_oneoff(
     let sleep = if waits.iter().any(|(_, w)| matches!(w, Wait::Fd(_))) {
         Duration::ZERO
     } else {
-        waits.iter().filter_map(|(_, w)| if let Wait::Clock(d) = w { Some(*d) } else { None }).min().unwrap_or_default()
+        waits
+            .iter()
+            .filter_map(|(_, w)| {
+                if let Wait::Clock(d) = w {
+                    Some(*d)
+                } else {
+                    None
+                }
+            })
+            .min()
+            .unwrap_or_default()
     };
     if sleep > remaining {
         return Err(wasmtime::Error::new(SleepPastDeadline));
@@ -553,8 +636,20 @@ impl WasmtimeProgram {
             .build_p1();
         let pre = self.pre.read().unwrap_or_else(|e| e.into_inner()).clone();
         let engine = pre.module().engine();
-        let limiter = Limiter { max_memory: limits.memory_bytes, peak: 0, hit: false };
-        let mut store = Store::new(engine, Host { wasi, limiter, started, deadline: limits.deadline });
+        let limiter = Limiter {
+            max_memory: limits.memory_bytes,
+            peak: 0,
+            hit: false,
+        };
+        let mut store = Store::new(
+            engine,
+            Host {
+                wasi,
+                limiter,
+                started,
+                deadline: limits.deadline,
+            },
+        );
         store.limiter(|h| &mut h.limiter);
         // Every tick: past the deadline, stop; otherwise let the executor run others, then go on.
         store.set_epoch_deadline(1);
@@ -570,14 +665,22 @@ impl WasmtimeProgram {
             Ok(instance) => match instance.get_typed_func::<(), ()>(&mut store, "_start") {
                 Ok(start) => match start.call_async(&mut store, ()).await {
                     Ok(()) => Ok(()),
-                    Err(e) if e.downcast_ref::<wasmtime_wasi::I32Exit>().is_some_and(|x| x.0 == 0) => Ok(()),
+                    Err(e)
+                        if e.downcast_ref::<wasmtime_wasi::I32Exit>()
+                            .is_some_and(|x| x.0 == 0) =>
+                    {
+                        Ok(())
+                    }
                     Err(e) => Err(classify_run(e, &store, &stdout, limits)),
                 },
                 Err(_) => Err(Error::MissingStart),
             },
             Err(e) => Err(classify_instantiate(e, &store, limits)),
         };
-        let stats = Stats { duration: started.elapsed(), peak_memory: store.data().limiter.peak };
+        let stats = Stats {
+            duration: started.elapsed(),
+            peak_memory: store.data().limiter.peak,
+        };
         drop(store);
         let stderr = stderr.take();
         match result {
@@ -587,17 +690,30 @@ impl WasmtimeProgram {
                 return Err(e);
             }
         }
-        Ok(RunOutput { response: cgi::parse_output(stdout.take()), stderr, stats })
+        Ok(RunOutput {
+            response: cgi::parse_output(stdout.take()),
+            stderr,
+            stats,
+        })
     }
 }
 
 /// Map the error `_start` ended with; `Ok` for `proc_exit(0)` is handled by the caller.
-fn classify_run(e: wasmtime::Error, store: &Store<Host>, stdout: &BoundedPipe, limits: &RunLimits) -> Error {
+fn classify_run(
+    e: wasmtime::Error,
+    store: &Store<Host>,
+    stdout: &BoundedPipe,
+    limits: &RunLimits,
+) -> Error {
     if stdout.overflowed() {
-        return Error::OutputLimit { limit: limits.output_bytes };
+        return Error::OutputLimit {
+            limit: limits.output_bytes,
+        };
     }
     if store.data().limiter.hit {
-        return Error::MemoryLimit { limit: limits.memory_bytes };
+        return Error::MemoryLimit {
+            limit: limits.memory_bytes,
+        };
     }
     if let Some(exit) = e.downcast_ref::<wasmtime_wasi::I32Exit>() {
         return Error::Exit(exit.0);
@@ -614,7 +730,9 @@ fn classify_run(e: wasmtime::Error, store: &Store<Host>, stdout: &BoundedPipe, l
 
 fn classify_instantiate(e: wasmtime::Error, store: &Store<Host>, limits: &RunLimits) -> Error {
     if store.data().limiter.hit {
-        Error::MemoryLimit { limit: limits.memory_bytes }
+        Error::MemoryLimit {
+            limit: limits.memory_bytes,
+        }
     } else if e.downcast_ref::<PoolConcurrencyLimitError>().is_some() {
         Error::Busy(e.to_string())
     } else {
@@ -632,7 +750,10 @@ struct BoundedPipe {
 
 impl BoundedPipe {
     fn new(cap: usize, trap_on_overflow: bool) -> Self {
-        Self { out: cgi::BoundedBuffer::new(cap), trap_on_overflow }
+        Self {
+            out: cgi::BoundedBuffer::new(cap),
+            trap_on_overflow,
+        }
     }
 
     fn overflowed(&self) -> bool {
@@ -649,7 +770,10 @@ impl BoundedPipe {
     }
 
     fn overflow_error(&self) -> StreamError {
-        StreamError::Trap(wasmtime::format_err!("output limit of {} bytes reached", self.out.cap()))
+        StreamError::Trap(wasmtime::format_err!(
+            "output limit of {} bytes reached",
+            self.out.cap()
+        ))
     }
 }
 
@@ -669,7 +793,13 @@ impl OutputStream for BoundedPipe {
     fn check_write(&mut self) -> StreamResult<usize> {
         // When full, still grant a byte: the write that follows overflows (and traps, for stdout).
         // Failing here instead would fail the readiness check that follows every full write.
-        Ok((self.out.cap() - self.out.len()).max(if self.trap_on_overflow { 1 } else { 64 * 1024 }))
+        Ok(
+            (self.out.cap() - self.out.len()).max(if self.trap_on_overflow {
+                1
+            } else {
+                64 * 1024
+            }),
+        )
     }
 }
 
@@ -679,7 +809,11 @@ impl Pollable for BoundedPipe {
 }
 
 impl tokio::io::AsyncWrite for BoundedPipe {
-    fn poll_write(self: Pin<&mut Self>, _cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         if !self.append(buf) && self.trap_on_overflow {
             return Poll::Ready(Err(std::io::Error::other("output limit reached")));
         }

@@ -9,7 +9,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use khachapuri_runtime::{
-    EngineKind, Error, Limits, Origin, PackageLimits, Request, Response, RunLimits, Runtime, RuntimeConfig, Tiering,
+    EngineKind, Error, Limits, Origin, PackageLimits, Request, Response, RunLimits, Runtime,
+    RuntimeConfig, Tiering,
 };
 use sha2::{Digest, Sha256};
 
@@ -21,7 +22,10 @@ fn example(name: &str) -> Vec<u8> {
         .join("../../examples/target/wasm32-wasip1/release")
         .join(format!("{name}.wasm"));
     std::fs::read(&path).unwrap_or_else(|e| {
-        panic!("example module {} is missing ({e}): run `make examples` first", path.display())
+        panic!(
+            "example module {} is missing ({e}): run `make examples` first",
+            path.display()
+        )
     })
 }
 
@@ -39,13 +43,21 @@ fn test_limits() -> Limits {
         deadline: Duration::from_millis(500),
         output_bytes: 1 << 20,
         stderr_bytes: 4 << 10,
-        package: PackageLimits { max_module_bytes: 4 << 20, max_unzipped_bytes: 8 << 20 },
+        package: PackageLimits {
+            max_module_bytes: 4 << 20,
+            max_unzipped_bytes: 8 << 20,
+        },
     }
 }
 
 fn runtime(engine: EngineKind) -> Runtime {
-    Runtime::new(RuntimeConfig { engine, limits: test_limits(), max_instances: 8, ..RuntimeConfig::default() })
-        .expect("runtime builds")
+    Runtime::new(RuntimeConfig {
+        engine,
+        limits: test_limits(),
+        max_instances: 8,
+        ..RuntimeConfig::default()
+    })
+    .expect("runtime builds")
 }
 
 fn request(method: &str, path: &str, query: &str, body: &[u8]) -> Request {
@@ -53,7 +65,10 @@ fn request(method: &str, path: &str, query: &str, body: &[u8]) -> Request {
         method: method.into(),
         path_info: path.into(),
         query_string: query.into(),
-        headers: vec![("Content-Type".into(), "application/json".into()), ("X-Trace-Id".into(), "abc".into())],
+        headers: vec![
+            ("Content-Type".into(), "application/json".into()),
+            ("X-Trace-Id".into(), "abc".into()),
+        ],
         body: body.to_vec(),
         env: vec![("GREETING".into(), "Gamarjoba".into())],
     }
@@ -79,12 +94,21 @@ fn json(r: &Response) -> serde_json::Value {
 #[test]
 fn hello_greets_with_env_and_stdin() {
     let rt = runtime(EngineKind::Wasmtime);
-    let r = run(&rt, "hello", &example("hello"), &request("POST", "/", "", b"Tbilisi")).expect("runs");
+    let r = run(
+        &rt,
+        "hello",
+        &example("hello"),
+        &request("POST", "/", "", b"Tbilisi"),
+    )
+    .expect("runs");
     assert_eq!(r.status, 200);
     assert_eq!(r.body, b"Gamarjoba, Tbilisi!\n");
     assert_eq!(r.header("Content-Type"), Some("text/plain; charset=utf-8"));
 
-    let plain = Request { env: vec![], ..request("GET", "/", "", b"") };
+    let plain = Request {
+        env: vec![],
+        ..request("GET", "/", "", b"")
+    };
     let r = run(&rt, "hello", &example("hello"), &plain).expect("runs");
     assert_eq!(r.body, b"Hello, world!\n");
 }
@@ -92,7 +116,13 @@ fn hello_greets_with_env_and_stdin() {
 #[test]
 fn echo_reflects_the_request_with_cgi_headers() {
     let rt = runtime(EngineKind::Wasmtime);
-    let r = run(&rt, "echo", &example("echo"), &request("POST", "/items/7", "a=1&b=2", b"{\"x\":1}")).expect("runs");
+    let r = run(
+        &rt,
+        "echo",
+        &example("echo"),
+        &request("POST", "/items/7", "a=1&b=2", b"{\"x\":1}"),
+    )
+    .expect("runs");
     assert_eq!(r.status, 201);
     assert_eq!(r.header("content-type"), Some("application/json"));
     assert_eq!(r.header("x-echo"), Some("1"));
@@ -113,7 +143,18 @@ fn echo_reflects_the_request_with_cgi_headers() {
 fn json_transform_uppercases_and_rejects_bad_json() {
     let rt = runtime(EngineKind::Wasmtime);
     let wasm = example("json-transform");
-    let r = run(&rt, "jt", &wasm, &request("POST", "/", "", br#"{"name":"khachapuri","tags":["cheese",1]}"#)).expect("runs");
+    let r = run(
+        &rt,
+        "jt",
+        &wasm,
+        &request(
+            "POST",
+            "/",
+            "",
+            br#"{"name":"khachapuri","tags":["cheese",1]}"#,
+        ),
+    )
+    .expect("runs");
     assert_eq!(r.status, 200);
     assert_eq!(r.header("content-type"), Some("application/json"));
     let v = json(&r);
@@ -124,13 +165,23 @@ fn json_transform_uppercases_and_rejects_bad_json() {
 
     let r = run(&rt, "jt", &wasm, &request("POST", "/", "", b"{not json")).expect("runs");
     assert_eq!(r.status, 400);
-    assert!(json(&r)["error"].as_str().is_some_and(|e| e.contains("invalid JSON")));
+    assert!(
+        json(&r)["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("invalid JSON"))
+    );
 }
 
 #[test]
 fn cpu_heavy_iterates_sha256() {
     let rt = runtime(EngineKind::Wasmtime);
-    let r = run(&rt, "cpu", &example("cpu-heavy"), &request("POST", "/", "n=1000", b"abc")).expect("runs");
+    let r = run(
+        &rt,
+        "cpu",
+        &example("cpu-heavy"),
+        &request("POST", "/", "n=1000", b"abc"),
+    )
+    .expect("runs");
     let mut digest = Sha256::digest(b"abc");
     for _ in 1..1000 {
         digest = Sha256::digest(digest);
@@ -141,9 +192,11 @@ fn cpu_heavy_iterates_sha256() {
 #[test]
 fn stderr_goes_to_the_log_not_the_response() {
     let rt = runtime(EngineKind::Wasmtime);
-    let wasm = wat::parse_str(&wasi_write_module(2, "oops", false)).expect("WAT");
+    let wasm = wat::parse_str(wasi_write_module(2, "oops", false)).expect("WAT");
     let program = rt.load("stderr", &wasm, None).expect("loads");
-    let out = rt.run(&program, &request("GET", "/", "", b"")).expect("runs");
+    let out = rt
+        .run(&program, &request("GET", "/", "", b""))
+        .expect("runs");
     assert_eq!(out.stderr, b"oops");
     assert!(out.response.body.is_empty());
 }
@@ -157,7 +210,9 @@ fn concurrent_runs_share_one_program() {
             let (rt, program) = (rt.clone(), program.clone());
             std::thread::spawn(move || {
                 let body = format!("t{i}");
-                let out = rt.run(&program, &request("POST", "/", "", body.as_bytes())).expect("runs");
+                let out = rt
+                    .run(&program, &request("POST", "/", "", body.as_bytes()))
+                    .expect("runs");
                 assert_eq!(out.response.body, format!("Gamarjoba, t{i}!\n").as_bytes());
             })
         })
@@ -178,7 +233,9 @@ fn wasi_write_module(fd: u32, text: &str, forever: bool) -> String {
             "(loop (br_if 0 (i32.eqz (call $fd_write (i32.const {fd}) (i32.const 0) (i32.const 1) (i32.const 8))))) unreachable"
         )
     } else {
-        format!("(drop (call $fd_write (i32.const {fd}) (i32.const 0) (i32.const 1) (i32.const 8)))")
+        format!(
+            "(drop (call $fd_write (i32.const {fd}) (i32.const 0) (i32.const 1) (i32.const 8)))"
+        )
     };
     format!(
         r#"(module
@@ -221,15 +278,26 @@ fn a_run_never_sees_the_memory_of_an_earlier_run() {
         let rt = runtime(engine);
         let program = rt.load("residue", &wasm, None).expect("loads");
         for i in 0..20 {
-            let out = rt.run(&program, &request("GET", "/", "", b"")).expect("runs");
-            assert_eq!(String::from_utf8_lossy(&out.response.body), "clean", "{engine:?}, run {i}");
+            let out = rt
+                .run(&program, &request("GET", "/", "", b""))
+                .expect("runs");
+            assert_eq!(
+                String::from_utf8_lossy(&out.response.body),
+                "clean",
+                "{engine:?}, run {i}"
+            );
         }
     }
 }
 
 fn tiered_runtime(tiering: Tiering) -> Runtime {
-    Runtime::new(RuntimeConfig { limits: test_limits(), max_instances: 8, tiering, ..RuntimeConfig::default() })
-        .expect("runtime builds")
+    Runtime::new(RuntimeConfig {
+        limits: test_limits(),
+        max_instances: 8,
+        tiering,
+        ..RuntimeConfig::default()
+    })
+    .expect("runtime builds")
 }
 
 /// The baseline tier (Winch) holds every limit the optimized one does: a tier-up race in the other
@@ -237,20 +305,37 @@ fn tiered_runtime(tiering: Tiering) -> Runtime {
 #[test]
 fn the_baseline_tier_enforces_every_limit() {
     let rt = tiered_runtime(Tiering::Baseline);
-    let r = run_wat(&rt, "loop", r#"(module (memory (export "memory") 1) (func (export "_start") (loop (br 0))))"#);
+    let r = run_wat(
+        &rt,
+        "loop",
+        r#"(module (memory (export "memory") 1) (func (export "_start") (loop (br 0))))"#,
+    );
     assert!(matches!(r, Err(Error::Timeout(_))), "{r:?}");
     let bomb = r#"(module (memory (export "memory") 1)
         (func (export "_start") (loop (br_if 0 (i32.ne (memory.grow (i32.const 16)) (i32.const -1)))) unreachable))"#;
     let r = run_wat(&rt, "bomb", bomb);
     assert!(matches!(r, Err(Error::MemoryLimit { .. })), "{r:?}");
-    let r = run_wat(&rt, "trap", r#"(module (memory (export "memory") 1) (func (export "_start") unreachable))"#);
+    let r = run_wat(
+        &rt,
+        "trap",
+        r#"(module (memory (export "memory") 1) (func (export "_start") unreachable))"#,
+    );
     assert!(matches!(r, Err(Error::Trap(_))), "{r:?}");
     let r = run_wat(&rt, "flood", &wasi_write_module(1, &"x".repeat(4000), true));
     assert!(matches!(r, Err(Error::OutputLimit { .. })), "{r:?}");
-    let out = run(&rt, "hello", &example("hello"), &request("POST", "/", "", b"winch")).expect("runs");
+    let out = run(
+        &rt,
+        "hello",
+        &example("hello"),
+        &request("POST", "/", "", b"winch"),
+    )
+    .expect("runs");
     assert_eq!(out.body, b"Gamarjoba, winch!\n");
     rt.wait_background();
-    assert_eq!(rt.cached("hello", None).expect("cached").origin, Origin::Memory);
+    assert_eq!(
+        rt.cached("hello", None).expect("cached").origin,
+        Origin::Memory
+    );
 }
 
 /// A program compiled cold answers the same on the baseline code and, after the tier-up, on the
@@ -259,13 +344,18 @@ fn the_baseline_tier_enforces_every_limit() {
 fn tier_up_keeps_the_answers() {
     for tiering in [Tiering::Tiered, Tiering::Optimized] {
         let rt = tiered_runtime(tiering);
-        let program = rt.load("json", &example("json-transform"), None).expect("loads");
+        let program = rt
+            .load("json", &example("json-transform"), None)
+            .expect("loads");
         let req = request("POST", "/", "", br#"{"name":"tier"}"#);
         let before = rt.run(&program, &req).expect("runs").response;
         rt.wait_background();
         let after = rt.run(&program, &req).expect("runs").response;
         assert_eq!(before.body, after.body, "{tiering:?}");
-        assert!(String::from_utf8_lossy(&after.body).contains("TIER"), "{tiering:?}");
+        assert!(
+            String::from_utf8_lossy(&after.body).contains("TIER"),
+            "{tiering:?}"
+        );
     }
 }
 
@@ -274,9 +364,17 @@ fn infinite_loop_times_out() {
     for engine in engines() {
         let rt = runtime(engine);
         let started = Instant::now();
-        let r = run_wat(&rt, "loop", r#"(module (memory (export "memory") 1) (func (export "_start") (loop (br 0))))"#);
+        let r = run_wat(
+            &rt,
+            "loop",
+            r#"(module (memory (export "memory") 1) (func (export "_start") (loop (br 0))))"#,
+        );
         assert!(matches!(r, Err(Error::Timeout(_))), "{engine:?}: {r:?}");
-        assert!(started.elapsed() < Duration::from_secs(5), "{engine:?}: took {:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{engine:?}: took {:?}",
+            started.elapsed()
+        );
         assert_eq!(r.expect_err("timeout").http_status(), 504);
     }
 }
@@ -288,9 +386,12 @@ fn infinite_loop_times_out() {
 async fn async_runs_share_one_thread_and_keep_every_limit() {
     let rt = runtime(EngineKind::Wasmtime);
     let limits = rt.limits().run_limits();
-    let looping = wat::parse_str(r#"(module (memory (export "memory") 1) (func (export "_start") (loop (br 0))))"#).expect("WAT");
+    let looping = wat::parse_str(
+        r#"(module (memory (export "memory") 1) (func (export "_start") (loop (br 0))))"#,
+    )
+    .expect("WAT");
     let looping = rt.load("loop", &looping, None).expect("loads");
-    let sleeper = wat::parse_str(&sleeper_wat(1, 0, 200_000_000, false)).expect("WAT");
+    let sleeper = wat::parse_str(sleeper_wat(1, 0, 200_000_000, false)).expect("WAT");
     let sleeper = rt.load("sleeper", &sleeper, None).expect("loads");
     let hello = rt.load("hello", &example("hello"), None).expect("loads");
 
@@ -300,24 +401,42 @@ async fn async_runs_share_one_thread_and_keep_every_limit() {
         sleeper.run_async(request("GET", "/", "", b""), limits),
         async {
             tokio::task::yield_now().await; // the other two are running by now
-            let out = hello.run_async(request("POST", "/", "", b"async"), limits).await;
+            let out = hello
+                .run_async(request("POST", "/", "", b"async"), limits)
+                .await;
             (out, started.elapsed())
         },
     );
     let (out, hello_done) = greeting;
-    assert_eq!(out.expect("hello runs").response.body, b"Gamarjoba, async!\n");
-    assert!(hello_done < Duration::from_millis(150), "hello waited {hello_done:?} behind the others");
+    assert_eq!(
+        out.expect("hello runs").response.body,
+        b"Gamarjoba, async!\n"
+    );
+    assert!(
+        hello_done < Duration::from_millis(150),
+        "hello waited {hello_done:?} behind the others"
+    );
     assert!(matches!(spin, Err(Error::Timeout(_))), "{spin:?}");
-    assert!(sleep.is_ok(), "a 200 ms sleep within the 500 ms deadline: {sleep:?}");
+    assert!(
+        sleep.is_ok(),
+        "a 200 ms sleep within the 500 ms deadline: {sleep:?}"
+    );
     let all = started.elapsed();
-    assert!(all >= Duration::from_millis(500) && all < Duration::from_secs(2), "{all:?}");
+    assert!(
+        all >= Duration::from_millis(500) && all < Duration::from_secs(2),
+        "{all:?}"
+    );
 }
 
 /// A module that polls one clock subscription (clock `id`, `flags`, `timeout` ns) once, or
 /// forever.
 fn sleeper_wat(id: u32, flags: u32, timeout: u64, forever: bool) -> String {
     let poll = "(drop (call $poll (i32.const 0) (i32.const 1024) (i32.const 1) (i32.const 2048)))";
-    let body = if forever { format!("(loop {poll} (br 0))") } else { poll.to_string() };
+    let body = if forever {
+        format!("(loop {poll} (br 0))")
+    } else {
+        poll.to_string()
+    };
     format!(
         r#"(module
             (import "wasi_snapshot_preview1" "poll_oneoff" (func $poll (param i32 i32 i32 i32) (result i32)))
@@ -334,12 +453,18 @@ fn sleeper_wat(id: u32, flags: u32, timeout: u64, forever: bool) -> String {
 #[test]
 fn sleeping_past_the_deadline_times_out() {
     const HOUR_NS: u64 = 3600 * 1_000_000_000;
-    let unix_ns = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_nanos() as u64;
+    let unix_ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_nanos() as u64;
     let cases = [
         ("monotonic, relative", sleeper_wat(1, 0, HOUR_NS, false)),
         ("realtime, relative", sleeper_wat(0, 0, HOUR_NS, false)),
         ("monotonic, absolute", sleeper_wat(1, 1, HOUR_NS, false)),
-        ("realtime, absolute", sleeper_wat(0, 1, unix_ns + HOUR_NS, false)),
+        (
+            "realtime, absolute",
+            sleeper_wat(0, 1, unix_ns + HOUR_NS, false),
+        ),
         ("100 ms naps forever", sleeper_wat(1, 0, 100_000_000, true)),
     ];
     let deadline = test_limits().deadline;
@@ -349,8 +474,14 @@ fn sleeping_past_the_deadline_times_out() {
             let started = Instant::now();
             let r = run_wat(&rt, "sleeper", wat);
             let took = started.elapsed();
-            assert!(matches!(r, Err(Error::Timeout(d)) if d == deadline), "{engine:?}, {what}: {r:?}");
-            assert!(took < deadline + Duration::from_millis(400), "{engine:?}, {what}: took {took:?}");
+            assert!(
+                matches!(r, Err(Error::Timeout(d)) if d == deadline),
+                "{engine:?}, {what}: {r:?}"
+            );
+            assert!(
+                took < deadline + Duration::from_millis(400),
+                "{engine:?}, {what}: took {took:?}"
+            );
         }
     }
 }
@@ -386,13 +517,20 @@ fn polls_within_the_deadline_run() {
         let started = Instant::now();
         let r = run_wat(&rt, "nap", &checked_poll_wat(false));
         assert!(r.is_ok(), "{engine:?}: {r:?}");
-        assert!(started.elapsed() >= Duration::from_millis(50), "{engine:?}: did not sleep");
+        assert!(
+            started.elapsed() >= Duration::from_millis(50),
+            "{engine:?}: did not sleep"
+        );
 
         // A ready descriptor ends the poll at once, with its event only.
         let started = Instant::now();
         let r = run_wat(&rt, "nap-or-write", &checked_poll_wat(true));
         assert!(r.is_ok(), "{engine:?}: {r:?}");
-        assert!(started.elapsed() < Duration::from_millis(50), "{engine:?}: slept {:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_millis(50),
+            "{engine:?}: slept {:?}",
+            started.elapsed()
+        );
     }
 }
 
@@ -404,10 +542,17 @@ fn memory_bomb_hits_the_memory_limit() {
             unreachable))"#;
     for engine in engines() {
         let r = run_wat(&runtime(engine), "bomb", bomb);
-        assert!(matches!(r, Err(Error::MemoryLimit { .. })), "{engine:?}: {r:?}");
+        assert!(
+            matches!(r, Err(Error::MemoryLimit { .. })),
+            "{engine:?}: {r:?}"
+        );
     }
     // A module whose initial memory is already over the cap (32 MiB = 512 pages).
-    let r = run_wat(&runtime(EngineKind::Wasmtime), "big", r#"(module (memory (export "memory") 1024) (func (export "_start")))"#);
+    let r = run_wat(
+        &runtime(EngineKind::Wasmtime),
+        "big",
+        r#"(module (memory (export "memory") 1024) (func (export "_start")))"#,
+    );
     assert!(r.is_err(), "{r:?}");
 }
 
@@ -417,17 +562,28 @@ fn huge_output_hits_the_output_limit() {
     let wat = wasi_write_module(1, &text, true);
     for engine in engines() {
         let r = run_wat(&runtime(engine), "flood", &wat);
-        assert!(matches!(r, Err(Error::OutputLimit { .. })), "{engine:?}: {r:?}");
+        assert!(
+            matches!(r, Err(Error::OutputLimit { .. })),
+            "{engine:?}: {r:?}"
+        );
     }
 }
 
 #[test]
 fn trap_is_reported() {
     for engine in engines() {
-        let r = run_wat(&runtime(engine), "trap", r#"(module (memory (export "memory") 1) (func (export "_start") unreachable))"#);
+        let r = run_wat(
+            &runtime(engine),
+            "trap",
+            r#"(module (memory (export "memory") 1) (func (export "_start") unreachable))"#,
+        );
         assert!(matches!(r, Err(Error::Trap(_))), "{engine:?}: {r:?}");
         assert_eq!(r.expect_err("trap").http_status(), 500);
-        let r = run_wat(&runtime(engine), "recurse", r#"(module (memory (export "memory") 1) (func $f (export "_start") (call $f)))"#);
+        let r = run_wat(
+            &runtime(engine),
+            "recurse",
+            r#"(module (memory (export "memory") 1) (func $f (export "_start") (call $f)))"#,
+        );
         assert!(matches!(r, Err(Error::Trap(_))), "{engine:?}: {r:?}");
     }
 }
@@ -438,7 +594,11 @@ fn missing_start_and_bad_imports_are_refused() {
         let rt = runtime(engine);
         let r = run_wat(&rt, "nostart", r#"(module (func (export "main")))"#);
         assert!(matches!(r, Err(Error::MissingStart)), "{engine:?}: {r:?}");
-        let r = run_wat(&rt, "badimport", r#"(module (import "env" "open_socket" (func)) (func (export "_start")))"#);
+        let r = run_wat(
+            &rt,
+            "badimport",
+            r#"(module (import "env" "open_socket" (func)) (func (export "_start")))"#,
+        );
         assert!(matches!(r, Err(Error::Link(_))), "{engine:?}: {r:?}");
         assert!(r.expect_err("link").is_client_error());
     }
@@ -458,7 +618,10 @@ fn proc_exit_status_is_reported() {
         let r = run_wat(&rt, "exit3", &exit(3));
         assert!(matches!(r, Err(Error::Exit(3))), "{engine:?}: {r:?}");
         let r = run_wat(&rt, "exit0", &exit(0));
-        assert!(matches!(r, Ok(ref resp) if resp.status == 200), "{engine:?}: {r:?}");
+        assert!(
+            matches!(r, Ok(ref resp) if resp.status == 200),
+            "{engine:?}: {r:?}"
+        );
     }
 }
 
@@ -482,7 +645,8 @@ fn zip_of(entries: &[(&str, &[u8])]) -> Vec<u8> {
     let mut out = std::io::Cursor::new(Vec::new());
     {
         let mut zip = zip::ZipWriter::new(&mut out);
-        let opts = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
+        let opts = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Deflated);
         for (name, data) in entries {
             zip.start_file(*name, opts).expect("start");
             zip.write_all(data).expect("write");
@@ -495,13 +659,24 @@ fn zip_of(entries: &[(&str, &[u8])]) -> Vec<u8> {
 #[test]
 fn zip_program_runs_its_entry() {
     let rt = runtime(EngineKind::Wasmtime);
-    let zip = zip_of(&[("README.md", b"hi"), ("bin/hello.wasm", &example("hello")), ("bin/echo.wasm", &example("echo"))]);
-    let program = rt.load("zipped", &zip, Some("bin/hello.wasm")).expect("loads");
-    let out = rt.run(&program, &request("POST", "/", "", b"zip")).expect("runs");
+    let zip = zip_of(&[
+        ("README.md", b"hi"),
+        ("bin/hello.wasm", &example("hello")),
+        ("bin/echo.wasm", &example("echo")),
+    ]);
+    let program = rt
+        .load("zipped", &zip, Some("bin/hello.wasm"))
+        .expect("loads");
+    let out = rt
+        .run(&program, &request("POST", "/", "", b"zip"))
+        .expect("runs");
     assert_eq!(out.response.body, b"Gamarjoba, zip!\n");
 
     let r = rt.load("zipped", &zip, None);
-    assert!(matches!(r, Err(Error::BadPackage(_))), "two modules, no entry named: {r:?}");
+    assert!(
+        matches!(r, Err(Error::BadPackage(_))),
+        "two modules, no entry named: {r:?}"
+    );
     let r = rt.load("zipped", &zip, Some("bin/missing.wasm"));
     assert!(matches!(r, Err(Error::BadPackage(_))), "{r:?}");
     let r = rt.load("zipped", &zip, Some("README.md"));
@@ -513,12 +688,24 @@ fn zip_module_packages_what_extract_module_reads() {
     let limits = PackageLimits::default();
     let hello = example("hello");
     let zip = khachapuri_runtime::package::zip_module("hello.wasm", &hello, &limits).expect("zips");
-    assert!(zip.starts_with(b"PK\x03\x04") && zip.len() < hello.len(), "a deflated zip");
-    let back = khachapuri_runtime::package::extract_module(&zip, Some("hello.wasm"), &limits).expect("reads");
+    assert!(
+        zip.starts_with(b"PK\x03\x04") && zip.len() < hello.len(),
+        "a deflated zip"
+    );
+    let back = khachapuri_runtime::package::extract_module(&zip, Some("hello.wasm"), &limits)
+        .expect("reads");
     assert_eq!(back, hello);
     let rt = runtime(EngineKind::Wasmtime);
-    let program = rt.load("packaged", &zip, Some("hello.wasm")).expect("loads");
-    assert_eq!(rt.run(&program, &request("POST", "/", "", b"zip")).expect("runs").response.body, b"Gamarjoba, zip!\n");
+    let program = rt
+        .load("packaged", &zip, Some("hello.wasm"))
+        .expect("loads");
+    assert_eq!(
+        rt.run(&program, &request("POST", "/", "", b"zip"))
+            .expect("runs")
+            .response
+            .body,
+        b"Gamarjoba, zip!\n"
+    );
     let r = khachapuri_runtime::package::zip_module("x.wasm", b"not wasm", &limits);
     assert!(matches!(r, Err(Error::NotWasm(_))), "{r:?}");
 }
@@ -531,18 +718,35 @@ fn zip_bomb_is_refused() {
     let honest = zip_of(&[("main.wasm", &zeros)]);
     assert!(honest.len() < 1 << 20);
     let r = rt.load("bomb", &honest, None);
-    assert!(matches!(r, Err(Error::UnzippedTooLarge { .. } | Error::ModuleTooLarge { .. })), "{r:?}");
+    assert!(
+        matches!(
+            r,
+            Err(Error::UnzippedTooLarge { .. } | Error::ModuleTooLarge { .. })
+        ),
+        "{r:?}"
+    );
 
     // Lying headers: claim 1 KiB; refused while decompressing.
     let mut lying = honest.clone();
     patch_sizes(&mut lying, 1024);
     let r = rt.load("bomb2", &lying, None);
-    assert!(matches!(r, Err(Error::UnzippedTooLarge { .. } | Error::ModuleTooLarge { .. })), "{r:?}");
+    assert!(
+        matches!(
+            r,
+            Err(Error::UnzippedTooLarge { .. } | Error::ModuleTooLarge { .. })
+        ),
+        "{r:?}"
+    );
     assert_eq!(r.expect_err("refused").http_status(), 413);
 
     // Many entries adding up past the cap, none over the module cap.
     let chunk = vec![0u8; 3 << 20];
-    let many = zip_of(&[("main.wasm", &example("hello")), ("a", &chunk), ("b", &chunk), ("c", &chunk)]);
+    let many = zip_of(&[
+        ("main.wasm", &example("hello")),
+        ("a", &chunk),
+        ("b", &chunk),
+        ("c", &chunk),
+    ]);
     let r = rt.load("bomb3", &many, None);
     assert!(matches!(r, Err(Error::UnzippedTooLarge { .. })), "{r:?}");
 }
@@ -573,15 +777,30 @@ fn oversized_module_is_refused() {
 // caches
 
 fn cached_runtime(dir: &std::path::Path) -> Runtime {
-    Runtime::new(RuntimeConfig { limits: test_limits(), cache_dir: Some(dir.to_path_buf()), max_instances: 4, ..RuntimeConfig::default() })
-        .expect("runtime builds")
+    Runtime::new(RuntimeConfig {
+        limits: test_limits(),
+        cache_dir: Some(dir.to_path_buf()),
+        max_instances: 4,
+        ..RuntimeConfig::default()
+    })
+    .expect("runtime builds")
 }
 
 #[test]
 fn memory_cache_serves_second_load() {
     let rt = runtime(EngineKind::Wasmtime);
-    assert_eq!(rt.load("hello", &example("hello"), None).expect("loads").origin, Origin::Compiled);
-    assert_eq!(rt.load("hello", &example("hello"), None).expect("loads").origin, Origin::Memory);
+    assert_eq!(
+        rt.load("hello", &example("hello"), None)
+            .expect("loads")
+            .origin,
+        Origin::Compiled
+    );
+    assert_eq!(
+        rt.load("hello", &example("hello"), None)
+            .expect("loads")
+            .origin,
+        Origin::Memory
+    );
     assert!(rt.cached("hello", None).is_some());
     assert!(rt.cached("other", None).is_none());
 }
@@ -593,8 +812,17 @@ fn disk_cache_is_shared_and_authenticated() {
     let req = request("POST", "/", "", b"disk");
 
     let first = cached_runtime(dir.path());
-    assert_eq!(first.load("hello", &hello, None).expect("loads").origin, Origin::Compiled);
-    assert_eq!(first.load("echo", &example("echo"), None).expect("loads").origin, Origin::Compiled);
+    assert_eq!(
+        first.load("hello", &hello, None).expect("loads").origin,
+        Origin::Compiled
+    );
+    assert_eq!(
+        first
+            .load("echo", &example("echo"), None)
+            .expect("loads")
+            .origin,
+        Origin::Compiled
+    );
     first.wait_background();
     drop(first);
 
@@ -602,7 +830,10 @@ fn disk_cache_is_shared_and_authenticated() {
     let second = cached_runtime(dir.path());
     let program = second.load("hello", &hello, None).expect("loads");
     assert_eq!(program.origin, Origin::Disk);
-    assert_eq!(second.run(&program, &req).expect("runs").response.body, b"Gamarjoba, disk!\n");
+    assert_eq!(
+        second.run(&program, &req).expect("runs").response.body,
+        b"Gamarjoba, disk!\n"
+    );
     drop(second);
 
     // Tamper with the artifact: it is not deserialized but recompiled, and overwritten.
@@ -620,22 +851,41 @@ fn disk_cache_is_shared_and_authenticated() {
     let third = cached_runtime(dir.path());
     let program = third.load("hello", &hello, None).expect("loads");
     assert_eq!(program.origin, Origin::Compiled);
-    assert_eq!(third.run(&program, &req).expect("runs").response.body, b"Gamarjoba, disk!\n");
+    assert_eq!(
+        third.run(&program, &req).expect("runs").response.body,
+        b"Gamarjoba, disk!\n"
+    );
     third.wait_background(); // the optimizing tier writes the artifact
-    assert_ne!(std::fs::read(&hello_artifact).expect("artifact"), data, "artifact rewritten");
+    assert_ne!(
+        std::fs::read(&hello_artifact).expect("artifact"),
+        data,
+        "artifact rewritten"
+    );
     drop(third);
-    assert_eq!(cached_runtime(dir.path()).load("hello", &hello, None).expect("loads").origin, Origin::Disk);
+    assert_eq!(
+        cached_runtime(dir.path())
+            .load("hello", &hello, None)
+            .expect("loads")
+            .origin,
+        Origin::Disk
+    );
 
     // Another program's genuine artifact moved under hello's name is not accepted either.
     std::fs::copy(cache_file_for(dir.path(), "echo"), &hello_artifact).expect("swap");
     let fourth = cached_runtime(dir.path());
     let program = fourth.load("hello", &hello, None).expect("loads");
     assert_eq!(program.origin, Origin::Compiled);
-    assert_eq!(fourth.run(&program, &req).expect("runs").response.body, b"Gamarjoba, disk!\n");
+    assert_eq!(
+        fourth.run(&program, &req).expect("runs").response.body,
+        b"Gamarjoba, disk!\n"
+    );
 }
 
 fn cache_file_for(dir: &std::path::Path, key: &str) -> PathBuf {
-    dir.join(format!("{}.bin", hex::encode(Sha256::digest(key.as_bytes()))))
+    dir.join(format!(
+        "{}.bin",
+        hex::encode(Sha256::digest(key.as_bytes()))
+    ))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -648,10 +898,19 @@ fn engines_agree_on_the_examples() {
     let wasmer = runtime(EngineKind::Wasmer);
     let cases: Vec<(&str, Request)> = vec![
         ("hello", request("POST", "/", "", b"both")),
-        ("hello", Request { env: vec![], ..request("GET", "/", "", b"") }),
+        (
+            "hello",
+            Request {
+                env: vec![],
+                ..request("GET", "/", "", b"")
+            },
+        ),
         ("echo", request("POST", "/items/7", "a=1&b=2", b"{\"x\":1}")),
         ("echo", request("GET", "/", "", b"")),
-        ("json-transform", request("POST", "/", "", br#"{"a":["b",{"c":"d"}],"n":1.5}"#)),
+        (
+            "json-transform",
+            request("POST", "/", "", br#"{"a":["b",{"c":"d"}],"n":1.5}"#),
+        ),
         ("json-transform", request("POST", "/", "", b"][")),
         ("cpu-heavy", request("POST", "/", "n=5000", b"conformance")),
     ];
@@ -668,59 +927,104 @@ fn engines_agree_on_the_examples() {
 
 fn run_wat_with(rt: &Runtime, id: &str, wat: &str, limits: &RunLimits) -> Result<Response, Error> {
     let program = rt.load(id, &wat::parse_str(wat).expect("valid WAT"), None)?;
-    rt.run_with(&program, &request("GET", "/", "", b""), limits).map(|out| out.response)
+    rt.run_with(&program, &request("GET", "/", "", b""), limits)
+        .map(|out| out.response)
 }
 
 const BOMB: &str = r#"(module (memory (export "memory") 1)
     (func (export "_start")
         (loop (br_if 0 (i32.ne (memory.grow (i32.const 16)) (i32.const -1))))
         unreachable))"#;
-const LOOP: &str = r#"(module (memory (export "memory") 1) (func (export "_start") (loop (br 0))))"#;
+const LOOP: &str =
+    r#"(module (memory (export "memory") 1) (func (export "_start") (loop (br 0))))"#;
 
 #[test]
 fn run_limits_below_the_caps_hold() {
     let caps = test_limits();
-    let low = RunLimits { memory_bytes: 4 << 20, deadline: Duration::from_millis(100), output_bytes: 10_000 };
+    let low = RunLimits {
+        memory_bytes: 4 << 20,
+        deadline: Duration::from_millis(100),
+        output_bytes: 10_000,
+    };
     let flood = wasi_write_module(1, &"x".repeat(4000), true);
     for engine in engines() {
         let rt = runtime(engine);
         let r = run_wat_with(&rt, "bomb", BOMB, &low);
-        assert!(matches!(r, Err(Error::MemoryLimit { limit }) if limit == low.memory_bytes), "{engine:?}: {r:?}");
+        assert!(
+            matches!(r, Err(Error::MemoryLimit { limit }) if limit == low.memory_bytes),
+            "{engine:?}: {r:?}"
+        );
 
         let started = Instant::now();
         let r = run_wat_with(&rt, "loop", LOOP, &low);
-        assert!(matches!(r, Err(Error::Timeout(d)) if d == low.deadline), "{engine:?}: {r:?}");
-        assert!(started.elapsed() < caps.deadline, "{engine:?}: took {:?}", started.elapsed());
+        assert!(
+            matches!(r, Err(Error::Timeout(d)) if d == low.deadline),
+            "{engine:?}: {r:?}"
+        );
+        assert!(
+            started.elapsed() < caps.deadline,
+            "{engine:?}: took {:?}",
+            started.elapsed()
+        );
 
         let r = run_wat_with(&rt, "flood", &flood, &low);
-        assert!(matches!(r, Err(Error::OutputLimit { limit }) if limit == low.output_bytes), "{engine:?}: {r:?}");
+        assert!(
+            matches!(r, Err(Error::OutputLimit { limit }) if limit == low.output_bytes),
+            "{engine:?}: {r:?}"
+        );
 
         let started = Instant::now();
         let r = run_wat_with(&rt, "sleeper", &sleeper_wat(1, 0, 300_000_000, false), &low);
-        assert!(matches!(r, Err(Error::Timeout(d)) if d == low.deadline), "{engine:?}: {r:?}");
-        assert!(started.elapsed() < caps.deadline, "{engine:?}: took {:?}", started.elapsed());
+        assert!(
+            matches!(r, Err(Error::Timeout(d)) if d == low.deadline),
+            "{engine:?}: {r:?}"
+        );
+        assert!(
+            started.elapsed() < caps.deadline,
+            "{engine:?}: took {:?}",
+            started.elapsed()
+        );
 
         // A program within the lower limits runs as usual, and the caps are back for `run`.
         let program = rt.load("hello", &example("hello"), None).expect("loads");
-        let out = rt.run_with(&program, &request("POST", "/", "", b"low"), &low).expect("runs");
+        let out = rt
+            .run_with(&program, &request("POST", "/", "", b"low"), &low)
+            .expect("runs");
         assert_eq!(out.response.body, b"Gamarjoba, low!\n");
         let r = run_wat(&rt, "bomb", BOMB);
-        assert!(matches!(r, Err(Error::MemoryLimit { limit }) if limit == caps.memory_bytes), "{engine:?}: {r:?}");
+        assert!(
+            matches!(r, Err(Error::MemoryLimit { limit }) if limit == caps.memory_bytes),
+            "{engine:?}: {r:?}"
+        );
     }
 }
 
 #[test]
 fn run_limits_above_the_caps_are_clamped() {
     let caps = test_limits();
-    let high = RunLimits { memory_bytes: 1 << 30, deadline: Duration::from_secs(3600), output_bytes: 1 << 30 };
+    let high = RunLimits {
+        memory_bytes: 1 << 30,
+        deadline: Duration::from_secs(3600),
+        output_bytes: 1 << 30,
+    };
     assert_eq!(high.clamped_to(&caps), caps.run_limits());
     for engine in engines() {
         let rt = runtime(engine);
         let r = run_wat_with(&rt, "bomb", BOMB, &high);
-        assert!(matches!(r, Err(Error::MemoryLimit { limit }) if limit == caps.memory_bytes), "{engine:?}: {r:?}");
+        assert!(
+            matches!(r, Err(Error::MemoryLimit { limit }) if limit == caps.memory_bytes),
+            "{engine:?}: {r:?}"
+        );
         let started = Instant::now();
         let r = run_wat_with(&rt, "loop", LOOP, &high);
-        assert!(matches!(r, Err(Error::Timeout(d)) if d == caps.deadline), "{engine:?}: {r:?}");
-        assert!(started.elapsed() < Duration::from_secs(5), "{engine:?}: took {:?}", started.elapsed());
+        assert!(
+            matches!(r, Err(Error::Timeout(d)) if d == caps.deadline),
+            "{engine:?}: {r:?}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{engine:?}: took {:?}",
+            started.elapsed()
+        );
     }
 }

@@ -38,7 +38,9 @@ pub enum EnvelopeError {
     #[error("not an encrypted spec envelope")]
     NotEnvelope,
     /// A newer or unknown envelope format.
-    #[error("envelope version {0} is not supported (this build reads version {VERSION}); upgrade the agent")]
+    #[error(
+        "envelope version {0} is not supported (this build reads version {VERSION}); upgrade the agent"
+    )]
     UnsupportedVersion(u8),
     /// An unknown algorithm identifier.
     #[error("envelope algorithm {0} is not supported")]
@@ -64,10 +66,14 @@ pub fn seal(public_key_der: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, Envelope
     let public: PublicKey = public_key_from_der(public_key_der)?;
     let key = Key::<Aes256Gcm>::generate();
     let nonce = Nonce::generate();
-    let wrapped = public.oaep_encrypt::<Sha256>(key.as_slice()).map_err(|e| EnvelopeError::Seal(e.to_string()))?;
-    let wrapped_len = u16::try_from(wrapped.len()).map_err(|_| EnvelopeError::Seal("RSA key too large".into()))?;
+    let wrapped = public
+        .oaep_encrypt::<Sha256>(key.as_slice())
+        .map_err(|e| EnvelopeError::Seal(e.to_string()))?;
+    let wrapped_len = u16::try_from(wrapped.len())
+        .map_err(|_| EnvelopeError::Seal("RSA key too large".into()))?;
 
-    let mut out = Vec::with_capacity(FIXED_HEADER + wrapped.len() + NONCE_LEN + plaintext.len() + 16);
+    let mut out =
+        Vec::with_capacity(FIXED_HEADER + wrapped.len() + NONCE_LEN + plaintext.len() + 16);
     out.extend_from_slice(MAGIC);
     out.push(VERSION);
     out.push(ALG_RSA_OAEP_SHA256_A256GCM);
@@ -76,7 +82,13 @@ pub fn seal(public_key_der: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, Envelope
     out.extend_from_slice(&wrapped);
     out.extend_from_slice(nonce.as_slice());
     let ciphertext = Aes256Gcm::new(&key)
-        .encrypt(&nonce, Payload { msg: plaintext, aad: &out })
+        .encrypt(
+            &nonce,
+            Payload {
+                msg: plaintext,
+                aad: &out,
+            },
+        )
         .map_err(|e| EnvelopeError::Seal(e.to_string()))?;
     out.extend_from_slice(&ciphertext);
     Ok(out)
@@ -105,8 +117,12 @@ pub fn header(envelope: &[u8]) -> Result<Header<'_>, EnvelopeError> {
     if alg != ALG_RSA_OAEP_SHA256_A256GCM {
         return Err(EnvelopeError::UnsupportedAlgorithm(alg));
     }
-    let fixed = envelope.get(..FIXED_HEADER).ok_or(EnvelopeError::Undecryptable)?;
-    let key_id: &[u8; 32] = fixed[6..38].try_into().map_err(|_| EnvelopeError::Undecryptable)?;
+    let fixed = envelope
+        .get(..FIXED_HEADER)
+        .ok_or(EnvelopeError::Undecryptable)?;
+    let key_id: &[u8; 32] = fixed[6..38]
+        .try_into()
+        .map_err(|_| EnvelopeError::Undecryptable)?;
     let wrapped_len = usize::from(u16::from_be_bytes([fixed[38], fixed[39]]));
     let wrapped_end = FIXED_HEADER + wrapped_len;
     let header_len = wrapped_end + NONCE_LEN;
@@ -124,14 +140,27 @@ pub fn header(envelope: &[u8]) -> Result<Header<'_>, EnvelopeError> {
 /// Decrypts an envelope with one of the provider's keys (several during a rotation), chosen by key id.
 pub fn open(keys: &[ProviderKey], envelope: &[u8]) -> Result<Vec<u8>, EnvelopeError> {
     let header = header(envelope)?;
-    let key = keys.iter().find(|k| k.id() == header.key_id).ok_or(EnvelopeError::Undecryptable)?;
-    let content_key = key.private().oaep_decrypt::<Sha256>(header.wrapped).map_err(|_| EnvelopeError::Undecryptable)?;
+    let key = keys
+        .iter()
+        .find(|k| k.id() == header.key_id)
+        .ok_or(EnvelopeError::Undecryptable)?;
+    let content_key = key
+        .private()
+        .oaep_decrypt::<Sha256>(header.wrapped)
+        .map_err(|_| EnvelopeError::Undecryptable)?;
     if content_key.len() != 32 {
         return Err(EnvelopeError::Undecryptable);
     }
     let nonce = Nonce::try_from(header.nonce).map_err(|_| EnvelopeError::Undecryptable)?;
-    let cipher = Aes256Gcm::new_from_slice(&content_key).map_err(|_| EnvelopeError::Undecryptable)?;
+    let cipher =
+        Aes256Gcm::new_from_slice(&content_key).map_err(|_| EnvelopeError::Undecryptable)?;
     cipher
-        .decrypt(&nonce, Payload { msg: &envelope[header.header_len..], aad: &envelope[..header.header_len] })
+        .decrypt(
+            &nonce,
+            Payload {
+                msg: &envelope[header.header_len..],
+                aad: &envelope[..header.header_len],
+            },
+        )
         .map_err(|_| EnvelopeError::Undecryptable)
 }

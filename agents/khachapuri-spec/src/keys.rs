@@ -21,7 +21,9 @@ pub enum KeyError {
         source: std::io::Error,
     },
     /// The key file is readable by others: it must be mode 0600.
-    #[error("key file {path} has mode {mode:o}; run `chmod 600 {path}` (it holds the provider's private key)")]
+    #[error(
+        "key file {path} has mode {mode:o}; run `chmod 600 {path}` (it holds the provider's private key)"
+    )]
     Permissions {
         /// The file.
         path: String,
@@ -29,7 +31,9 @@ pub enum KeyError {
         mode: u32,
     },
     /// The bytes are not a PKCS#8 RSA private key, or not a SubjectPublicKeyInfo RSA public key.
-    #[error("not an RSA key in the expected encoding ({0}); expected PKCS#8 PEM (private) or SPKI DER (public)")]
+    #[error(
+        "not an RSA key in the expected encoding ({0}); expected PKCS#8 PEM (private) or SPKI DER (public)"
+    )]
     Encoding(String),
     /// Key generation failed.
     #[error("RSA key generation failed: {0}")]
@@ -54,7 +58,9 @@ pub struct ProviderKey {
 
 impl std::fmt::Debug for ProviderKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ProviderKey").field("id", &hex(&self.id)).finish_non_exhaustive()
+        f.debug_struct("ProviderKey")
+            .field("id", &hex(&self.id))
+            .finish_non_exhaustive()
     }
 }
 
@@ -71,12 +77,17 @@ impl ProviderKey {
             .map_err(|e| KeyError::Encoding(e.to_string()))?
             .into_vec();
         let id = key_id(&public_der);
-        Ok(Self { private, public_der, id })
+        Ok(Self {
+            private,
+            public_der,
+            id,
+        })
     }
 
     /// Parses a PKCS#8 PEM private key.
     pub fn from_pem(pem: &str) -> Result<Self, KeyError> {
-        let private = PrivateKey::from_pkcs8_pem(pem).map_err(|e| KeyError::Encoding(e.to_string()))?;
+        let private =
+            PrivateKey::from_pkcs8_pem(pem).map_err(|e| KeyError::Encoding(e.to_string()))?;
         Self::from_private(private)
     }
 
@@ -91,13 +102,19 @@ impl ProviderKey {
 
     /// Loads the key at `path`, refusing a file that others can read.
     pub fn load(path: &Path) -> Result<Self, KeyError> {
-        let io = |source| KeyError::Io { path: path.display().to_string(), source };
+        let io = |source| KeyError::Io {
+            path: path.display().to_string(),
+            source,
+        };
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
             let mode = fs::metadata(path).map_err(io)?.permissions().mode() & 0o777;
             if mode & 0o077 != 0 {
-                return Err(KeyError::Permissions { path: path.display().to_string(), mode });
+                return Err(KeyError::Permissions {
+                    path: path.display().to_string(),
+                    mode,
+                });
             }
         }
         Self::from_pem(&fs::read_to_string(path).map_err(io)?)
@@ -105,7 +122,10 @@ impl ProviderKey {
 
     /// Writes the key to `path` (created with mode 0600, never overwriting an existing file).
     pub fn save(&self, path: &Path) -> Result<(), KeyError> {
-        let io = |source| KeyError::Io { path: path.display().to_string(), source };
+        let io = |source| KeyError::Io {
+            path: path.display().to_string(),
+            source,
+        };
         let mut options = fs::OpenOptions::new();
         options.write(true).create_new(true);
         #[cfg(unix)]

@@ -24,7 +24,11 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { memory_bytes: 64 << 20, timeout_ms: 5_000, output_bytes: 4 << 20 }
+        Self {
+            memory_bytes: 64 << 20,
+            timeout_ms: 5_000,
+            output_bytes: 4 << 20,
+        }
     }
 }
 
@@ -90,11 +94,13 @@ impl Spec {
         struct Versioned {
             version: u32,
         }
-        let v: Versioned = serde_json::from_slice(bytes).map_err(|e| SpecError::Malformed(e.to_string()))?;
+        let v: Versioned =
+            serde_json::from_slice(bytes).map_err(|e| SpecError::Malformed(e.to_string()))?;
         if v.version != SPEC_VERSION {
             return Err(SpecError::UnsupportedVersion(v.version));
         }
-        let spec: Spec = serde_json::from_slice(bytes).map_err(|e| SpecError::Malformed(e.to_string()))?;
+        let spec: Spec =
+            serde_json::from_slice(bytes).map_err(|e| SpecError::Malformed(e.to_string()))?;
         spec.check()?;
         Ok(spec)
     }
@@ -106,12 +112,20 @@ impl Spec {
 
     /// Structural checks that need no chain: fields that can never be valid.
     pub fn check(&self) -> Result<(), SpecError> {
-        let invalid = |field, reason: &str| Err(SpecError::Invalid { field, reason: reason.into() });
+        let invalid = |field, reason: &str| {
+            Err(SpecError::Invalid {
+                field,
+                reason: reason.into(),
+            })
+        };
         if self.program.trim().is_empty() {
             return invalid("program", "empty: the program's CID is required");
         }
         if self.entry.is_empty() || self.entry.contains("..") || self.entry.starts_with('/') {
-            return invalid("entry", "must be a relative path inside the program, without `..`");
+            return invalid(
+                "entry",
+                "must be a relative path inside the program, without `..`",
+            );
         }
         if self.owner == Address::ZERO {
             return invalid("owner", "the zero address cannot sign");
@@ -127,7 +141,10 @@ impl Spec {
         }
         for key in self.env.keys() {
             if key.is_empty() || key.contains('=') || key.contains('\0') {
-                return invalid("env", "variable names must be non-empty, without `=` or NUL");
+                return invalid(
+                    "env",
+                    "variable names must be non-empty, without `=` or NUL",
+                );
             }
         }
         let l = &self.limits;
@@ -181,11 +198,13 @@ impl Spec {
     /// Whether `signature` is the owner's over these terms, in the spec's own domain. A spec that does not
     /// verify is never run.
     pub fn verify_signature(&self) -> bool {
-        let Ok(signature) = Signature::try_from(self.signature.as_ref()) else { return false };
-        self.signed_terms().verify(&eip712::domain(self.chain_id, self.escrow), &signature)
+        let Ok(signature) = Signature::try_from(self.signature.as_ref()) else {
+            return false;
+        };
+        self.signed_terms()
+            .verify(&eip712::domain(self.chain_id, self.escrow), &signature)
     }
 }
-
 
 /// Serde for a `U256` as a decimal string (JSON numbers lose precision above 2^53).
 mod decimal {
@@ -199,7 +218,9 @@ mod decimal {
     pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<U256, D::Error> {
         let s = String::deserialize(d)?;
         if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(D::Error::custom("expected a decimal string of USDC base units, e.g. \"10000\""));
+            return Err(D::Error::custom(
+                "expected a decimal string of USDC base units, e.g. \"10000\"",
+            ));
         }
         U256::from_str_radix(&s, 10).map_err(D::Error::custom)
     }

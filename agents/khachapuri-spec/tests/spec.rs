@@ -2,7 +2,6 @@
 
 use khachapuri_spec::{SPEC_VERSION, Spec, SpecError};
 
-
 fn json(version: u32) -> String {
     format!(
         r#"{{"version":{version},"program":"bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku","entry":"hello.wasm",
@@ -24,19 +23,40 @@ fn parses_and_round_trips() {
 #[test]
 fn env_digest_is_order_independent_and_covers_values() {
     let a = Spec::from_json(json(1).as_bytes()).expect("parse");
-    let b = Spec::from_json(json(1).replace(r#""B":"2","A":"1""#, r#""A":"1","B":"2""#).as_bytes()).expect("parse");
+    let b = Spec::from_json(
+        json(1)
+            .replace(r#""B":"2","A":"1""#, r#""A":"1","B":"2""#)
+            .as_bytes(),
+    )
+    .expect("parse");
     assert_eq!(a.env_digest(), b.env_digest());
     let c = Spec::from_json(json(1).replace(r#""A":"1""#, r#""A":"x""#).as_bytes()).expect("parse");
     assert_ne!(a.env_digest(), c.env_digest());
-    assert_ne!(a.terms_digest(), Spec { terms: "be mean".into(), ..a.clone() }.terms_digest());
+    assert_ne!(
+        a.terms_digest(),
+        Spec {
+            terms: "be mean".into(),
+            ..a.clone()
+        }
+        .terms_digest()
+    );
 }
 
 #[test]
 fn refuses_unknown_versions_and_fields() {
-    assert_eq!(Spec::from_json(json(2).as_bytes()), Err(SpecError::UnsupportedVersion(2)));
+    assert_eq!(
+        Spec::from_json(json(2).as_bytes()),
+        Err(SpecError::UnsupportedVersion(2))
+    );
     let extra = json(1).replace(r#""terms""#, r#""surprise":1,"terms""#);
-    assert!(matches!(Spec::from_json(extra.as_bytes()), Err(SpecError::Malformed(_))));
-    assert!(matches!(Spec::from_json(b"not json"), Err(SpecError::Malformed(_))));
+    assert!(matches!(
+        Spec::from_json(extra.as_bytes()),
+        Err(SpecError::Malformed(_))
+    ));
+    assert!(matches!(
+        Spec::from_json(b"not json"),
+        Err(SpecError::Malformed(_))
+    ));
 }
 
 #[test]
@@ -44,10 +64,18 @@ fn refuses_invalid_fields() {
     for (from, to, field) in [
         (r#""provider":"alice""#, r#""provider":"Alice""#, "provider"),
         (r#""maxPrice":"10000""#, r#""maxPrice":"0""#, "maxPrice"),
-        (r#""entry":"hello.wasm""#, r#""entry":"../etc/passwd""#, "entry"),
+        (
+            r#""entry":"hello.wasm""#,
+            r#""entry":"../etc/passwd""#,
+            "entry",
+        ),
         (r#""timeoutMs":1000"#, r#""timeoutMs":0"#, "limits"),
         (r#""B":"2""#, r#""B=C":"2""#, "env"),
-        (r#""owner":"0x70997970C51812dc3A010C7d01b50e0d17dc79C8""#, r#""owner":"0x0000000000000000000000000000000000000000""#, "owner"),
+        (
+            r#""owner":"0x70997970C51812dc3A010C7d01b50e0d17dc79C8""#,
+            r#""owner":"0x0000000000000000000000000000000000000000""#,
+            "owner",
+        ),
     ] {
         let bad = json(1).replace(from, to);
         assert_ne!(bad, json(1), "replacement {from} did not apply");
@@ -57,7 +85,10 @@ fn refuses_invalid_fields() {
         }
     }
     let price = json(1).replace(r#""maxPrice":"10000""#, r#""maxPrice":"0.01""#);
-    assert!(matches!(Spec::from_json(price.as_bytes()), Err(SpecError::Malformed(_))));
+    assert!(matches!(
+        Spec::from_json(price.as_bytes()),
+        Err(SpecError::Malformed(_))
+    ));
 }
 
 #[tokio::test]
@@ -70,9 +101,13 @@ async fn signature_covers_every_term() {
     spec.sign(&owner).await.expect("sign");
     assert!(spec.verify_signature());
     let reparsed = Spec::from_json(&spec.to_json()).expect("reparse");
-    assert!(reparsed.verify_signature(), "the signature did not survive JSON");
+    assert!(
+        reparsed.verify_signature(),
+        "the signature did not survive JSON"
+    );
 
-    let tampered: Vec<Box<dyn Fn(&mut Spec)>> = vec![
+    type Tamper = Box<dyn Fn(&mut Spec)>;
+    let tampered: Vec<Tamper> = vec![
         Box::new(|s| s.program.push('x')),
         Box::new(|s| s.entry = "other.wasm".into()),
         Box::new(|s| {
@@ -89,8 +124,14 @@ async fn signature_covers_every_term() {
     for (i, tamper) in tampered.iter().enumerate() {
         let mut bad = spec.clone();
         tamper(&mut bad);
-        assert!(!bad.verify_signature(), "tampering #{i} kept the signature valid");
+        assert!(
+            !bad.verify_signature(),
+            "tampering #{i} kept the signature valid"
+        );
     }
     let stranger = PrivateKeySigner::random();
-    assert!(spec.clone().sign(&stranger).await.is_err(), "signed with a key that is not the owner's");
+    assert!(
+        spec.clone().sign(&stranger).await.is_err(),
+        "signed with a key that is not the owner's"
+    );
 }

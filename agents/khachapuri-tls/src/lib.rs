@@ -21,7 +21,9 @@ pub const CA_ENV: &str = "KHACHAPURI_CA_CERT";
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     /// The PEM holds no certificate, or a malformed one.
-    #[error("no usable certificate in the PEM ({0}); give a file of `-----BEGIN CERTIFICATE-----` blocks")]
+    #[error(
+        "no usable certificate in the PEM ({0}); give a file of `-----BEGIN CERTIFICATE-----` blocks"
+    )]
     Pem(String),
     /// rustls refused a certificate as a root.
     #[error("certificate refused as a root: {0}")]
@@ -47,7 +49,9 @@ pub fn client_config() -> Arc<ClientConfig> {
                 None => Ok(Vec::new()),
                 Some(path) => {
                     let path = path.to_string_lossy().into_owned();
-                    std::fs::read(&path).map_err(|source| TlsError::Read { path, source }).and_then(|pem| certificates(&pem))
+                    std::fs::read(&path)
+                        .map_err(|source| TlsError::Read { path, source })
+                        .and_then(|pem| certificates(&pem))
                 }
             };
             extra.and_then(config).unwrap_or_else(|err| {
@@ -66,7 +70,9 @@ pub fn http_client() -> reqwest::ClientBuilder {
 
 /// [`http_client`], built.
 pub fn http() -> reqwest::Client {
-    http_client().build().unwrap_or_else(|e| unreachable!("a client with a preconfigured rustls TLS always builds: {e}"))
+    http_client().build().unwrap_or_else(|e| {
+        unreachable!("a client with a preconfigured rustls TLS always builds: {e}")
+    })
 }
 
 /// An error and its causes, `outer: inner: ...`: HTTP clients' own messages ("error sending request")
@@ -89,7 +95,9 @@ pub fn certificate_hint(err: &(dyn std::error::Error + 'static)) -> Option<Strin
     let mut cur = Some(err);
     while let Some(e) = cur {
         let tls = e.downcast_ref::<rustls::Error>().or_else(|| {
-            e.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()).and_then(|inner| inner.downcast_ref())
+            e.downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+                .and_then(|inner| inner.downcast_ref())
         });
         if let Some(rustls::Error::InvalidCertificate(why)) = tls {
             let todo = match std::env::var_os(CA_ENV) {
@@ -100,7 +108,9 @@ pub fn certificate_hint(err: &(dyn std::error::Error + 'static)) -> Option<Strin
                 ),
                 None => format!("if a private CA signed it, set {CA_ENV}=<its PEM file>"),
             };
-            return Some(format!("the server's TLS certificate was refused ({why:?}); {todo}"));
+            return Some(format!(
+                "the server's TLS certificate was refused ({why:?}); {todo}"
+            ));
         }
         cur = e.source();
     }
@@ -113,7 +123,9 @@ pub fn client_config_with(pem: &[u8]) -> Result<Arc<ClientConfig>, TlsError> {
 }
 
 fn certificates(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let certs = CertificateDer::pem_slice_iter(pem).collect::<Result<Vec<_>, _>>().map_err(|e| TlsError::Pem(e.to_string()))?;
+    let certs = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| TlsError::Pem(e.to_string()))?;
     if certs.is_empty() {
         return Err(TlsError::Pem("no CERTIFICATE block".into()));
     }
@@ -121,7 +133,9 @@ fn certificates(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, TlsError> {
 }
 
 fn config(extra: Vec<CertificateDer<'static>>) -> Result<Arc<ClientConfig>, TlsError> {
-    let mut roots = RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+    let mut roots = RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
     for cert in extra {
         roots.add(cert).map_err(|e| TlsError::Root(e.to_string()))?;
     }
@@ -154,13 +168,19 @@ pub mod testing {
     impl TlsFront {
         /// Starts a terminator in front of `backend`.
         pub async fn start(backend: SocketAddr) -> std::io::Result<Self> {
-            let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).map_err(std::io::Error::other)?;
+            let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()])
+                .map_err(std::io::Error::other)?;
             let key = rustls::pki_types::PrivateKeyDer::try_from(cert.signing_key.serialize_der())
                 .map_err(std::io::Error::other)?;
-            let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-                .with_safe_default_protocol_versions()
-                .and_then(|b| b.with_no_client_auth().with_single_cert(vec![cert.cert.der().clone()], key))
-                .map_err(std::io::Error::other)?;
+            let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .and_then(|b| {
+                b.with_no_client_auth()
+                    .with_single_cert(vec![cert.cert.der().clone()], key)
+            })
+            .map_err(std::io::Error::other)?;
             let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
             let listener = TcpListener::bind("127.0.0.1:0").await?;
             let port = listener.local_addr()?.port();
@@ -169,13 +189,20 @@ pub mod testing {
                     let acceptor = acceptor.clone();
                     tokio::spawn(async move {
                         // A client that refuses the certificate ends the handshake: nothing to relay.
-                        let Ok(mut tls) = acceptor.accept(stream).await else { return };
-                        let Ok(mut plain) = TcpStream::connect(backend).await else { return };
+                        let Ok(mut tls) = acceptor.accept(stream).await else {
+                            return;
+                        };
+                        let Ok(mut plain) = TcpStream::connect(backend).await else {
+                            return;
+                        };
                         let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
                     });
                 }
             });
-            Ok(Self { port, cert_pem: cert.cert.pem() })
+            Ok(Self {
+                port,
+                cert_pem: cert.cert.pem(),
+            })
         }
 
         /// A client configuration that trusts this terminator (and Mozilla's roots).
@@ -195,7 +222,10 @@ mod tests {
     fn extra_roots_are_added_and_garbage_is_refused() {
         let ca = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
         assert!(client_config_with(ca.cert.pem().as_bytes()).is_ok());
-        assert!(matches!(client_config_with(b"not a certificate"), Err(TlsError::Pem(_))));
+        assert!(matches!(
+            client_config_with(b"not a certificate"),
+            Err(TlsError::Pem(_))
+        ));
         assert!(matches!(client_config_with(b""), Err(TlsError::Pem(_))));
     }
 }

@@ -10,7 +10,10 @@ fn main() {
     let mut body = Vec::new();
     let _ = std::io::stdin().read_to_end(&mut body);
     let headers: Map<String, Value> = std::env::vars()
-        .filter_map(|(k, v)| k.strip_prefix("HTTP_").map(|h| (h.to_ascii_lowercase().replace('_', "-"), Value::String(v))))
+        .filter_map(|(k, v)| {
+            k.strip_prefix("HTTP_")
+                .map(|h| (h.to_ascii_lowercase().replace('_', "-"), Value::String(v)))
+        })
         .collect();
     let method = var("REQUEST_METHOD");
     let reply = json!({
@@ -22,7 +25,14 @@ fn main() {
         "body": String::from_utf8_lossy(&body),
         "args": std::env::args().collect::<Vec<_>>(),
     });
-    let status = if method == "POST" { "201 Created" } else { "200 OK" };
+    let status = if method == "POST" {
+        "201 Created"
+    } else {
+        "200 OK"
+    };
     let mut out = std::io::stdout().lock();
-    let _ = write!(out, "Status: {status}\r\nContent-Type: application/json\r\nX-Echo: 1\r\n\r\n{reply}\n");
+    let _ = write!(
+        out,
+        "Status: {status}\r\nContent-Type: application/json\r\nX-Echo: 1\r\n\r\n{reply}\n"
+    );
 }

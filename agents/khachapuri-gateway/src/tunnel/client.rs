@@ -149,10 +149,14 @@ where
 {
     let attempt = async {
         let tls = Some(tokio_tungstenite::Connector::Rustls(config.tls.clone()));
-        let (mut ws, _) =
-            tokio_tungstenite::connect_async_tls_with_config(config.gateway_url.as_str(), None, true, tls)
-                .await
-                .map_err(|e| TunnelError::Connect(crate::proxy::error_chain(&e)))?;
+        let (mut ws, _) = tokio_tungstenite::connect_async_tls_with_config(
+            config.gateway_url.as_str(),
+            None,
+            true,
+            tls,
+        )
+        .await
+        .map_err(|e| TunnelError::Connect(crate::proxy::error_chain(&e)))?;
         send(
             &mut ws,
             &Handshake::Hello {

@@ -24,7 +24,8 @@ pub fn workspace() -> PathBuf {
 
 pub fn example(name: &str) -> Vec<u8> {
     let path = workspace().join(format!("examples/target/wasm32-wasip1/release/{name}.wasm"));
-    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}; run `make examples` first", path.display()))
+    std::fs::read(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}; run `make examples` first", path.display()))
 }
 
 pub struct Net {
@@ -37,22 +38,41 @@ pub struct Net {
 impl Net {
     /// anvil + contracts; the provider's resolver and label registered with a fresh RSA key.
     pub async fn start() -> Self {
-        let devnet = Devnet::start_with(DevnetOptions { withdrawal_delay: 300, min_commitment_age: 1, max_commitment_age: 3600 })
-            .await
-            .expect("devnet");
+        let devnet = Devnet::start_with(DevnetOptions {
+            withdrawal_delay: 300,
+            min_commitment_age: 1,
+            max_commitment_age: 3600,
+        })
+        .await
+        .expect("devnet");
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::create_dir_all(dir.path().join("data")).unwrap();
         std::fs::create_dir_all(dir.path().join("deployments")).unwrap();
-        devnet.deployment.write(&dir.path().join("deployments")).expect("deployment file");
+        devnet
+            .deployment
+            .write(&dir.path().join("deployments"))
+            .expect("deployment file");
         let key = ProviderKey::load_or_generate(&dir.path().join("data/rsa.pem")).expect("rsa key");
         let provider = devnet.chain(PROVIDER);
         let resolver = provider
-            .deploy_resolver(devnet.address(PROVIDER), &khachapuri_chain::Server::Url("http://127.0.0.1:0".into()), key.public_key_der().to_vec().into())
+            .deploy_resolver(
+                devnet.address(PROVIDER),
+                &khachapuri_chain::Server::Url("http://127.0.0.1:0".into()),
+                key.public_key_der().to_vec().into(),
+            )
             .await
             .expect("resolver");
-        provider.register_label(LABEL, resolver, |_| {}).await.expect("register");
+        provider
+            .register_label(LABEL, resolver, |_| {})
+            .await
+            .expect("register");
         let store = FsBlockstore::open(dir.path().join("data/ipfs")).expect("store");
-        Self { devnet, dir, key, store }
+        Self {
+            devnet,
+            dir,
+            key,
+            store,
+        }
     }
 
     pub fn chain(&self, index: u32) -> Chain {
@@ -82,22 +102,37 @@ impl Net {
     }
 
     pub async fn agent(&self, settlement: SettlementMode) -> RunningAgent {
-        khachapuri_provider::start(self.config(settlement), anvil_signer(PROVIDER)).await.expect("agent")
+        khachapuri_provider::start(self.config(settlement), anvil_signer(PROVIDER))
+            .await
+            .expect("agent")
     }
 
     /// A signed spec for `program_bytes`, owned by account `owner`.
-    pub async fn spec(&self, program: &[u8], entry: &str, env: &[(&str, &str)], owner: u32) -> Spec {
+    pub async fn spec(
+        &self,
+        program: &[u8],
+        entry: &str,
+        env: &[(&str, &str)],
+        owner: u32,
+    ) -> Spec {
         let program_cid = self.store.put(program).expect("put program").cid;
         let d = &self.devnet.deployment;
         let mut spec = Spec {
             version: SPEC_VERSION,
             program: program_cid.to_string(),
             entry: entry.into(),
-            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<BTreeMap<_, _>>(),
             owner: self.devnet.address(owner),
             provider: Some(LABEL.into()),
             max_price: U256::from(50_000),
-            limits: Limits { memory_bytes: 16 << 20, timeout_ms: 1_000, output_bytes: 64 << 10 },
+            limits: Limits {
+                memory_bytes: 16 << 20,
+                timeout_ms: 1_000,
+                output_bytes: 64 << 10,
+            },
             terms: "test terms".into(),
             chain_id: d.chain_id,
             escrow: d.escrow,
@@ -115,7 +150,11 @@ impl Net {
 
     /// Stores `spec` unencrypted (an open spec).
     pub fn publish_open(&self, spec: &Spec) -> String {
-        self.store.put(&spec.to_json()).expect("put spec").cid.to_string()
+        self.store
+            .put(&spec.to_json())
+            .expect("put spec")
+            .cid
+            .to_string()
     }
 
     /// Mints and deposits `deposit`, then reserves `reserve` of it for the provider at up to `price`, as
@@ -123,8 +162,12 @@ impl Net {
     pub async fn fund(&self, index: u32, deposit: Usdc, price: Usdc, reserve: Usdc) {
         self.devnet.fund(index, deposit).await.expect("mint");
         let c = self.chain(index);
-        c.deposit(self.devnet.address(index), deposit).await.expect("deposit");
-        c.reserve(self.devnet.address(PROVIDER), price, reserve).await.expect("reserve");
+        c.deposit(self.devnet.address(index), deposit)
+            .await
+            .expect("deposit");
+        c.reserve(self.devnet.address(PROVIDER), price, reserve)
+            .await
+            .expect("reserve");
     }
 
     /// Account `index`'s free balance plus its reserve with the provider.
@@ -133,7 +176,8 @@ impl Net {
         let who = self.devnet.address(index);
         let free = c.free_balance(who).await.expect("free balance");
         let terms = c.terms(who, self.provider_address()).await.expect("terms");
-        free.saturating_add(terms.reserve).saturating_add(terms.releasable)
+        free.saturating_add(terms.reserve)
+            .saturating_add(terms.releasable)
     }
 
     pub fn provider_address(&self) -> Address {
