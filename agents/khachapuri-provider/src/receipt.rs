@@ -22,7 +22,8 @@ alloy::sol! {
     }
 }
 
-/// `keccak256(abi.encode(method, pathAndQuery, keccak256(body)))`.
+/// `keccak256(abi.encode(method, pathAndQuery, keccak256(body)))`, as Solidity's `abi.encode` of the three
+/// values (no outer tuple offset): test/Vectors.t.sol computes it in Solidity.
 pub fn request_digest(method: &str, path_and_query: &str, body: &[u8]) -> B256 {
     keccak256(
         (
@@ -30,13 +31,13 @@ pub fn request_digest(method: &str, path_and_query: &str, body: &[u8]) -> B256 {
             path_and_query.to_owned(),
             keccak256(body),
         )
-            .abi_encode(),
+            .abi_encode_params(),
     )
 }
 
 /// `keccak256(abi.encode(status, keccak256(body)))`.
 pub fn response_digest(status: u16, body: &[u8]) -> B256 {
-    keccak256((U256::from(status), keccak256(body)).abi_encode())
+    keccak256((U256::from(status), keccak256(body)).abi_encode_params())
 }
 
 /// Prefix of an encoded receipt (version 1).
