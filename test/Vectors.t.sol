@@ -5,6 +5,7 @@ import {Test} from "forge-std/Test.sol";
 
 import {Escrow} from "../contracts/Escrow.sol";
 import {TestUSDC} from "../contracts/TestUSDC.sol";
+import {TUNNEL_MARKER} from "../contracts/interfaces/IResolver.sol";
 
 /// @notice The protocol's test vectors (test/vectors/protocol.json, written by the Rust implementation and
 /// checked by its `vectors` test) recomputed by a second, independent implementation: Solidity's own
@@ -53,6 +54,11 @@ contract VectorsTest is Test {
 
     function test_domainSeparatorIsTheEscrows() public {
         assertEq(_separator(), vm.parseJsonBytes32(json, ".domain.separator"));
+    }
+
+    /// @dev The Resolver's `server` record of a provider behind a tunnel: a file-level constant, in no ABI.
+    function test_tunnelMarker() public view {
+        assertEq(TUNNEL_MARKER, vm.parseJsonString(json, ".records.tunnelMarker"));
     }
 
     function test_payerToken() public {

@@ -40,7 +40,3 @@ alloy::sol!(
     TestUSDC,
     "artifacts/TestUSDC.json"
 );
-
-/// The `server` record of a provider reachable only through the gateway tunnel (`TUNNEL_MARKER` in
-/// `contracts/interfaces/IResolver.sol`; a file-level constant, so not in any ABI).
-pub const TUNNEL_MARKER: &str = "tunnel:";

@@ -196,6 +196,21 @@ impl From<alloy::contract::Error> for ChainError {
     }
 }
 
+impl From<khachapuri_protocol::InvalidLabel> for ChainError {
+    fn from(err: khachapuri_protocol::InvalidLabel) -> Self {
+        Self::InvalidLabel {
+            label: err.label,
+            reason: err.reason,
+        }
+    }
+}
+
+impl From<alloy::signers::Error> for ChainError {
+    fn from(err: alloy::signers::Error) -> Self {
+        Self::Signer(err.to_string())
+    }
+}
+
 impl From<RpcError<TransportErrorKind>> for ChainError {
     fn from(err: RpcError<TransportErrorKind>) -> Self {
         from_rpc(err)

@@ -20,22 +20,23 @@
 pub mod child;
 mod client;
 mod deployment;
-pub mod eip712;
 mod error;
 mod escrow;
 mod registry;
 mod settle;
 pub mod testing;
-mod usdc;
 
 pub use client::{Chain, ConnectOptions, Receipt, SignerSource, parse_private_key};
 pub use deployment::Deployment;
-pub use eip712::{PayerToken, SignedPayerToken, SpecTerms, TokenError};
 pub use error::{ChainError, ContractError, format_time};
 pub use escrow::{Charge, Scheduled, Terms};
-pub use registry::{ProviderRecord, RegistrationStep, Server, label_node, validate_label};
+pub use registry::{ProviderRecord, RegistrationStep};
 pub use settle::{Settlement, SettlementHandle, Settler, SettlerConfig};
-pub use usdc::{Usdc, UsdcParseError};
+// The protocol's types, re-exported: every user of the chain client speaks them.
+pub use khachapuri_protocol::{
+    InvalidLabel, PayerToken, Server, SignedPayerToken, SpecTerms, TUNNEL_MARKER, TokenError, Usdc,
+    UsdcParseError, eip712, label_node, validate_label,
+};
 
 pub use alloy::primitives::{Address, B256, Bytes, U256};
 pub use alloy::signers::local::PrivateKeySigner;

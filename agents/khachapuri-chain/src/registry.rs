@@ -4,40 +4,12 @@
 
 use std::time::Duration;
 
-use alloy::primitives::{Address, B256, Bytes, U256, keccak256};
+use alloy::primitives::{Address, B256, Bytes, U256};
 use alloy::providers::Provider;
 use alloy::sol_types::SolEvent;
-use khachapuri_bindings::{Registry, Resolver, ResolverFactory, TUNNEL_MARKER};
+use khachapuri_bindings::{Registry, Resolver, ResolverFactory};
 
-use crate::{Chain, ChainError, Receipt};
-
-/// Where a provider's agent answers.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Server {
-    /// A base URL (`https://host:port`) the gateway forwards to.
-    Url(String),
-    /// Reachable only through the gateway's WebSocket tunnel.
-    Tunnel,
-}
-
-impl Server {
-    /// The on-chain `server` record: the URL, or the tunnel marker.
-    pub fn record(&self) -> &str {
-        match self {
-            Self::Url(url) => url,
-            Self::Tunnel => TUNNEL_MARKER,
-        }
-    }
-
-    /// Reads an on-chain `server` record.
-    pub fn from_record(record: &str) -> Self {
-        if record == TUNNEL_MARKER {
-            Self::Tunnel
-        } else {
-            Self::Url(record.to_owned())
-        }
-    }
-}
+use crate::{Chain, ChainError, Receipt, Server, label_node, validate_label};
 
 /// What a label resolves to.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -76,62 +48,6 @@ pub enum RegistrationStep {
     },
     /// The label is registered.
     Registered,
-}
-
-/// `(label, the sentence refusing it)` for each reserved label.
-macro_rules! reserved {
-    ($($label:literal),* $(,)?) => {
-        [$(($label, concat!("`", $label, "` is reserved for infrastructure; choose another label"))),*]
-    };
-}
-
-/// Labels the Registry refuses (`ReservedLabel`) because they name the service's own hosts, each with the
-/// sentence that says so. `dev` is not one: the local network's provider registers it.
-const RESERVED_LABELS: [(&str, &str); 10] = reserved![
-    "www", "api", "gateway", "tunnel", "admin", "app", "docs", "mail", "ipfs", "status"
-];
-
-/// Checks `label` exactly like the Registry (`LabelLib`): `[a-z0-9-]`, 1..63 bytes, no leading or trailing
-/// `-`, not `-` at both the 3rd and 4th bytes (IDNA's reserved labels, RFC 5891 §4.2.3.1: `xn--` punycode
-/// shows in a browser as a look-alike of another name), and not one of the reserved infrastructure labels
-/// (`www`, `api`, `gateway`, `tunnel`, `admin`, `app`, `docs`, `mail`, `ipfs`, `status`). The vectors in
-/// `test/vectors/labels.json` test both sides.
-pub fn validate_label(label: &str) -> Result<(), ChainError> {
-    let invalid = |reason| {
-        Err(ChainError::InvalidLabel {
-            label: label.to_owned(),
-            reason,
-        })
-    };
-    if label.is_empty() {
-        return invalid("it is empty");
-    }
-    if label.len() > 63 {
-        return invalid("it is longer than 63 characters");
-    }
-    if !label
-        .bytes()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-    {
-        return invalid("only lower-case letters, digits and `-` are allowed");
-    }
-    if label.starts_with('-') || label.ends_with('-') {
-        return invalid("it must not start or end with `-`");
-    }
-    if label.get(2..4) == Some("--") {
-        return invalid(
-            "`xn--…` labels (punycode) and any label with `--` at positions 3–4 are refused",
-        );
-    }
-    if let Some((_, reason)) = RESERVED_LABELS.iter().find(|(l, _)| *l == label) {
-        return invalid(reason);
-    }
-    Ok(())
-}
-
-/// The registry key of a label: `keccak256(label)`.
-pub fn label_node(label: &str) -> B256 {
-    keccak256(label.as_bytes())
 }
 
 impl Chain {
@@ -391,9 +307,7 @@ impl Chain {
         // One second more than the minimum: the next block's timestamp is at least this one's + 1.
         let ready_at = committed_at + self.deployment().min_commitment_age + 1;
         loop {
-            let wall = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
+            let wall = khachapuri_protocol::unix_now();
             let now = wall.max(self.block_timestamp().await?);
             if now >= ready_at {
                 return Ok(());
@@ -402,96 +316,5 @@ impl Chain {
             progress(RegistrationStep::Waiting { seconds_left: left });
             tokio::time::sleep(Duration::from_secs(left.min(1))).await;
         }
-    }
-}
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn labels_are_validated_like_the_contract() {
-        for ok in ["alice", "a", "a-b", "0", "x1-2-3", "dev", &"a".repeat(63)] {
-            assert!(validate_label(ok).is_ok(), "{ok}");
-        }
-        for bad in [
-            "",
-            "-a",
-            "a-",
-            "Alice",
-            "a.b",
-            "a_b",
-            "ä",
-            &"a".repeat(64),
-            "a b",
-            "xn--80ak6aa92e",
-            "ab--c",
-            "www",
-        ] {
-            assert!(
-                matches!(validate_label(bad), Err(ChainError::InvalidLabel { .. })),
-                "{bad}"
-            );
-        }
-    }
-
-    /// The vectors `test/Registry.t.sol` runs through `Registry.register`: the contract and this validator
-    /// refuse the same labels, and a reserved label is refused for being reserved.
-    #[test]
-    fn labels_agree_with_the_contracts_vectors() {
-        #[derive(serde::Deserialize)]
-        struct Vectors {
-            valid: Vec<String>,
-            invalid: Vec<String>,
-            reserved: Vec<String>,
-        }
-        let vectors: Vectors =
-            serde_json::from_str(include_str!("../../../test/vectors/labels.json")).unwrap();
-        assert!(vectors.valid.len() > 20 && vectors.invalid.len() > 20);
-        for ok in &vectors.valid {
-            assert!(validate_label(ok).is_ok(), "{ok:?} should be valid");
-        }
-        let reserved_reason = |label: &str| match validate_label(label) {
-            Err(ChainError::InvalidLabel { reason, .. }) => Some(reason.contains("is reserved")),
-            _ => None,
-        };
-        for bad in &vectors.invalid {
-            assert_eq!(
-                reserved_reason(bad),
-                Some(false),
-                "{bad:?} should be invalid"
-            );
-        }
-        for reserved in &vectors.reserved {
-            assert_eq!(
-                reserved_reason(reserved),
-                Some(true),
-                "{reserved:?} should be reserved"
-            );
-        }
-        let ours: Vec<&str> = RESERVED_LABELS.iter().map(|(l, _)| *l).collect();
-        assert_eq!(ours, vectors.reserved, "the same reserved list as LabelLib");
-    }
-
-    #[test]
-    fn refusals_say_why() {
-        assert_eq!(
-            validate_label("www").unwrap_err().to_string(),
-            "invalid label `www`: `www` is reserved for infrastructure; choose another label"
-        );
-        let err = validate_label("xn--80ak6aa92e").unwrap_err().to_string();
-        assert!(
-            err.contains("`xn--…` labels (punycode)") && err.contains("positions 3–4"),
-            "{err}"
-        );
-    }
-
-    #[test]
-    fn servers_round_trip_through_records() {
-        assert_eq!(Server::from_record("tunnel:"), Server::Tunnel);
-        assert_eq!(Server::Tunnel.record(), "tunnel:");
-        let url = Server::Url("https://alice.example:8443".into());
-        assert_eq!(Server::from_record(url.record()), url);
     }
 }

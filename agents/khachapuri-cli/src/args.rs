@@ -25,7 +25,7 @@ pub struct ChainArgs {
     /// Hex private key of the account [default: the dev network's test account].
     #[arg(
         long = "private-key",
-        env = "KHACHAPURI_PRIVATE_KEY",
+        env = khachapuri_protocol::http::PRIVATE_KEY_ENV,
         hide_env_values = true
     )]
     private_key: Option<String>,
@@ -181,12 +181,7 @@ pub(crate) fn parse_usdc(flag: &str, text: &str) -> anyhow::Result<Usdc> {
         .map_err(|e| anyhow!("{flag} `{text}`: {e} (write USDC with up to 6 decimals, e.g. 0.05)"))
 }
 
-/// Unix seconds now (0 if the clock is before 1970).
-pub(crate) fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
+pub(crate) use khachapuri_protocol::unix_now;
 
 /// A unix time as a date people read (UTC).
 pub(crate) fn at(unix: u64) -> String {

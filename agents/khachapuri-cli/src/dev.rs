@@ -188,7 +188,9 @@ async fn serve(
         rpc_url: rpc_url.into(),
         deployments: deployments_dir.clone(),
         data_dir: data_dir.clone(),
-        signer: khachapuri_chain::SignerSource::Env("KHACHAPURI_PRIVATE_KEY".into()),
+        signer: khachapuri_chain::SignerSource::Env(
+            khachapuri_protocol::http::PRIVATE_KEY_ENV.into(),
+        ),
         price: PRICE,
         ipfs: vec![format!("gateway={}", node.url())],
         settlement: SettlementMode::Batch,

@@ -102,10 +102,7 @@ impl ChainDirectory {
         }
         let (route, resolver) = match self.chain.resolve_label(label.as_str()).await {
             Ok(record) => {
-                let server = match record.server {
-                    khachapuri_chain::Server::Tunnel => Server::Tunnel,
-                    khachapuri_chain::Server::Url(url) => Server::parse(&url)?,
-                };
+                let server = Server::parse(record.server.record())?;
                 (
                     Some(Route {
                         server,

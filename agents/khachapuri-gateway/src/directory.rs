@@ -10,37 +10,7 @@ use serde::Deserialize;
 
 use crate::label::{InvalidLabel, Label};
 
-/// The `server` record of a provider reachable only through the gateway tunnel.
-pub const TUNNEL_MARKER: &str = "tunnel:";
-
-/// Where a provider answers.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Server {
-    /// A base URL (`http://host:port` or with a path prefix); requests go there directly.
-    Url(String),
-    /// Only through the WebSocket tunnel the provider holds open to this gateway.
-    Tunnel,
-}
-
-impl Server {
-    /// Parses a Resolver `server` record: [`TUNNEL_MARKER`] or an `http(s)://` base URL.
-    pub fn parse(record: &str) -> Result<Self, DirError> {
-        if record == TUNNEL_MARKER {
-            return Ok(Self::Tunnel);
-        }
-        let uri: http::Uri = record
-            .parse()
-            .map_err(|_| DirError::BadRecord(format!("server {record:?} is not a URL")))?;
-        match (uri.scheme_str(), uri.authority()) {
-            (Some("http" | "https"), Some(_)) => {
-                Ok(Self::Url(record.trim_end_matches('/').to_owned()))
-            }
-            _ => Err(DirError::BadRecord(format!(
-                "server {record:?} is neither http(s)://host nor {TUNNEL_MARKER:?}"
-            ))),
-        }
-    }
-}
+pub use khachapuri_protocol::server::{Server, TUNNEL_MARKER};
 
 /// What the directory knows about a label.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,6 +42,18 @@ pub trait Directory: Send + Sync + 'static {
 impl<D: Directory + ?Sized> Directory for Arc<D> {
     fn lookup<'a>(&'a self, label: &'a Label) -> BoxFuture<'a, Result<Option<Route>, DirError>> {
         (**self).lookup(label)
+    }
+}
+
+impl From<khachapuri_protocol::InvalidServer> for DirError {
+    fn from(err: khachapuri_protocol::InvalidServer) -> Self {
+        Self::BadRecord(err.to_string())
+    }
+}
+
+impl From<khachapuri_protocol::InvalidServer> for StaticDirError {
+    fn from(err: khachapuri_protocol::InvalidServer) -> Self {
+        Self::Record(err.into())
     }
 }
 

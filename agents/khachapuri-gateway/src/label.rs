@@ -1,65 +1,7 @@
-//! Provider labels (`alice` in `alice.khachapuri.xyz`) and where the gateway finds them in a request.
+//! Where the gateway finds a provider's label in a request (the label itself is
+//! [`khachapuri_protocol::Label`]).
 
-use std::fmt;
-
-/// A provider label, valid as the Registry contract accepts it: `[a-z0-9-]`, 1..63 bytes, no leading
-/// or trailing `-`, no `--` at bytes 3-4 (`xn--` punycode), not a reserved infrastructure label (`www`,
-/// `api`, ...). See [`khachapuri_chain::validate_label`].
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Label(String);
-
-/// Why a string is not a [`Label`]: the shared validator's sentence.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{}", refusal(.0))]
-pub struct InvalidLabel(pub String);
-
-impl InvalidLabel {
-    /// What is wrong with the label, without the label: e.g. "`www` is reserved for infrastructure; choose
-    /// another label".
-    pub fn reason(&self) -> &'static str {
-        match khachapuri_chain::validate_label(&self.0) {
-            Err(khachapuri_chain::ChainError::InvalidLabel { reason, .. }) => reason,
-            _ => "not a provider label",
-        }
-    }
-}
-
-fn refusal(label: &str) -> String {
-    match khachapuri_chain::validate_label(label) {
-        Err(e) => e.to_string(),
-        Ok(()) => format!("invalid label `{label}`"),
-    }
-}
-
-impl Label {
-    /// Validates `s` exactly as the Registry does (no case folding: `Alice` is refused), with the one
-    /// validator every component shares, [`khachapuri_chain::validate_label`].
-    pub fn new(s: &str) -> Result<Self, InvalidLabel> {
-        if khachapuri_chain::validate_label(s).is_ok() {
-            Ok(Self(s.to_owned()))
-        } else {
-            Err(InvalidLabel(s.to_owned()))
-        }
-    }
-
-    /// The label as a string.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for Label {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::str::FromStr for Label {
-    type Err = InvalidLabel;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::new(s)
-    }
-}
+pub use khachapuri_protocol::label::{InvalidLabel, Label};
 
 /// Where a request names its provider.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -122,43 +64,6 @@ fn strip_port(host: &str) -> &str {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn labels_follow_the_contract() {
-        for ok in ["a", "alice", "a-b", "0", "x1-2y", &"a".repeat(63)] {
-            assert!(Label::new(ok).is_ok(), "{ok}");
-        }
-        for bad in [
-            "",
-            "-a",
-            "a-",
-            "Alice",
-            "a.b",
-            "a_b",
-            "ä",
-            &"a".repeat(64),
-            "_tunnel",
-            "xn--80ak6aa92e",
-            "ab--c",
-            "www",
-            "status",
-        ] {
-            assert!(Label::new(bad).is_err(), "{bad}");
-        }
-        assert!(Label::new("dev").is_ok());
-        let www = Label::new("www").unwrap_err();
-        assert_eq!(
-            www.reason(),
-            "`www` is reserved for infrastructure; choose another label"
-        );
-        assert!(www.to_string().contains("`www` is reserved"), "{www}");
-        assert!(
-            Label::new("xn--a")
-                .unwrap_err()
-                .to_string()
-                .contains("punycode")
-        );
-    }
 
     #[test]
     fn host_mode_lowercases_and_drops_the_port() {

@@ -1,11 +1,7 @@
 //! The agent: start-up checks, the HTTP server and the request pipeline
 //! (spec → payer → program → claim → run → receipt).
 
-use std::{
-    net::SocketAddr,
-    sync::Arc,
-    time::{Instant, SystemTime, UNIX_EPOCH},
-};
+use std::{net::SocketAddr, sync::Arc, time::Instant};
 
 use alloy::sol_types::Eip712Domain;
 use axum::{
@@ -37,12 +33,7 @@ use crate::{
     wal::Wal,
 };
 
-/// The price of the request, as `0.01 USDC`.
-pub const PRICE_HEADER: &str = "x-khachapuri-price";
-/// Who paid.
-pub const PAYER_HEADER: &str = "x-khachapuri-payer";
-/// The provider's signed receipt (base64url JSON).
-pub const RECEIPT_HEADER: &str = "x-khachapuri-receipt";
+pub use khachapuri_protocol::http::{PAYER_HEADER, PRICE_HEADER, RECEIPT_HEADER};
 /// Payer tokens whose signer the agent remembers.
 const TOKEN_CACHE: std::num::NonZeroUsize = std::num::NonZeroUsize::new(4096).unwrap();
 /// The largest program (zip or module) the agent fetches.
@@ -573,10 +564,7 @@ impl Agent {
             .to_str()
             .map_err(|_| ApiError::bad_request("malformed_token", "Authorization is not text"))?;
         let token = SignedPayerToken::decode(text).map_err(token_error)?;
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or_default();
+        let now = khachapuri_protocol::unix_now();
         token
             .check(self.receipts.address(), &cid.to_string(), price, now)
             .map_err(token_error)?;

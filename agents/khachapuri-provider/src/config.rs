@@ -176,7 +176,7 @@ impl ProviderArgs {
                     )
                 })?,
             },
-            None => SignerSource::Env("KHACHAPURI_PRIVATE_KEY".into()),
+            None => SignerSource::Env(khachapuri_protocol::http::PRIVATE_KEY_ENV.into()),
         };
         let ipfs = if !self.ipfs.is_empty() {
             self.ipfs

@@ -16,7 +16,6 @@ pub mod error;
 pub mod ledger;
 mod lru;
 pub mod metrics;
-pub mod receipt;
 pub mod recover;
 pub mod specs;
 pub mod wal;
@@ -24,7 +23,7 @@ pub mod wal;
 pub use agent::{PAYER_HEADER, PRICE_HEADER, RECEIPT_HEADER, RunningAgent, StartError, start};
 pub use config::{Config, ConfigError, ProviderArgs, SettlementMode};
 pub use error::ApiError;
-pub use receipt::{Receipt, ReceiptSigner, SignedReceipt};
+pub use khachapuri_protocol::receipt::{self, Receipt, ReceiptSigner, SignedReceipt};
 
 /// Starts the agent and serves until Ctrl-C or SIGTERM, then finishes in-flight requests and settles
 /// every claim: the whole life of `khachapuri-provider` and of `khachapuri provider up`.

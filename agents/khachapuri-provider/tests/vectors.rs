@@ -12,10 +12,10 @@ use std::path::PathBuf;
 use alloy::primitives::{Address, U256, address, b256, hex, keccak256};
 use alloy::signers::local::PrivateKeySigner;
 use alloy::sol_types::{SolStruct, SolValue};
-use khachapuri_chain::{PayerToken, SignedPayerToken, SpecTerms, eip712};
-use khachapuri_provider::receipt::{
+use khachapuri_protocol::receipt::{
     Receipt, ReceiptSigner, SignedReceipt, request_digest, response_digest,
 };
+use khachapuri_protocol::{PayerToken, SignedPayerToken, SpecTerms, eip712};
 use khachapuri_spec::{Limits, ProviderKey, Spec};
 use serde_json::{Value, json};
 
@@ -102,6 +102,7 @@ async fn compute() -> Value {
             "verifyingContract": ESCROW.to_string(),
             "separator": h(domain.separator()),
         },
+        "records": {"tunnelMarker": khachapuri_protocol::TUNNEL_MARKER},
         "typeHashes": {
             "PayerToken": h(keccak256(PayerToken::eip712_encode_type().as_bytes())),
             "SpecTerms": h(keccak256(SpecTerms::eip712_encode_type().as_bytes())),
@@ -183,6 +184,7 @@ async fn this_implementation_makes_exactly_the_protocols_vectors() {
         file.expect("test/vectors/protocol.json is missing: KHACHAPURI_BLESS_VECTORS=1 makes it");
     for section in [
         "domain",
+        "records",
         "typeHashes",
         "payerToken",
         "receipt",

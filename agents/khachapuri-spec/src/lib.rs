@@ -10,4 +10,4 @@ pub mod spec;
 
 pub use envelope::{EnvelopeError, is_envelope, open, seal};
 pub use keys::{KeyError, ProviderKey, key_id};
-pub use spec::{Limits, SPEC_VERSION, Spec, SpecError};
+pub use spec::{Limits, SPEC_VERSION, SignError, Spec, SpecError};

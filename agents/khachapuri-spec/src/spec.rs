@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use alloy::primitives::{Address, B256, Bytes, Signature, U256, keccak256};
 use alloy::signers::Signer;
-use khachapuri_chain::{ChainError, SpecTerms, eip712};
+use khachapuri_protocol::{SpecTerms, eip712};
 use serde::{Deserialize, Serialize};
 
 /// The only spec version this build reads and writes.
@@ -66,6 +66,22 @@ pub struct Spec {
     /// The owner's EIP-712 signature over the terms (65 bytes, hex).
     #[serde(default)]
     pub signature: Bytes,
+}
+
+/// Why a spec could not be signed.
+#[derive(Debug, thiserror::Error)]
+pub enum SignError {
+    /// The key is not the spec's owner's.
+    #[error("the spec's owner is {owner} but the signing key is {signer}")]
+    NotTheOwner {
+        /// The spec's owner.
+        owner: Address,
+        /// The key's address.
+        signer: Address,
+    },
+    /// The signer failed (a wallet refused, a keystore could not sign).
+    #[error("signer: {0}")]
+    Signer(#[from] alloy::signers::Error),
 }
 
 /// Why a spec is not acceptable.
@@ -134,8 +150,8 @@ impl Spec {
             return invalid("maxPrice", "zero: a provider would never run it");
         }
         if let Some(label) = &self.provider
-            && let Err(khachapuri_chain::ChainError::InvalidLabel { reason, .. }) =
-                khachapuri_chain::validate_label(label)
+            && let Err(khachapuri_protocol::InvalidLabel { reason, .. }) =
+                khachapuri_protocol::validate_label(label)
         {
             return invalid("provider", &format!("not a provider label: {reason}"));
         }
@@ -181,13 +197,12 @@ impl Spec {
     }
 
     /// Signs the terms as the owner (`signer` must be `owner`), filling `signature`.
-    pub async fn sign(&mut self, signer: &impl Signer) -> Result<(), ChainError> {
+    pub async fn sign(&mut self, signer: &impl Signer) -> Result<(), SignError> {
         if signer.address() != self.owner {
-            return Err(ChainError::InvalidArgument(format!(
-                "the spec's owner is {} but the signing key is {}",
-                self.owner,
-                signer.address()
-            )));
+            return Err(SignError::NotTheOwner {
+                owner: self.owner,
+                signer: signer.address(),
+            });
         }
         let domain = eip712::domain(self.chain_id, self.escrow);
         let signature = self.signed_terms().sign(signer, &domain).await?;

@@ -24,71 +24,9 @@ pub mod client;
 pub mod server;
 mod ws_io;
 
-use serde::{Deserialize, Serialize};
-
+pub use khachapuri_protocol::tunnel::{
+    Challenge, Handshake, PROTOCOL_VERSION, TUNNEL_PATH, challenge_message,
+};
 pub use ws_io::WsIo;
 
-/// The gateway path that accepts tunnel WebSockets, on any host that is not a label's
-/// (`ws://khachapuri.xyz/_tunnel`, `ws://127.0.0.1:8080/_tunnel`; on `alice.khachapuri.xyz` the path
-/// belongs to alice). `_tunnel` is not a valid label, so it never shadows one in path mode.
-pub const TUNNEL_PATH: &str = "/_tunnel";
-
-/// The handshake version this crate speaks.
-pub const PROTOCOL_VERSION: u32 = 1;
-
-/// The gateway's challenge: the agent signs [`challenge_message`] of it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Challenge {
-    /// The label the agent asked for.
-    pub label: String,
-    /// The gateway's id, so that a signature made for one gateway is useless at another.
-    pub gateway: String,
-    /// 32 random bytes, hex.
-    pub nonce: String,
-    /// Unix seconds after which the answer is refused.
-    pub expires_at: u64,
-}
-
-/// The text signed with EIP-191 (`personal_sign`) to answer a [`Challenge`].
-pub fn challenge_message(c: &Challenge) -> String {
-    format!(
-        "Khachapuri gateway tunnel\nlabel: {}\ngateway: {}\nnonce: {}\nexpires: {}",
-        c.label, c.gateway, c.nonce, c.expires_at
-    )
-}
-
-/// The handshake messages (JSON text frames).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum Handshake {
-    /// Agent: the label it serves.
-    Hello {
-        /// The label.
-        label: String,
-        /// [`PROTOCOL_VERSION`].
-        version: u32,
-    },
-    /// Gateway: sign this.
-    Challenge(Challenge),
-    /// Agent: the EIP-191 signature, `0x` + 65 bytes hex.
-    Answer {
-        /// The signature.
-        signature: String,
-    },
-    /// Gateway: the tunnel is up; HTTP/2 follows.
-    Accepted,
-    /// Gateway: refused, and what to do about it.
-    Refused {
-        /// What went wrong.
-        error: String,
-        /// What to do next.
-        hint: String,
-    },
-}
-
-pub(crate) fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
+pub(crate) use khachapuri_protocol::unix_now;

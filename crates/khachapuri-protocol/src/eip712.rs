@@ -8,7 +8,7 @@ use alloy::sol_types::{Eip712Domain, SolStruct};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
-use crate::{ChainError, Usdc};
+use crate::Usdc;
 
 /// The EIP-712 domain name of the escrow.
 pub const DOMAIN_NAME: &str = "Khachapuri";
@@ -129,11 +129,8 @@ impl PayerToken {
         self,
         signer: &impl Signer,
         domain: &Eip712Domain,
-    ) -> Result<SignedPayerToken, ChainError> {
-        let signature = signer
-            .sign_hash(&self.eip712_signing_hash(domain))
-            .await
-            .map_err(|e| ChainError::Signer(e.to_string()))?;
+    ) -> Result<SignedPayerToken, alloy::signers::Error> {
+        let signature = signer.sign_hash(&self.eip712_signing_hash(domain)).await?;
         Ok(SignedPayerToken {
             token: self,
             signature,
@@ -259,11 +256,8 @@ impl SpecTerms {
         &self,
         signer: &impl Signer,
         domain: &Eip712Domain,
-    ) -> Result<Signature, ChainError> {
-        signer
-            .sign_hash(&self.eip712_signing_hash(domain))
-            .await
-            .map_err(|e| ChainError::Signer(e.to_string()))
+    ) -> Result<Signature, alloy::signers::Error> {
+        signer.sign_hash(&self.eip712_signing_hash(domain)).await
     }
 
     /// The address that signed these terms.

@@ -174,7 +174,7 @@ mod tests {
 
     #[test]
     fn libsecp256k1_signs_the_bytes_alloy_signs_and_the_header_round_trips() {
-        let domain = khachapuri_chain::eip712::domain(31337, Address::repeat_byte(0xe5));
+        let domain = crate::eip712::domain(31337, Address::repeat_byte(0xe5));
         for _ in 0..32 {
             let key = PrivateKeySigner::random();
             let receipt = Receipt {

@@ -1,0 +1,36 @@
+//! The Khachapuri protocol's types and encodings: what a client, a provider and a gateway must agree on,
+//! with no RPC client, no server and no runtime in its dependencies. `docs/PROTOCOL.md` describes each
+//! format; `test/vectors/protocol.json` pins their bytes (checked by Rust and by Solidity).
+//!
+//! - [`Usdc`]: amounts (6 decimals), parsed and shown as `0.01 USDC`.
+//! - [`label`]: provider labels, validated exactly as the Registry does.
+//! - [`eip712`]: the escrow's domain; the payer token [`PayerToken`] (`kp1.`) and the spec terms
+//!   [`SpecTerms`] an owner signs.
+//! - [`receipt`]: the provider's signed receipt of a paid response (`kr1.`).
+//! - [`Server`]: where a provider answers (a URL, or a gateway's tunnel).
+//! - [`tunnel`]: the handshake of a provider's tunnel to a gateway.
+//! - [`http`]: header and environment-variable names.
+
+pub mod eip712;
+pub mod http;
+pub mod label;
+pub mod receipt;
+pub mod server;
+pub mod tunnel;
+mod usdc;
+
+pub use eip712::{PayerToken, SignedPayerToken, SpecTerms, TokenError};
+pub use label::{InvalidLabel, Label, label_node, validate_label};
+pub use receipt::{Receipt, ReceiptSigner, SignedReceipt};
+pub use server::{InvalidServer, Server, TUNNEL_MARKER};
+pub use usdc::{Usdc, UsdcParseError};
+
+pub use alloy::primitives::{Address, B256, Bytes, U256};
+
+/// Unix seconds now (0 if the clock is before 1970): the clock a payer token's expiry and a tunnel
+/// challenge's are checked against.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
