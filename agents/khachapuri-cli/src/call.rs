@@ -165,15 +165,13 @@ pub async fn call(args: CallArgs, json: bool) -> anyhow::Result<()> {
     let content_type = header("content-type");
     let bytes = response.bytes().await.context("reading the answer")?;
     if !status.is_success() {
-        let why: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
-        let message = why["message"]
-            .as_str()
-            .or_else(|| why["error"].as_str())
-            .map_or_else(
-                || String::from_utf8_lossy(&bytes).trim().to_owned(),
-                str::to_owned,
-            );
-        let hint = match (why["hint"].as_str(), status.as_u16()) {
+        // Providers and gateways answer the protocol's error body; anything else is shown as it came.
+        let why = serde_json::from_slice::<khachapuri_protocol::http::ErrorBody>(&bytes).ok();
+        let message = why.as_ref().map_or_else(
+            || String::from_utf8_lossy(&bytes).trim().to_owned(),
+            |w| w.message.clone(),
+        );
+        let hint = match (why.and_then(|w| w.hint), status.as_u16()) {
             (Some(h), _) => format!("; {h}"),
             (None, 402) => {
                 "; set money aside for the provider with `khachapuri escrow reserve`".into()

@@ -8,8 +8,8 @@
 //! - `chain_directory` (feature `chain`, on by default): the on-chain directory, cached and refreshed
 //!   from the Registry's and Resolvers' events.
 //! - [`server`]: the gateway itself ([`server::spawn`] starts one on a port).
-//! - [`tunnel`]: the tunnel protocol; [`tunnel::client::run_tunnel`] is what a provider agent calls.
-//! - [`proxy`]: hop-by-hop headers, `X-Forwarded-*`, JSON errors.
+//! - [`tunnel`]: the gateway's end of the tunnels (the provider's end is `khachapuri-tunnel`).
+//! - [`proxy`]: hop-by-hop headers, `X-Forwarded-*`, JSON errors (from `khachapuri-tunnel`).
 //!
 //! Errors reach callers as JSON `{"error": ..., "hint": ...}`: 400 bad label, 404 unknown label, 502
 //! provider unreachable or tunnel down, 504 provider too slow.
@@ -18,7 +18,7 @@
 pub mod chain_directory;
 pub mod directory;
 pub mod label;
-pub mod proxy;
+pub use khachapuri_tunnel::proxy;
 pub mod server;
 pub mod tunnel;
 

@@ -177,6 +177,7 @@ impl Gateway {
             Err(e) => {
                 return error_response(
                     StatusCode::BAD_REQUEST,
+                    "invalid_label",
                     &format!("invalid provider label \"{label}\""),
                     e.reason(),
                 );
@@ -187,6 +188,7 @@ impl Gateway {
             Ok(None) => {
                 return error_response(
                     StatusCode::NOT_FOUND,
+                    "unknown_provider",
                     &format!("unknown provider \"{label}\""),
                     "check the spelling; providers register their label in the Registry contract",
                 );
@@ -194,6 +196,7 @@ impl Gateway {
             Err(e) => {
                 return error_response(
                     StatusCode::BAD_GATEWAY,
+                    "directory_unavailable",
                     &format!("cannot resolve \"{label}\": {e}"),
                     "the gateway's directory is unavailable; retry shortly",
                 );
@@ -221,6 +224,7 @@ impl Gateway {
             Err(_) => {
                 return error_response(
                     StatusCode::GATEWAY_TIMEOUT,
+                    "provider_timeout",
                     &format!(
                         "provider \"{label}\" did not answer within {:?}",
                         self.config.response_timeout
@@ -291,6 +295,7 @@ impl Gateway {
         let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY).filter(|_| is_ws) else {
             return error_response(
                 StatusCode::UPGRADE_REQUIRED,
+                "websocket_required",
                 "the tunnel endpoint speaks WebSocket only",
                 "providers connect here with the khachapuri-gateway tunnel client",
             );
@@ -339,6 +344,7 @@ impl Gateway {
         };
         error_response(
             StatusCode::NOT_FOUND,
+            "no_label",
             "no provider named in the request",
             &hint,
         )
@@ -358,26 +364,31 @@ impl ForwardError {
         match self {
             Self::BadUrl => error_response(
                 StatusCode::BAD_GATEWAY,
+                "bad_server_url",
                 &format!("provider \"{label}\" has an unusable server URL"),
                 "the provider must fix the server record of its resolver",
             ),
             Self::ConnectTimeout => error_response(
                 StatusCode::GATEWAY_TIMEOUT,
+                "connect_timeout",
                 &format!("connecting to provider \"{label}\" timed out"),
                 "the provider may be down or overloaded; retry later",
             ),
             Self::Unreachable(e) => error_response(
                 StatusCode::BAD_GATEWAY,
+                "provider_unreachable",
                 &format!("provider \"{label}\" is unreachable: {e}"),
                 "the provider's server is down; retry later or use another provider",
             ),
             Self::Broken(e) => error_response(
                 StatusCode::BAD_GATEWAY,
+                "provider_failed",
                 &format!("provider \"{label}\" failed mid-request: {e}"),
                 "retry; if it persists the provider is unhealthy",
             ),
             Self::NoTunnel => error_response(
                 StatusCode::BAD_GATEWAY,
+                "tunnel_down",
                 &format!("provider \"{label}\" is not connected to this gateway"),
                 "the provider's agent must open its tunnel; retry later or use another provider",
             ),

@@ -89,8 +89,9 @@ async fn labels_resolve_on_chain_and_follow_resolver_events() {
         .await
         .unwrap();
     let r = until_status(&url, StatusCode::BAD_GATEWAY).await;
+    assert_eq!(r.json()["error"], "tunnel_down");
     assert!(
-        r.json()["error"]
+        r.json()["message"]
             .as_str()
             .unwrap()
             .contains("not connected"),

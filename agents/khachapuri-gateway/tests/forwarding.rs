@@ -140,7 +140,18 @@ async fn errors_are_json_with_a_hint() {
         assert_eq!(r.status, status, "{path}: {}", r.text());
         assert_eq!(r.headers["content-type"], "application/json");
         let j = r.json();
-        assert!(j["error"].as_str().unwrap().contains(needle), "{path}: {j}");
+        assert!(
+            j["message"].as_str().unwrap().contains(needle),
+            "{path}: {j}"
+        );
+        assert!(
+            j["error"]
+                .as_str()
+                .unwrap()
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c == '_'),
+            "a code: {j}"
+        );
         assert!(!j["hint"].as_str().unwrap().is_empty(), "{path}: {j}");
         assert!(
             started.elapsed() < Duration::from_secs(5),
@@ -210,8 +221,9 @@ async fn provider_dropping_mid_request_is_a_502_and_the_gateway_stays_healthy() 
     let c = client();
     let r = get(&c, &format!("http://{}/alice/drop", gw.addr)).await;
     assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{}", r.text());
+    assert_eq!(r.json()["error"], "provider_failed");
     assert!(
-        r.json()["error"]
+        r.json()["message"]
             .as_str()
             .unwrap()
             .contains("failed mid-request"),

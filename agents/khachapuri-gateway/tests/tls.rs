@@ -42,7 +42,8 @@ async fn forwards_to_an_https_provider_it_can_verify_and_refuses_one_it_cannot()
     let gw = gateway(dir()).await;
     let r = get(&client(), &format!("http://{}/alice/bafy", gw.addr)).await;
     assert_eq!(r.status, StatusCode::BAD_GATEWAY);
-    let error = r.json()["error"].as_str().unwrap().to_owned();
+    assert_eq!(r.json()["error"], "provider_unreachable");
+    let error = r.json()["message"].as_str().unwrap().to_owned();
     assert!(error.contains("certificate"), "{error}");
 }
 

@@ -266,8 +266,9 @@ async fn no_tunnel_is_a_502_and_an_agent_dying_mid_request_too() {
     let c = client();
     let r = get(&c, &format!("http://{}/alice/x", gw.addr)).await;
     assert_eq!(r.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(r.json()["error"], "tunnel_down");
     assert!(
-        r.json()["error"]
+        r.json()["message"]
             .as_str()
             .unwrap()
             .contains("not connected"),

@@ -90,7 +90,7 @@ pub struct RunningAgent {
     /// Where it listens.
     pub addr: SocketAddr,
     /// The gateway tunnel, when the agent serves through one.
-    pub tunnel: Option<khachapuri_gateway::tunnel::client::TunnelHandle>,
+    pub tunnel: Option<khachapuri_tunnel::client::TunnelHandle>,
     shutdown: watch::Sender<bool>,
     done: tokio::task::JoinHandle<()>,
 }
@@ -207,7 +207,7 @@ pub async fn start(config: Config, signer: PrivateKeySigner) -> Result<RunningAg
         LedgerConfig::default(),
     )?;
 
-    let tunnel_label: khachapuri_gateway::Label = config
+    let tunnel_label: khachapuri_protocol::Label = config
         .label
         .parse()
         .map_err(|e| StartError::Config(format!("label `{}`: {e}", config.label)))?;
@@ -276,7 +276,7 @@ pub async fn start(config: Config, signer: PrivateKeySigner) -> Result<RunningAg
         tracing::info!("provider agent stopped");
     });
     let tunnel = tunnel.map(|url| {
-        use khachapuri_gateway::tunnel::client::{TunnelConfig, run_tunnel};
+        use khachapuri_tunnel::client::{TunnelConfig, run_tunnel};
         tracing::info!(gateway = %url, "serving through the gateway tunnel");
         let service =
             hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {

@@ -6,7 +6,7 @@ use axum::{
     http::StatusCode,
     response::{IntoResponse, Response},
 };
-use serde::Serialize;
+use khachapuri_protocol::http::ErrorBody;
 
 /// A refused or failed request.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -20,14 +20,6 @@ pub struct ApiError {
     pub message: String,
     /// What to do next.
     pub hint: Option<String>,
-}
-
-#[derive(Serialize)]
-struct Body<'a> {
-    error: &'a str,
-    message: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    hint: Option<&'a str>,
 }
 
 impl ApiError {
@@ -80,10 +72,10 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = Body {
-            error: self.code,
-            message: &self.message,
-            hint: self.hint.as_deref(),
+        let body = ErrorBody {
+            error: self.code.to_owned(),
+            message: self.message,
+            hint: self.hint,
         };
         (self.status, Json(body)).into_response()
     }

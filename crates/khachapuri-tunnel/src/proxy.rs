@@ -194,9 +194,11 @@ pub fn add_forwarded(headers: &mut HeaderMap, client: SocketAddr, host: Option<&
     }
 }
 
-/// A short JSON error: `{"error": ..., "hint": ...}`, the hint saying what to do next.
-pub fn error_response(status: StatusCode, error: &str, hint: &str) -> Response<Body> {
-    let body = serde_json::json!({ "error": error, "hint": hint }).to_string();
+/// The protocol's JSON error ([`khachapuri_protocol::http::ErrorBody`]): a code, the sentence, and what to
+/// do next.
+pub fn error_response(status: StatusCode, code: &str, message: &str, hint: &str) -> Response<Body> {
+    let body = khachapuri_protocol::http::ErrorBody::new(code, message, Some(hint.to_owned()));
+    let body = serde_json::to_string(&body).unwrap_or_default();
     let mut response = Response::new(full(body));
     *response.status_mut() = status;
     response.headers_mut().insert(

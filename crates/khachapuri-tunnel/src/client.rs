@@ -5,7 +5,7 @@
 //! ```no_run
 //! # async fn agent() -> Result<(), Box<dyn std::error::Error>> {
 //! use std::sync::Arc;
-//! use khachapuri_gateway::tunnel::client::{ForwardToUrl, TunnelConfig, run_tunnel};
+//! use khachapuri_tunnel::client::{ForwardToUrl, TunnelConfig, run_tunnel};
 //!
 //! let signer: alloy::signers::local::PrivateKeySigner = "0x...payee key...".parse()?;
 //! let config = TunnelConfig::new("ws://gateway.example:8080/_tunnel", "alice".parse()?);
@@ -33,11 +33,10 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::{net::TcpStream, sync::watch, task::JoinHandle};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, tungstenite::Message};
 
-use super::{Handshake, PROTOCOL_VERSION, WsIo, challenge_message, unix_now};
-use crate::{
-    label::Label,
-    proxy::{Body, BoxError, boxed, error_response, join_url, strip_hop_by_hop},
-};
+use khachapuri_protocol::{Label, unix_now};
+
+use crate::proxy::{Body, BoxError, boxed, error_response, join_url, strip_hop_by_hop};
+use crate::{Handshake, PROTOCOL_VERSION, WsIo, challenge_message};
 
 /// Where and how to hold a tunnel open.
 #[derive(Debug, Clone)]
@@ -381,6 +380,7 @@ impl hyper::service::Service<Request<Incoming>> for ForwardToUrl {
             let Ok(uri) = join_url(&this.base, pq).parse::<Uri>() else {
                 return Ok(error_response(
                     StatusCode::BAD_GATEWAY,
+                    "bad_local_url",
                     "bad local URL",
                     "fix the agent's forward URL",
                 ));
@@ -401,6 +401,7 @@ impl hyper::service::Service<Request<Incoming>> for ForwardToUrl {
                 }
                 Err(e) => Ok(error_response(
                     StatusCode::BAD_GATEWAY,
+                    "local_server_failed",
                     &format!("provider's local server failed: {e}"),
                     "the provider's agent is running but its server is not; retry later",
                 )),
