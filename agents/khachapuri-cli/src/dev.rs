@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use khachapuri_chain::testing::{DevnetOptions, anvil_signer, deploy_all};
+use khachapuri_chain::testing::{
+    Anvil, AnvilOptions, DevnetOptions, anvil_binary, anvil_signer, deploy_all,
+};
 use khachapuri_chain::{Chain, ConnectOptions, RegistrationStep, Server, Usdc};
 use khachapuri_gateway::GatewayConfig;
 use khachapuri_gateway::chain_directory::{ChainDirectory, ChainDirectoryConfig};
@@ -16,8 +18,7 @@ use khachapuri_spec::{Limits, ProviderKey};
 
 use crate::deploy::{Package, Publication, publish};
 use crate::net::{
-    AnvilProcess, DEV_JSON, DevAccount, DevFunction, DevInfo, DevProvider, anvil_binary, free_port,
-    port_is_free,
+    DEV_JSON, DevAccount, DevFunction, DevInfo, DevProvider, free_port, port_is_free,
 };
 
 /// The dev network's provider label.
@@ -70,7 +71,6 @@ pub async fn run(args: DevArgs, json: bool) -> anyhow::Result<()> {
     let _lock = Lock::take(&state.join("lock"))?;
 
     // --- chain
-    let binary = anvil_binary(&root);
     let port = if port_is_free(args.anvil_port) {
         args.anvil_port
     } else {
@@ -80,7 +80,15 @@ pub async fn run(args: DevArgs, json: bool) -> anyhow::Result<()> {
         ));
         0
     };
-    let mut anvil = AnvilProcess::spawn(&binary, port, &state.join("anvil.log"))?;
+    // Its own process group: Ctrl-C reaches `khachapuri dev`, which settles the provider's claims on this
+    // chain before it stops anvil itself.
+    let mut anvil = Anvil::start(AnvilOptions {
+        binary: Some(anvil_binary(Some(&root))),
+        port,
+        log: Some(state.join("anvil.log")),
+        own_process_group: true,
+        args: Vec::new(),
+    })?;
     let rpc_url = anvil.url();
     out.step(format!(
         "anvil at {rpc_url} (log: .khachapuri/dev/anvil.log)"
@@ -366,7 +374,7 @@ async fn serve(
         println!("Everything above is in {DEV_JSON}. Ctrl-C stops it.");
     }
 
-    khachapuri_provider::shutdown_signal().await;
+    khachapuri_process::shutdown_signal().await;
     if !out.json {
         println!();
     }

@@ -1,14 +1,9 @@
-//! Shared helpers: the anvil process, free ports, the dev.json format, reading it back.
+//! Shared helpers: free ports, the dev.json format, reading it back.
 
-use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+use std::path::Path;
 
-use anyhow::{Context, bail};
-use khachapuri_chain::testing::{ANVIL_ACCOUNTS, ANVIL_MNEMONIC};
+use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
 /// Where `khachapuri dev` describes what it started.
@@ -84,103 +79,6 @@ pub fn free_port() -> anyhow::Result<u16> {
 /// Whether `port` on 127.0.0.1 can be bound now.
 pub fn port_is_free(port: u16) -> bool {
     TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port))).is_ok()
-}
-
-/// The anvil binary: `$ANVIL`, else `<root>/node_modules/.bin/anvil`, else `anvil` on the PATH.
-pub fn anvil_binary(root: &Path) -> PathBuf {
-    if let Some(path) = std::env::var_os("ANVIL") {
-        return path.into();
-    }
-    let local = root.join("node_modules/.bin/anvil");
-    if local.exists() {
-        local
-    } else {
-        PathBuf::from("anvil")
-    }
-}
-
-/// A running anvil, killed on drop.
-pub struct AnvilProcess {
-    child: Child,
-    /// Its port.
-    pub port: u16,
-}
-
-impl AnvilProcess {
-    /// Starts anvil on `port` (0: a free one) and waits until it listens.
-    pub fn spawn(binary: &Path, port: u16, log: &Path) -> anyhow::Result<Self> {
-        let mut command = Command::new(binary);
-        // Its own process group: Ctrl-C reaches `khachapuri dev`, which settles the provider's claims on
-        // this chain before it stops anvil itself.
-        #[cfg(unix)]
-        std::os::unix::process::CommandExt::process_group(&mut command, 0);
-        // Out of the group, it must still end with `khachapuri dev`, however that ends (`run` spawns it from
-        // the main thread).
-        khachapuri_chain::child::die_with_parent(&mut command);
-        let mut child = command
-            .args(["--port", &port.to_string(), "--host", "127.0.0.1"])
-            .args([
-                "--mnemonic",
-                ANVIL_MNEMONIC,
-                "--accounts",
-                &ANVIL_ACCOUNTS.to_string(),
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .stdin(Stdio::null())
-            .spawn()
-            .with_context(|| {
-                format!(
-                    "cannot start anvil ({}): run `make toolchain`, or set ANVIL=/path/to/anvil",
-                    binary.display()
-                )
-            })?;
-        let stdout = child.stdout.take().context("anvil has no stdout")?;
-        let mut log = std::fs::File::create(log)
-            .with_context(|| format!("cannot create {}", log.display()))?;
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            use std::io::Write as _;
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = writeln!(log, "{line}");
-                if let Some(addr) = line.trim().strip_prefix("Listening on ") {
-                    let _ = tx.send(
-                        addr.rsplit(':')
-                            .next()
-                            .and_then(|p| p.trim().parse::<u16>().ok()),
-                    );
-                }
-            }
-        });
-        let mut anvil = Self { child, port: 0 };
-        match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(Some(port)) => anvil.port = port,
-            _ => {
-                if let Ok(Some(status)) = anvil.child.try_wait() {
-                    bail!("anvil exited ({status}) before listening; is port {port} taken?")
-                }
-                bail!("anvil did not report a listening port within 30 s")
-            }
-        }
-        Ok(anvil)
-    }
-
-    /// Its RPC URL.
-    pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    /// Stops it.
-    pub fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for AnvilProcess {
-    fn drop(&mut self) {
-        self.stop();
-    }
 }
 
 /// Reads `.khachapuri/dev.json` under `dir`, with what to do when it is missing.

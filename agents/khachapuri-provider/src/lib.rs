@@ -58,17 +58,4 @@ pub async fn run_until_signal(
     Ok(())
 }
 
-/// Resolves on Ctrl-C or SIGTERM: what the agent's binaries wait for before a graceful shutdown.
-pub async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-    {
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-        return;
-    }
-    let _ = ctrl_c.await;
-}
+pub use khachapuri_process::shutdown_signal;

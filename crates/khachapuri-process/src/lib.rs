@@ -1,5 +1,9 @@
-//! Child processes that cannot outlive the process that started them (anvil for `khachapuri dev` and for
-//! tests): whatever ends the parent, a clean exit, a panic or a SIGKILL, ends the child too.
+//! How every Khachapuri binary starts and stops processes:
+//!
+//! - [`shutdown_signal`]: Ctrl-C or SIGTERM, what each binary waits for before a graceful stop (a service
+//!   manager and `docker stop` send SIGTERM);
+//! - [`die_with_parent`]: child processes (anvil for `khachapuri dev` and for tests) that cannot outlive the
+//!   process that started them, whatever ends it: a clean exit, a panic or a SIGKILL.
 
 use std::process::Command;
 
@@ -29,4 +33,19 @@ pub fn die_with_parent(command: &mut Command) {
             });
         }
     }
+}
+
+/// Resolves on Ctrl-C (SIGINT) or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+    {
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+        return;
+    }
+    let _ = ctrl_c.await;
 }

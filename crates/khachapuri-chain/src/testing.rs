@@ -1,5 +1,5 @@
-//! Test support shared by the agents' tests (and usable by `make dev`): start a real anvil, deploy every
-//! contract from the bindings' bytecode, act as anvil's funded accounts, move time.
+//! A real local chain (feature `testing`): start anvil (the one spawner, for tests and `khachapuri dev`),
+//! deploy every contract from the bindings' bytecode, act as anvil's funded accounts, move time.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), khachapuri_chain::ChainError> {
@@ -11,7 +11,7 @@
 //! ```
 
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{OnceLock, mpsc};
 use std::time::Duration;
@@ -44,20 +44,38 @@ pub fn anvil_signer(index: u32) -> PrivateKeySigner {
     }
 }
 
-/// The anvil binary: `$ANVIL`, else `<workspace>/node_modules/.bin/anvil` (the npm toolchain), else `anvil`.
-pub fn anvil_binary() -> PathBuf {
+/// The anvil binary: `$ANVIL`, else `<root>/node_modules/.bin/anvil` (the npm toolchain of a checkout, for
+/// `khachapuri dev --root`), else this workspace's, else `anvil` on the PATH.
+pub fn anvil_binary(root: Option<&Path>) -> PathBuf {
     if let Some(path) = std::env::var_os("ANVIL") {
         return path.into();
     }
-    let local = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../node_modules/.bin/anvil");
-    if local.exists() {
-        local
-    } else {
-        PathBuf::from("anvil")
-    }
+    let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    root.into_iter()
+        .chain([workspace.as_path()])
+        .map(|dir| dir.join("node_modules/.bin/anvil"))
+        .find(|path| path.exists())
+        .unwrap_or_else(|| PathBuf::from("anvil"))
 }
 
-/// A running anvil, killed on drop.
+/// How to start anvil.
+#[derive(Debug, Clone, Default)]
+pub struct AnvilOptions {
+    /// The binary [default: [`anvil_binary`]`(None)`].
+    pub binary: Option<PathBuf>,
+    /// The port on 127.0.0.1 (0: a free one).
+    pub port: u16,
+    /// Where anvil's output goes [default: nowhere; it is drained].
+    pub log: Option<PathBuf>,
+    /// Its own process group, so that a terminal's Ctrl-C reaches only the parent (which then stops anvil
+    /// when it is done with the chain).
+    pub own_process_group: bool,
+    /// More arguments (e.g. `--block-time 1`).
+    pub args: Vec<String>,
+}
+
+/// A running anvil with [`ANVIL_ACCOUNTS`] funded accounts, killed on drop and when the thread that started
+/// it ends (see [`khachapuri_process::die_with_parent`]): `khachapuri dev`'s chain and every test's.
 #[derive(Debug)]
 pub struct Anvil {
     child: Child,
@@ -65,39 +83,67 @@ pub struct Anvil {
 }
 
 impl Anvil {
-    /// Starts anvil on a free port with [`ANVIL_ACCOUNTS`] funded accounts and waits until it listens.
+    /// Starts anvil on a free port and waits until it listens.
     pub fn spawn() -> Result<Self, ChainError> {
-        Self::spawn_with(&[])
+        Self::start(AnvilOptions::default())
     }
 
-    /// Starts anvil with extra arguments (e.g. `--block-time 1`).
+    /// Starts anvil on a free port with extra arguments (e.g. `--block-time 1`).
     pub fn spawn_with(args: &[&str]) -> Result<Self, ChainError> {
+        Self::start(AnvilOptions {
+            args: args.iter().map(|a| (*a).to_owned()).collect(),
+            ..AnvilOptions::default()
+        })
+    }
+
+    /// Starts anvil as `options` say and waits (30 s at most) until it listens.
+    pub fn start(options: AnvilOptions) -> Result<Self, ChainError> {
         let unavailable = |message: String| ChainError::Unavailable { message };
-        let binary = anvil_binary();
+        let binary = options.binary.unwrap_or_else(|| anvil_binary(None));
         let mut command = Command::new(&binary);
-        crate::child::die_with_parent(&mut command);
+        #[cfg(unix)]
+        if options.own_process_group {
+            std::os::unix::process::CommandExt::process_group(&mut command, 0);
+        }
+        khachapuri_process::die_with_parent(&mut command);
         let mut child = command
+            .args(["--port", &options.port.to_string(), "--host", "127.0.0.1"])
             .args([
-                "--port",
-                "0",
                 "--mnemonic",
                 ANVIL_MNEMONIC,
                 "--accounts",
                 &ANVIL_ACCOUNTS.to_string(),
             ])
-            .args(args)
+            .args(&options.args)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
+            .stdin(Stdio::null())
             .spawn()
-            .map_err(|e| unavailable(format!("cannot start {}: {e}", binary.display())))?;
+            .map_err(|e| {
+                unavailable(format!(
+                    "cannot start anvil ({}): {e}; run `make toolchain`, or set ANVIL=/path/to/anvil",
+                    binary.display()
+                ))
+            })?;
         let stdout = child
             .stdout
             .take()
             .ok_or_else(|| unavailable("anvil has no stdout".into()))?;
+        let mut log = match &options.log {
+            Some(path) => Some(
+                std::fs::File::create(path)
+                    .map_err(|e| unavailable(format!("cannot create {}: {e}", path.display())))?,
+            ),
+            None => None,
+        };
         let (tx, rx) = mpsc::channel();
-        // Reads the port, then keeps draining anvil's log so that it never blocks on a full pipe.
+        // Reads the port, then keeps draining anvil's output so that it never blocks on a full pipe.
         std::thread::spawn(move || {
+            use std::io::Write as _;
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(log) = log.as_mut() {
+                    let _ = writeln!(log, "{line}");
+                }
                 if let Some(addr) = line.trim().strip_prefix("Listening on ") {
                     let port = addr
                         .rsplit(':')
@@ -111,9 +157,14 @@ impl Anvil {
         match rx.recv_timeout(Duration::from_secs(30)) {
             Ok(Some(port)) => anvil.port = port,
             _ => {
-                return Err(unavailable(
-                    "anvil did not report a listening port within 30 s".into(),
-                ));
+                let why = match anvil.child.try_wait() {
+                    Ok(Some(status)) => format!(
+                        "anvil exited ({status}) before listening; is port {} taken?",
+                        options.port
+                    ),
+                    _ => "anvil did not report a listening port within 30 s".to_owned(),
+                };
+                return Err(unavailable(why));
             }
         }
         Ok(anvil)
@@ -130,10 +181,17 @@ impl Anvil {
     }
 }
 
-impl Drop for Anvil {
-    fn drop(&mut self) {
+impl Anvil {
+    /// Stops it (also on drop).
+    pub fn stop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+impl Drop for Anvil {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 

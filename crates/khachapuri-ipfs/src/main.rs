@@ -50,7 +50,7 @@ async fn main() -> anyhow::Result<()> {
                 .await
                 .context("binding the HTTP server")?;
             println!("serving {} at {}", args.repo.display(), node.url());
-            tokio::signal::ctrl_c().await?;
+            khachapuri_process::shutdown_signal().await;
             node.stop().await?;
         }
         Command::Add { path } => {

@@ -122,7 +122,7 @@ async fn main() -> anyhow::Result<()> {
     tracing::info!(addr = %listener.local_addr()?, "gateway listening");
     let gateway = Gateway::new(config, directory);
     let serving = tokio::spawn(gateway.clone().serve(listener));
-    tokio::signal::ctrl_c().await?;
+    khachapuri_process::shutdown_signal().await;
     tracing::info!("shutting down");
     gateway.shutdown();
     serving.await?;

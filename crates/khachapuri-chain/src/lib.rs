@@ -12,18 +12,17 @@
 //! - [`Settler`]: the settlement sender that owns the signer's nonce and batches charges.
 //! - [`ChainError`]: an unreachable RPC ([`ChainError::Unavailable`]) apart from a revert
 //!   ([`ChainError::Reverted`], with the contract error as a sentence).
-//! - [`testing`]: a real anvil with every contract deployed, for tests; [`child::die_with_parent`]: children
-//!   (anvil) that end with the process that started them.
+//! - `testing` (feature `testing`): anvil with every contract deployed, for tests and `khachapuri dev`.
 //!
 //! The contracts are reached only through the generated bindings of `khachapuri-bindings`.
 
-pub mod child;
 mod client;
 mod deployment;
 mod error;
 mod escrow;
 mod registry;
 mod settle;
+#[cfg(feature = "testing")]
 pub mod testing;
 
 pub use client::{Chain, ConnectOptions, Receipt, SignerSource, parse_private_key};
