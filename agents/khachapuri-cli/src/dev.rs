@@ -13,7 +13,7 @@ use khachapuri_chain::{Chain, ConnectOptions, RegistrationStep, Server, Usdc};
 use khachapuri_gateway::GatewayConfig;
 use khachapuri_gateway::chain_directory::{ChainDirectory, ChainDirectoryConfig};
 use khachapuri_ipfs::{FsBlockstore, KuboClient, Node};
-use khachapuri_provider::{Config, SettlementMode, wal::Durability};
+use khachapuri_provider::{Config, Durability, SettlementMode};
 use khachapuri_spec::{Limits, ProviderKey};
 
 use crate::deploy::{Package, Publication, publish};
@@ -102,6 +102,7 @@ pub async fn run(args: DevArgs, json: bool) -> anyhow::Result<()> {
     result
 }
 
+/// The network on `rpc_url`, step by step, until Ctrl-C or SIGTERM; then everything stops in order.
 async fn serve(
     out: &Out,
     args: &DevArgs,
@@ -110,7 +111,88 @@ async fn serve(
     state: &Path,
     rpc_url: &str,
 ) -> anyhow::Result<()> {
-    // Short delays: a local network is for trying the flows, not waiting a day for them.
+    let deployment = deploy_contracts(out, cwd, rpc_url).await?;
+    let net = DevChain {
+        rpc_url,
+        deployment: &deployment,
+    };
+    let node = start_ipfs(out, state).await?;
+    let provider = start_provider(out, &net, cwd, state, &node).await?;
+    let (gateway, gateway_url) = start_gateway(out, args, &net).await?;
+    let funded = fund_test_account(out, &net, provider.payee.address()).await?;
+    let functions =
+        deploy_examples(root, &node, &provider, &funded, &deployment, &gateway_url).await?;
+    out.step(format!(
+        "{} example functions deployed (specs signed by the test account, encrypted to `{LABEL}`)",
+        functions.len()
+    ));
+
+    let info = DevInfo {
+        rpc_url: rpc_url.into(),
+        chain_id: deployment.chain_id,
+        contracts: serde_json::to_value(&deployment)?,
+        gateway: gateway_url.clone(),
+        provider: DevProvider {
+            label: LABEL.into(),
+            url: format!("http://{}", provider.agent.addr),
+            payee: provider.payee.address().to_string(),
+            price: PRICE.to_string(),
+        },
+        ipfs: node.url(),
+        accounts: vec![DevAccount {
+            label: "test".into(),
+            address: funded.account.address().to_string(),
+            private_key: format!("0x{}", hex::encode(funded.account.to_bytes())),
+        }],
+        functions,
+    };
+    let dev_json = write_dev_json(cwd, &info)?;
+    print_summary(out, &info, funded.deposit)?;
+
+    khachapuri_process::shutdown_signal().await;
+    if !out.json {
+        println!();
+    }
+    out.step("stopping: gateway, provider (settling every claim), IPFS node, anvil");
+    let _ = std::fs::remove_file(&dev_json);
+    gateway.shutdown().await;
+    provider.agent.shutdown().await;
+    let earned = net
+        .chain(0)?
+        .earnings(provider.payee.address())
+        .await
+        .map(|u| u.to_string())
+        .unwrap_or_else(|e| format!("unknown ({e})"));
+    out.step(format!("provider `{LABEL}` earned {earned}"));
+    let _ = node.stop().await;
+    Ok(())
+}
+
+/// The dev chain and its contracts.
+struct DevChain<'a> {
+    rpc_url: &'a str,
+    deployment: &'a khachapuri_chain::Deployment,
+}
+
+impl DevChain<'_> {
+    /// A client signing as anvil account `index`.
+    fn chain(&self, index: u32) -> anyhow::Result<Chain> {
+        Ok(Chain::new(
+            self.rpc_url,
+            Some(anvil_signer(index)),
+            self.deployment.clone(),
+            ConnectOptions::default(),
+        )?)
+    }
+}
+
+/// Deploys every contract (short delays: a local network is for trying the flows, not waiting a day for
+/// them) and writes `deployments/<chainId>.json`.
+async fn deploy_contracts(
+    out: &Out,
+    cwd: &Path,
+    rpc_url: &str,
+) -> anyhow::Result<khachapuri_chain::Deployment> {
     let options = DevnetOptions {
         withdrawal_delay: 300,
         min_commitment_age: 1,
@@ -136,16 +218,11 @@ async fn serve(
             .unwrap_or(&deployment_file)
             .display()
     ));
-    let chain = |index: u32| {
-        Chain::new(
-            rpc_url,
-            Some(anvil_signer(index)),
-            deployment.clone(),
-            ConnectOptions::default(),
-        )
-    };
+    Ok(deployment)
+}
 
-    // --- IPFS
+/// The embedded IPFS node, its blocks under `.khachapuri/dev/ipfs`.
+async fn start_ipfs(out: &Out, state: &Path) -> anyhow::Result<Node> {
     let store = FsBlockstore::open(state.join("ipfs"))
         .context("opening the IPFS store under .khachapuri/dev/ipfs")?;
     let node = Node::start(store, 0)
@@ -155,8 +232,24 @@ async fn serve(
         "IPFS node at {} (store: .khachapuri/dev/ipfs)",
         node.url()
     ));
+    Ok(node)
+}
 
-    // --- provider registration
+/// The dev provider: registered on chain, its agent running.
+struct DevProviderAgent {
+    agent: khachapuri_provider::RunningAgent,
+    payee: khachapuri_chain::PrivateKeySigner,
+    key: ProviderKey,
+}
+
+/// Registers the label `dev` (its RSA key, a local URL) and starts its agent.
+async fn start_provider(
+    out: &Out,
+    net: &DevChain<'_>,
+    cwd: &Path,
+    state: &Path,
+    node: &Node,
+) -> anyhow::Result<DevProviderAgent> {
     let data_dir = state.join("provider");
     std::fs::create_dir_all(&data_dir)?;
     // A fresh chain: claims a previous run left refer to a chain that is gone.
@@ -166,12 +259,11 @@ async fn serve(
     let provider_port = free_port()?;
     let provider_url = format!("http://127.0.0.1:{provider_port}");
     let payee = anvil_signer(PAYEE);
-    let provider_chain = chain(PAYEE)?;
-    provider_chain
+    net.chain(PAYEE)?
         .register_provider(
             LABEL,
             payee.address(),
-            &Server::Url(provider_url.clone()),
+            &Server::Url(provider_url),
             key.public_key_der().to_vec().into(),
             |step| match step {
                 RegistrationStep::Committed { .. } => {
@@ -189,13 +281,13 @@ async fn serve(
         .await
         .context("registering the provider label")?;
 
-    // --- provider agent
+    let maxima = khachapuri_runtime::Limits::default();
     let config = Config {
         label: LABEL.into(),
         listen: SocketAddr::from(([127, 0, 0, 1], provider_port)),
-        rpc_url: rpc_url.into(),
-        deployments: deployments_dir.clone(),
-        data_dir: data_dir.clone(),
+        rpc_url: net.rpc_url.into(),
+        deployments: cwd.join("deployments"),
+        data_dir,
         signer: khachapuri_chain::SignerSource::Env(
             khachapuri_protocol::http::PRIVATE_KEY_ENV.into(),
         ),
@@ -206,9 +298,9 @@ async fn serve(
         batch_linger: Duration::from_millis(1000),
         wal_durability: Durability::Interval,
         max_body_bytes: 1 << 20,
-        max_memory_bytes: 128 << 20,
-        max_timeout: Duration::from_secs(10),
-        max_output_bytes: 16 << 20,
+        max_memory_bytes: maxima.memory_bytes,
+        max_timeout: maxima.deadline,
+        max_output_bytes: maxima.output_bytes,
         tunnel: None,
     };
     let agent = khachapuri_provider::start(config, payee.clone())
@@ -219,10 +311,22 @@ async fn serve(
         agent.addr,
         payee.address()
     ));
+    Ok(DevProviderAgent { agent, payee, key })
+}
 
-    // --- gateway
+/// The gateway in path mode (`{gateway}/{label}/{cid}`), its directory read from the chain.
+async fn start_gateway(
+    out: &Out,
+    args: &DevArgs,
+    net: &DevChain<'_>,
+) -> anyhow::Result<(khachapuri_gateway::GatewayHandle, String)> {
     let directory = ChainDirectory::start(
-        Chain::new(rpc_url, None, deployment.clone(), ConnectOptions::default())?,
+        Chain::new(
+            net.rpc_url,
+            None,
+            net.deployment.clone(),
+            ConnectOptions::default(),
+        )?,
         ChainDirectoryConfig {
             poll_interval: Duration::from_millis(500),
             ..ChainDirectoryConfig::default()
@@ -243,32 +347,60 @@ async fn serve(
     out.step(format!(
         "gateway at {gateway_url} (path mode: {gateway_url}/{{label}}/{{cid}})"
     ));
+    Ok((gateway, gateway_url))
+}
 
-    // --- the test account: mint, deposit, reserve for the provider
+/// The test account, funded and with a reserve for the provider.
+struct Funded {
+    account: khachapuri_chain::PrivateKeySigner,
+    deposit: Usdc,
+    max_price: Usdc,
+}
+
+/// Mints test USDC to the test account, deposits some and reserves part of it for the provider.
+async fn fund_test_account(
+    out: &Out,
+    net: &DevChain<'_>,
+    payee: khachapuri_chain::Address,
+) -> anyhow::Result<Funded> {
     let test = anvil_signer(TEST_ACCOUNT);
     let minted = Usdc::from_whole(1_000);
     let deposit = Usdc::from_whole(100);
     let reserve = Usdc::from_whole(50);
-    chain(0)?
+    net.chain(0)?
         .mint_test_usdc(test.address(), minted)
         .await
         .context("minting test USDC")?;
-    let test_chain = chain(TEST_ACCOUNT)?;
+    let test_chain = net.chain(TEST_ACCOUNT)?;
     test_chain
         .deposit(test.address(), deposit)
         .await
         .context("depositing into the escrow")?;
     let max_price = Usdc::from_units(50_000);
     test_chain
-        .reserve(payee.address(), max_price, reserve)
+        .reserve(payee, max_price, reserve)
         .await
         .context("reserving for the provider")?;
     out.step(format!(
         "test account {} funded: {minted} minted, {deposit} deposited, {reserve} of it reserved for provider `{LABEL}` at up to {max_price} per request",
         test.address()
     ));
+    Ok(Funded {
+        account: test,
+        deposit,
+        max_price,
+    })
+}
 
-    // --- example functions
+/// Publishes each built example as a spec signed by the test account and sealed to the provider.
+async fn deploy_examples(
+    root: &Path,
+    node: &Node,
+    provider: &DevProviderAgent,
+    funded: &Funded,
+    deployment: &khachapuri_chain::Deployment,
+    gateway_url: &str,
+) -> anyhow::Result<Vec<DevFunction>> {
     let kubo = KuboClient::new(node.url());
     let mut functions = Vec::new();
     for name in EXAMPLES {
@@ -290,16 +422,16 @@ async fn serve(
             Publication {
                 package: &package,
                 env,
-                owner: &test,
-                provider: Some((LABEL, key.public_key_der())),
-                max_price,
+                owner: &funded.account,
+                provider: Some((LABEL, provider.key.public_key_der())),
+                max_price: funded.max_price,
                 limits: Limits {
                     memory_bytes: 64 << 20,
                     timeout_ms: 5_000,
                     output_bytes: 1 << 20,
                 },
                 terms: "khachapuri dev example".into(),
-                deployment: &deployment,
+                deployment,
             },
         )
         .await
@@ -322,73 +454,42 @@ async fn serve(
             curl,
         });
     }
-    out.step(format!(
-        "{} example functions deployed (specs signed by the test account, encrypted to `{LABEL}`)",
-        functions.len()
-    ));
+    Ok(functions)
+}
 
-    let info = DevInfo {
-        rpc_url: rpc_url.into(),
-        chain_id: deployment.chain_id,
-        contracts: serde_json::to_value(&deployment)?,
-        gateway: gateway_url.clone(),
-        provider: DevProvider {
-            label: LABEL.into(),
-            url: format!("http://{}", agent.addr),
-            payee: payee.address().to_string(),
-            price: PRICE.to_string(),
-        },
-        ipfs: node.url(),
-        accounts: vec![DevAccount {
-            label: "test".into(),
-            address: test.address().to_string(),
-            private_key: format!("0x{}", hex::encode(test.to_bytes())),
-        }],
-        functions,
-    };
-    let text = serde_json::to_string_pretty(&info)?;
+/// Writes `.khachapuri/dev.json` whole (a reader never sees half of it); returns its path.
+fn write_dev_json(cwd: &Path, info: &DevInfo) -> anyhow::Result<PathBuf> {
+    let text = serde_json::to_string_pretty(info)?;
     let dev_json = cwd.join(DEV_JSON);
     let tmp = dev_json.with_extension("json.tmp");
     std::fs::write(&tmp, &text).with_context(|| format!("cannot write {}", tmp.display()))?;
     std::fs::rename(&tmp, &dev_json)
         .with_context(|| format!("cannot write {}", dev_json.display()))?;
+    Ok(dev_json)
+}
 
+/// What is up and how to call it (`--json`: dev.json itself, on stdout).
+fn print_summary(out: &Out, info: &DevInfo, deposit: Usdc) -> anyhow::Result<()> {
     if out.json {
-        println!("{text}");
-    } else {
-        println!();
-        println!(
-            "Khachapuri dev network is up (chain {}, RPC {rpc_url}).",
-            deployment.chain_id
-        );
-        println!(
-            "Test account {} (private key {}): {deposit} in the escrow, pays for these calls:",
-            info.accounts[0].address, info.accounts[0].private_key
-        );
-        println!();
-        for f in &info.functions {
-            println!("  # {}", f.name);
-            println!("  {}", f.curl);
-        }
-        println!();
-        println!("Everything above is in {DEV_JSON}. Ctrl-C stops it.");
+        println!("{}", serde_json::to_string_pretty(info)?);
+        return Ok(());
     }
-
-    khachapuri_process::shutdown_signal().await;
-    if !out.json {
-        println!();
+    println!();
+    println!(
+        "Khachapuri dev network is up (chain {}, RPC {}).",
+        info.chain_id, info.rpc_url
+    );
+    println!(
+        "Test account {} (private key {}): {deposit} in the escrow, pays for these calls:",
+        info.accounts[0].address, info.accounts[0].private_key
+    );
+    println!();
+    for f in &info.functions {
+        println!("  # {}", f.name);
+        println!("  {}", f.curl);
     }
-    out.step("stopping: gateway, provider (settling every claim), IPFS node, anvil");
-    let _ = std::fs::remove_file(&dev_json);
-    gateway.shutdown().await;
-    agent.shutdown().await;
-    let earned = chain(0)?
-        .earnings(payee.address())
-        .await
-        .map(|u| u.to_string())
-        .unwrap_or_else(|e| format!("unknown ({e})"));
-    out.step(format!("provider `{LABEL}` earned {earned}"));
-    let _ = node.stop().await;
+    println!();
+    println!("Everything above is in {DEV_JSON}. Ctrl-C stops it.");
     Ok(())
 }
 

@@ -118,13 +118,88 @@ impl RunningAgent {
 /// `signer` is the payee key (see [`Config::signer`] for where the binary loads it from).
 pub async fn start(config: Config, signer: PrivateKeySigner) -> Result<RunningAgent, StartError> {
     let chain = Chain::connect(&config.rpc_url, Some(signer.clone()), &config.deployments).await?;
-    let io = |what: &str| {
-        let what = what.to_owned();
-        move |source| StartError::Io { what, source }
-    };
     std::fs::create_dir_all(&config.data_dir).map_err(io("create the data directory"))?;
     let key = ProviderKey::load_or_generate(&config.data_dir.join("rsa.pem"))?;
+    let record = check_registration(&chain, &config, &signer, &key).await?;
+    let fetcher = Arc::new(Fetcher::new(sources(&config)?));
+    let runtime = runtime(&config)?;
+    let ledger = open_ledger(&chain, &config).await?;
 
+    let tunnel_label: khachapuri_protocol::Label = config
+        .label
+        .parse()
+        .map_err(|e| StartError::Config(format!("label `{}`: {e}", config.label)))?;
+    if config.tunnel.is_some() != (record.server == khachapuri_chain::Server::Tunnel) {
+        tracing::warn!(
+            server = %record.server.record(),
+            tunnel = ?config.tunnel,
+            "the resolver's server record and --tunnel disagree: callers will not reach this agent through the gateway"
+        );
+    }
+
+    let deployment = chain.deployment();
+    let domain = eip712::domain(deployment.chain_id, deployment.escrow);
+    let (shutdown, rx) = watch::channel(false);
+    let agent = Arc::new(Agent {
+        closing: rx.clone(),
+        receipts: ReceiptSigner::new(&signer, domain.clone()),
+        domain,
+        tokens: std::sync::Mutex::new(Lru::new(TOKEN_CACHE)),
+        chain_id: deployment.chain_id,
+        escrow: deployment.escrow,
+        specs: SpecStore::new(fetcher.clone(), vec![key], 1024),
+        fetcher,
+        runtime: Arc::new(runtime),
+        ledger,
+        metrics: Metrics::default(),
+        config,
+    });
+
+    let listener = TcpListener::bind(agent.config.listen)
+        .await
+        .map_err(io(&format!("listen on {}", agent.config.listen)))?;
+    let addr = listener
+        .local_addr()
+        .map_err(io("read the bound address"))?;
+    let (router, tunneled, done) = serve(agent.clone(), listener, rx);
+    tracing::info!(%addr, label = %agent.config.label, price = %agent.config.price, "provider agent listening");
+    let tunnel = agent.config.tunnel.clone().map(|url| {
+        use khachapuri_tunnel::client::{TunnelConfig, run_tunnel};
+        tracing::info!(gateway = %url, "serving through the gateway tunnel");
+        // Requests that come through the tunnel are served in-process (no second HTTP hop over
+        // loopback); the tracker lets the shutdown wait for them as `axum::serve` waits for its
+        // connections.
+        let service =
+            hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+                tunneled.track_future(tower::ServiceExt::oneshot(router.clone(), request))
+            });
+        run_tunnel(
+            TunnelConfig::new(url, tunnel_label),
+            Arc::new(signer),
+            service,
+        )
+    });
+    Ok(RunningAgent {
+        addr,
+        tunnel,
+        shutdown,
+        done,
+    })
+}
+
+/// A start-up I/O error saying what the agent was doing.
+fn io(what: &str) -> impl FnOnce(std::io::Error) -> StartError {
+    let what = what.to_owned();
+    move |source| StartError::Io { what, source }
+}
+
+/// The label must be registered, pay this agent's key, and publish this agent's RSA key.
+async fn check_registration(
+    chain: &Chain,
+    config: &Config,
+    signer: &PrivateKeySigner,
+    key: &ProviderKey,
+) -> Result<khachapuri_chain::ProviderRecord, StartError> {
     let record = chain
         .resolve_label(&config.label)
         .await
@@ -153,8 +228,12 @@ pub async fn start(config: Config, signer: PrivateKeySigner) -> Result<RunningAg
         )));
     }
 
-    let fetcher = Arc::new(Fetcher::new(sources(&config)?));
-    let runtime = Runtime::new(RuntimeConfig {
+    Ok(record)
+}
+
+/// The wasm runtime, within this provider's maxima, its compiled modules cached under the data directory.
+fn runtime(config: &Config) -> Result<Runtime, StartError> {
+    Ok(Runtime::new(RuntimeConfig {
         limits: khachapuri_runtime::Limits {
             memory_bytes: config.max_memory_bytes,
             deadline: config.max_timeout,
@@ -163,12 +242,15 @@ pub async fn start(config: Config, signer: PrivateKeySigner) -> Result<RunningAg
         },
         cache_dir: Some(config.data_dir.join("modules")),
         ..Default::default()
-    })?;
+    })?)
+}
 
+/// The claims log replayed and reconciled with the chain, the settlement sender, and the ledger over both.
+async fn open_ledger(chain: &Chain, config: &Config) -> Result<Arc<Ledger>, StartError> {
     let wal_path = config.data_dir.join("claims.wal");
     let replay = Wal::replay(&wal_path).map_err(io("read the claims log"))?;
     let next_id = replay.next_id;
-    let reconciled = reconcile(&chain, replay, std::time::Duration::from_secs(120)).await?;
+    let reconciled = reconcile(chain, replay, std::time::Duration::from_secs(120)).await?;
     if reconciled.found_landed > 0 {
         tracing::info!(
             claims = reconciled.found_landed,
@@ -198,69 +280,41 @@ pub async fn start(config: Config, signer: PrivateKeySigner) -> Result<RunningAg
             ..SettlerConfig::default()
         },
     )?;
-    let ledger = Ledger::new(
+    Ok(Ledger::new(
         chain.clone(),
         settler,
         wal,
         next_id,
         open,
         LedgerConfig::default(),
-    )?;
+    )?)
+}
 
-    let tunnel_label: khachapuri_protocol::Label = config
-        .label
-        .parse()
-        .map_err(|e| StartError::Config(format!("label `{}`: {e}", config.label)))?;
-    let tunnel_signer = signer.clone();
-    let tunnel = config.tunnel.clone();
-    if tunnel.is_some() != (record.server == khachapuri_chain::Server::Tunnel) {
-        tracing::warn!(
-            server = %record.server.record(),
-            tunnel = ?tunnel,
-            "the resolver's server record and --tunnel disagree: callers will not reach this agent through the gateway"
-        );
-    }
-
-    let deployment = chain.deployment();
-    let domain = eip712::domain(deployment.chain_id, deployment.escrow);
-    let (shutdown, mut rx) = watch::channel(false);
-    let agent = Arc::new(Agent {
-        closing: rx.clone(),
-        receipts: ReceiptSigner::new(&signer, domain.clone()),
-        domain,
-        tokens: std::sync::Mutex::new(Lru::new(TOKEN_CACHE)),
-        chain_id: deployment.chain_id,
-        escrow: deployment.escrow,
-        specs: SpecStore::new(fetcher.clone(), vec![key], 1024),
-        fetcher,
-        runtime: Arc::new(runtime),
-        ledger,
-        metrics: Metrics::default(),
-        config,
-    });
-
-    let listener = TcpListener::bind(agent.config.listen)
-        .await
-        .map_err(io(&format!("listen on {}", agent.config.listen)))?;
-    let addr = listener
-        .local_addr()
-        .map_err(io("read the bound address"))?;
+/// Serves `agent` on `listener` until `closing` turns true, then waits for tunneled requests and settles
+/// every claim. Returns the router (the tunnel serves it too), the tracker of tunneled requests, and the
+/// task that ends when all is done.
+fn serve(
+    agent: Arc<Agent>,
+    listener: TcpListener,
+    mut closing: watch::Receiver<bool>,
+) -> (
+    Router,
+    tokio_util::task::TaskTracker,
+    tokio::task::JoinHandle<()>,
+) {
     let router = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
         .fallback(call)
         .with_state(agent.clone());
-    // Requests that come through the tunnel are served in-process (no second HTTP hop over loopback);
-    // the tracker lets the shutdown wait for them as `axum::serve` waits for its connections.
     let tunneled = tokio_util::task::TaskTracker::new();
-    tracing::info!(%addr, label = %agent.config.label, price = %agent.config.price, "provider agent listening");
+    let server_router = router.clone();
     let tunneled_done = tunneled.clone();
-    let tunnel_router = router.clone();
     let done = tokio::spawn(async move {
         let signal = async move {
-            let _ = rx.wait_for(|stop| *stop).await;
+            let _ = closing.wait_for(|stop| *stop).await;
         };
-        if let Err(err) = axum::serve(listener, router)
+        if let Err(err) = axum::serve(listener, server_router)
             .with_graceful_shutdown(signal)
             .await
         {
@@ -275,25 +329,7 @@ pub async fn start(config: Config, signer: PrivateKeySigner) -> Result<RunningAg
         agent.ledger.drain().await;
         tracing::info!("provider agent stopped");
     });
-    let tunnel = tunnel.map(|url| {
-        use khachapuri_tunnel::client::{TunnelConfig, run_tunnel};
-        tracing::info!(gateway = %url, "serving through the gateway tunnel");
-        let service =
-            hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
-                tunneled.track_future(tower::ServiceExt::oneshot(tunnel_router.clone(), request))
-            });
-        run_tunnel(
-            TunnelConfig::new(url, tunnel_label),
-            Arc::new(tunnel_signer),
-            service,
-        )
-    });
-    Ok(RunningAgent {
-        addr,
-        tunnel,
-        shutdown,
-        done,
-    })
+    (router, tunneled, done)
 }
 
 fn sources(config: &Config) -> Result<Vec<Source>, StartError> {

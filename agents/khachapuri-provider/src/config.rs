@@ -183,6 +183,7 @@ impl ProviderArgs {
         } else {
             file.ipfs
         };
+        let runtime = khachapuri_runtime::Limits::default();
         Ok(Config {
             label,
             listen: self
@@ -224,19 +225,19 @@ impl ProviderArgs {
                 .max_body_bytes
                 .or(file.max_body_bytes)
                 .unwrap_or(1 << 20),
+            // The runtime's defaults are the provider's maxima: one place says what they are.
             max_memory_bytes: self
                 .max_memory_bytes
                 .or(file.max_memory_bytes)
-                .unwrap_or(128 << 20),
-            max_timeout: Duration::from_millis(
-                self.max_timeout_ms
-                    .or(file.max_timeout_ms)
-                    .unwrap_or(10_000),
-            ),
+                .unwrap_or(runtime.memory_bytes),
+            max_timeout: self
+                .max_timeout_ms
+                .or(file.max_timeout_ms)
+                .map_or(runtime.deadline, Duration::from_millis),
             max_output_bytes: self
                 .max_output_bytes
                 .or(file.max_output_bytes)
-                .unwrap_or(16 << 20),
+                .unwrap_or(runtime.output_bytes),
         })
     }
 

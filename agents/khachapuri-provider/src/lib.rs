@@ -10,20 +10,21 @@
 
 use std::io::Write as _;
 
-pub mod agent;
-pub mod config;
-pub mod error;
-pub mod ledger;
+mod agent;
+mod config;
+mod error;
+mod ledger;
 mod lru;
-pub mod metrics;
-pub mod recover;
-pub mod specs;
-pub mod wal;
+mod metrics;
+mod recover;
+mod specs;
+mod wal;
 
 pub use agent::{PAYER_HEADER, PRICE_HEADER, RECEIPT_HEADER, RunningAgent, StartError, start};
 pub use config::{Config, ConfigError, ProviderArgs, SettlementMode};
 pub use error::ApiError;
 pub use khachapuri_protocol::receipt::{self, Receipt, ReceiptSigner, SignedReceipt};
+pub use wal::Durability;
 
 /// Starts the agent and serves until Ctrl-C or SIGTERM, then finishes in-flight requests and settles
 /// every claim: the whole life of `khachapuri-provider` and of `khachapuri provider up`.

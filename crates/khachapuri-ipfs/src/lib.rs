@@ -8,12 +8,12 @@
 
 pub mod block;
 pub mod car;
-pub mod fetch;
-pub mod file;
-pub mod importer;
-pub mod pb;
-pub mod server;
-pub mod store;
+mod fetch;
+mod file;
+mod importer;
+mod pb;
+mod server;
+mod store;
 
 pub use block::{BlockError, parse_cid};
 pub use cid::Cid;

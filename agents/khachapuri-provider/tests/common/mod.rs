@@ -10,7 +10,7 @@ use khachapuri_chain::{
     testing::{Devnet, DevnetOptions, anvil_signer},
 };
 use khachapuri_ipfs::FsBlockstore;
-use khachapuri_provider::{Config, RunningAgent, SettlementMode, wal::Durability};
+use khachapuri_provider::{Config, Durability, RunningAgent, SettlementMode};
 use khachapuri_spec::{Limits, ProviderKey, SPEC_VERSION, Spec, seal};
 
 pub const LABEL: &str = "alice";
