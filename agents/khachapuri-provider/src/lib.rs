@@ -18,6 +18,8 @@ mod lru;
 mod metrics;
 mod recover;
 mod specs;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod wal;
 
 pub use agent::{PAYER_HEADER, PRICE_HEADER, RECEIPT_HEADER, RunningAgent, StartError, start};

@@ -2,16 +2,14 @@
 //! even when a settlement landed on chain but the dying agent never logged it.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
 use std::{
     io::{BufRead, BufReader},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
-use common::*;
 use khachapuri_chain::{Charge, Usdc};
+use khachapuri_provider::testing::*;
 
 struct Agent {
     child: Child,

@@ -1,16 +1,17 @@
-//! A real local network for the agent's tests: anvil with the contracts, a registered provider with its
-//! RSA key, the embedded IPFS store, the hello example deployed with an encrypted env var, a funded owner.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+//! A real local network for tests and benches of the agent (feature `testing`): anvil with the
+//! contracts, a registered provider with its RSA key, the embedded IPFS store, specs sealed to it, funded
+//! payers. Helpers panic with a reason instead of returning errors: they are for tests.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::{collections::BTreeMap, path::PathBuf, time::Duration};
 
+use crate::{Config, Durability, RunningAgent, SettlementMode};
 use alloy::primitives::U256;
 use khachapuri_chain::{
     Address, Chain, PrivateKeySigner, SignerSource, Usdc,
     testing::{Devnet, DevnetOptions, anvil_signer},
 };
 use khachapuri_ipfs::FsBlockstore;
-use khachapuri_provider::{Config, Durability, RunningAgent, SettlementMode};
 use khachapuri_spec::{Limits, ProviderKey, SPEC_VERSION, Spec, seal};
 
 pub const LABEL: &str = "alice";
@@ -102,7 +103,7 @@ impl Net {
     }
 
     pub async fn agent(&self, settlement: SettlementMode) -> RunningAgent {
-        khachapuri_provider::start(self.config(settlement), anvil_signer(PROVIDER))
+        crate::start(self.config(settlement), anvil_signer(PROVIDER))
             .await
             .expect("agent")
     }

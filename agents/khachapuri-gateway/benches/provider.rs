@@ -10,15 +10,12 @@
 //! ratios. The gateway's own bench (`khachapuri-gateway`) measures it against a no-op upstream.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "../tests/common/mod.rs"]
-mod common;
-
 use std::{convert::Infallible, process::Command, time::Duration};
 
 use alloy::primitives::{B256, U256};
-use common::*;
 use khachapuri_chain::{PayerToken, Usdc, eip712};
 use khachapuri_provider::SettlementMode;
+use khachapuri_provider::testing::*;
 
 const DURATION: &str = "8s";
 const CONNECTIONS: &str = "16";
