@@ -178,7 +178,12 @@ pub async fn call(args: CallArgs, json: bool) -> anyhow::Result<()> {
             }
             _ => String::new(),
         };
-        bail!("HTTP {status}: {message}{hint}");
+        // A failure after the claim (a trap, a timeout) is charged: say what it cost, and by whom.
+        let charged = match (&price, &charged) {
+            (Some(price), Some(payer)) => format!(" (charged {price} to {payer}; the program ran)"),
+            _ => String::new(),
+        };
+        bail!("HTTP {status}: {message}{charged}{hint}");
     }
     if json {
         let value = json!({

@@ -36,7 +36,7 @@ pub struct DeployArgs {
     /// An environment variable of the program, KEY=VALUE (repeatable; encrypted in the spec).
     #[arg(long = "env")]
     env: Vec<String>,
-    /// A file of KEY=VALUE lines (`#` comments and blank lines skipped); --env wins over it.
+    /// A dotenv file: KEY=VALUE lines, `export` allowed, `#` comments, values in quotes; --env wins over it.
     #[arg(long)]
     env_file: Option<PathBuf>,
     /// An open deployment: the spec is not encrypted and names no provider (it holds no secrets, so
@@ -193,6 +193,77 @@ fn parse_env(entries: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
     Ok(env)
 }
 
+/// Reads a dotenv file: `KEY=VALUE` lines, an optional `export ` before the key, `#` comments (whole
+/// lines, or after an unquoted value and a space), values in double quotes (with `\\n`, `\\"` and `\\\\`
+/// escapes) or single quotes (taken as they are). Errors name the file and the line.
+fn parse_env_file(text: &str, file: &str) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut env = BTreeMap::new();
+    for (n, line) in text.lines().enumerate() {
+        let at = format!("{file}:{}", n + 1);
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let line = line.strip_prefix("export ").map_or(line, str::trim_start);
+        let Some((key, raw)) = line.split_once('=') else {
+            bail!("{at}: write KEY=VALUE (found `{line}`)");
+        };
+        let key = key.trim();
+        if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            bail!("{at}: the name `{key}` must be letters, digits and `_`");
+        }
+        env.insert(
+            key.to_owned(),
+            dotenv_value(raw.trim()).map_err(|e| anyhow!("{at}: {e}"))?,
+        );
+    }
+    Ok(env)
+}
+
+/// One dotenv value, quotes and trailing comment removed.
+fn dotenv_value(raw: &str) -> Result<String, &'static str> {
+    let rest_is_comment = |rest: &str| {
+        let rest = rest.trim();
+        rest.is_empty() || rest.starts_with('#')
+    };
+    if let Some(inner) = raw.strip_prefix('\'') {
+        let end = inner
+            .find('\'')
+            .ok_or("a single quote is not closed on its line")?;
+        if !rest_is_comment(&inner[end + 1..]) {
+            return Err("text after the closing quote");
+        }
+        return Ok(inner[..end].to_owned());
+    }
+    if let Some(inner) = raw.strip_prefix('"') {
+        let mut value = String::new();
+        let mut chars = inner.char_indices();
+        while let Some((i, c)) = chars.next() {
+            match c {
+                '"' => {
+                    if !rest_is_comment(&inner[i + 1..]) {
+                        return Err("text after the closing quote");
+                    }
+                    return Ok(value);
+                }
+                '\\' => match chars.next().map(|(_, e)| e) {
+                    Some('n') => value.push('\n'),
+                    Some('t') => value.push('\t'),
+                    Some(other) => value.push(other),
+                    None => return Err("a double quote is not closed on its line"),
+                },
+                c => value.push(c),
+            }
+        }
+        return Err("a double quote is not closed on its line");
+    }
+    let value = match raw.find(" #").or_else(|| raw.find("\t#")) {
+        Some(i) => &raw[..i],
+        None => raw,
+    };
+    Ok(value.trim_end().to_owned())
+}
+
 /// What to publish: a program and the terms its owner signs.
 pub struct Publication<'a> {
     /// The program.
@@ -259,19 +330,14 @@ pub async fn publish(kubo: &KuboClient, p: Publication<'_>) -> anyhow::Result<Pu
 
 /// Deploys a program and prints its URL.
 pub async fn deploy(args: DeployArgs, json: bool) -> anyhow::Result<()> {
-    let mut entries = Vec::new();
+    let mut env = BTreeMap::new();
     if let Some(path) = &args.env_file {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read --env-file {}", path.display()))?;
-        entries.extend(
-            text.lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty() && !l.starts_with('#'))
-                .map(str::to_owned),
-        );
+        env = parse_env_file(&text, &path.display().to_string())?;
     }
-    entries.extend(args.env.iter().cloned());
-    let env = parse_env(&entries)?;
+    // --env wins over the file.
+    env.extend(parse_env(&args.env)?);
     if args.open && !env.is_empty() {
         bail!(
             "an --open deployment is plain JSON on IPFS: it cannot carry --env secrets; drop --open to encrypt them to the provider"
@@ -348,4 +414,40 @@ pub async fn deploy(args: DeployArgs, json: bool) -> anyhow::Result<()> {
         eprintln!("call it:  curl -d 'hi' {url}");
     }
     Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_files_read_the_usual_dotenv_syntax() {
+        let text = "# secrets\n\nexport API_KEY=abc123\nGREETING=\"Hola, mundo\"  # a comment\nRAW='$HOME \\n as is'\nMULTI=\"a\\nb \\\"q\\\"\"\nPLAIN = spaced value # note\nEMPTY=\n";
+        let env = parse_env_file(text, ".env").unwrap();
+        assert_eq!(env["API_KEY"], "abc123");
+        assert_eq!(env["GREETING"], "Hola, mundo");
+        assert_eq!(env["RAW"], "$HOME \\n as is");
+        assert_eq!(env["MULTI"], "a\nb \"q\"");
+        assert_eq!(env["PLAIN"], "spaced value");
+        assert_eq!(env["EMPTY"], "");
+        assert_eq!(env.len(), 6);
+    }
+
+    #[test]
+    fn env_file_errors_name_the_file_and_line() {
+        let err = parse_env_file("A=1\nnot a pair\n", "prod.env")
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("prod.env:2: write KEY=VALUE"), "{err}");
+        let err = parse_env_file("A=1\n\nB-C=2\n", "prod.env")
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("prod.env:3: the name `B-C`"), "{err}");
+        let err = parse_env_file("Q=\"open\n", "prod.env")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(err, "prod.env:1: a double quote is not closed on its line");
+        assert!(!err.contains("--env"));
+    }
 }

@@ -468,25 +468,37 @@ impl Agent {
         // On this task: wasmtime runs it on a fiber that yields to the executor every epoch tick.
         let output = program.run_async(run_request, limits).await;
         self.metrics.run(started.elapsed());
-        let output = output.map_err(|e| {
-            tracing::info!(%cid, error = %e, "program failed");
-            ApiError::from(e)
-        })?;
+        let output = match output {
+            Ok(output) => output,
+            Err(e) => {
+                tracing::info!(%cid, error = %e, "program failed");
+                // The claim stands (the program ran): the failure is charged, and says so like any
+                // charged response, with the price, the payer and a receipt of what was answered.
+                let err = ApiError::from(e);
+                self.metrics.refusal(err.code);
+                let status = err.status;
+                let answer = err.body();
+                let request = (&parts.method, path_and_query.as_str(), &body[..]);
+                let receipt = self.receipt(&claimed, &cid, request, &answer, status.as_u16());
+                return Response::builder()
+                    .status(status)
+                    .header(http::header::CONTENT_TYPE, "application/json")
+                    .header(PRICE_HEADER, price.to_string())
+                    .header(PAYER_HEADER, claimed.payer.to_string())
+                    .header(RECEIPT_HEADER, receipt.encode())
+                    .body(Body::from(answer))
+                    .map_err(|e| {
+                        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+                    });
+            }
+        };
         if !output.stderr.is_empty() {
             tracing::debug!(%cid, stderr = %String::from_utf8_lossy(&output.stderr), "program stderr");
         }
 
         let response = output.response;
-        let receipt = Receipt {
-            provider: self.receipts.address(),
-            payer: claimed.payer,
-            spec: cid.to_string(),
-            price: alloy::primitives::U256::from(price.units()),
-            sequence: claimed.id,
-            requestDigest: request_digest(parts.method.as_str(), &path_and_query, &body),
-            responseDigest: response_digest(response.status, &response.body),
-        };
-        let receipt = self.receipts.sign(receipt);
+        let request = (&parts.method, path_and_query.as_str(), &body[..]);
+        let receipt = self.receipt(&claimed, &cid, request, &response.body, response.status);
 
         let mut out = Response::builder()
             .status(StatusCode::from_u16(response.status).unwrap_or(StatusCode::OK));
@@ -509,6 +521,27 @@ impl Agent {
             .map_err(|e| {
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
             })
+    }
+
+    /// The signed receipt of a charged answer: `status` and `answer` as sent, for the request (method,
+    /// path and query, body) as received.
+    fn receipt(
+        &self,
+        claimed: &crate::ledger::Claimed,
+        cid: &Cid,
+        (method, path_and_query, request_body): (&http::Method, &str, &[u8]),
+        answer: &[u8],
+        status: u16,
+    ) -> khachapuri_protocol::SignedReceipt {
+        self.receipts.sign(Receipt {
+            provider: self.receipts.address(),
+            payer: claimed.payer,
+            spec: cid.to_string(),
+            price: alloy::primitives::U256::from(claimed.price.units()),
+            sequence: claimed.id,
+            requestDigest: request_digest(method.as_str(), path_and_query, request_body),
+            responseDigest: response_digest(status, answer),
+        })
     }
 
     /// Checks that depend on this provider: domain, label, price, limits.

@@ -70,6 +70,18 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// The JSON body this error answers with ([`ErrorBody`]).
+    pub fn body(&self) -> Vec<u8> {
+        let body = ErrorBody {
+            error: self.code.to_owned(),
+            message: self.message.clone(),
+            hint: self.hint.clone(),
+        };
+        serde_json::to_vec(&body).unwrap_or_default()
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = ErrorBody {

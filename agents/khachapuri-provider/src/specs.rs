@@ -67,7 +67,8 @@ impl SpecStore {
                 khachapuri_ipfs::FetchError::TooLarge { .. } => ApiError::unprocessable(
                     "spec_too_large",
                     format!("{cid} is larger than a spec may be ({MAX_SPEC_BYTES} bytes)"),
-                ),
+                )
+                .hint("if this is a program's CID, call the spec's CID that `khachapuri deploy` printed"),
                 other => ApiError::from(other),
             })?;
         let result = self.open(&bytes);
@@ -104,6 +105,13 @@ impl SpecStore {
         } else {
             bytes.to_vec()
         };
+        if let Some(kind) = program_kind(&plain) {
+            return Err(ApiError::unprocessable(
+                "program_not_spec",
+                format!("this CID is a program ({kind}), not a deployment spec"),
+            )
+            .hint("call the spec's CID (`khachapuri deploy` prints the URL to call), not the program's"));
+        }
         let spec = Spec::from_json(&plain).map_err(|e| {
             ApiError::unprocessable("invalid_spec", e.to_string())
                 .hint("rebuild the spec with `khachapuri deploy`")
@@ -162,5 +170,17 @@ impl TokenBucket {
     fn take(&mut self) {
         self.refill();
         self.tokens = (self.tokens - 1.0).max(0.0);
+    }
+}
+
+/// What a program package looks like, if `bytes` is one: a caller who pasted the program's CID in place of
+/// the spec's gets told so.
+fn program_kind(bytes: &[u8]) -> Option<&'static str> {
+    if bytes.starts_with(b"\0asm") {
+        Some("a wasm module")
+    } else if bytes.starts_with(b"PK\x03\x04") {
+        Some("a zip package")
+    } else {
+        None
     }
 }

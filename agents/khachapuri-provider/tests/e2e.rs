@@ -416,7 +416,14 @@ async fn failures_get_the_right_status_and_a_reason() {
         .send()
         .await
         .unwrap();
+    assert!(
+        r.headers().get(PRICE_HEADER).is_none() && r.headers().get(RECEIPT_HEADER).is_none(),
+        "a refusal charges nothing and claims nothing"
+    );
     assert_eq!(status(r).await, (402, "not_approved".into()));
+    // 422 a program's CID where the spec's belongs: said as such
+    let r = http.post(url(&agent, &hello.program)).send().await.unwrap();
+    assert_eq!(status(r).await, (422, "program_not_spec".into()));
     // 422 not wasm
     let junk = net.spec(b"this is not wasm", "x.wasm", &[], OWNER).await;
     let r = http
@@ -442,12 +449,41 @@ async fn failures_get_the_right_status_and_a_reason() {
     )
     .unwrap();
     let trap = net.spec(&trap, "trap.wasm", &[], OWNER).await;
+    let trap_cid = net.publish(&trap);
     let r = http
-        .post(url(&agent, &net.publish(&trap)))
+        .post(url(&agent, &trap_cid))
+        .body("boom")
         .send()
         .await
         .unwrap();
-    assert_eq!(status(r).await, (500, "program_trap".into()));
+    // A charged failure says so like any charged response: price, payer and a receipt of the very
+    // answer (the error body), signed by the provider.
+    let headers = r.headers().clone();
+    assert_eq!(
+        headers[PRICE_HEADER], "0.01 USDC",
+        "a trap is charged and says so"
+    );
+    assert_eq!(
+        headers[PAYER_HEADER].to_str().unwrap().to_lowercase(),
+        net.devnet.address(OWNER).to_string().to_lowercase()
+    );
+    let receipt = SignedReceipt::decode(headers[RECEIPT_HEADER].to_str().unwrap()).unwrap();
+    let answer = r.bytes().await.unwrap();
+    let d = &net.devnet.deployment;
+    assert_eq!(
+        receipt.signer(&eip712::domain(d.chain_id, d.escrow)),
+        Some(net.provider_address())
+    );
+    assert_eq!(
+        receipt.receipt.responseDigest,
+        khachapuri_protocol::receipt::response_digest(500, &answer)
+    );
+    assert_eq!(
+        receipt.receipt.requestDigest,
+        khachapuri_protocol::receipt::request_digest("POST", &format!("/{trap_cid}"), b"boom")
+    );
+    let body: serde_json::Value = serde_json::from_slice(&answer).unwrap();
+    assert_eq!(body["error"], "program_trap");
     // Still healthy, metrics count what happened.
     let metrics = http
         .get(format!("http://{}/metrics", agent.addr))
