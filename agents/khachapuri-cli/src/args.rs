@@ -41,7 +41,18 @@ impl ChainArgs {
         &self.deployments
     }
 
+    /// Connects as a payer or owner: the key given, else (in a `khachapuri dev` directory) its test account.
     pub(crate) async fn connect(&self, need_key: bool) -> anyhow::Result<Chain> {
+        self.connect_with(need_key, DevKey::Test).await
+    }
+
+    /// Connects as a provider: the key given, else (in a `khachapuri dev` directory) the dev provider's
+    /// payee key; never the test account, which is a payer.
+    pub(crate) async fn connect_provider(&self) -> anyhow::Result<Chain> {
+        self.connect_with(true, DevKey::Provider).await
+    }
+
+    async fn connect_with(&self, need_key: bool, role: DevKey) -> anyhow::Result<Chain> {
         let dev = if self.rpc_url.is_none() || self.private_key.is_none() {
             read_dev_info(&std::env::current_dir()?).ok()
         } else {
@@ -71,15 +82,17 @@ impl ChainArgs {
         }
         let key = self.private_key.clone().or_else(|| {
             dev.as_ref()
-                .and_then(|d| d.accounts.first())
+                .and_then(|d| d.accounts.iter().find(|a| a.label == role.label()))
                 .map(|a| a.private_key.clone())
         });
         let signer: Option<PrivateKeySigner> = match key {
             Some(k) => Some(parse_private_key(&k).map_err(|e| anyhow!("--private-key: {e}"))?),
             None if need_key => {
                 return Err(anyhow!(
-                    "no key to sign with: pass --private-key 0x... (or set KHACHAPURI_PRIVATE_KEY), or run `khachapuri dev` \
-                     in this directory to use its test account"
+                    "no key to sign with{}: pass --private-key 0x... (or set KHACHAPURI_PRIVATE_KEY), or run `khachapuri dev` \
+                     in this directory to use its {}",
+                    role.whose(),
+                    role.dev_account()
                 ));
             }
             None => None,
@@ -101,6 +114,38 @@ impl ChainArgs {
             ),
             other => anyhow!("connecting to {rpc_url}: {other}"),
         })
+    }
+}
+
+/// Which of `khachapuri dev`'s accounts a command falls back to.
+#[derive(Clone, Copy)]
+enum DevKey {
+    /// The funded test account: pays, deploys.
+    Test,
+    /// The dev provider's payee.
+    Provider,
+}
+
+impl DevKey {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Test => "test",
+            Self::Provider => "provider",
+        }
+    }
+
+    fn whose(self) -> &'static str {
+        match self {
+            Self::Test => "",
+            Self::Provider => " as the provider (its payee's key)",
+        }
+    }
+
+    fn dev_account(self) -> &'static str {
+        match self {
+            Self::Test => "test account",
+            Self::Provider => "provider's payee key",
+        }
     }
 }
 

@@ -139,11 +139,19 @@ async fn serve(
             price: PRICE.to_string(),
         },
         ipfs: node.url(),
-        accounts: vec![DevAccount {
-            label: "test".into(),
-            address: funded.account.address().to_string(),
-            private_key: format!("0x{}", hex::encode(funded.account.to_bytes())),
-        }],
+        accounts: vec![
+            DevAccount {
+                label: "test".into(),
+                address: funded.account.address().to_string(),
+                private_key: format!("0x{}", hex::encode(funded.account.to_bytes())),
+            },
+            // `khachapuri provider ...` in this directory signs as the dev provider, never as the payer.
+            DevAccount {
+                label: "provider".into(),
+                address: provider.payee.address().to_string(),
+                private_key: format!("0x{}", hex::encode(provider.payee.to_bytes())),
+            },
+        ],
         functions,
     };
     let dev_json = write_dev_json(cwd, &info)?;

@@ -101,7 +101,7 @@ pub async fn provider(command: ProviderCommand, json: bool) -> anyhow::Result<()
                 },
         } => {
             let amount = parse_usdc("amount", &amount)?;
-            let chain = chain.connect(true).await?;
+            let chain = chain.connect_provider().await?;
             let me = or_me(&chain, None)?;
             let r = progress::wait(
                 format!("granting {amount} of trial credits to {user}"),
@@ -126,9 +126,14 @@ pub async fn provider(command: ProviderCommand, json: bool) -> anyhow::Result<()
             to,
             chain,
         } => {
-            let chain = chain.connect(true).await?;
+            let chain = chain.connect_provider().await?;
             let me = or_me(&chain, None)?;
             let earned = chain.earnings(me).await.context("reading the earnings")?;
+            if let (None, Some(to)) = (&withdraw, to) {
+                bail!(
+                    "--to {to} says where --withdraw sends the earnings; add --withdraw <amount|all>"
+                );
+            }
             let Some(amount) = withdraw else {
                 report(
                     json,
@@ -215,7 +220,7 @@ async fn init(args: InitArgs, json: bool) -> anyhow::Result<()> {
         _ => Server::Tunnel,
     };
     let (key, key_path) = rsa_key(&args)?;
-    let chain = args.chain.connect(true).await?;
+    let chain = args.chain.connect_provider().await?;
     let me = or_me(&chain, None)?;
     let owner = chain
         .label_owner(&args.label)

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use alloy::primitives::{Address, B256, U256};
-use anyhow::Context;
+use anyhow::{Context, bail};
 use khachapuri_chain::{Chain, PayerToken, SignedPayerToken, Usdc};
 
 use crate::args::{ChainArgs, parse_duration, parse_usdc, resolve_payee, unix_now};
@@ -56,6 +56,12 @@ pub(crate) async fn sign_token(
 pub async fn token(args: TokenArgs, json: bool) -> anyhow::Result<()> {
     let max_price = parse_usdc("--max-price", &args.max_price)?;
     let lifetime = parse_duration("--expires-in", &args.expires_in)?;
+    if lifetime.as_secs() == 0 {
+        bail!(
+            "--expires-in `{}`: that token would be expired when made; give it at least a second, e.g. 1h",
+            args.expires_in
+        );
+    }
     let chain = args.chain.connect(true).await?;
     let (signed, payee) = sign_token(
         &chain,

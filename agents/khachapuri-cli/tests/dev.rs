@@ -336,6 +336,30 @@ async fn dev_network_serves_every_example_and_stops_on_ctrl_c() {
         "{stderr}"
     );
 
+    // Provider commands here sign as the dev provider's payee, never as the test account (a payer).
+    let out = khachapuri(dev.dir.path(), &["provider", "earnings", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        v["provider"].as_str().unwrap().to_lowercase(),
+        info["provider"]["payee"].as_str().unwrap().to_lowercase()
+    );
+    let somewhere = "0x000000000000000000000000000000000000dEaD";
+    let out = khachapuri(dev.dir.path(), &["provider", "earnings", "--to", somewhere]);
+    assert!(!out.status.success(), "--to alone must not pass silently");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("add --withdraw <amount|all>"));
+    // A token that would be born expired is refused.
+    let out = khachapuri(
+        dev.dir.path(),
+        &["token", "--provider", "dev", "--expires-in", "0"],
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("at least a second"));
+
     // A second `khachapuri dev` in the same directory refuses (its state would collide).
     let out = khachapuri(dev.dir.path(), &["dev", "--root", repo().to_str().unwrap()]);
     assert!(!out.status.success());
