@@ -310,6 +310,7 @@ async fn start_provider(
         max_timeout: maxima.deadline,
         max_output_bytes: maxima.output_bytes,
         tunnel: None,
+        cors: Default::default(),
     };
     let agent = khachapuri_provider::start(config, payee.clone())
         .await

@@ -52,6 +52,10 @@ struct Args {
     /// X-Forwarded-Proto to send (https behind a TLS terminator).
     #[arg(long, default_value = "http")]
     forwarded_proto: String,
+    /// Browser origins that may call functions (CORS): `*`, one origin, or `none`. Preflights are
+    /// answered here, never forwarded.
+    #[arg(long, env = "KHACHAPURI_CORS_ALLOW_ORIGIN", default_value = "*")]
+    cors_allow_origin: String,
 }
 
 #[cfg(feature = "chain")]
@@ -114,6 +118,7 @@ async fn main() -> anyhow::Result<()> {
         response_timeout: Duration::from_secs(args.response_timeout),
         body_idle_timeout: Duration::from_secs(args.body_idle_timeout),
         forwarded_proto: args.forwarded_proto,
+        cors: khachapuri_protocol::http::Cors::from_setting(&args.cors_allow_origin),
         ..GatewayConfig::default()
     };
     let listener = tokio::net::TcpListener::bind(args.listen)

@@ -50,6 +50,8 @@ pub struct GatewayConfig {
     pub tunnel_keepalive: Duration,
     /// How `https://` provider URLs are verified ([`khachapuri_tls::client_config`] by default).
     pub tls: Arc<rustls::ClientConfig>,
+    /// What browsers may do (CORS): preflights are answered here, never forwarded, never charged.
+    pub cors: khachapuri_protocol::http::Cors,
 }
 
 impl Default for GatewayConfig {
@@ -64,6 +66,7 @@ impl Default for GatewayConfig {
             handshake_timeout: Duration::from_secs(10),
             tunnel_keepalive: Duration::from_secs(20),
             tls: khachapuri_tls::client_config(),
+            cors: khachapuri_protocol::http::Cors::default(),
         }
     }
 }
@@ -172,6 +175,9 @@ impl Gateway {
             }
             Addressing::None => return self.no_label(),
         };
+        if khachapuri_protocol::http::Cors::is_preflight(req.method(), req.headers()) {
+            return self.config.cors.preflight(req.headers()).map(|()| full(""));
+        }
         let label = match Label::new(&label) {
             Ok(label) => label,
             Err(e) => {

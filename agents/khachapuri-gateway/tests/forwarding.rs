@@ -340,3 +340,64 @@ async fn a_body_that_stops_flowing_is_cut_and_one_that_trickles_is_not() {
     assert!(matches!(body, Ok(Err(_))), "the stalled upload is cut");
     drop(tx);
 }
+
+/// A CORS preflight is answered by the gateway itself: 204 with the configured policy, never forwarded
+/// (the provider here listens nowhere: forwarding would be a 502), so never run or charged.
+#[tokio::test]
+async fn cors_preflights_are_answered_here_and_never_forwarded() {
+    let dir = StaticDirectory::new()
+        .with("alice", Server::Url("http://127.0.0.1:1".into()), None)
+        .unwrap();
+    let gw = gateway(dir).await;
+    let preflight = |origin: &'static str| {
+        Request::options(format!("http://{}/alice/bafy", gw.addr))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header(
+                "access-control-request-headers",
+                "content-type, authorization",
+            )
+            .body(boxed(http_body_util::Full::new(Bytes::new())))
+            .unwrap()
+    };
+    let r = send(&client(), preflight("https://app.example")).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text());
+    assert_eq!(r.headers["access-control-allow-origin"], "*");
+    assert_eq!(r.headers["access-control-allow-methods"], "POST");
+    assert_eq!(
+        r.headers["access-control-allow-headers"],
+        "content-type, authorization"
+    );
+    // A plain OPTIONS is a call like any other: forwarded (and here the provider is down).
+    let plain = Request::options(format!("http://{}/alice/bafy", gw.addr))
+        .body(boxed(http_body_util::Full::new(Bytes::new())))
+        .unwrap();
+    assert_eq!(send(&client(), plain).await.status, StatusCode::BAD_GATEWAY);
+
+    // An operator who allows one origin, or none.
+    let only = khachapuri_protocol::http::Cors::from_setting("https://app.example");
+    let dir = StaticDirectory::new()
+        .with("alice", Server::Url("http://127.0.0.1:1".into()), None)
+        .unwrap();
+    let gw2 = gateway_with(
+        dir,
+        GatewayConfig {
+            cors: only,
+            ..GatewayConfig::default()
+        },
+    )
+    .await;
+    let r = send(
+        &client(),
+        Request::options(format!("http://{}/alice/bafy", gw2.addr))
+            .header("access-control-request-method", "GET")
+            .body(boxed(http_body_util::Full::new(Bytes::new())))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        r.headers["access-control-allow-origin"],
+        "https://app.example"
+    );
+}

@@ -17,6 +17,7 @@ use khachapuri_chain::{
     TokenError, Usdc, eip712,
 };
 use khachapuri_ipfs::{Cid, Fetcher, FsBlockstore, Source};
+use khachapuri_protocol::http::Cors;
 use khachapuri_runtime::{Runtime, RuntimeConfig};
 use khachapuri_spec::ProviderKey;
 use tokio::{net::TcpListener, sync::watch};
@@ -363,6 +364,13 @@ async fn metrics(State(agent): State<Arc<Agent>>) -> impl IntoResponse {
 }
 
 async fn call(State(agent): State<Arc<Agent>>, request: Request) -> Response {
+    let cors = &agent.config.cors;
+    // A CORS preflight is the browser asking, not the caller calling: answered here, nothing runs, nothing
+    // is claimed.
+    if Cors::is_preflight(request.method(), request.headers()) {
+        agent.metrics.request(StatusCode::NO_CONTENT.as_u16());
+        return cors.preflight(request.headers()).map(|()| Body::empty());
+    }
     // Only tunneled requests can still arrive once the shutdown began: refuse them before any claim.
     let closing = *agent.closing.borrow();
     let served = match closing {
@@ -374,7 +382,7 @@ async fn call(State(agent): State<Arc<Agent>>, request: Request) -> Response {
         .hint("retry in a few seconds")),
         false => agent.serve(request).await,
     };
-    let response = match served {
+    let mut response = match served {
         Ok(response) => response,
         Err(err) => {
             agent.metrics.refusal(err.code);
@@ -384,6 +392,7 @@ async fn call(State(agent): State<Arc<Agent>>, request: Request) -> Response {
             err.into_response()
         }
     };
+    cors.decorate(response.headers_mut());
     agent.metrics.request(response.status().as_u16());
     response
 }

@@ -86,6 +86,10 @@ pub struct ProviderArgs {
     /// Largest response a program may write, bytes [default: 16 MiB].
     #[arg(long, env = "KHACHAPURI_MAX_OUTPUT_BYTES")]
     pub max_output_bytes: Option<usize>,
+    /// Browser origins that may call functions (CORS): `*`, one origin, or `none` [default: *].
+    /// Preflights are answered without running or charging anything.
+    #[arg(long, env = "KHACHAPURI_CORS_ALLOW_ORIGIN")]
+    pub cors_allow_origin: Option<String>,
 }
 
 /// The resolved configuration.
@@ -125,6 +129,8 @@ pub struct Config {
     pub max_timeout: Duration,
     /// Program output cap.
     pub max_output_bytes: usize,
+    /// What browsers may do (CORS).
+    pub cors: khachapuri_protocol::http::Cors,
 }
 
 /// A configuration that cannot be used, with what to change.
@@ -238,6 +244,14 @@ impl ProviderArgs {
                 .max_output_bytes
                 .or(file.max_output_bytes)
                 .unwrap_or(runtime.output_bytes),
+            cors: self
+                .cors_allow_origin
+                .as_deref()
+                .or(file.cors_allow_origin.as_deref())
+                .map_or_else(
+                    Default::default,
+                    khachapuri_protocol::http::Cors::from_setting,
+                ),
         })
     }
 

@@ -91,6 +91,7 @@ impl Net {
             price: PRICE,
             ipfs: vec!["local".into()],
             tunnel: None,
+            cors: Default::default(),
             settlement,
             batch_max: 5000,
             batch_linger: Duration::from_millis(50),

@@ -625,3 +625,66 @@ async fn a_payer_emptying_its_balance_cannot_touch_what_the_agent_claimed() {
     assert_eq!(res.status(), 200, "{:?}", res.text().await);
     agent.shutdown().await;
 }
+
+/// A browser's CORS preflight is answered by the agent: 204 with the operator's policy, no program run,
+/// no claim. Real calls carry the headers that let a browser script read the price and the receipt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_preflights_run_nothing_and_charge_nothing() {
+    let net = Net::start().await;
+    let spec = net.spec(&example("hello"), "hello.wasm", &[], OWNER).await;
+    let cid = net.publish(&spec);
+    net.fund(OWNER, Usdc::from_whole(1), PRICE, Usdc::from_whole(1))
+        .await;
+    let agent = net.agent(SettlementMode::Batch).await;
+    let http = khachapuri_tls::http();
+    let claims = || async {
+        let metrics = http
+            .get(format!("http://{}/metrics", agent.addr))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("khachapuri_claims_total "))
+            .unwrap_or("0")
+            .to_owned()
+    };
+
+    let res = http
+        .request(reqwest::Method::OPTIONS, url(&agent, &cid))
+        .header("origin", "https://app.example")
+        .header("access-control-request-method", "POST")
+        .header("access-control-request-headers", "authorization")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 204);
+    assert_eq!(res.headers()["access-control-allow-origin"], "*");
+    assert_eq!(
+        res.headers()["access-control-allow-headers"],
+        "authorization"
+    );
+    assert!(res.headers().get(PRICE_HEADER).is_none(), "nothing charged");
+    assert_eq!(claims().await, "0", "nothing claimed");
+
+    let res = http
+        .post(url(&agent, &cid))
+        .header("origin", "https://app.example")
+        .body("browser")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["access-control-allow-origin"], "*");
+    assert!(
+        res.headers()["access-control-expose-headers"]
+            .to_str()
+            .unwrap()
+            .contains("x-khachapuri-receipt")
+    );
+    assert_eq!(claims().await, "1");
+    agent.shutdown().await;
+}

@@ -36,3 +36,93 @@ impl ErrorBody {
         }
     }
 }
+
+/// What browsers may do with functions (CORS). A preflight (`OPTIONS` with
+/// `Access-Control-Request-Method`) is answered by the agent or the gateway itself, `204` with these
+/// headers: it never runs a program and is never charged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cors {
+    /// `Access-Control-Allow-Origin`: `*`, or one origin (`https://app.example`); `None` answers
+    /// preflights with no CORS headers, so browsers keep other origins out.
+    pub allow_origin: Option<String>,
+    /// How long a browser may cache a preflight's answer, seconds.
+    pub max_age: u32,
+}
+
+impl Default for Cors {
+    /// Any origin: a function's URL is public, and a call is paid by whoever signs for it.
+    fn default() -> Self {
+        Self {
+            allow_origin: Some("*".into()),
+            max_age: 600,
+        }
+    }
+}
+
+/// The response headers a browser script may read: the price, the payer and the receipt.
+pub const EXPOSED_HEADERS: &str = "x-khachapuri-price, x-khachapuri-payer, x-khachapuri-receipt";
+
+impl Cors {
+    /// Reads an operator's setting: an origin, `*`, or `none`.
+    pub fn from_setting(allow_origin: &str) -> Self {
+        let allow_origin = match allow_origin.trim() {
+            "" | "none" => None,
+            origin => Some(origin.to_owned()),
+        };
+        Self {
+            allow_origin,
+            ..Self::default()
+        }
+    }
+
+    /// Whether a request is a CORS preflight.
+    pub fn is_preflight(method: &http::Method, headers: &http::HeaderMap) -> bool {
+        method == http::Method::OPTIONS
+            && headers.contains_key(http::header::ACCESS_CONTROL_REQUEST_METHOD)
+    }
+
+    /// The answer to a preflight: `204`, allowing the method and headers asked for.
+    pub fn preflight(&self, request: &http::HeaderMap) -> http::Response<()> {
+        use http::header;
+        let mut response = http::Response::new(());
+        *response.status_mut() = http::StatusCode::NO_CONTENT;
+        let Some(origin) = &self.allow_origin else {
+            return response;
+        };
+        let h = response.headers_mut();
+        if let Ok(origin) = http::HeaderValue::try_from(origin.as_str()) {
+            h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+        }
+        for (asked, allow) in [
+            (
+                header::ACCESS_CONTROL_REQUEST_METHOD,
+                header::ACCESS_CONTROL_ALLOW_METHODS,
+            ),
+            (
+                header::ACCESS_CONTROL_REQUEST_HEADERS,
+                header::ACCESS_CONTROL_ALLOW_HEADERS,
+            ),
+        ] {
+            if let Some(value) = request.get(asked) {
+                h.insert(allow, value.clone());
+            }
+        }
+        h.insert(header::ACCESS_CONTROL_MAX_AGE, self.max_age.into());
+        h.insert(header::VARY, http::HeaderValue::from_static("origin"));
+        response
+    }
+
+    /// Adds to an answer the headers that let a browser script read it, price and receipt included.
+    pub fn decorate(&self, headers: &mut http::HeaderMap) {
+        let Some(origin) = &self.allow_origin else {
+            return;
+        };
+        if let Ok(origin) = http::HeaderValue::try_from(origin.as_str()) {
+            headers.insert(http::header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+            headers.insert(
+                http::header::ACCESS_CONTROL_EXPOSE_HEADERS,
+                http::HeaderValue::from_static(EXPOSED_HEADERS),
+            );
+        }
+    }
+}
