@@ -87,7 +87,10 @@ pub async fn run(args: DevArgs, json: bool) -> anyhow::Result<()> {
         port,
         log: Some(state.join("anvil.log")),
         own_process_group: true,
-        args: Vec::new(),
+        // A block every second besides one per transaction (mixed mining: no transaction waits for the
+        // clock): the chain's time runs without transactions, so a delay (a price cut, a release) comes
+        // due on the dev network as it would on a real chain.
+        args: vec!["--block-time".into(), "1".into(), "--mixed-mining".into()],
     })?;
     let rpc_url = anvil.url();
     out.step(format!(

@@ -83,8 +83,31 @@ pub struct InitArgs {
     /// An existing RSA key (PKCS#8 PEM) to publish instead of the data directory's `rsa.pem`.
     #[arg(long)]
     rsa_key: Option<PathBuf>,
+    /// Where the agent fetches specs and programs: `local`, `kubo=URL`, `gateway=URL` (repeatable)
+    /// [default: the dev network's IPFS node in a `khachapuri dev` directory, else the local store and
+    /// the public trustless gateway https://trustless-gateway.link].
+    #[arg(long = "ipfs", value_delimiter = ',')]
+    ipfs: Vec<String>,
     #[command(flatten)]
     chain: ChainArgs,
+}
+
+/// The IPFS sources `provider init` writes: those given, else the dev node where there is one, else the local
+/// store and a public trustless gateway (every block is verified against its CID, whoever serves it).
+fn ipfs_sources(given: &[String]) -> Vec<String> {
+    if !given.is_empty() {
+        return given.to_vec();
+    }
+    let dev = std::env::current_dir()
+        .ok()
+        .and_then(|dir| crate::net::read_dev_info(&dir).ok());
+    match dev {
+        Some(dev) => vec![format!("gateway={}", dev.ipfs)],
+        None => vec![
+            "local".into(),
+            "gateway=https://trustless-gateway.link".into(),
+        ],
+    }
 }
 
 /// Runs a provider command.
@@ -360,6 +383,7 @@ fn write_config(
     if let Some(tunnel) = &args.tunnel {
         table.insert("tunnel".into(), tunnel.clone().into());
     }
+    table.insert("ipfs".into(), ipfs_sources(&args.ipfs).into());
     let path = data_dir.join(CONFIG_FILE);
     let text = format!(
         "# Written by `khachapuri provider init`; read by `khachapuri provider up`. Every key is also a flag.\n{}",

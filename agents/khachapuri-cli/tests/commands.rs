@@ -193,16 +193,14 @@ async fn a_tunneled_provider_is_set_up_deployed_to_called_and_paid() {
     let err = fails(khachapuri_env(dir, &["provider", "up"], &[]));
     assert!(err.contains("KHACHAPURI_PRIVATE_KEY"), "{err}");
 
+    // init wrote where to fetch from: in a dev directory, the dev network's IPFS node; the `provider up`
+    // below needs no --ipfs.
+    let config = std::fs::read_to_string(dir.join(".khachapuri/provider/provider.toml")).unwrap();
+    assert!(config.contains(&format!("gateway={ipfs}")), "{config}");
+
     // provider up: the agent, reachable only through the gateway's tunnel.
     let mut child = Command::new(env!("CARGO_BIN_EXE_khachapuri"))
-        .args([
-            "provider",
-            "up",
-            "--listen",
-            "127.0.0.1:0",
-            "--ipfs",
-            &format!("gateway={ipfs}"),
-        ])
+        .args(["provider", "up", "--listen", "127.0.0.1:0"])
         .current_dir(dir)
         .env("KHACHAPURI_PRIVATE_KEY", &provider_key)
         .env_remove("KHACHAPURI_RPC_URL")

@@ -336,6 +336,34 @@ async fn dev_network_serves_every_example_and_stops_on_ctrl_c() {
         "{stderr}"
     );
 
+    // The dev chain's clock runs without transactions (a block a second): delays come due.
+    let rpc = info["rpcUrl"].as_str().unwrap();
+    let block_time = || async {
+        let v: serde_json::Value = http
+            .post(rpc)
+            .json(&serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "eth_getBlockByNumber", "params": ["latest", false]}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        u64::from_str_radix(
+            v["result"]["timestamp"]
+                .as_str()
+                .unwrap()
+                .trim_start_matches("0x"),
+            16,
+        )
+        .unwrap()
+    };
+    let before = block_time().await;
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    assert!(
+        block_time().await > before,
+        "the dev chain mines on a clock"
+    );
+
     // Provider commands here sign as the dev provider's payee, never as the test account (a payer).
     let out = khachapuri(dev.dir.path(), &["provider", "earnings", "--json"]);
     assert!(
