@@ -6,9 +6,11 @@ import {ERC20Permit} from "@openzeppelin/contracts/token/ERC20/extensions/ERC20P
 
 /// @title TestUSDC
 /// @notice USDC stand-in for local networks and tests: 6 decimals, EIP-2612 permit, a mint anyone may call,
-/// and USDC's blacklist and pause with Circle's own function names and revert strings (FiatTokenV2_2), so that
-/// what the escrow does with a frozen account or a paused token can be tried locally. The deployer holds the
-/// blacklister and pauser roles. Never deploy it where the token is meant to have value.
+/// and USDC's blacklist and pause with Circle's function names and revert strings (FiatToken), so that what the
+/// escrow does with a frozen account or a paused token can be tried locally: transfers refuse a blacklisted
+/// caller, sender or recipient, and a paused token refuses everything. Approvals and permits by or to a
+/// blacklisted account are refused too (FiatToken versions differ there; the escrow relies on neither). The
+/// deployer holds the blacklister and pauser roles. Never deploy it where the token is meant to have value.
 contract TestUSDC is ERC20, ERC20Permit {
     /// @notice The account that may blacklist and pause (USDC's `blacklister` and `pauser`, in one).
     address public immutable admin;

@@ -180,7 +180,7 @@ pub async fn call(args: CallArgs, json: bool) -> anyhow::Result<()> {
         };
         // A failure after the claim (a trap, a timeout) is charged: say what it cost, and by whom.
         let charged = match (&price, &charged) {
-            (Some(price), Some(payer)) => format!(" (charged {price} to {payer}; the program ran)"),
+            (Some(price), Some(payer)) => format!(" (charged {price} to {payer})"),
             _ => String::new(),
         };
         bail!("HTTP {status}: {message}{charged}{hint}");

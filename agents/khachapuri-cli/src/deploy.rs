@@ -249,13 +249,21 @@ fn dotenv_value(raw: &str) -> Result<String, &'static str> {
                 '\\' => match chars.next().map(|(_, e)| e) {
                     Some('n') => value.push('\n'),
                     Some('t') => value.push('\t'),
-                    Some(other) => value.push(other),
+                    Some(c @ ('"' | '\\')) => value.push(c),
+                    // Any other backslash is kept as written (a Windows path, a regex).
+                    Some(other) => {
+                        value.push('\\');
+                        value.push(other);
+                    }
                     None => return Err("a double quote is not closed on its line"),
                 },
                 c => value.push(c),
             }
         }
         return Err("a double quote is not closed on its line");
+    }
+    if raw.starts_with('#') {
+        return Ok(String::new()); // `KEY= # note`: an empty value and a comment
     }
     let value = match raw.find(" #").or_else(|| raw.find("\t#")) {
         Some(i) => &raw[..i],
@@ -432,6 +440,19 @@ mod tests {
         assert_eq!(env["PLAIN"], "spaced value");
         assert_eq!(env["EMPTY"], "");
         assert_eq!(env.len(), 6);
+        let env = parse_env_file(
+            "BLANK= # nothing here\r\nWIN=\"C:\\dir\\bin\"\nRE=\"a\\d+\"\nHASH=\"x # y\"\nURL=a=b\n",
+            ".env",
+        )
+        .unwrap();
+        assert_eq!(env["BLANK"], "", "a comment after nothing is not the value");
+        assert_eq!(
+            env["WIN"], "C:\\dir\\bin",
+            "unknown escapes keep their backslash"
+        );
+        assert_eq!(env["RE"], "a\\d+");
+        assert_eq!(env["HASH"], "x # y", "a # inside quotes is the value's");
+        assert_eq!(env["URL"], "a=b");
     }
 
     #[test]

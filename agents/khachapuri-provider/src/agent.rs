@@ -481,8 +481,8 @@ impl Agent {
             Ok(output) => output,
             Err(e) => {
                 tracing::info!(%cid, error = %e, "program failed");
-                // The claim stands (the program ran): the failure is charged, and says so like any
-                // charged response, with the price, the payer and a receipt of what was answered.
+                // The claim stands: the failure is charged, and says so like any charged response,
+                // with the price, the payer and a receipt of what was answered.
                 let err = ApiError::from(e);
                 self.metrics.refusal(err.code);
                 let status = err.status;

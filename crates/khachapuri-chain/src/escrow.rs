@@ -221,6 +221,14 @@ impl Chain {
         {
             Ok(receipt) => Ok((&receipt).into()),
             Err(err) if !approved => Err(err),
+            // No receipt in time: the deposit may still land, and then it needs the approval. Say so
+            // rather than undo it and report a failure that may not be one.
+            Err(err @ (ChainError::Unavailable { .. } | ChainError::Rpc { .. })) => {
+                Err(err.with_note(&format!(
+                    "the deposit's outcome is unknown: check `escrow balance` before depositing again; \
+                     the approval of {amount} to the escrow {escrow} stays until the deposit spends it"
+                )))
+            }
             Err(err) => {
                 let previous = Usdc::from_u256(allowed);
                 let note = match self.send(self.token().approve(escrow, allowed)).await {

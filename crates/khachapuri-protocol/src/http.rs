@@ -112,11 +112,15 @@ impl Cors {
         response
     }
 
-    /// Adds to an answer the headers that let a browser script read it, price and receipt included.
+    /// Adds to an answer the headers that let a browser script read it, price and receipt included. A
+    /// program that set its own `Access-Control-Allow-Origin` keeps its policy whole.
     pub fn decorate(&self, headers: &mut http::HeaderMap) {
         let Some(origin) = &self.allow_origin else {
             return;
         };
+        if headers.contains_key(http::header::ACCESS_CONTROL_ALLOW_ORIGIN) {
+            return;
+        }
         if let Ok(origin) = http::HeaderValue::try_from(origin.as_str()) {
             headers.insert(http::header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
             headers.insert(
@@ -124,5 +128,43 @@ impl Cors {
                 http::HeaderValue::from_static(EXPOSED_HEADERS),
             );
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_programs_own_cors_policy_is_kept_whole() {
+        let cors = Cors::default();
+        let mut ours = http::HeaderMap::new();
+        cors.decorate(&mut ours);
+        assert_eq!(ours[http::header::ACCESS_CONTROL_ALLOW_ORIGIN], "*");
+        assert_eq!(
+            ours[http::header::ACCESS_CONTROL_EXPOSE_HEADERS],
+            EXPOSED_HEADERS
+        );
+
+        let mut theirs = http::HeaderMap::new();
+        theirs.insert(
+            http::header::ACCESS_CONTROL_ALLOW_ORIGIN,
+            http::HeaderValue::from_static("https://app.example"),
+        );
+        theirs.insert(
+            http::header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+            http::HeaderValue::from_static("true"),
+        );
+        cors.decorate(&mut theirs);
+        assert_eq!(
+            theirs[http::header::ACCESS_CONTROL_ALLOW_ORIGIN],
+            "https://app.example"
+        );
+        assert!(!theirs.contains_key(http::header::ACCESS_CONTROL_EXPOSE_HEADERS));
+
+        let mut none = http::HeaderMap::new();
+        Cors::from_setting("none").decorate(&mut none);
+        assert!(none.is_empty());
     }
 }
