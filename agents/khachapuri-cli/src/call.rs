@@ -39,6 +39,9 @@ pub struct CallArgs {
     /// Send no payer token: the spec's owner pays, as with plain curl.
     #[arg(long)]
     owner_pays: bool,
+    /// Print the status line and the response headers before the body, like curl -i.
+    #[arg(short = 'i', long)]
+    include: bool,
     /// Give up after this long.
     #[arg(long, default_value = "60s")]
     timeout: String,
@@ -101,6 +104,7 @@ fn body(data: Option<&str>) -> anyhow::Result<Option<Vec<u8>>> {
 
 /// Calls a function and writes its answer to stdout.
 pub async fn call(args: CallArgs, json: bool) -> anyhow::Result<()> {
+    let args_include = args.include;
     let url = reqwest::Url::parse(&args.url).map_err(|e| {
         anyhow!(
             "`{}` is not a URL ({e}); pass the URL `khachapuri deploy` printed",
@@ -163,15 +167,52 @@ pub async fn call(args: CallArgs, json: bool) -> anyhow::Result<()> {
         header(RECEIPT_HEADER),
     );
     let content_type = header("content-type");
+    let headers: serde_json::Map<String, serde_json::Value> = response
+        .headers()
+        .iter()
+        .map(|(name, value)| {
+            let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+            (name.as_str().to_owned(), value.into())
+        })
+        .collect();
+    let head = format!(
+        "{:?} {status}\n{}",
+        response.version(),
+        headers
+            .iter()
+            .map(|(name, value)| format!("{name}: {}\n", value.as_str().unwrap_or_default()))
+            .collect::<String>()
+    );
     let bytes = response.bytes().await.context("reading the answer")?;
+    // The same object for scripts, whether the call succeeded or not.
+    let value = json!({
+        "status": status.as_u16(),
+        "contentType": content_type,
+        "price": price,
+        "payer": charged,
+        "receipt": receipt,
+        "headers": headers,
+        "body": String::from_utf8_lossy(&bytes),
+    });
+    if args_include && !json {
+        println!("{head}");
+    }
     if !status.is_success() {
+        if json {
+            println!("{}", serde_json::to_string_pretty(&value)?);
+        }
         // Providers and gateways answer the protocol's error body; anything else is shown as it came.
         let why = serde_json::from_slice::<khachapuri_protocol::http::ErrorBody>(&bytes).ok();
         let message = why.as_ref().map_or_else(
             || String::from_utf8_lossy(&bytes).trim().to_owned(),
             |w| w.message.clone(),
         );
+        let code = why.as_ref().map(|w| w.error.clone()).unwrap_or_default();
         let hint = match (why.and_then(|w| w.hint), status.as_u16()) {
+            // The token was made here, for this call: the fix is this command's flag.
+            (_, 402) if code == "price_above_token" => {
+                "; raise this call's --max-price (the provider charges more)".into()
+            }
             (Some(h), _) => format!("; {h}"),
             (None, 402) => {
                 "; set money aside for the provider with `khachapuri escrow reserve`".into()
@@ -186,14 +227,6 @@ pub async fn call(args: CallArgs, json: bool) -> anyhow::Result<()> {
         bail!("HTTP {status}: {message}{charged}{hint}");
     }
     if json {
-        let value = json!({
-            "status": status.as_u16(),
-            "contentType": content_type,
-            "price": price,
-            "payer": charged,
-            "receipt": receipt,
-            "body": String::from_utf8_lossy(&bytes),
-        });
         println!("{}", serde_json::to_string_pretty(&value)?);
     } else {
         std::io::stdout().write_all(&bytes)?;

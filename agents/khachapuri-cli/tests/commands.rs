@@ -327,14 +327,29 @@ async fn a_tunneled_provider_is_set_up_deployed_to_called_and_paid() {
         err.contains("certificate"),
         "an unknown CA is refused: {err}"
     );
-    let err = fails(khachapuri(
+    let out = khachapuri(
         dir,
-        &["call", &url, "--max-price", "0.01", "-d", "x"],
-    ));
-    assert!(
-        err.contains("HTTP 402"),
-        "a token capped below the price: {err}"
+        &["call", &url, "--max-price", "0.01", "-d", "x", "--json"],
     );
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let err = fails(out);
+    assert!(
+        err.contains("HTTP 402") && err.contains("raise this call's --max-price"),
+        "a token capped below the price, and this command's fix: {err}"
+    );
+    // --json answers scripts on failure too: status, headers and the error body.
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(v["status"], 402);
+    assert_eq!(v["headers"]["content-type"], "application/json");
+    assert!(
+        v["body"].as_str().unwrap().contains("price_above_token"),
+        "{v}"
+    );
+    // -i: the status line and the headers first, like curl.
+    let out = ok(khachapuri(dir, &["call", &url, "-d", "head", "-i"]));
+    assert!(out.starts_with("HTTP/1.1 200 OK\n"), "{out}");
+    assert!(out.contains("x-khachapuri-price: 0.02 USDC\n"), "{out}");
+    assert!(out.ends_with("\n\nGaumarjos, head!\n"), "{out}");
     let err = fails(khachapuri(
         dir,
         &["call", &format!("{gateway}/alice/nothing"), "-d", "x"],
@@ -484,7 +499,7 @@ async fn a_tunneled_provider_is_set_up_deployed_to_called_and_paid() {
     .unwrap();
     assert_eq!(v["frozen"], true);
 
-    // A graceful stop settles alice's claims; her earnings: 3 paid calls at 0.02 (the 402 cost nothing, the
+    // A graceful stop settles alice's claims; her earnings: 4 paid calls at 0.02 (the 402 cost nothing, the
     // trial call earns nothing), which she withdraws.
     let rest = up.stop();
     assert!(rest.contains("through the gateway tunnel"), "{rest}");
@@ -494,7 +509,7 @@ async fn a_tunneled_provider_is_set_up_deployed_to_called_and_paid() {
         &as_provider,
     ));
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(v["earnings"], "0.06 USDC", "{out}");
+    assert_eq!(v["earnings"], "0.08 USDC", "{out}");
     let err = fails(khachapuri_env(
         dir,
         &["provider", "earnings", "--withdraw", "1"],
@@ -506,7 +521,7 @@ async fn a_tunneled_provider_is_set_up_deployed_to_called_and_paid() {
         &["provider", "earnings", "--withdraw", "all"],
         &as_provider,
     ));
-    assert!(out.contains("withdrew 0.06 USDC of earnings"), "{out}");
+    assert!(out.contains("withdrew 0.08 USDC of earnings"), "{out}");
     let v: serde_json::Value = serde_json::from_str(&ok(khachapuri_env(
         dir,
         &["escrow", "balance", "--provider", "alice", "--json"],
