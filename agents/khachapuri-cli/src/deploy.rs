@@ -83,11 +83,16 @@ impl Package {
         let module =
             std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
         let limits = PackageLimits::default();
-        check_module(&module, &limits).map_err(|e| {
-            anyhow!(
+        check_module(&module, &limits).map_err(|e| match e {
+            khachapuri_runtime::Error::MissingStart => anyhow!(
+                "{} exports no `_start`: it is a library, and every provider would refuse it; build a \
+                 command (a `fn main` binary, not a cdylib) with `cargo build --target wasm32-wasip1 --release`",
+                path.display()
+            ),
+            e => anyhow!(
                 "{} is not a WebAssembly module ({e}); build it with `cargo build --target wasm32-wasip1 --release`",
                 path.display()
-            )
+            ),
         })?;
         let entry = path
             .file_name()

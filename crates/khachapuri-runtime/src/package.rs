@@ -75,7 +75,38 @@ pub fn check_module(bytes: &[u8], limits: &PackageLimits) -> Result<()> {
     if !bytes.starts_with(&WASM_HEADER) {
         return Err(Error::NotWasm("missing the `\\0asm` header".into()));
     }
+    if exports_no_start(bytes) {
+        return Err(Error::MissingStart);
+    }
     Ok(())
+}
+
+/// True when the module's exports are readable and none is the function `_start` (a library, a
+/// `cdylib`, rather than a command): it could never run, so a deploy refuses it on the developer's
+/// machine. A module whose exports cannot be read is left for the engine to judge.
+fn exports_no_start(bytes: &[u8]) -> bool {
+    use wasmparser::{ExternalKind, Parser, Payload};
+    for payload in Parser::new(0).parse_all(bytes) {
+        match payload {
+            Ok(Payload::ExportSection(exports)) => {
+                let mut has_start = false;
+                for export in exports {
+                    match export {
+                        Ok(e) if e.name == "_start" && e.kind == ExternalKind::Func => {
+                            has_start = true;
+                        }
+                        Ok(_) => {}
+                        Err(_) => return false,
+                    }
+                }
+                return !has_start;
+            }
+            Ok(Payload::End(_)) => return true,
+            Ok(_) => {}
+            Err(_) => return false,
+        }
+    }
+    false
 }
 
 /// Package `module` as a program zip holding it under `entry` (deflated), the form `khachapuri deploy`
@@ -164,4 +195,37 @@ fn unzip_entry(
         });
     }
     Ok((name, module))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod start_tests {
+    use super::*;
+
+    fn module(wat: &str) -> Vec<u8> {
+        wat::parse_str(wat).unwrap()
+    }
+
+    #[test]
+    fn a_module_without_a_start_function_is_refused_before_anything_compiles_it() {
+        let limits = PackageLimits::default();
+        let command = module(r#"(module (func (export "_start")))"#);
+        assert!(check_module(&command, &limits).is_ok());
+        let library = module(r#"(module (func (export "greet")))"#);
+        assert!(matches!(
+            check_module(&library, &limits),
+            Err(Error::MissingStart)
+        ));
+        let nothing = module("(module)");
+        assert!(matches!(
+            check_module(&nothing, &limits),
+            Err(Error::MissingStart)
+        ));
+        let not_a_function = module(r#"(module (memory (export "_start") 1))"#);
+        assert!(matches!(
+            check_module(&not_a_function, &limits),
+            Err(Error::MissingStart)
+        ));
+        assert!(zip_module("lib.wasm", &library, &limits).is_err());
+    }
 }
