@@ -28,11 +28,6 @@ contract EscrowTest is Base {
         escrow.consume(from, price);
     }
 
-    function _one(address from, uint256 price, uint32 count) internal pure returns (Charge[] memory charges) {
-        charges = new Charge[](1);
-        charges[0] = Charge(from, uint64(price), count);
-    }
-
     function _release(address from, address to, uint256 amount) internal {
         vm.prank(from);
         escrow.release(to, amount);

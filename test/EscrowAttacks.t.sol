@@ -25,11 +25,6 @@ contract EscrowAttacksTest is Base {
         return escrow.terms(from, to);
     }
 
-    function _one(address from, uint256 price, uint32 count) internal pure returns (Charge[] memory charges) {
-        charges = new Charge[](1);
-        charges[0] = Charge(from, uint64(price), count);
-    }
-
     /// @dev What the provider's agent may claim from `from` right now at `price`: the reserve, less a pending
     /// release (the price must be at most the price in force and a pending cut).
     function _claimable(address from, address to, uint256 price) internal view returns (uint256 count) {

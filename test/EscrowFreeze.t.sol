@@ -44,11 +44,6 @@ contract EscrowFreezeTest is Base {
         return usdc.balanceOf(address(escrow));
     }
 
-    function _one(address from, uint256 price, uint32 count) internal pure returns (Charge[] memory charges) {
-        charges = new Charge[](1);
-        charges[0] = Charge(from, uint64(price), count);
-    }
-
     /* ---------------------------------------------------------------------------------------- */
     /*                                         ATTACKS                                          */
     /* ---------------------------------------------------------------------------------------- */

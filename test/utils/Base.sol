@@ -4,6 +4,7 @@ pragma solidity 0.8.30;
 import {Test} from "forge-std/Test.sol";
 
 import {Escrow} from "../../contracts/Escrow.sol";
+import {Charge} from "../../contracts/interfaces/IEscrow.sol";
 import {TestUSDC} from "../../contracts/TestUSDC.sol";
 
 /// @dev Shared set-up: a TestUSDC, an Escrow with a one-day delay, a funded payer and a provider.
@@ -25,6 +26,12 @@ abstract contract Base is Test {
         escrow = new Escrow(usdc, DELAY);
         vm.label(address(usdc), "USDC");
         vm.label(address(escrow), "Escrow");
+    }
+
+    /// @dev A batch of one line: `count` requests of `from` at `price`.
+    function _one(address from, uint256 price, uint32 count) internal pure returns (Charge[] memory charges) {
+        charges = new Charge[](1);
+        charges[0] = Charge(from, uint64(price), count);
     }
 
     function _fund(address who, uint256 amount) internal {

@@ -175,14 +175,7 @@ pub async fn call(args: CallArgs, json: bool) -> anyhow::Result<()> {
             (name.as_str().to_owned(), value.into())
         })
         .collect();
-    let head = format!(
-        "{:?} {status}\n{}",
-        response.version(),
-        headers
-            .iter()
-            .map(|(name, value)| format!("{name}: {}\n", value.as_str().unwrap_or_default()))
-            .collect::<String>()
-    );
+    let version = response.version();
     let bytes = response.bytes().await.context("reading the answer")?;
     // The same object for scripts, whether the call succeeded or not.
     let value = json!({
@@ -195,7 +188,11 @@ pub async fn call(args: CallArgs, json: bool) -> anyhow::Result<()> {
         "body": String::from_utf8_lossy(&bytes),
     });
     if args_include && !json {
-        println!("{head}");
+        let lines: String = headers
+            .iter()
+            .map(|(name, value)| format!("{name}: {}\n", value.as_str().unwrap_or_default()))
+            .collect();
+        println!("{version:?} {status}\n{lines}");
     }
     if !status.is_success() {
         if json {

@@ -101,11 +101,8 @@ pub async fn escrow(command: EscrowCommand, json: bool) -> anyhow::Result<()> {
             let chain = chain.connect(true).await?;
             let me = or_me(&chain, None)?;
             let to = to.unwrap_or(me);
-            // Frozen accounts, a paused token, a short wallet: refused before anything is sent.
-            chain
-                .check_deposit(me, to, amount)
-                .await
-                .map_err(|e| anyhow!("deposit refused: {e}"))?;
+            // Frozen accounts, a paused token and a short wallet are refused before anything is sent, by
+            // both deposit paths (`Chain::check_deposit`).
             let permit = permit || (!approve && chain.token_has_permit().await);
             let r = if permit {
                 let deadline = unix_now() + 3600;

@@ -185,7 +185,7 @@ impl Gateway {
                     StatusCode::BAD_REQUEST,
                     "invalid_label",
                     &format!("invalid provider label \"{label}\""),
-                    e.reason(),
+                    e.reason,
                 );
             }
         };

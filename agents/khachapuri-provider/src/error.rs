@@ -73,23 +73,17 @@ impl ApiError {
 impl ApiError {
     /// The JSON body this error answers with ([`ErrorBody`]).
     pub fn body(&self) -> Vec<u8> {
-        let body = ErrorBody {
-            error: self.code.to_owned(),
-            message: self.message.clone(),
-            hint: self.hint.clone(),
-        };
-        serde_json::to_vec(&body).unwrap_or_default()
+        serde_json::to_vec(&self.error_body()).unwrap_or_default()
+    }
+
+    fn error_body(&self) -> ErrorBody {
+        ErrorBody::new(self.code, self.message.clone(), self.hint.clone())
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = ErrorBody {
-            error: self.code.to_owned(),
-            message: self.message,
-            hint: self.hint,
-        };
-        (self.status, Json(body)).into_response()
+        (self.status, Json(self.error_body())).into_response()
     }
 }
 
