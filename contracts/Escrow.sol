@@ -57,6 +57,7 @@ contract Escrow is IEscrow, EIP712 {
     mapping(address payer => mapping(address provider => Line)) internal _lines;
     mapping(address payer => mapping(address provider => Pending)) internal _pending;
     mapping(address provider => uint256) internal _earnings;
+    mapping(address owner => mapping(bytes32 spec => uint256 at)) internal _revokedAt;
 
     /// @param token_ The USDC token (see the token assumptions in IEscrow).
     /// @param withdrawalDelay_ Seconds before a price cut or a release takes effect: 1 to `MAX_DELAY`.
@@ -202,6 +203,17 @@ contract Escrow is IEscrow, EIP712 {
     }
 
     /* ---------------------------------------------------------------------------------------- */
+    /*                                         OWNERS                                           */
+    /* ---------------------------------------------------------------------------------------- */
+
+    /// @inheritdoc IEscrow
+    function revokeSpec(bytes32 spec) external {
+        if (_revokedAt[msg.sender][spec] != 0) revert AlreadyRevoked(spec);
+        _revokedAt[msg.sender][spec] = block.timestamp;
+        emit SpecRevoked(msg.sender, spec);
+    }
+
+    /* ---------------------------------------------------------------------------------------- */
     /*                                        PROVIDERS                                         */
     /* ---------------------------------------------------------------------------------------- */
 
@@ -285,6 +297,11 @@ contract Escrow is IEscrow, EIP712 {
                 (t.pendingRelease, t.releaseAt) = (pending.release, pending.releaseAt);
             }
         }
+    }
+
+    /// @inheritdoc IEscrow
+    function revokedAt(address owner, bytes32 spec) external view returns (uint256) {
+        return _revokedAt[owner][spec];
     }
 
     /// @inheritdoc IEscrow

@@ -1348,4 +1348,56 @@ contract EscrowTest is Base {
         assertEq(usdc.balanceOf(payer) + left + paid, deposited, "the payer gets back all it did not pay");
         assertEq(usdc.balanceOf(address(escrow)), left);
     }
+
+    /* ---------------------------------------------------------------------------------------- */
+    /*                                       REVOCATION                                         */
+    /* ---------------------------------------------------------------------------------------- */
+
+    function test_revokeSpec_recordsTheTimeUnderTheCallerAndEmits() public {
+        bytes32 spec = keccak256("the terms hash of a spec");
+        vm.warp(1_000_000);
+        vm.expectEmit(address(escrow));
+        emit IEscrow.SpecRevoked(payer, spec);
+        vm.prank(payer);
+        escrow.revokeSpec(spec);
+        assertEq(escrow.revokedAt(payer, spec), 1_000_000);
+        assertEq(escrow.revokedAt(stranger, spec), 0, "keyed by the owner who revoked");
+        assertEq(escrow.revokedAt(payer, keccak256("another spec")), 0);
+    }
+
+    function test_revokeSpec_isForGood() public {
+        bytes32 spec = keccak256("the terms hash of a spec");
+        vm.startPrank(payer);
+        escrow.revokeSpec(spec);
+        uint256 at = escrow.revokedAt(payer, spec);
+        vm.warp(block.timestamp + 1 days);
+        vm.expectRevert(abi.encodeWithSelector(IEscrow.AlreadyRevoked.selector, spec));
+        escrow.revokeSpec(spec);
+        vm.stopPrank();
+        assertEq(escrow.revokedAt(payer, spec), at, "the first time stands");
+    }
+
+    /// @dev A stranger's record binds only the stranger's own specs: the owner's stays unrevoked.
+    function test_revokeSpec_byAStrangerTouchesNoOwner() public {
+        bytes32 spec = keccak256("the terms hash of a spec");
+        vm.prank(stranger);
+        escrow.revokeSpec(spec);
+        assertEq(escrow.revokedAt(payer, spec), 0);
+        vm.prank(payer);
+        escrow.revokeSpec(spec);
+        assertGt(escrow.revokedAt(payer, spec), 0);
+    }
+
+    /// @dev Revocation is advisory for providers: what they claimed before still settles, and it moves no money.
+    function test_revokeSpec_leavesChargesAndBalancesAlone() public {
+        _fund(payer, 10 * PRICE);
+        vm.prank(payer);
+        escrow.reserve(provider, PRICE, 10 * PRICE);
+        vm.prank(payer);
+        escrow.revokeSpec(keccak256("the terms hash of a spec"));
+        _consume(provider, payer, PRICE);
+        assertEq(escrow.earnings(provider), PRICE);
+        _assertConserved();
+    }
 }
+

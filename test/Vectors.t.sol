@@ -151,4 +151,21 @@ contract VectorsTest is Test {
         assertEq(sig, vm.parseJsonBytes(json, ".spec.signature"));
         assertEq(_signer(digest, ".spec.signature"), vm.parseJsonAddress(spec, ".owner"));
     }
+
+    /// @dev The `kl1.` grant with which a spec's owner reads its logs at a provider.
+    function test_logsAccess() public {
+        bytes32 typeHash = keccak256("LogsAccess(address provider,string spec,uint64 expiry)");
+        assertEq(typeHash, vm.parseJsonBytes32(json, ".typeHashes.LogsAccess"));
+        bytes32 structHash = keccak256(
+            abi.encode(
+                typeHash,
+                vm.parseJsonAddress(json, ".logsAccess.provider"),
+                keccak256(bytes(vm.parseJsonString(json, ".logsAccess.spec"))),
+                uint64(vm.parseJsonUint(json, ".logsAccess.expiry"))
+            )
+        );
+        bytes32 digest = _digest(_separator(), structHash);
+        assertEq(digest, vm.parseJsonBytes32(json, ".logsAccess.signingHash"));
+        assertEq(_signer(digest, ".logsAccess.signature"), vm.parseJsonAddress(json, ".logsAccess.owner"));
+    }
 }

@@ -118,6 +118,9 @@ interface IEscrow {
     /// @notice `provider` withdrew `amount` of its earnings to `to`.
     event EarningsWithdrawn(address indexed provider, address indexed to, uint256 amount);
 
+    /// @notice `owner` revoked its deployment `spec` (the spec's terms hash: the EIP-712 digest it signed).
+    event SpecRevoked(address indexed owner, bytes32 indexed spec);
+
     /* ---------------------------------------------------------------------------------------- */
     /*                                          ERRORS                                          */
     /* ---------------------------------------------------------------------------------------- */
@@ -148,6 +151,8 @@ interface IEscrow {
     error Reentrancy();
     /// @dev The permit was not accepted and the allowance does not cover the deposit.
     error PermitFailed();
+    /// @dev The caller already revoked this deployment; a revocation is for good.
+    error AlreadyRevoked(bytes32 spec);
     /// @dev The token's issuer froze (blacklisted) `account`: the escrow moves none of its money, in or out,
     /// until the issuer lifts the freeze. Nothing is lost meanwhile.
     error Frozen(address account);
@@ -207,6 +212,19 @@ interface IEscrow {
     function applyPending(address payer, address provider) external returns (uint256 released);
 
     /* ---------------------------------------------------------------------------------------- */
+    /*                                         OWNERS                                           */
+    /* ---------------------------------------------------------------------------------------- */
+
+    /// @notice Revokes the caller's deployment `spec` for good: an owner-pays URL is a bearer instrument, and
+    /// this is how its owner stops it. `spec` is the spec's terms hash, the EIP-712 digest of the `SpecTerms`
+    /// the owner signed, which every CID and encoding of the same spec shares. Providers read `revokedAt`
+    /// before they claim a call to a spec and refuse a revoked one; charges they claimed before still settle
+    /// (the escrow's promise above holds).
+    /// @dev Keyed by the caller: anyone may record any hash under their own address, which binds only specs
+    /// they signed as owner.
+    function revokeSpec(bytes32 spec) external;
+
+    /* ---------------------------------------------------------------------------------------- */
     /*                                        PROVIDERS                                         */
     /* ---------------------------------------------------------------------------------------- */
 
@@ -237,6 +255,9 @@ interface IEscrow {
 
     /// @notice What `payer` has with `provider`: terms in force, credits, and pending changes (see `Terms`).
     function terms(address payer, address provider) external view returns (Terms memory);
+
+    /// @notice When `owner` revoked its deployment `spec` (unix seconds); 0 when it did not.
+    function revokedAt(address owner, bytes32 spec) external view returns (uint256);
 
     /// @notice Whether the token reports `account` as blacklisted, so that the escrow moves none of its money
     /// (always false with a token that has no blacklist).

@@ -1,7 +1,6 @@
 //! `khachapuri call`: like curl, adding a payer token made on the spot (limited to the function's spec,
 //! its provider, a price cap and a few minutes), so that the signer pays instead of the spec's owner.
 
-use std::io::{Read, Write};
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
@@ -10,6 +9,7 @@ use serde_json::json;
 
 use crate::args::{ChainArgs, parse_usdc};
 use crate::progress;
+use crate::request::{Answer, RequestArgs};
 use crate::token::sign_token;
 
 /// How long a token made for one call stays valid.
@@ -21,15 +21,8 @@ pub struct CallArgs {
     /// The function's URL as `deploy` printed it: `{gateway}/{label}/{cid}[/path][?query]`,
     /// `https://{label}.{domain}/{cid}...`, or an agent's own `{url}/{cid}` (with --provider).
     url: String,
-    /// The request body, like curl's --data-binary: text, `@file`, or `@-` for stdin.
-    #[arg(short = 'd', long = "data")]
-    data: Option<String>,
-    /// The method [default: POST with --data, else GET].
-    #[arg(short = 'X', long = "request")]
-    method: Option<String>,
-    /// A request header, `Name: value` (repeatable).
-    #[arg(short = 'H', long = "header")]
-    headers: Vec<String>,
+    #[command(flatten)]
+    request: RequestArgs,
     /// The provider's label, when the URL does not carry it.
     #[arg(long)]
     provider: Option<String>,
@@ -39,9 +32,6 @@ pub struct CallArgs {
     /// Send no payer token: the spec's owner pays, as with plain curl.
     #[arg(long)]
     owner_pays: bool,
-    /// Print the status line and the response headers before the body, like curl -i.
-    #[arg(short = 'i', long)]
-    include: bool,
     /// Give up after this long.
     #[arg(long, default_value = "60s")]
     timeout: String,
@@ -51,14 +41,19 @@ pub struct CallArgs {
 
 /// Where a function URL names its provider and spec.
 #[derive(Debug, PartialEq, Eq)]
-struct Target {
-    label: Option<String>,
-    cid: String,
+pub(crate) struct Target {
+    /// The provider's label, when the URL names it.
+    pub label: Option<String>,
+    /// The spec's CID.
+    pub cid: String,
+    /// The URL up to the CID (`{gateway}/{label}`, `https://{label}.{domain}`, an agent's URL), with
+    /// no trailing slash: where the provider's own paths (`/_logs/{cid}`) are.
+    pub base: String,
 }
 
 /// Finds the spec CID (the first path segment that is one) and the provider label (the path segment
 /// before it, or else the first name of a host like `alice.khachapuri.xyz`).
-fn target(url: &reqwest::Url) -> anyhow::Result<Target> {
+pub(crate) fn target(url: &reqwest::Url) -> anyhow::Result<Target> {
     let segments: Vec<&str> = url
         .path_segments()
         .map(Iterator::collect)
@@ -70,7 +65,8 @@ fn target(url: &reqwest::Url) -> anyhow::Result<Target> {
              `khachapuri deploy` printed it"
         )
     })?;
-    let cid = segments[position].to_owned();
+    // Canonical (base32 CIDv1, base58 CIDv0): the form providers sign and check grants and tokens for.
+    let cid = khachapuri_ipfs::parse_cid(segments[position])?.to_string();
     let label = if position == 1 {
         Some(segments[0].to_owned())
     } else {
@@ -80,31 +76,16 @@ fn target(url: &reqwest::Url) -> anyhow::Result<Target> {
             .filter(|(_, rest)| !rest.is_empty())
             .map(|(first, _)| first.to_owned())
     };
-    Ok(Target { label, cid })
-}
-
-fn body(data: Option<&str>) -> anyhow::Result<Option<Vec<u8>>> {
-    Ok(match data {
-        None => None,
-        Some("@-") => {
-            let mut buf = Vec::new();
-            std::io::stdin()
-                .read_to_end(&mut buf)
-                .context("reading the body from stdin")?;
-            Some(buf)
-        }
-        Some(d) => match d.strip_prefix('@') {
-            Some(path) => Some(
-                std::fs::read(path).with_context(|| format!("--data @{path}: cannot read it"))?,
-            ),
-            None => Some(d.as_bytes().to_vec()),
-        },
-    })
+    let mut base = url.clone();
+    base.set_query(None);
+    base.set_fragment(None);
+    base.set_path(&segments[..position].join("/"));
+    let base = base.as_str().trim_end_matches('/').to_owned();
+    Ok(Target { label, cid, base })
 }
 
 /// Calls a function and writes its answer to stdout.
 pub async fn call(args: CallArgs, json: bool) -> anyhow::Result<()> {
-    let args_include = args.include;
     let url = reqwest::Url::parse(&args.url).map_err(|e| {
         anyhow!(
             "`{}` is not a URL ({e}); pass the URL `khachapuri deploy` printed",
@@ -113,21 +94,13 @@ pub async fn call(args: CallArgs, json: bool) -> anyhow::Result<()> {
     })?;
     let max_price = parse_usdc("--max-price", &args.max_price)?;
     let timeout = crate::args::parse_duration("--timeout", &args.timeout)?;
-    let body = body(args.data.as_deref())?;
-    let method = match &args.method {
-        Some(m) => reqwest::Method::from_bytes(m.to_ascii_uppercase().as_bytes())
-            .map_err(|_| anyhow!("-X `{m}` is not an HTTP method"))?,
-        None if body.is_some() => reqwest::Method::POST,
-        None => reqwest::Method::GET,
-    };
+    let body = args.request.body()?;
+    let method = args.request.method(body.is_some())?;
     let mut request = khachapuri_tls::http()
         .request(method, url.clone())
         .timeout(timeout);
-    for header in &args.headers {
-        let Some((name, value)) = header.split_once(':') else {
-            bail!("-H `{header}`: write `Name: value`, e.g. -H 'content-type: application/json'");
-        };
-        request = request.header(name.trim(), value.trim());
+    for (name, value) in args.request.headers()? {
+        request = request.header(name, value);
     }
     let mut payer = None;
     if !args.owner_pays {
@@ -153,59 +126,44 @@ pub async fn call(args: CallArgs, json: bool) -> anyhow::Result<()> {
                 khachapuri_tls::error_chain(&e)
             ),
         })?;
+    let version = format!("{:?}", response.version());
     let status = response.status();
-    let header = |name: &str| {
-        response
-            .headers()
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-    };
-    let (price, charged, receipt) = (
-        header(PRICE_HEADER),
-        header(PAYER_HEADER),
-        header(RECEIPT_HEADER),
-    );
-    let content_type = header("content-type");
-    let headers: serde_json::Map<String, serde_json::Value> = response
+    let headers = response
         .headers()
         .iter()
         .map(|(name, value)| {
             let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
-            (name.as_str().to_owned(), value.into())
+            (name.as_str().to_owned(), value)
         })
         .collect();
-    let version = response.version();
-    let bytes = response.bytes().await.context("reading the answer")?;
+    let body = response.bytes().await.context("reading the answer")?;
+    let answer = Answer {
+        version,
+        response: khachapuri_runtime::Response {
+            status: status.as_u16(),
+            headers,
+            body: body.to_vec(),
+        },
+    };
+    let (price, charged, receipt) = (
+        answer.header(PRICE_HEADER).map(str::to_owned),
+        answer.header(PAYER_HEADER).map(str::to_owned),
+        answer.header(RECEIPT_HEADER).map(str::to_owned),
+    );
     // The same object for scripts, whether the call succeeded or not.
-    let value = json!({
-        "status": status.as_u16(),
-        "contentType": content_type,
-        "price": price,
-        "payer": charged,
-        "receipt": receipt,
-        "headers": headers,
-        "body": String::from_utf8_lossy(&bytes),
-    });
-    if args_include && !json {
-        let lines: String = headers
-            .iter()
-            .map(|(name, value)| format!("{name}: {}\n", value.as_str().unwrap_or_default()))
-            .collect();
-        println!("{version:?} {status}\n{lines}");
+    let mut value = answer.to_json();
+    value["price"] = json!(price);
+    value["payer"] = json!(charged);
+    value["receipt"] = json!(receipt);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&value)?);
+    } else if args.request.include {
+        answer.print(true)?;
     }
     if !status.is_success() {
-        if json {
-            println!("{}", serde_json::to_string_pretty(&value)?);
-        }
         // Providers and gateways answer the protocol's error body; anything else is shown as it came.
-        let why = serde_json::from_slice::<khachapuri_protocol::http::ErrorBody>(&bytes).ok();
-        let message = why.as_ref().map_or_else(
-            || String::from_utf8_lossy(&bytes).trim().to_owned(),
-            |w| w.message.clone(),
-        );
-        let code = why.as_ref().map(|w| w.error.clone()).unwrap_or_default();
-        let hint = match (why.and_then(|w| w.hint), status.as_u16()) {
+        let (code, message, hint) = answer.failure();
+        let hint = match (hint, status.as_u16()) {
             // The token was made here, for this call: the fix is this command's flag.
             (_, 402) if code == "price_above_token" => {
                 "; raise this call's --max-price (the provider charges more)".into()
@@ -223,11 +181,10 @@ pub async fn call(args: CallArgs, json: bool) -> anyhow::Result<()> {
         };
         bail!("HTTP {status}: {message}{charged}{hint}");
     }
-    if json {
-        println!("{}", serde_json::to_string_pretty(&value)?);
-    } else {
-        std::io::stdout().write_all(&bytes)?;
-        std::io::stdout().flush()?;
+    if !json {
+        if !args.request.include {
+            answer.print(false)?;
+        }
         eprintln!(
             "HTTP {status} · {} charged to {}",
             price.as_deref().unwrap_or("nothing"),
@@ -257,7 +214,8 @@ mod tests {
             path,
             Target {
                 label: Some("dev".into()),
-                cid: CID.into()
+                cid: CID.into(),
+                base: "http://127.0.0.1:8080/dev".into(),
             }
         );
         let host = t(&format!("https://alice.khachapuri.xyz/{CID}")).unwrap();
@@ -265,7 +223,8 @@ mod tests {
             host,
             Target {
                 label: Some("alice".into()),
-                cid: CID.into()
+                cid: CID.into(),
+                base: "https://alice.khachapuri.xyz".into(),
             }
         );
         let direct = t(&format!("http://127.0.0.1:9000/{CID}")).unwrap();
@@ -273,7 +232,8 @@ mod tests {
             direct,
             Target {
                 label: None,
-                cid: CID.into()
+                cid: CID.into(),
+                base: "http://127.0.0.1:9000".into(),
             }
         );
         assert!(t("http://127.0.0.1:8080/dev/not-a-cid").is_err());

@@ -21,24 +21,13 @@ use crate::progress;
 /// `khachapuri deploy` options.
 #[derive(clap::Args, Debug)]
 pub struct DeployArgs {
-    /// The program: a WebAssembly (WASI preview 1) module, a .zip holding one, or a cargo project directory
-    /// (built with `cargo build --release --target wasm32-wasip1`).
-    path: PathBuf,
+    #[command(flatten)]
+    program: ProgramArgs,
     /// The provider label to deploy to (the spec is encrypted to its RSA key).
     #[arg(long)]
     provider: String,
-    /// The entry module's path inside a .zip [default: its only .wasm].
-    #[arg(long)]
-    entry: Option<String>,
-    /// Which binary of a cargo project [default: its only one].
-    #[arg(long)]
-    bin: Option<String>,
-    /// An environment variable of the program, KEY=VALUE (repeatable; encrypted in the spec).
-    #[arg(long = "env")]
-    env: Vec<String>,
-    /// A dotenv file: KEY=VALUE lines, `export` allowed, `#` comments, values in quotes; --env wins over it.
-    #[arg(long)]
-    env_file: Option<PathBuf>,
+    #[command(flatten)]
+    env: EnvArgs,
     /// An open deployment: the spec is not encrypted and names no provider (it holds no secrets, so
     /// --env is refused).
     #[arg(long)]
@@ -46,15 +35,8 @@ pub struct DeployArgs {
     /// The most the owner pays per request, in USDC.
     #[arg(long, default_value = "0.05")]
     price: String,
-    /// Memory the program may use per request, e.g. 64MiB.
-    #[arg(long, default_value = "64MiB")]
-    memory: String,
-    /// Longest a request may run, e.g. 5s or 500ms.
-    #[arg(long, default_value = "5s")]
-    timeout: String,
-    /// Largest response the program may write, e.g. 4MiB.
-    #[arg(long, default_value = "4MiB")]
-    max_output: String,
+    #[command(flatten)]
+    limits: LimitArgs,
     /// Terms text the owner signs.
     #[arg(long, default_value = "")]
     terms: String,
@@ -67,6 +49,84 @@ pub struct DeployArgs {
     gateway: Option<String>,
     #[command(flatten)]
     chain: ChainArgs,
+}
+
+/// The program, as `deploy` and `run` take it.
+#[derive(clap::Args, Debug)]
+pub struct ProgramArgs {
+    /// The program: a WebAssembly (WASI preview 1) module, a .zip holding one, or a cargo project directory
+    /// (built with `cargo build --release --target wasm32-wasip1`).
+    path: PathBuf,
+    /// The entry module's path inside a .zip [default: its only .wasm].
+    #[arg(long)]
+    entry: Option<String>,
+    /// Which binary of a cargo project [default: its only one].
+    #[arg(long)]
+    bin: Option<String>,
+}
+
+impl ProgramArgs {
+    /// Builds (a cargo project) or reads the program, zipped with its entry module.
+    pub fn package(&self) -> anyhow::Result<Package> {
+        if self.path.is_dir() {
+            Package::from_cargo(&self.path, self.bin.as_deref())
+        } else if self.path.extension().is_some_and(|e| e == "zip") {
+            Package::from_zip(&self.path, self.entry.as_deref())
+        } else {
+            Package::from_module(&self.path)
+        }
+    }
+}
+
+/// The program's environment, as `deploy` and `run` take it.
+#[derive(clap::Args, Debug)]
+pub struct EnvArgs {
+    /// An environment variable of the program, KEY=VALUE (repeatable; encrypted in the spec).
+    #[arg(long = "env")]
+    env: Vec<String>,
+    /// A dotenv file: KEY=VALUE lines, `export` allowed, `#` comments, values in quotes; --env wins over it.
+    #[arg(long)]
+    env_file: Option<PathBuf>,
+}
+
+impl EnvArgs {
+    /// The variables of --env-file, then of --env (which win).
+    pub fn read(&self) -> anyhow::Result<BTreeMap<String, String>> {
+        let mut env = BTreeMap::new();
+        if let Some(path) = &self.env_file {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read --env-file {}", path.display()))?;
+            env = parse_env_file(&text, &path.display().to_string())?;
+        }
+        env.extend(parse_env(&self.env)?);
+        Ok(env)
+    }
+}
+
+/// A run's limits, as `deploy` signs them and `run` applies them.
+#[derive(clap::Args, Debug)]
+pub struct LimitArgs {
+    /// Memory the program may use per request, e.g. 64MiB.
+    #[arg(long, default_value = "64MiB")]
+    memory: String,
+    /// Longest a request may run, e.g. 5s or 500ms.
+    #[arg(long, default_value = "5s")]
+    timeout: String,
+    /// Largest response the program may write, e.g. 4MiB.
+    #[arg(long, default_value = "4MiB")]
+    max_output: String,
+}
+
+impl LimitArgs {
+    /// The limits, parsed.
+    pub fn limits(&self) -> anyhow::Result<Limits> {
+        Ok(Limits {
+            memory_bytes: parse_size("--memory", &self.memory)?,
+            timeout_ms: u64::try_from(parse_duration("--timeout", &self.timeout)?.as_millis())
+                .unwrap_or(u64::MAX),
+            output_bytes: parse_size("--max-output", &self.max_output)?,
+        })
+    }
 }
 
 /// A program ready to upload: a zip holding its entry module.
@@ -303,6 +363,8 @@ pub struct Published {
     pub program: Cid,
     /// The spec's CID: the function's name in its URL.
     pub spec: Cid,
+    /// The spec's terms hash: what `khachapuri revoke` records.
+    pub terms_hash: alloy::primitives::B256,
 }
 
 /// Uploads the program, signs the spec, seals it to the provider (unless open) and uploads it.
@@ -330,6 +392,7 @@ pub async fn publish(kubo: &KuboClient, p: Publication<'_>) -> anyhow::Result<Pu
         signature: Default::default(),
     };
     spec.sign(p.owner).await.context("signing the spec")?;
+    let terms_hash = spec.terms_hash();
     let sealed = match p.provider {
         None => spec.to_json(),
         Some((label, key)) => seal(key, &spec.to_json())
@@ -338,31 +401,23 @@ pub async fn publish(kubo: &KuboClient, p: Publication<'_>) -> anyhow::Result<Pu
     let spec = progress::wait("uploading the spec", kubo.add("spec", sealed.into()))
         .await
         .map_err(|e| anyhow!("uploading the spec: {e}"))?;
-    Ok(Published { program, spec })
+    Ok(Published {
+        program,
+        spec,
+        terms_hash,
+    })
 }
 
 /// Deploys a program and prints its URL.
 pub async fn deploy(args: DeployArgs, json: bool) -> anyhow::Result<()> {
-    let mut env = BTreeMap::new();
-    if let Some(path) = &args.env_file {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read --env-file {}", path.display()))?;
-        env = parse_env_file(&text, &path.display().to_string())?;
-    }
-    // --env wins over the file.
-    env.extend(parse_env(&args.env)?);
+    let env = args.env.read()?;
     if args.open && !env.is_empty() {
         bail!(
             "an --open deployment is plain JSON on IPFS: it cannot carry --env secrets; drop --open to encrypt them to the provider"
         );
     }
     let price: Usdc = parse_usdc("--price", &args.price)?;
-    let limits = Limits {
-        memory_bytes: parse_size("--memory", &args.memory)?,
-        timeout_ms: u64::try_from(parse_duration("--timeout", &args.timeout)?.as_millis())
-            .unwrap_or(u64::MAX),
-        output_bytes: parse_size("--max-output", &args.max_output)?,
-    };
+    let limits = args.limits.limits()?;
     let dev = read_dev_info(&std::env::current_dir()?).ok();
     let ipfs = args.ipfs.clone().or_else(|| dev.as_ref().map(|d| d.ipfs.clone())).ok_or_else(|| {
         anyhow!("no IPFS node to upload to: pass --ipfs http://127.0.0.1:5001 (a Kubo RPC URL), or run `khachapuri dev`")
@@ -371,13 +426,7 @@ pub async fn deploy(args: DeployArgs, json: bool) -> anyhow::Result<()> {
     let record = resolve_payee_record(&chain, &args.provider).await?;
     let owner = chain.signer().context("no signer")?.clone();
 
-    let package = if args.path.is_dir() {
-        Package::from_cargo(&args.path, args.bin.as_deref())?
-    } else if args.path.extension().is_some_and(|e| e == "zip") {
-        Package::from_zip(&args.path, args.entry.as_deref())?
-    } else {
-        Package::from_module(&args.path)?
-    };
+    let package = args.program.package()?;
     let published = publish(
         &KuboClient::new(ipfs.clone()),
         Publication {
@@ -409,7 +458,7 @@ pub async fn deploy(args: DeployArgs, json: bool) -> anyhow::Result<()> {
         let v = serde_json::json!({
             "cid": cid.to_string(), "program": published.program.to_string(), "entry": package.entry,
             "url": url, "owner": owner.address().to_string(), "maxPrice": price.to_string(),
-            "limits": limits, "open": args.open,
+            "limits": limits, "open": args.open, "termsHash": published.terms_hash.to_string(),
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
@@ -424,7 +473,9 @@ pub async fn deploy(args: DeployArgs, json: bool) -> anyhow::Result<()> {
             }
         );
         println!("{url}");
-        eprintln!("call it:  curl -d 'hi' {url}");
+        eprintln!("call it:    curl -d 'hi' {url}");
+        eprintln!("its logs:   khachapuri logs {url}");
+        eprintln!("revoke it:  khachapuri revoke {url}   (for good: the URL spends your money)");
     }
     Ok(())
 }

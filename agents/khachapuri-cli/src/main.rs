@@ -2,8 +2,11 @@
 //!
 //! - `khachapuri dev`: the one-command local network (anvil, contracts, IPFS node, provider, gateway,
 //!   a funded test account and the example functions), described in `.khachapuri/dev.json`.
+//! - `khachapuri new` and `khachapuri run`: write a function, run it here through the provider's runtime.
 //! - `khachapuri deploy`: a .wasm, a .zip or a cargo project to a provider, as an encrypted, signed spec.
 //! - `khachapuri call` and `khachapuri token`: call a function as a payer.
+//! - `khachapuri logs` and `khachapuri revoke`: a function's recent runs and their stderr, and stopping it
+//!   for good, for its owner.
 //! - `khachapuri escrow`: deposit (with permit), reserve for a provider, release, withdraw, balances.
 //! - `khachapuri provider`: init (key, resolver, registration), up (the agent, or through a tunnel),
 //!   credits, earnings.
@@ -15,9 +18,14 @@ mod call;
 mod deploy;
 mod dev;
 mod escrow;
+mod logs;
 mod net;
+mod new;
 mod progress;
 mod provider;
+mod request;
+mod revoke;
+mod run;
 mod token;
 
 use clap::{Parser, Subcommand};
@@ -38,11 +46,21 @@ enum Command {
     /// Start the local network: anvil, contracts, IPFS node, provider `dev`, gateway, a funded test
     /// account and the example functions. Ctrl-C stops it.
     Dev(dev::DevArgs),
+    /// Write a new function: a cargo project that reads the request and answers it.
+    New(new::NewArgs),
+    /// Run a function here (a .wasm, a .zip or a cargo project) through the provider's runtime and curl
+    /// interface, under the limits deploy would sign: no chain, no IPFS, nothing paid.
+    Run(Box<run::RunArgs>),
     /// Deploy a program (.wasm, .zip or cargo project) to a provider: upload, sign the spec, encrypt it to
     /// the provider, print the URL.
     Deploy(Box<deploy::DeployArgs>),
     /// Call a function like curl, paying with a payer token made for this call.
     Call(Box<call::CallArgs>),
+    /// Show a function's recent runs at its provider (status, failure, the program's stderr): for the
+    /// spec's owner only.
+    Logs(logs::LogsArgs),
+    /// Revoke a deployment for good, as its owner: providers refuse every call to it from then on.
+    Revoke(revoke::RevokeArgs),
     /// Make a payer token for `curl -H "Authorization: Bearer ..."`.
     Token(token::TokenArgs),
     /// Escrow: deposit, reserve for a provider, release, withdraw, balances.
@@ -79,6 +97,10 @@ fn main() -> std::process::ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Dev(args) => dev::run(args, json).await,
+            Command::New(args) => new::new(args, json),
+            Command::Run(args) => run::run(*args, json).await,
+            Command::Logs(args) => logs::logs(args, json).await,
+            Command::Revoke(args) => revoke::revoke(args, json).await,
             Command::Deploy(args) => deploy::deploy(*args, json).await,
             Command::Call(args) => call::call(*args, json).await,
             Command::Token(args) => token::token(args, json).await,

@@ -8,7 +8,7 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{khachapuri, repo, start_dev};
+use common::{fails, khachapuri, ok, repo, start_dev};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dev_network_serves_every_example_and_stops_on_ctrl_c() {
@@ -81,6 +81,56 @@ async fn dev_network_serves_every_example_and_stops_on_ctrl_c() {
                 .unwrap(),
         };
         let status = res.status().as_u16();
+        // `khachapuri run` answers like the deployed function: same runtime, same curl interface.
+        let wasm = repo().join(format!("examples/target/wasm32-wasip1/release/{name}.wasm"));
+        let wasm = wasm.to_str().unwrap();
+        let local = match name {
+            "hello" => khachapuri(
+                dev.dir.path(),
+                &[
+                    "run",
+                    wasm,
+                    "-d",
+                    "tester",
+                    "--env",
+                    "GREETING=Hello from Khachapuri",
+                    "--json",
+                ],
+            ),
+            "echo" => khachapuri(
+                dev.dir.path(),
+                &["run", wasm, "-d", "ping", "--path", "/a/b?x=1", "--json"],
+            ),
+            "json-transform" => khachapuri(
+                dev.dir.path(),
+                &[
+                    "run",
+                    wasm,
+                    "-H",
+                    "content-type: application/json",
+                    "-d",
+                    r#"{"name":"khachapuri"}"#,
+                    "--json",
+                ],
+            ),
+            _ => khachapuri(
+                dev.dir.path(),
+                &["run", wasm, "-d", "data", "--path", "/?n=1000", "--json"],
+            ),
+        };
+        let local: serde_json::Value = serde_json::from_str(&common::ok(local)).unwrap();
+        assert_eq!(
+            local["status"], status,
+            "{name} runs here as it does deployed"
+        );
+        assert_eq!(
+            local["contentType"].as_str(),
+            res.headers()
+                .get("content-type")
+                .map(|v| v.to_str().unwrap()),
+            "{name}"
+        );
+        let local_body = local["body"].as_str().unwrap().to_owned();
         assert_eq!(
             res.headers()
                 .get("x-khachapuri-price")
@@ -89,6 +139,18 @@ async fn dev_network_serves_every_example_and_stops_on_ctrl_c() {
             "{name}"
         );
         let body = res.text().await.unwrap();
+        if name == "echo" {
+            // The gateway adds forwarding headers; the request itself is the same.
+            let (here, there): (serde_json::Value, serde_json::Value) = (
+                serde_json::from_str(&local_body).unwrap(),
+                serde_json::from_str(&body).unwrap(),
+            );
+            for field in ["method", "path", "query", "body"] {
+                assert_eq!(here[field], there[field], "echo's {field}");
+            }
+        } else {
+            assert_eq!(local_body, body, "{name}");
+        }
         match name {
             "hello" => {
                 assert_eq!(status, 200, "{body}");
@@ -157,6 +219,28 @@ async fn dev_network_serves_every_example_and_stops_on_ctrl_c() {
         "0x3c44cdddb6a900fa2b585dd299e03d12fa4293bc"
     );
 
+    // logs: the owner (the test account deployed the examples) sees its runs; a stranger's key is refused.
+    let hello_logs = ok(khachapuri(dev.dir.path(), &["logs", hello, "--json"]));
+    let hello_logs: serde_json::Value = serde_json::from_str(&hello_logs).unwrap();
+    let entries = hello_logs["entries"].as_array().unwrap();
+    assert!(
+        entries
+            .iter()
+            .any(|e| e["status"] == 200 && e["method"] == "POST"),
+        "{hello_logs}"
+    );
+    let text = ok(khachapuri(dev.dir.path(), &["logs", hello]));
+    assert!(text.contains("POST / → 200"), "{text}");
+    let stranger = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d";
+    let err = fails(khachapuri(
+        dev.dir.path(),
+        &["logs", hello, "--private-key", stranger],
+    ));
+    assert!(
+        err.contains("HTTP 403") && err.contains("only the key that signed the deployment"),
+        "{err}"
+    );
+
     // Bad inputs say what to do.
     let out = khachapuri(dev.dir.path(), &["token", "--provider", "nobody"]);
     assert!(!out.status.success());
@@ -205,6 +289,22 @@ async fn dev_network_serves_every_example_and_stops_on_ctrl_c() {
     let res = http.post(&url).body("deployer").send().await.unwrap();
     assert_eq!(res.status(), 200);
     assert_eq!(res.text().await.unwrap(), "Hola, deployer!\n");
+    // revoke: the owner stops its URL for good; providers refuse it within the revocation TTL.
+    let revoked = ok(khachapuri(dev.dir.path(), &["revoke", &url]));
+    assert!(
+        revoked.contains("revoked bafk") && revoked.contains("(terms 0x"),
+        "{revoked}"
+    );
+    tokio::time::sleep(khachapuri_provider::REVOCATION_TTL).await;
+    let res = http.post(&url).body("again").send().await.unwrap();
+    assert_eq!(res.status(), 410);
+    let err = fails(khachapuri(dev.dir.path(), &["revoke", &url]));
+    assert!(err.contains("already revoked"), "{err}");
+    let err = fails(khachapuri(dev.dir.path(), &["revoke", "not-a-cid"]));
+    assert!(
+        err.contains("neither a function URL nor a terms hash"),
+        "{err}"
+    );
     let out = khachapuri(
         dev.dir.path(),
         &[

@@ -5,9 +5,9 @@ use std::{net::SocketAddr, sync::Arc, time::Instant};
 
 use alloy::sol_types::Eip712Domain;
 use axum::{
-    Router,
+    Json, Router,
     body::{Body, Bytes},
-    extract::{Request, State},
+    extract::{Path, Query, Request, State},
     http::{HeaderMap, HeaderName, HeaderValue, StatusCode},
     response::{IntoResponse, Response},
     routing::get,
@@ -18,6 +18,7 @@ use khachapuri_chain::{
 };
 use khachapuri_ipfs::{Cid, Fetcher, FsBlockstore, Source};
 use khachapuri_protocol::http::Cors;
+use khachapuri_protocol::logs::{LOGS_ACCESS_HEADER, LogEntry, LogsAccessError, SignedLogsAccess};
 use khachapuri_runtime::{Runtime, RuntimeConfig};
 use khachapuri_spec::ProviderKey;
 use tokio::{net::TcpListener, sync::watch};
@@ -26,10 +27,12 @@ use crate::{
     config::{Config, SettlementMode},
     error::ApiError,
     ledger::{ClaimError, Ledger, LedgerConfig},
+    logs::SpecLogs,
     lru::Lru,
     metrics::Metrics,
     receipt::{Receipt, ReceiptSigner, request_digest, response_digest},
     recover::reconcile,
+    revocations::Revocations,
     specs::{SpecStore, VerifiedSpec},
     wal::Wal,
 };
@@ -83,6 +86,10 @@ struct Agent {
     runtime: Arc<Runtime>,
     ledger: Arc<Ledger>,
     metrics: Metrics,
+    /// Recent runs of each spec, for its owner.
+    logs: SpecLogs,
+    /// Which specs their owners revoked.
+    revocations: Revocations,
 }
 
 /// A running agent.
@@ -153,6 +160,8 @@ pub async fn start(config: Config, signer: PrivateKeySigner) -> Result<RunningAg
         runtime: Arc::new(runtime),
         ledger,
         metrics: Metrics::default(),
+        logs: SpecLogs::default(),
+        revocations: Revocations::new(chain.clone()),
         config,
     });
 
@@ -306,6 +315,7 @@ fn serve(
     let router = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
+        .route("/_logs/{cid}", get(logs).options(preflight))
         .fallback(call)
         .with_state(agent.clone());
     let tunneled = tokio_util::task::TaskTracker::new();
@@ -361,6 +371,39 @@ async fn metrics(State(agent): State<Arc<Agent>>) -> impl IntoResponse {
         )],
         agent.metrics.render(agent.ledger.outstanding()),
     )
+}
+
+/// `?after=` of `GET /_logs/{cid}`.
+#[derive(serde::Deserialize)]
+struct LogsQuery {
+    after: Option<u64>,
+}
+
+/// `GET /_logs/{cid}[?after=N]`: what this agent kept of the spec's runs, for the spec's owner only.
+async fn logs(
+    State(agent): State<Arc<Agent>>,
+    Path(cid): Path<String>,
+    Query(query): Query<LogsQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let mut response = match agent
+        .read_logs(&cid, query.after.unwrap_or(0), &headers)
+        .await
+    {
+        Ok(logs) => Json(logs).into_response(),
+        Err(err) => err.into_response(),
+    };
+    agent.config.cors.decorate(response.headers_mut());
+    response
+}
+
+/// A CORS preflight of `/_logs/{cid}` (a browser console reading its owner's logs).
+async fn preflight(State(agent): State<Arc<Agent>>, headers: HeaderMap) -> Response {
+    agent
+        .config
+        .cors
+        .preflight(&headers)
+        .map(|()| Body::empty())
 }
 
 async fn call(State(agent): State<Arc<Agent>>, request: Request) -> Response {
@@ -443,6 +486,24 @@ impl Agent {
             }
         };
 
+        // A revoked deployment runs for nobody: its owner stopped it (the URL is a bearer instrument).
+        // Asked last before the claim, so a revocation landing during a slow fetch still counts.
+        let revoked = self
+            .revocations
+            .revoked_at(spec.owner, verified.terms_hash)
+            .await
+            .map_err(|e| ApiError::chain_unavailable(e.to_string()))?;
+        if let Some(at) = revoked {
+            return Err(ApiError::new(
+                StatusCode::GONE,
+                "spec_revoked",
+                format!(
+                    "the owner revoked this deployment at {}",
+                    khachapuri_chain::format_time(alloy::primitives::U256::from(at))
+                ),
+            )
+            .hint("nothing was charged; ask the function's owner for its new URL"));
+        }
         let claimed = match self.config.settlement {
             SettlementMode::Batch => self.ledger.claim(payer, price).await,
             SettlementMode::Sync => self.ledger.claim_settled(payer, price).await,
@@ -476,14 +537,29 @@ impl Agent {
         let started = Instant::now();
         // On this task: wasmtime runs it on a fiber that yields to the executor every epoch tick.
         let output = program.run_async(run_request, limits).await;
-        self.metrics.run(started.elapsed());
+        let took = started.elapsed();
+        self.metrics.run(took);
+        let log = |status: u16, stderr: &[u8], failed: Option<&ApiError>| LogEntry {
+            seq: 0,
+            time_ms: unix_millis(),
+            method: parts.method.to_string(),
+            path: path_info.to_owned(),
+            status,
+            error: failed.map(|e| e.code.to_owned()),
+            message: failed.map(|e| e.message.clone()),
+            stderr: String::from_utf8_lossy(stderr).into_owned(),
+            duration_ms: u64::try_from(took.as_millis()).unwrap_or(u64::MAX),
+            payer: claimed.payer,
+        };
         let output = match output {
             Ok(output) => output,
-            Err(e) => {
-                tracing::info!(%cid, error = %e, "program failed");
+            Err(failure) => {
+                tracing::info!(%cid, error = %failure, "program failed");
                 // The claim stands: the failure is charged, and says so like any charged response,
                 // with the price, the payer and a receipt of what was answered.
-                let err = ApiError::from(e);
+                let err = ApiError::from(failure.error);
+                let entry = log(err.status.as_u16(), &failure.stderr, Some(&err));
+                self.logs.record(&cid.to_string(), entry);
                 self.metrics.refusal(err.code);
                 let status = err.status;
                 let answer = err.body();
@@ -504,6 +580,8 @@ impl Agent {
         if !output.stderr.is_empty() {
             tracing::debug!(%cid, stderr = %String::from_utf8_lossy(&output.stderr), "program stderr");
         }
+        let entry = log(output.response.status, &output.stderr, None);
+        self.logs.record(&cid.to_string(), entry);
 
         let response = output.response;
         let request = (&parts.method, path_and_query.as_str(), &body[..]);
@@ -530,6 +608,53 @@ impl Agent {
             .map_err(|e| {
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
             })
+    }
+
+    /// The runs of spec `cid` after `after`, if `headers` carry a `kl1.` grant its owner signed for this
+    /// provider.
+    async fn read_logs(
+        &self,
+        cid: &str,
+        after: u64,
+        headers: &HeaderMap,
+    ) -> Result<khachapuri_protocol::logs::Logs, ApiError> {
+        let cid = khachapuri_ipfs::parse_cid(cid).map_err(|e| {
+            ApiError::bad_request("malformed_cid", e.to_string())
+                .hint("ask for /_logs/{cid} with the spec's CID")
+        })?;
+        let hint = "sign a new grant with `khachapuri logs` as the spec's owner";
+        let grant = headers
+            .get(LOGS_ACCESS_HEADER)
+            .ok_or_else(|| {
+                ApiError::unauthorized(
+                    "logs_access_required",
+                    format!("logs are for the spec's owner: send its signed grant in {LOGS_ACCESS_HEADER}"),
+                )
+                .hint(hint)
+            })?
+            .to_str()
+            .map_err(|_| LogsAccessError::Malformed("not text"))
+            .and_then(SignedLogsAccess::decode)
+            .map_err(|e| ApiError::bad_request("malformed_logs_access", e.to_string()).hint(hint))?;
+        let verified = self.specs.get(&cid).await?;
+        let spec = cid.to_string();
+        let now = khachapuri_protocol::unix_now();
+        grant
+            .verify(
+                &self.domain,
+                self.receipts.address(),
+                &spec,
+                verified.spec.owner,
+                now,
+            )
+            .map_err(|e| match e {
+                LogsAccessError::NotOwner { .. } => {
+                    ApiError::new(StatusCode::FORBIDDEN, "not_the_owner", e.to_string())
+                        .hint("only the key that signed the deployment can read its logs")
+                }
+                _ => ApiError::unauthorized("bad_logs_access", e.to_string()).hint(hint),
+            })?;
+        Ok(self.logs.read(&spec, verified.terms_hash, after))
     }
 
     /// The signed receipt of a charged answer: `status` and `answer` as sent, for the request (method,
@@ -724,6 +849,13 @@ fn claim_error(err: ClaimError, label: &str, price: Usdc) -> ApiError {
         ),
         ClaimError::Refused(_) => ApiError::payment_required(err.code(), err.to_string()),
     }
+}
+
+/// Unix milliseconds now (0 before 1970).
+fn unix_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// `/{cid}/rest` → (`cid`, `/rest`).

@@ -14,9 +14,11 @@ mod agent;
 mod config;
 mod error;
 mod ledger;
+mod logs;
 mod lru;
 mod metrics;
 mod recover;
+mod revocations;
 mod specs;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -26,6 +28,8 @@ pub use agent::{PAYER_HEADER, PRICE_HEADER, RECEIPT_HEADER, RunningAgent, StartE
 pub use config::{Config, ConfigError, ProviderArgs, SettlementMode};
 pub use error::ApiError;
 pub use khachapuri_protocol::receipt::{self, Receipt, ReceiptSigner, SignedReceipt};
+/// How soon a revoked deployment is refused: the agent trusts a "not revoked" read this long.
+pub use revocations::TTL as REVOCATION_TTL;
 pub use wal::Durability;
 
 /// Starts the agent and serves until Ctrl-C or SIGTERM, then finishes in-flight requests and settles

@@ -24,6 +24,8 @@ pub struct VerifiedSpec {
     pub spec: Spec,
     /// Whether it came encrypted to this provider (else it is an open spec).
     pub encrypted: bool,
+    /// [`Spec::terms_hash`]: the deployment's key in the escrow's revocations.
+    pub terms_hash: alloy::primitives::B256,
 }
 
 /// Specs by CID.
@@ -126,7 +128,12 @@ impl SpecStore {
             )
             .hint("the owner must sign the terms (EIP-712) in the escrow's domain"));
         }
-        Ok(Arc::new(VerifiedSpec { spec, encrypted }))
+        let terms_hash = spec.terms_hash();
+        Ok(Arc::new(VerifiedSpec {
+            spec,
+            encrypted,
+            terms_hash,
+        }))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Lru<Result<Arc<VerifiedSpec>, ApiError>>> {

@@ -688,3 +688,212 @@ async fn cors_preflights_run_nothing_and_charge_nothing() {
     assert_eq!(claims().await, "1");
     agent.shutdown().await;
 }
+
+/// `khachapuri logs` at the agent: a program's panic message (its stderr) never reaches the caller, but
+/// its owner reads it with a grant it signed; a stranger's grant, an expired one and none are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_show_the_owner_a_panic_and_refuse_everyone_else() {
+    use khachapuri_protocol::logs::{LOGS_ACCESS_HEADER, Logs, SignedLogsAccess};
+    let net = Net::start().await;
+    net.fund(OWNER, Usdc::from_whole(1), PRICE, Usdc::from_whole(1))
+        .await;
+    let panic = "thread 'main' panicked at src/main.rs:3:5:\nboom";
+    let wat = format!(
+        r#"(module
+            (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+            (memory (export "memory") 1)
+            (data (i32.const 0) "\10\00\00\00\{len:02x}\00\00\00")
+            (data (i32.const 16) "{text}")
+            (func (export "_start")
+                (drop (call $fd_write (i32.const 2) (i32.const 0) (i32.const 1) (i32.const 8)))
+                unreachable))"#,
+        len = panic.len(),
+        text = panic.replace('\n', "\\0a").replace('\'', "\\27"),
+    );
+    let program = wat::parse_str(&wat).unwrap();
+    let spec = net.spec(&program, "panics.wasm", &[], OWNER).await;
+    let cid = net.publish(&spec);
+    let agent = net.agent(SettlementMode::Batch).await;
+    let http = khachapuri_tls::http();
+
+    let res = http
+        .post(format!("{}/items/7?x=1", url(&agent, &cid)))
+        .body("hi")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 500);
+    let answer = res.text().await.unwrap();
+    assert!(
+        !answer.contains("boom"),
+        "the caller never sees stderr: {answer}"
+    );
+
+    let d = &net.devnet.deployment;
+    let domain = eip712::domain(d.chain_id, d.escrow);
+    let now = khachapuri_protocol::unix_now();
+    let grant = |index: u32, expiry: u64| {
+        let domain = domain.clone();
+        let cid = cid.clone();
+        let provider = net.provider_address();
+        async move {
+            SignedLogsAccess::sign(&signer(index), &domain, provider, &cid, expiry)
+                .await
+                .unwrap()
+                .encode()
+        }
+    };
+    let logs_url = format!("http://{}/_logs/{cid}", agent.addr);
+    let read = |grant: Option<String>, after: u64| {
+        let mut req = http.get(format!("{logs_url}?after={after}"));
+        if let Some(grant) = grant {
+            req = req.header(LOGS_ACCESS_HEADER, grant);
+        }
+        async move {
+            let res = req.send().await.unwrap();
+            let status = res.status().as_u16();
+            (status, res.json::<serde_json::Value>().await.unwrap())
+        }
+    };
+
+    let (status, body) = read(Some(grant(OWNER, now + 300).await), 0).await;
+    assert_eq!(status, 200, "{body}");
+    let logs: Logs = serde_json::from_value(body).unwrap();
+    assert_eq!(logs.spec, cid);
+    let [entry] = logs.entries.as_slice() else {
+        panic!("one run: {logs:?}")
+    };
+    assert_eq!(entry.stderr, panic, "the owner reads the panic message");
+    assert_eq!(
+        (entry.status, entry.error.as_deref()),
+        (500, Some("program_trap"))
+    );
+    assert_eq!(
+        (entry.method.as_str(), entry.path.as_str()),
+        ("POST", "/items/7")
+    );
+    assert_eq!(entry.payer, net.devnet.address(OWNER));
+    let (_, newer) = read(Some(grant(OWNER, now + 300).await), logs.next).await;
+    assert_eq!(
+        newer["entries"],
+        serde_json::json!([]),
+        "nothing after the cursor"
+    );
+
+    let (status, body) = read(Some(grant(5, now + 300).await), 0).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (403, Some("not_the_owner"))
+    );
+    let (status, body) = read(None, 0).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("logs_access_required"))
+    );
+    let (status, body) = read(Some(grant(OWNER, now - 1).await), 0).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("bad_logs_access"))
+    );
+    let (status, body) = read(Some(grant(OWNER, now + 86_400).await), 0).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("bad_logs_access")),
+        "a day is too long"
+    );
+    let (status, body) = read(Some("kl1.garbage".into()), 0).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("malformed_logs_access"))
+    );
+    agent.shutdown().await;
+}
+
+/// Revocation: once the owner revokes its spec on chain, the agent refuses every call to it (410, nothing
+/// claimed), whoever pays and under whichever CID, within the revocation TTL; the calls it charged before
+/// settle. The attack first: the same open spec re-serialized is another CID of the same signed terms, and
+/// must not escape. A stranger recording the same terms hash under its own address revokes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_spec_runs_for_nobody_under_any_cid_and_its_claimed_charges_settle() {
+    let net = Net::start().await;
+    net.fund(OWNER, Usdc::from_whole(1), PRICE, Usdc::from_whole(1))
+        .await;
+    let mut spec = net.spec(&example("hello"), "hello.wasm", &[], OWNER).await;
+    spec.provider = None;
+    spec.sign(&signer(OWNER)).await.unwrap();
+    let cid = net.publish_open(&spec);
+    // The same terms, another encoding: another CID.
+    let pretty: serde_json::Value = serde_json::from_slice(&spec.to_json()).unwrap();
+    let alias = net
+        .store
+        .put(&serde_json::to_vec_pretty(&pretty).unwrap())
+        .unwrap()
+        .cid
+        .to_string();
+    assert_ne!(alias, cid);
+    let agent = net.agent(SettlementMode::Batch).await;
+    let http = khachapuri_tls::http();
+    let before = net.escrowed(OWNER).await;
+    let call = |cid: &str| http.post(url(&agent, cid)).body("hi").send();
+
+    assert_eq!(call(&cid).await.unwrap().status(), 200);
+    let res = call(&alias).await.unwrap();
+    assert_eq!(res.status(), 200, "{:?}", res.text().await);
+
+    // A stranger's record is keyed by the stranger: the owner's spec still runs.
+    net.chain(5).revoke_spec(spec.terms_hash()).await.unwrap();
+    tokio::time::sleep(khachapuri_provider::REVOCATION_TTL).await;
+    assert_eq!(
+        call(&cid).await.unwrap().status(),
+        200,
+        "a stranger cannot revoke the owner's spec"
+    );
+
+    net.chain(OWNER)
+        .revoke_spec(spec.terms_hash())
+        .await
+        .unwrap();
+    tokio::time::sleep(khachapuri_provider::REVOCATION_TTL).await;
+    for cid in [&cid, &alias] {
+        let res = call(cid).await.unwrap();
+        assert_eq!(res.status(), 410, "{cid}");
+        assert!(res.headers().get(PRICE_HEADER).is_none(), "nothing charged");
+        let body: serde_json::Value = res.json().await.unwrap();
+        assert_eq!(body["error"], "spec_revoked");
+    }
+    // A payer token does not bring it back either.
+    net.fund(5, Usdc::from_whole(1), PRICE, Usdc::from_whole(1))
+        .await;
+    let d = &net.devnet.deployment;
+    let token = PayerToken {
+        provider: net.provider_address(),
+        spec: cid.clone(),
+        maxPrice: U256::from(PRICE.units()),
+        expiry: khachapuri_protocol::unix_now() + 300,
+        session: B256::repeat_byte(3),
+    }
+    .sign(&signer(5), &eip712::domain(d.chain_id, d.escrow))
+    .await
+    .unwrap();
+    let res = http
+        .post(url(&agent, &cid))
+        .bearer_auth(token.encode())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 410);
+    let err = net
+        .chain(OWNER)
+        .revoke_spec(spec.terms_hash())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("already revoked"), "{err}");
+
+    // The three calls charged before the revocation settle, and nothing else.
+    agent.shutdown().await;
+    let three = Usdc::from_units(3 * PRICE.units());
+    assert_eq!(
+        net.escrowed(OWNER).await,
+        before.checked_sub(three).unwrap()
+    );
+}

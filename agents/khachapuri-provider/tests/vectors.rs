@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use alloy::primitives::{Address, U256, address, b256, hex, keccak256};
 use alloy::signers::local::PrivateKeySigner;
 use alloy::sol_types::{SolStruct, SolValue};
+use khachapuri_protocol::logs::{LogsAccess, SignedLogsAccess};
 use khachapuri_protocol::receipt::{
     Receipt, ReceiptSigner, SignedReceipt, request_digest, response_digest,
 };
@@ -93,6 +94,23 @@ async fn compute() -> Value {
     spec.sign(&owner).await.unwrap();
     let terms = spec.signed_terms();
 
+    // kl1: the spec owner's grant to read its logs at the provider.
+    let access = LogsAccess {
+        provider: provider.address(),
+        spec: SPEC_CID.into(),
+        expiry: 2_000_000_000,
+    };
+    let access_hash = access.eip712_signing_hash(&domain);
+    let grant = SignedLogsAccess::sign(
+        &owner,
+        &domain,
+        access.provider,
+        &access.spec,
+        access.expiry,
+    )
+    .await
+    .unwrap();
+
     json!({
         "comment": "Khachapuri protocol test vectors: docs/PROTOCOL.md §12. Keys are anvil's public development keys.",
         "domain": {
@@ -107,6 +125,7 @@ async fn compute() -> Value {
             "PayerToken": h(keccak256(PayerToken::eip712_encode_type().as_bytes())),
             "SpecTerms": h(keccak256(SpecTerms::eip712_encode_type().as_bytes())),
             "Receipt": h(keccak256(Receipt::eip712_encode_type().as_bytes())),
+            "LogsAccess": h(keccak256(LogsAccess::eip712_encode_type().as_bytes())),
         },
         "payerToken": {
             "signerKey": h(payer.to_bytes()),
@@ -143,6 +162,16 @@ async fn compute() -> Value {
             "termsDigest": h(terms.termsDigest),
             "signingHash": h(terms.eip712_signing_hash(&eip712::domain(CHAIN_ID, ESCROW))),
             "signature": h(&spec.signature),
+        },
+        "logsAccess": {
+            "signerKey": h(owner.to_bytes()),
+            "owner": owner.address().to_string(),
+            "provider": access.provider.to_string(),
+            "spec": access.spec,
+            "expiry": access.expiry,
+            "signingHash": h(access_hash),
+            "signature": h(grant.signature.as_bytes()),
+            "encoded": grant.encode(),
         },
     })
 }
@@ -189,6 +218,7 @@ async fn this_implementation_makes_exactly_the_protocols_vectors() {
         "payerToken",
         "receipt",
         "spec",
+        "logsAccess",
         "envelope",
     ] {
         assert_eq!(
@@ -249,6 +279,30 @@ async fn the_vectors_decode_and_verify() {
     let spec = Spec::from_json(v["spec"]["json"].as_str().unwrap().as_bytes()).unwrap();
     assert!(spec.verify_signature(), "the owner's signature verifies");
     assert_eq!(spec.owner, key(OWNER_KEY).address());
+
+    let grant = SignedLogsAccess::decode(v["logsAccess"]["encoded"].as_str().unwrap()).unwrap();
+    let expiry = v["logsAccess"]["expiry"].as_u64().unwrap();
+    assert_eq!(grant.expiry, expiry);
+    assert_eq!(
+        grant.verify(
+            &domain,
+            addr(&v["logsAccess"]["provider"]),
+            SPEC_CID,
+            addr(&v["logsAccess"]["owner"]),
+            expiry - 60,
+        ),
+        Ok(()),
+        "the owner's grant verifies a minute before it expires"
+    );
+    let raw = hex::decode(base64_url(
+        v["logsAccess"]["encoded"]
+            .as_str()
+            .unwrap()
+            .strip_prefix("kl1.")
+            .unwrap(),
+    ))
+    .unwrap();
+    assert_eq!(raw.len(), 8 + 65, "the kl1 layout: expiry ‖ signature");
 
     let e = &v["envelope"];
     let key = ProviderKey::from_pem(e["privateKeyPem"].as_str().unwrap()).unwrap();

@@ -341,6 +341,10 @@ impl std::fmt::Display for ContractError {
                      out, until the issuer lifts the freeze; nothing is lost meanwhile",
                     e.account
                 ),
+                E::AlreadyRevoked(_) => write!(
+                    f,
+                    "this deployment is already revoked (a revocation is for good): deploy again for a new URL"
+                ),
                 E::SafeERC20FailedOperation(e) => {
                     write!(f, "the token {} refused the transfer", e.token)
                 }

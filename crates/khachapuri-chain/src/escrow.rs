@@ -2,7 +2,7 @@
 
 use std::future::IntoFuture;
 
-use alloy::primitives::{Address, U256};
+use alloy::primitives::{Address, B256, U256};
 use alloy::signers::Signer;
 use alloy::sol_types::{Eip712Domain, SolStruct};
 use khachapuri_bindings::{Escrow, TestUSDC};
@@ -279,6 +279,19 @@ impl Chain {
             return Err(ChainError::from_revert_data(&short.abi_encode()));
         }
         Ok(())
+    }
+
+    /// When `owner` revoked its deployment with terms hash `spec` (`Spec::terms_hash`), in unix seconds,
+    /// if it did.
+    pub async fn revoked_at(&self, owner: Address, spec: B256) -> Result<Option<u64>, ChainError> {
+        let at = self.escrow().revokedAt(owner, spec).call().await?;
+        Ok((!at.is_zero()).then(|| at.saturating_to::<u64>()))
+    }
+
+    /// Revokes the signer's deployment with terms hash `spec` (`Spec::terms_hash`) for good: providers
+    /// refuse calls to it, under any CID, from now on.
+    pub async fn revoke_spec(&self, spec: B256) -> Result<Receipt, ChainError> {
+        Ok((&self.send(self.escrow().revokeSpec(spec)).await?).into())
     }
 
     /// Whether the token's issuer froze (blacklisted) `account`, so that the escrow moves none of its money.

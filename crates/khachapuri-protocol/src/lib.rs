@@ -10,10 +10,12 @@
 //! - [`Server`]: where a provider answers (a URL, or a gateway's tunnel).
 //! - [`tunnel`]: the handshake of a provider's tunnel to a gateway.
 //! - [`http`]: header and environment-variable names.
+//! - [`logs`]: the `kl1.` grant with which a spec's owner reads its logs, and their JSON.
 
 pub mod eip712;
 pub mod http;
 pub mod label;
+pub mod logs;
 pub mod receipt;
 pub mod server;
 pub mod tunnel;

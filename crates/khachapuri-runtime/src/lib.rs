@@ -182,22 +182,56 @@ pub trait Engine: Send + Sync {
 pub trait Loaded: Send + Sync + 'static {
     /// Run the program once on `request` under the engine's caps, blocking the calling thread
     /// until it ends.
-    fn run(&self, request: &Request) -> Result<RunOutput>;
+    fn run(&self, request: &Request) -> Result<RunOutput, RunFailure>;
     /// Like [`Loaded::run`], under `limits` clamped to the engine's caps.
-    fn run_with(&self, request: &Request, limits: &RunLimits) -> Result<RunOutput>;
+    fn run_with(&self, request: &Request, limits: &RunLimits) -> Result<RunOutput, RunFailure>;
     /// [`Loaded::run_with`] as a future, for a caller on a tokio runtime. By default the run goes to
     /// the blocking pool; an engine that can suspend a run (wasmtime) runs it on the caller's task.
     fn run_async(self: Arc<Self>, request: Request, limits: RunLimits) -> RunFuture {
         Box::pin(async move {
             tokio::task::spawn_blocking(move || self.run_with(&request, &limits))
                 .await
-                .unwrap_or_else(|e| Err(Error::Engine(format!("the run's thread failed: {e}"))))
+                .unwrap_or_else(|e| {
+                    Err(Error::Engine(format!("the run's thread failed: {e}")).into())
+                })
         })
     }
 }
 
 /// A run in progress, as [`Loaded::run_async`] returns it.
-pub type RunFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Result<RunOutput>> + Send>>;
+pub type RunFuture =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<RunOutput, RunFailure>> + Send>>;
+
+/// A run that failed: why, and what the program wrote to stderr before it did. The stderr is for
+/// the program's owner (the provider keeps it for `khachapuri logs`), never for the caller.
+#[derive(Debug)]
+pub struct RunFailure {
+    /// Why the run failed (and the HTTP status to answer, [`Error::http_status`]).
+    pub error: Error,
+    /// stderr up to the failure (truncated at the cap); empty when the program never started.
+    pub stderr: Vec<u8>,
+}
+
+impl From<Error> for RunFailure {
+    fn from(error: Error) -> Self {
+        Self {
+            error,
+            stderr: Vec::new(),
+        }
+    }
+}
+
+impl From<RunFailure> for Error {
+    fn from(failure: RunFailure) -> Self {
+        failure.error
+    }
+}
+
+impl std::fmt::Display for RunFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.error.fmt(f)
+    }
+}
 
 /// A loaded program, as handed out by [`Runtime::load`].
 #[derive(Clone)]
@@ -218,19 +252,23 @@ impl std::fmt::Debug for Program {
 impl Program {
     /// Run the program once on `request` (same as [`Runtime::run`]).
     pub fn run(&self, request: &Request) -> Result<RunOutput> {
-        self.loaded.run(request)
+        Ok(self.loaded.run(request)?)
     }
 
     /// Run the program once on `request` under `limits`, clamped to the runtime's caps (same
     /// as [`Runtime::run_with`]).
     pub fn run_with(&self, request: &Request, limits: &RunLimits) -> Result<RunOutput> {
-        self.loaded.run_with(request, limits)
+        Ok(self.loaded.run_with(request, limits)?)
     }
 
     /// [`Program::run_with`] for async callers (on a tokio runtime): with wasmtime the run happens on
     /// the calling task, yielding to the executor every epoch tick; other engines run it on the
-    /// blocking pool.
-    pub async fn run_async(&self, request: Request, limits: RunLimits) -> Result<RunOutput> {
+    /// blocking pool. A failure keeps the program's stderr ([`RunFailure`]).
+    pub async fn run_async(
+        &self,
+        request: Request,
+        limits: RunLimits,
+    ) -> Result<RunOutput, RunFailure> {
         self.loaded.clone().run_async(request, limits).await
     }
 }

@@ -30,7 +30,7 @@ use wasmer_wasix::{PluggableRuntime, UnsupportedVirtualNetworking, WasiEnv, Wasi
 
 use crate::cgi::{self, Request, RunOutput, Stats};
 use crate::error::{Error, Result};
-use crate::{Engine, Limits, Loaded, Origin, RunLimits};
+use crate::{Engine, Limits, Loaded, Origin, RunFailure, RunLimits};
 
 /// A trap with memory this close to the cap counts as hitting the memory limit (wasmer's
 /// `memory.grow` fails with -1 rather than telling us).
@@ -118,11 +118,11 @@ struct WasmerProgram {
 }
 
 impl Loaded for WasmerProgram {
-    fn run(&self, req: &Request) -> Result<RunOutput> {
+    fn run(&self, req: &Request) -> Result<RunOutput, RunFailure> {
         self.run_with(req, &self.limits.run_limits())
     }
 
-    fn run_with(&self, req: &Request, limits: &RunLimits) -> Result<RunOutput> {
+    fn run_with(&self, req: &Request, limits: &RunLimits) -> Result<RunOutput, RunFailure> {
         let limits = &limits.clamped_to(&self.limits);
         let env = cgi::environment(req)?;
         let _tokio = self.tokio.enter();
@@ -145,7 +145,7 @@ impl Loaded for WasmerProgram {
             .instantiate(self.module.clone(), &mut store);
         let (instance, wasi) = match built {
             Ok(pair) => pair,
-            Err(e) => return Err(Error::Link(e.to_string())),
+            Err(e) => return Err(Error::Link(e.to_string()).into()),
         };
         let start = instance
             .exports
@@ -209,7 +209,7 @@ impl Loaded for WasmerProgram {
         };
         if let Err(e) = outcome {
             tracing::info!(program = %self.name, error = %e, stderr = %String::from_utf8_lossy(&stderr), "run failed");
-            return Err(e);
+            return Err(RunFailure { error: e, stderr });
         }
         Ok(RunOutput {
             response: cgi::parse_output(stdout.take()),

@@ -201,6 +201,33 @@ fn stderr_goes_to_the_log_not_the_response() {
     assert!(out.response.body.is_empty());
 }
 
+/// What a program wrote before it trapped (a Rust panic's message) stays with the failure, for its
+/// owner's logs, on every engine. (Not a tokio test: wasmer's runtime holds a tokio runtime of its own,
+/// which must not be dropped inside another's async context.)
+#[test]
+fn a_failed_run_keeps_its_stderr() {
+    let tokio = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio");
+    let wat = wasi_write_module(2, "panicked at src/main.rs: boom", false)
+        .replace("(i32.const 8)))", "(i32.const 8))) unreachable");
+    for kind in engines() {
+        let rt = runtime(kind);
+        let program = rt
+            .load("panics", &wat::parse_str(&wat).expect("WAT"), None)
+            .expect("loads");
+        let failure = tokio
+            .block_on(program.run_async(request("GET", "/", "", b""), rt.limits().run_limits()))
+            .expect_err("traps");
+        assert!(
+            matches!(failure.error, Error::Trap(_)),
+            "{kind:?}: {failure:?}"
+        );
+        assert_eq!(failure.stderr, b"panicked at src/main.rs: boom", "{kind:?}");
+    }
+}
+
 #[test]
 fn concurrent_runs_share_one_program() {
     let rt = std::sync::Arc::new(runtime(EngineKind::Wasmtime));
@@ -416,6 +443,7 @@ async fn async_runs_share_one_thread_and_keep_every_limit() {
         hello_done < Duration::from_millis(150),
         "hello waited {hello_done:?} behind the others"
     );
+    let spin = spin.map_err(Error::from);
     assert!(matches!(spin, Err(Error::Timeout(_))), "{spin:?}");
     assert!(
         sleep.is_ok(),

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use alloy::primitives::{Address, B256, Bytes, Signature, U256, keccak256};
 use alloy::signers::Signer;
+use alloy::sol_types::SolStruct;
 use khachapuri_protocol::{SpecTerms, eip712};
 use serde::{Deserialize, Serialize};
 
@@ -194,6 +195,14 @@ impl Spec {
             outputBytes: self.limits.output_bytes,
             termsDigest: self.terms_digest(),
         }
+    }
+
+    /// The deployment's identity on chain: the EIP-712 signing hash of its terms in its own domain, what
+    /// the owner signed. Every encoding of the spec has the same one (re-serialized JSON, another CID of
+    /// the same envelope, a malleated signature): it is what `Escrow.revokeSpec` takes.
+    pub fn terms_hash(&self) -> B256 {
+        self.signed_terms()
+            .eip712_signing_hash(&eip712::domain(self.chain_id, self.escrow))
     }
 
     /// Signs the terms as the owner (`signer` must be `owner`), filling `signature`.

@@ -41,7 +41,7 @@ use wasmtime_wasi::{HostMonotonicClock, WasiCtxBuilder};
 use crate::cache::DiskCache;
 use crate::cgi::{self, Request, RunOutput, Stats};
 use crate::error::{Error, Result};
-use crate::{Engine, Limits, Loaded, Origin, RunLimits, Tiering};
+use crate::{Engine, Limits, Loaded, Origin, RunFailure, RunLimits, Tiering};
 
 mod pipe;
 mod poll;
@@ -381,11 +381,11 @@ impl ResourceLimiter for Limiter {
 }
 
 impl Loaded for WasmtimeProgram {
-    fn run(&self, req: &Request) -> Result<RunOutput> {
+    fn run(&self, req: &Request) -> Result<RunOutput, RunFailure> {
         self.run_with(req, &self.limits.run_limits())
     }
 
-    fn run_with(&self, req: &Request, limits: &RunLimits) -> Result<RunOutput> {
+    fn run_with(&self, req: &Request, limits: &RunLimits) -> Result<RunOutput, RunFailure> {
         futures::executor::block_on(self.run_future(req, limits))
     }
 
@@ -395,7 +395,7 @@ impl Loaded for WasmtimeProgram {
 }
 
 impl WasmtimeProgram {
-    async fn run_future(&self, req: &Request, limits: &RunLimits) -> Result<RunOutput> {
+    async fn run_future(&self, req: &Request, limits: &RunLimits) -> Result<RunOutput, RunFailure> {
         let limits = &limits.clamped_to(&self.limits);
         let env = cgi::environment(req)?;
         let started = Instant::now();
@@ -462,7 +462,7 @@ impl WasmtimeProgram {
             Ok(()) => {}
             Err(e) => {
                 tracing::info!(program = %self.name, error = %e, stderr = %String::from_utf8_lossy(&stderr), "run failed");
-                return Err(e);
+                return Err(RunFailure { error: e, stderr });
             }
         }
         Ok(RunOutput {
