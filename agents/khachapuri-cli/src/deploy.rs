@@ -12,7 +12,7 @@ use khachapuri_chain::{Deployment, PrivateKeySigner, Server, Usdc};
 use khachapuri_ipfs::{Cid, KuboClient};
 use khachapuri_runtime::PackageLimits;
 use khachapuri_runtime::package::{check_module, unzip_module, zip_module};
-use khachapuri_spec::{Limits, SPEC_VERSION, Spec, seal};
+use khachapuri_spec::{Limits, Offer, OfferError, SPEC_VERSION, Spec, seal};
 
 use crate::args::{ChainArgs, parse_duration, parse_size, parse_usdc, resolve_payee_record};
 use crate::net::read_dev_info;
@@ -408,6 +408,78 @@ pub async fn publish(kubo: &KuboClient, p: Publication<'_>) -> anyhow::Result<Pu
     })
 }
 
+/// Reads the provider's offer (`{base}/_provider`) and refuses terms it would refuse at every call. A
+/// provider that cannot be reached is not a reason to refuse: the spec is checked again at each call.
+async fn check_offer(
+    base: &str,
+    label: &str,
+    deployment: &Deployment,
+    max_price: Usdc,
+    limits: &Limits,
+) -> anyhow::Result<Option<Offer>> {
+    let url = format!("{base}/_provider");
+    let fetched = async {
+        let response = khachapuri_tls::http()
+            .get(&url)
+            .timeout(std::time::Duration::from_secs(10))
+            .send()
+            .await
+            .map_err(|e| khachapuri_tls::error_chain(&e))?;
+        if !response.status().is_success() {
+            return Err(format!("HTTP {}", response.status()));
+        }
+        let bytes = response.bytes().await.map_err(|e| e.to_string())?;
+        serde_json::from_slice::<Offer>(&bytes).map_err(|e| e.to_string())
+    };
+    let offer = match progress::wait(format!("reading `{label}`'s offer"), fetched).await {
+        Ok(offer) => offer,
+        Err(e) => {
+            eprintln!(
+                "warning: cannot read `{label}`'s price and caps at {url} ({e}); deploying without checking them"
+            );
+            return Ok(None);
+        }
+    };
+    let checked = offer.check(deployment.chain_id, deployment.escrow, max_price, limits);
+    checked.map_err(|e| match &e {
+        OfferError::PriceAboveSpec { price, .. } => anyhow!(
+            "`{label}` charges {price} per request, more than --price {max_price}: it would refuse every call; \
+             pass --price {} or more",
+            price.to_string().trim_end_matches(" USDC")
+        ),
+        OfferError::LimitAboveCap { what, .. } => {
+            let flag = match *what {
+                "memory" => "--memory",
+                "time" => "--timeout",
+                _ => "--max-output",
+            };
+            anyhow!("{e} (`{label}`): it would refuse every call; lower {flag}")
+        }
+        OfferError::WrongChain { .. } => anyhow!("`{label}`: {e}; deploy with that chain's RPC"),
+    })?;
+    Ok(Some(offer))
+}
+
+/// Says so when calls without a payer token, which the owner pays, would be refused (402): the owner has
+/// neither reserve nor credits with the provider at its price. Not an error: callers may bring tokens.
+async fn warn_if_owner_cannot_pay(chain: &khachapuri_chain::Chain, label: &str, offer: &Offer) {
+    let Ok(owner) = chain.address() else { return };
+    let Ok(terms) = chain.terms(owner, offer.payee).await else {
+        return;
+    };
+    let covered = terms.credits >= offer.price
+        || (terms.reserve >= offer.price && terms.price_per_request >= offer.price);
+    if !covered {
+        let price = offer.price.to_string();
+        let bare = price.trim_end_matches(" USDC");
+        eprintln!(
+            "note: plain calls (no payer token) are paid by you, {owner}, and you have nothing set aside for \
+             `{label}` at {price}: they will answer 402 until you run `khachapuri escrow reserve --provider {label} \
+             --price {bare} --amount {bare}` (or more)"
+        );
+    }
+}
+
 /// Deploys a program and prints its URL.
 pub async fn deploy(args: DeployArgs, json: bool) -> anyhow::Result<()> {
     let env = args.env.read()?;
@@ -425,6 +497,22 @@ pub async fn deploy(args: DeployArgs, json: bool) -> anyhow::Result<()> {
     let chain = args.chain.connect(true).await?;
     let record = resolve_payee_record(&chain, &args.provider).await?;
     let owner = chain.signer().context("no signer")?.clone();
+    // Where the function will answer: `{base}/{cid}`.
+    let base = match (
+        args.gateway
+            .clone()
+            .or_else(|| dev.as_ref().map(|d| d.gateway.clone())),
+        &record.server,
+    ) {
+        (Some(gateway), _) => format!("{}/{}", gateway.trim_end_matches('/'), args.provider),
+        (None, Server::Url(server)) => server.trim_end_matches('/').to_owned(),
+        (None, Server::Tunnel) => format!("https://{}.khachapuri.xyz", args.provider),
+    };
+    // What the provider would refuse at call time, refused now, before anything is uploaded.
+    let offer = check_offer(&base, &args.provider, chain.deployment(), price, &limits).await?;
+    if let Some(offer) = &offer {
+        warn_if_owner_cannot_pay(&chain, &args.provider, offer).await;
+    }
 
     let package = args.program.package()?;
     let published = publish(
@@ -444,16 +532,7 @@ pub async fn deploy(args: DeployArgs, json: bool) -> anyhow::Result<()> {
     .await
     .map_err(|e| anyhow!("{e} (IPFS node {ipfs})"))?;
     let cid = published.spec;
-    let url = match (
-        args.gateway
-            .clone()
-            .or_else(|| dev.as_ref().map(|d| d.gateway.clone())),
-        &record.server,
-    ) {
-        (Some(gateway), _) => format!("{}/{}/{cid}", gateway.trim_end_matches('/'), args.provider),
-        (None, Server::Url(server)) => format!("{}/{cid}", server.trim_end_matches('/')),
-        (None, Server::Tunnel) => format!("https://{}.khachapuri.xyz/{cid}", args.provider),
-    };
+    let url = format!("{base}/{cid}");
     if json {
         let v = serde_json::json!({
             "cid": cid.to_string(), "program": published.program.to_string(), "entry": package.entry,

@@ -318,6 +318,51 @@ async fn dev_network_serves_every_example_and_stops_on_ctrl_c() {
     );
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--env `GREETING`: write KEY=VALUE"));
+    // What the provider would refuse at every call is refused at deploy, from its offer.
+    let offer: serde_json::Value = http
+        .get(format!("{gateway}/dev/_provider"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (offer["label"].as_str(), offer["price"].as_str()),
+        (Some("dev"), Some("10000"))
+    );
+    let err = fails(khachapuri(
+        dev.dir.path(),
+        &[
+            "deploy",
+            wasm.to_str().unwrap(),
+            "--provider",
+            "dev",
+            "--price",
+            "0.001",
+        ],
+    ));
+    assert!(
+        err.contains("`dev` charges 0.01 USDC per request, more than --price 0.001 USDC")
+            && err.contains("pass --price 0.01 or more"),
+        "{err}"
+    );
+    let err = fails(khachapuri(
+        dev.dir.path(),
+        &[
+            "deploy",
+            wasm.to_str().unwrap(),
+            "--provider",
+            "dev",
+            "--memory",
+            "4GiB",
+        ],
+    ));
+    assert!(
+        err.contains("of memory") && err.contains("lower --memory"),
+        "{err}"
+    );
+    assert!(!err.contains("uploading"), "nothing was uploaded: {err}");
     let out = khachapuri(
         dev.dir.path(),
         &["deploy", wasm.to_str().unwrap(), "--provider", "nobody"],

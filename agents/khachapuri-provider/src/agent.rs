@@ -20,7 +20,7 @@ use khachapuri_ipfs::{Cid, Fetcher, FsBlockstore, Source};
 use khachapuri_protocol::http::Cors;
 use khachapuri_protocol::logs::{LOGS_ACCESS_HEADER, LogEntry, LogsAccessError, SignedLogsAccess};
 use khachapuri_runtime::{Runtime, RuntimeConfig};
-use khachapuri_spec::ProviderKey;
+use khachapuri_spec::{Offer, OfferError, ProviderKey};
 use tokio::{net::TcpListener, sync::watch};
 
 use crate::{
@@ -79,8 +79,6 @@ struct Agent {
     closing: watch::Receiver<bool>,
     /// Payer tokens seen, by their text: the payer their signature recovers to.
     tokens: std::sync::Mutex<Lru<Address>>,
-    chain_id: u64,
-    escrow: Address,
     specs: SpecStore,
     fetcher: Arc<Fetcher>,
     runtime: Arc<Runtime>,
@@ -90,6 +88,8 @@ struct Agent {
     logs: SpecLogs,
     /// Which specs their owners revoked.
     revocations: Revocations,
+    /// Price, caps and chain, as `GET /_provider` tells them.
+    offer: Offer,
 }
 
 /// A running agent.
@@ -153,8 +153,6 @@ pub async fn start(config: Config, signer: PrivateKeySigner) -> Result<RunningAg
         receipts: ReceiptSigner::new(&signer, domain.clone()),
         domain,
         tokens: std::sync::Mutex::new(Lru::new(TOKEN_CACHE)),
-        chain_id: deployment.chain_id,
-        escrow: deployment.escrow,
         specs: SpecStore::new(fetcher.clone(), vec![key], 1024),
         fetcher,
         runtime: Arc::new(runtime),
@@ -162,6 +160,7 @@ pub async fn start(config: Config, signer: PrivateKeySigner) -> Result<RunningAg
         metrics: Metrics::default(),
         logs: SpecLogs::default(),
         revocations: Revocations::new(chain.clone()),
+        offer: offer(&config, &signer, deployment),
         config,
     });
 
@@ -316,6 +315,7 @@ fn serve(
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
         .route("/_logs/{cid}", get(logs).options(preflight))
+        .route("/_provider", get(offer_json))
         .fallback(call)
         .with_state(agent.clone());
     let tunneled = tokio_util::task::TaskTracker::new();
@@ -393,6 +393,35 @@ async fn logs(
         Ok(logs) => Json(logs).into_response(),
         Err(err) => err.into_response(),
     };
+    agent.config.cors.decorate(response.headers_mut());
+    response
+}
+
+/// This provider's offer (price, caps, chain), as the agent enforces it.
+fn offer(
+    config: &Config,
+    signer: &PrivateKeySigner,
+    deployment: &khachapuri_chain::Deployment,
+) -> Offer {
+    let bytes = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+    Offer {
+        label: config.label.clone(),
+        payee: signer.address(),
+        price: config.price,
+        chain_id: deployment.chain_id,
+        escrow: deployment.escrow,
+        caps: khachapuri_spec::Limits {
+            memory_bytes: bytes(config.max_memory_bytes),
+            timeout_ms: u64::try_from(config.max_timeout.as_millis()).unwrap_or(u64::MAX),
+            output_bytes: bytes(config.max_output_bytes),
+        },
+        max_body_bytes: bytes(config.max_body_bytes),
+    }
+}
+
+/// `GET /_provider`: what a deployment must fit (`khachapuri deploy` checks it; a gateway may route by it).
+async fn offer_json(State(agent): State<Arc<Agent>>) -> Response {
+    let mut response = Json(&agent.offer).into_response();
     agent.config.cors.decorate(response.headers_mut());
     response
 }
@@ -681,15 +710,6 @@ impl Agent {
     /// Checks that depend on this provider: domain, label, price, limits.
     fn check_spec(&self, verified: &VerifiedSpec) -> Result<(), ApiError> {
         let spec = &verified.spec;
-        if spec.chain_id != self.chain_id || spec.escrow != self.escrow {
-            return Err(ApiError::unprocessable(
-                "wrong_chain",
-                format!(
-                    "the spec is signed for chain {} escrow {}; this provider settles on chain {} escrow {}",
-                    spec.chain_id, spec.escrow, self.chain_id, self.escrow
-                ),
-            ));
-        }
         match &spec.provider {
             Some(label) if *label != self.config.label => {
                 return Err(ApiError::unprocessable(
@@ -709,47 +729,18 @@ impl Agent {
             }
             _ => {}
         }
+        // The same question `khachapuri deploy` asks of this provider's offer before it uploads.
         let max_price = Usdc::from_u256(spec.max_price);
-        if self.config.price > max_price {
-            return Err(ApiError::unprocessable(
-                "price_above_spec",
-                format!(
-                    "this provider charges {} per request; the spec pays at most {max_price}",
-                    self.config.price
-                ),
-            ));
-        }
-        let l = &spec.limits;
-        let too_much = |what: &str, asked: String, offered: String| {
-            Err(ApiError::unprocessable(
-                "limits_above_provider",
-                format!(
-                    "the spec asks for {asked} of {what}; this provider offers at most {offered}"
-                ),
-            ))
-        };
-        if l.memory_bytes > self.config.max_memory_bytes as u64 {
-            return too_much(
-                "memory",
-                format!("{} bytes", l.memory_bytes),
-                format!("{}", self.config.max_memory_bytes),
-            );
-        }
-        if u128::from(l.timeout_ms) > self.config.max_timeout.as_millis() {
-            return too_much(
-                "time",
-                format!("{} ms", l.timeout_ms),
-                format!("{} ms", self.config.max_timeout.as_millis()),
-            );
-        }
-        if l.output_bytes > self.config.max_output_bytes as u64 {
-            return too_much(
-                "output",
-                format!("{} bytes", l.output_bytes),
-                format!("{}", self.config.max_output_bytes),
-            );
-        }
-        Ok(())
+        self.offer
+            .check(spec.chain_id, spec.escrow, max_price, &spec.limits)
+            .map_err(|e| {
+                let code = match e {
+                    OfferError::WrongChain { .. } => "wrong_chain",
+                    OfferError::PriceAboveSpec { .. } => "price_above_spec",
+                    OfferError::LimitAboveCap { .. } => "limits_above_provider",
+                };
+                ApiError::unprocessable(code, e.to_string())
+            })
     }
 
     /// The owner, or the signer of a valid payer token.

@@ -6,8 +6,10 @@
 
 pub mod envelope;
 pub mod keys;
+pub mod offer;
 pub mod spec;
 
 pub use envelope::{EnvelopeError, is_envelope, open, seal};
 pub use keys::{KeyError, ProviderKey, key_id};
+pub use offer::{Offer, OfferError};
 pub use spec::{Limits, SPEC_VERSION, SignError, Spec, SpecError};
