@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
+use khachapuri_protocol::http::PAYER_TOKEN_HEADER;
 use khachapuri_provider::{PAYER_HEADER, PRICE_HEADER, RECEIPT_HEADER};
 use serde_json::json;
 
@@ -111,7 +112,7 @@ pub async fn call(args: CallArgs, json: bool) -> anyhow::Result<()> {
         let chain = args.chain.connect(true).await?;
         let (signed, _) = sign_token(&chain, &label, target.cid, max_price, TOKEN_LIFETIME).await?;
         let signer = chain.signer().context("no signer")?;
-        request = request.bearer_auth(signed.encode());
+        request = request.header(PAYER_TOKEN_HEADER, signed.encode());
         payer = Some(signer.address());
     }
     if let Some(body) = body {

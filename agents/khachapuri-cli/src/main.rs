@@ -61,7 +61,7 @@ enum Command {
     Logs(logs::LogsArgs),
     /// Revoke a deployment for good, as its owner: providers refuse every call to it from then on.
     Revoke(revoke::RevokeArgs),
-    /// Make a payer token for `curl -H "Authorization: Bearer ..."`.
+    /// Make a payer token for `curl -H "X-Khachapuri-Payer-Token: ..."`.
     Token(token::TokenArgs),
     /// Escrow: deposit, reserve for a provider, release, withdraw, balances.
     Escrow {

@@ -1,4 +1,4 @@
-//! `khachapuri token`: a payer token for `Authorization: Bearer`.
+//! `khachapuri token`: a payer token for the `X-Khachapuri-Payer-Token` header.
 
 use std::time::Duration;
 
@@ -83,13 +83,13 @@ pub async fn token(args: TokenArgs, json: bool) -> anyhow::Result<()> {
             "spec": args.spec,
             "maxPrice": max_price.to_string(),
             "expiry": expiry,
-            "header": format!("Authorization: Bearer {encoded}"),
+            "header": format!("X-Khachapuri-Payer-Token: {encoded}"),
         });
         println!("{}", serde_json::to_string_pretty(&value)?);
     } else {
         println!("{encoded}");
         eprintln!(
-            "payer {} lets `{}` charge up to {max_price} per request{} until unix {expiry}; use it as:\n  curl -H 'Authorization: Bearer {encoded}' ...",
+            "payer {} lets `{}` charge up to {max_price} per request{} until unix {expiry}; use it as:\n  curl -H 'X-Khachapuri-Payer-Token: {encoded}' ...",
             signer.address(),
             args.provider,
             args.spec

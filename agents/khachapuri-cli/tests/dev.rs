@@ -201,11 +201,11 @@ async fn dev_network_serves_every_example_and_stops_on_ctrl_c() {
         String::from_utf8_lossy(&out.stderr)
     );
     let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
-    assert!(token.starts_with("kp1."), "{token}");
+    assert!(token.starts_with("kp2."), "{token}");
     let hello = functions[0]["url"].as_str().unwrap();
     let res = http
         .post(hello)
-        .bearer_auth(&token)
+        .header("x-khachapuri-payer-token", &token)
         .body("token")
         .send()
         .await

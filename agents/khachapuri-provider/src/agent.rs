@@ -751,12 +751,12 @@ impl Agent {
         owner: Address,
         price: Usdc,
     ) -> Result<Address, ApiError> {
-        let Some(value) = headers.get(axum::http::header::AUTHORIZATION) else {
+        let Some(value) = khachapuri_protocol::http::payer_token(headers) else {
             return Ok(owner);
         };
         let text = value
             .to_str()
-            .map_err(|_| ApiError::bad_request("malformed_token", "Authorization is not text"))?;
+            .map_err(|_| ApiError::bad_request("malformed_token", "the payer token is not text"))?;
         let token = SignedPayerToken::decode(text).map_err(token_error)?;
         let now = khachapuri_protocol::unix_now();
         token
@@ -798,7 +798,7 @@ fn token_error(err: TokenError) -> ApiError {
         TokenError::WrongProvider { .. } | TokenError::SpecMismatch { .. } => {
             ApiError::unauthorized("token_not_for_this_request", err.to_string()).hint(hint)
         }
-        TokenError::BadSignature => {
+        TokenError::BadSignature | TokenError::NotSignedByPayer { .. } => {
             ApiError::unauthorized("bad_token_signature", err.to_string()).hint(hint)
         }
     }
@@ -858,19 +858,21 @@ fn split_path(path: &str) -> (&str, &str) {
     }
 }
 
-/// Request headers a program sees: never the payer token, never hop-by-hop headers.
+/// Request headers a program sees: never the payer token, never hop-by-hop headers. An `Authorization`
+/// that is not a payer token is the program's (its own bearer or basic auth).
 fn program_headers(headers: &HeaderMap) -> Vec<(String, String)> {
+    use khachapuri_protocol::http::{PAYER_TOKEN_HEADER, is_payer_token_authorization};
     headers
         .iter()
+        .filter(|(name, value)| {
+            !(*name == PAYER_TOKEN_HEADER
+                || (*name == axum::http::header::AUTHORIZATION
+                    && is_payer_token_authorization(value.as_bytes())))
+        })
         .filter(|(name, _)| {
             !matches!(
                 name.as_str(),
-                "authorization"
-                    | "connection"
-                    | "keep-alive"
-                    | "transfer-encoding"
-                    | "upgrade"
-                    | "te"
+                "connection" | "keep-alive" | "transfer-encoding" | "upgrade" | "te"
             )
         })
         .filter_map(|(name, value)| {

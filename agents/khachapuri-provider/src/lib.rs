@@ -2,7 +2,7 @@
 //!
 //! Per request `{METHOD} /{cid}[/{path}][?{query}]`: fetch the spec by CID (verified), decrypt it with the
 //! provider's RSA key or accept an open spec, verify the owner's EIP-712 terms and that the spec is meant
-//! for this provider, choose the payer (the owner, or the signer of an `Authorization: Bearer` payer
+//! for this provider, choose the payer (the owner, or the signer of an `X-Khachapuri-Payer-Token` payer
 //! token), fetch and compile the program (cached), claim the price against the payer's on-chain terms
 //! minus unsettled claims (logged before the run), run the program, and answer with the price and a
 //! signed receipt. Claims settle in batches (or one per request in `sync` mode) through one task that

@@ -897,3 +897,93 @@ async fn a_revoked_spec_runs_for_nobody_under_any_cid_and_its_claimed_charges_se
         before.checked_sub(three).unwrap()
     );
 }
+
+/// The payer token rides in its own header, so a function keeps `Authorization` for its own bearer or basic
+/// auth; a token altered after signing reads as what it is (401 bad signature, naming its payer), not as a
+/// stranger's missing approval; the first transport (`Authorization: Bearer kp…`) still pays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_payer_token_has_its_own_header_and_names_its_payer() {
+    use khachapuri_protocol::http::PAYER_TOKEN_HEADER;
+    const PAYER: u32 = 3;
+    let net = Net::start().await;
+    net.fund(PAYER, Usdc::from_whole(1), PRICE, Usdc::from_whole(1))
+        .await;
+    let spec = net.spec(&example("echo"), "echo.wasm", &[], OWNER).await;
+    let cid = net.publish(&spec);
+    let agent = net.agent(SettlementMode::Batch).await;
+    let http = khachapuri_tls::http();
+    let d = &net.devnet.deployment;
+    let token = PayerToken {
+        provider: net.provider_address(),
+        spec: cid.clone(),
+        maxPrice: U256::from(PRICE.units()),
+        expiry: khachapuri_protocol::unix_now() + 300,
+        session: B256::repeat_byte(4),
+    }
+    .sign(&signer(PAYER), &eip712::domain(d.chain_id, d.escrow))
+    .await
+    .unwrap();
+    let payer = net.devnet.address(PAYER).to_string().to_lowercase();
+
+    let res = http
+        .post(url(&agent, &cid))
+        .header(PAYER_TOKEN_HEADER, token.encode())
+        .header("authorization", "Basic YWxhZGRpbjpvcGVuc2VzYW1l")
+        .body("hi")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    assert_eq!(
+        res.headers()[PAYER_HEADER].to_str().unwrap().to_lowercase(),
+        payer
+    );
+    let echoed: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(
+        echoed["headers"]["authorization"], "Basic YWxhZGRpbjpvcGVuc2VzYW1l",
+        "the program gets its own Authorization"
+    );
+    assert!(
+        echoed["headers"].get(PAYER_TOKEN_HEADER).is_none(),
+        "never the token: {echoed}"
+    );
+
+    // Altered after signing (one bit of the price): refused as a bad signature that names the payer.
+    let mut altered = token.clone();
+    altered.token.maxPrice = U256::from(PRICE.units() + 1);
+    let res = http
+        .post(url(&agent, &cid))
+        .header(PAYER_TOKEN_HEADER, altered.encode())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+    assert!(res.headers().get(PAYER_HEADER).is_none(), "nothing charged");
+    let body: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(body["error"], "bad_token_signature");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .to_lowercase()
+            .contains(&payer),
+        "{body}"
+    );
+
+    // The first transport still pays, and is not shown to the program.
+    let res = http
+        .post(url(&agent, &cid))
+        .bearer_auth(token.encode())
+        .body("old")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    assert_eq!(
+        res.headers()[PAYER_HEADER].to_str().unwrap().to_lowercase(),
+        payer
+    );
+    let echoed: serde_json::Value = res.json().await.unwrap();
+    assert!(echoed["headers"].get("authorization").is_none(), "{echoed}");
+    agent.shutdown().await;
+}

@@ -46,7 +46,7 @@ async fn compute() -> Value {
     let domain = eip712::domain(CHAIN_ID, ESCROW);
     let (payer, provider, owner) = (key(PAYER_KEY), key(PROVIDER_KEY), key(OWNER_KEY));
 
-    // kp1: a payer's consent for one provider and spec.
+    // kp2: a payer's consent for one provider and spec, naming the payer.
     let token = PayerToken {
         provider: provider.address(),
         spec: SPEC_CID.into(),
@@ -244,18 +244,23 @@ async fn the_vectors_decode_and_verify() {
         addr(&v["payerToken"]["payer"])
     );
     assert_eq!(token.token.spec, v["payerToken"]["spec"].as_str().unwrap());
+    assert_eq!(
+        token.payer,
+        Some(addr(&v["payerToken"]["payer"])),
+        "kp2 names its payer"
+    );
     let raw = hex::decode(base64_url(
         v["payerToken"]["encoded"]
             .as_str()
             .unwrap()
-            .strip_prefix("kp1.")
+            .strip_prefix("kp2.")
             .unwrap(),
     ))
     .unwrap();
     assert_eq!(
         raw.len(),
-        20 + 32 + 8 + 32 + 65 + SPEC_CID.len(),
-        "the kp1 layout's length"
+        20 + 20 + 32 + 8 + 32 + 65 + SPEC_CID.len(),
+        "the kp2 layout's length"
     );
 
     let receipt = SignedReceipt::decode(v["receipt"]["encoded"].as_str().unwrap()).unwrap();

@@ -7,7 +7,7 @@
 //! - Escrow reads ([`Chain::terms`], [`Chain::free_balance`], ...) and writes ([`Chain::deposit`],
 //!   [`Chain::deposit_with_permit`], [`Chain::reserve`], [`Chain::release`], [`Chain::consume`], ...),
 //!   amounts in [`Usdc`].
-//! - EIP-712: [`PayerToken`] / [`SignedPayerToken`] (the `Authorization: Bearer kp1.…` token) and
+//! - EIP-712: [`PayerToken`] / [`SignedPayerToken`] (the `X-Khachapuri-Payer-Token: kp2.…` token) and
 //!   [`SpecTerms`], in the escrow's domain ([`eip712::domain`]).
 //! - [`Settler`]: the settlement sender that owns the signer's nonce and batches charges.
 //! - [`ChainError`]: an unreachable RPC ([`ChainError::Unavailable`]) apart from a revert

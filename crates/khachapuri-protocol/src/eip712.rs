@@ -1,5 +1,5 @@
 //! EIP-712 typed data shared by the agents: payer tokens (signed by a payer, sent as
-//! `Authorization: Bearer kp1.…`) and spec terms (signed by a deployment's owner). The domain is the
+//! `X-Khachapuri-Payer-Token: kp2.…`) and spec terms (signed by a deployment's owner). The domain is the
 //! escrow's: name "Khachapuri", version "1", the chain id and the escrow's address.
 
 use alloy::primitives::{Address, B256, Signature, U256};
@@ -14,8 +14,10 @@ use crate::Usdc;
 pub const DOMAIN_NAME: &str = "Khachapuri";
 /// The EIP-712 domain version of the escrow.
 pub const DOMAIN_VERSION: &str = "1";
-/// The prefix of an encoded payer token (its format version).
-pub const TOKEN_PREFIX: &str = "kp1.";
+/// The prefix of an encoded payer token (its format version): `kp2.` names its payer.
+pub const TOKEN_PREFIX: &str = "kp2.";
+/// The first format, which did not name its payer: still read, never written.
+pub const LEGACY_TOKEN_PREFIX: &str = "kp1.";
 
 alloy::sol! {
     /// A payer's consent: `provider` may charge it at most `maxPrice` per request for `spec` (a spec CID, or
@@ -109,15 +111,27 @@ pub enum TokenError {
     /// The signature does not recover to an address.
     #[error("payer token signature is invalid")]
     BadSignature,
+    /// The signature recovers to someone other than the payer the token names: it was altered, or
+    /// signed by another key.
+    #[error(
+        "the payer token names payer {payer}, but its signature is not {payer}'s (altered, or signed by another key)"
+    )]
+    NotSignedByPayer {
+        /// The payer the token names.
+        payer: Address,
+    },
 }
 
-/// A payer token with its signature: what travels in `Authorization: Bearer`.
+/// A payer token with its signature and the payer it names: what travels in the
+/// `X-Khachapuri-Payer-Token` header.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SignedPayerToken {
     /// The signed terms.
     pub token: PayerToken,
     /// The payer's signature over them.
     pub signature: Signature,
+    /// The payer the token names (`None` for a `kp1.` token, which named nobody).
+    pub payer: Option<Address>,
 }
 
 /// Fixed-size head of an encoded token: provider 20, maxPrice 32, expiry 8, session 32, signature 65.
@@ -134,15 +148,19 @@ impl PayerToken {
         Ok(SignedPayerToken {
             token: self,
             signature,
+            payer: Some(signer.address()),
         })
     }
 }
 
 impl SignedPayerToken {
-    /// `kp1.` + base64url of provider ‖ maxPrice ‖ expiry ‖ session ‖ signature ‖ spec (UTF-8).
+    /// `kp2.` + base64url of payer ‖ provider ‖ maxPrice ‖ expiry ‖ session ‖ signature ‖ spec (UTF-8).
+    /// A token that names no payer (read from `kp1.`) names the zero address, which no signature
+    /// recovers to.
     pub fn encode(&self) -> String {
         let t = &self.token;
-        let mut bytes = Vec::with_capacity(TOKEN_HEAD + t.spec.len());
+        let mut bytes = Vec::with_capacity(20 + TOKEN_HEAD + t.spec.len());
+        bytes.extend_from_slice(self.payer.unwrap_or_default().as_slice());
         bytes.extend_from_slice(t.provider.as_slice());
         bytes.extend_from_slice(&t.maxPrice.to_be_bytes::<32>());
         bytes.extend_from_slice(&t.expiry.to_be_bytes());
@@ -152,16 +170,29 @@ impl SignedPayerToken {
         format!("{TOKEN_PREFIX}{}", URL_SAFE_NO_PAD.encode(bytes))
     }
 
-    /// Parses [`SignedPayerToken::encode`]'s output (also accepts a leading `Bearer `).
+    /// Parses [`SignedPayerToken::encode`]'s output, or a `kp1.` token (also accepts a leading `Bearer `).
     pub fn decode(text: &str) -> Result<Self, TokenError> {
         let text = text.trim();
         let text = text.strip_prefix("Bearer ").unwrap_or(text).trim();
-        let body = text
-            .strip_prefix(TOKEN_PREFIX)
-            .ok_or(TokenError::Malformed("missing the kp1. prefix"))?;
+        let (body, names_payer) = match text.strip_prefix(TOKEN_PREFIX) {
+            Some(body) => (body, true),
+            None => (
+                text.strip_prefix(LEGACY_TOKEN_PREFIX)
+                    .ok_or(TokenError::Malformed("missing the kp2. prefix"))?,
+                false,
+            ),
+        };
         let bytes = URL_SAFE_NO_PAD
             .decode(body)
             .map_err(|_| TokenError::Malformed("not base64url"))?;
+        let (payer, bytes) = match names_payer {
+            true if bytes.len() >= 20 => {
+                let (payer, rest) = bytes.split_at(20);
+                (Some(Address::from_slice(payer)), rest)
+            }
+            true => return Err(TokenError::Malformed("too short")),
+            false => (None, bytes.as_slice()),
+        };
         if bytes.len() < TOKEN_HEAD {
             return Err(TokenError::Malformed("too short"));
         }
@@ -181,15 +212,21 @@ impl SignedPayerToken {
                 spec: spec.to_owned(),
             },
             signature,
+            payer,
         })
     }
 
-    /// The payer: the address that signed the token.
+    /// The payer: the address that signed the token, which must be the payer it names (if it names one).
     pub fn recover(&self, domain: &Eip712Domain) -> Result<Address, TokenError> {
         let hash = self.token.eip712_signing_hash(domain);
-        self.signature
+        let signer = self
+            .signature
             .recover_address_from_prehash(&hash)
-            .map_err(|_| TokenError::BadSignature)
+            .map_err(|_| TokenError::BadSignature)?;
+        match self.payer {
+            Some(payer) if payer != signer => Err(TokenError::NotSignedByPayer { payer }),
+            _ => Ok(signer),
+        }
     }
 
     /// The token's maximum price per request.
@@ -299,7 +336,7 @@ mod tests {
         let d = domain(31337, Address::repeat_byte(1));
         let signed = token("bafyspec").sign(&payer, &d).await?;
         let text = signed.encode();
-        assert!(text.starts_with("kp1."));
+        assert!(text.starts_with("kp2."));
         let back = SignedPayerToken::decode(&format!("Bearer {text}"))?;
         assert_eq!(back, signed);
         assert_eq!(back.recover(&d)?, payer.address());
@@ -308,11 +345,11 @@ mod tests {
             back.verify(&d, p, "bafyspec", Usdc::from_units(300_000), 1_000)?,
             payer.address()
         );
-        // Another domain (chain or escrow) recovers someone else.
-        assert_ne!(
-            back.recover(&domain(1, Address::repeat_byte(1)))?,
-            payer.address()
-        );
+        // In another domain (chain or escrow) the signature is someone else's: not the payer it names.
+        assert!(matches!(
+            back.recover(&domain(1, Address::repeat_byte(1))),
+            Err(TokenError::NotSignedByPayer { .. })
+        ));
         Ok(())
     }
 
@@ -344,16 +381,43 @@ mod tests {
             any.verify(&d, p, "bafywhatever", price, 1)?,
             payer.address()
         );
-        for bad in ["", "kp2.AAAA", "kp1.!!!", "kp1.AAAA"] {
+        for bad in ["", "kp3.AAAA", "kp1.!!!", "kp1.AAAA", "kp2.AAAA", "kp2.!!!"] {
             assert!(
                 matches!(SignedPayerToken::decode(bad), Err(TokenError::Malformed(_))),
                 "{bad}"
             );
         }
-        // A tampered price no longer recovers the payer.
+        // A tampered price no longer recovers the payer, and the token says so: it names its payer.
         let mut tampered = signed.clone();
         tampered.token.maxPrice = U256::from(10_000_000);
-        assert_ne!(tampered.recover(&d).ok(), Some(payer.address()));
+        assert_eq!(
+            tampered.recover(&d),
+            Err(TokenError::NotSignedByPayer {
+                payer: payer.address()
+            })
+        );
+        let corrupted = SignedPayerToken::decode(&tampered.encode())?;
+        assert_eq!(corrupted.payer, Some(payer.address()));
+        assert!(matches!(
+            corrupted.recover(&d),
+            Err(TokenError::NotSignedByPayer { .. })
+        ));
+        Ok(())
+    }
+
+    /// A `kp1.` token (it named no payer) is still read: the one in the vectors of the first format.
+    #[test]
+    fn a_kp1_token_is_still_read() -> Result<(), Box<dyn std::error::Error>> {
+        let kp1 = "kp1.PETN3bapAPorWF3SmeA9EvpCk7wAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAABOIAAAAAB3NZQAERERERERERERERERERERERERERERERERERERERERERFYn1qITQjkwEmaheBroymJ5Py5AfQovxyIgjkGZugbtHzRyGG0eCjri1ii_X1pJER9g7kvmww6-jh4VLEdkby8G2JhZmtyZWloZHdkY2VmZ2g0ZHFranY2N3V6Y213N29qZWU2eGVkemRldG9qdXpqZXZ0ZW54cXV2eWt1";
+        let token = SignedPayerToken::decode(kp1)?;
+        assert_eq!(token.payer, None);
+        let escrow: Address = "0x0165878A594ca255338adfa4d48449f69242Eb8F".parse()?;
+        let payer: Address = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8".parse()?;
+        assert_eq!(token.recover(&domain(31337, escrow))?, payer);
+        assert!(
+            token.encode().starts_with("kp2."),
+            "written in the current format"
+        );
         Ok(())
     }
 

@@ -10,6 +10,28 @@ pub const PAYER_HEADER: &str = "x-khachapuri-payer";
 /// Response: the provider's signed receipt, `kr1.…` ([`crate::receipt::SignedReceipt::encode`]).
 pub const RECEIPT_HEADER: &str = "x-khachapuri-receipt";
 
+/// Request: the payer token (`kp2.…`, docs/PROTOCOL.md §6). `Authorization: Bearer kp1.…`/`kp2.…` is still
+/// read; any other `Authorization` is the program's.
+pub const PAYER_TOKEN_HEADER: &str = "x-khachapuri-payer-token";
+
+/// Whether an `Authorization` value carries a payer token (`Bearer kp1.…` or `Bearer kp2.…`, the first
+/// form) rather than the program's own credentials.
+pub fn is_payer_token_authorization(value: &[u8]) -> bool {
+    let value = value.trim_ascii();
+    let token = value.strip_prefix(b"Bearer ").unwrap_or(value).trim_ascii();
+    token.starts_with(b"kp1.") || token.starts_with(b"kp2.")
+}
+
+/// The request's payer token, if it has one: [`PAYER_TOKEN_HEADER`], else an `Authorization` that carries
+/// one ([`is_payer_token_authorization`]).
+pub fn payer_token(headers: &http::HeaderMap) -> Option<&http::HeaderValue> {
+    headers.get(PAYER_TOKEN_HEADER).or_else(|| {
+        headers
+            .get(http::header::AUTHORIZATION)
+            .filter(|v| is_payer_token_authorization(v.as_bytes()))
+    })
+}
+
 /// The environment variable every binary reads a hex private key from (payer, owner or payee).
 pub const PRIVATE_KEY_ENV: &str = "KHACHAPURI_PRIVATE_KEY";
 

@@ -4,7 +4,7 @@
 //!
 //! - [`Usdc`]: amounts (6 decimals), parsed and shown as `0.01 USDC`.
 //! - [`label`]: provider labels, validated exactly as the Registry does.
-//! - [`eip712`]: the escrow's domain; the payer token [`PayerToken`] (`kp1.`) and the spec terms
+//! - [`eip712`]: the escrow's domain; the payer token [`PayerToken`] (`kp2.`) and the spec terms
 //!   [`SpecTerms`] an owner signs.
 //! - [`receipt`]: the provider's signed receipt of a paid response (`kr1.`).
 //! - [`Server`]: where a provider answers (a URL, or a gateway's tunnel).
