@@ -472,13 +472,21 @@ async fn balance(
         .context("reading the free balance")?;
     let providers: Vec<(String, Address)> = match &provider {
         Some(label) => vec![(format!("`{label}`"), resolve_payee(&chain, label).await?)],
-        None => chain
-            .providers_of(who)
-            .await
-            .context("reading the providers you have terms with")?
-            .into_iter()
-            .map(|a| (a.to_string(), a))
-            .collect(),
+        None => {
+            let payees = chain
+                .providers_of(who)
+                .await
+                .context("reading the providers you have terms with")?;
+            // Named by label where one pays out to them (a name is not worth failing for).
+            let labels = chain.labels_of(&payees).await.unwrap_or_default();
+            payees
+                .into_iter()
+                .map(|a| match labels.get(&a) {
+                    Some(label) => (format!("`{label}` ({a})"), a),
+                    None => (a.to_string(), a),
+                })
+                .collect()
+        }
     };
     let frozen = chain
         .is_frozen(who)

@@ -6,7 +6,7 @@ use alloy::primitives::{Address, B256, U256};
 use anyhow::{Context, bail};
 use khachapuri_chain::{Chain, PayerToken, SignedPayerToken, Usdc};
 
-use crate::args::{ChainArgs, parse_duration, parse_usdc, resolve_payee, unix_now};
+use crate::args::{ChainArgs, at, parse_duration, parse_usdc, resolve_payee, unix_now};
 
 /// `khachapuri token` options.
 #[derive(clap::Args, Debug)]
@@ -89,13 +89,14 @@ pub async fn token(args: TokenArgs, json: bool) -> anyhow::Result<()> {
     } else {
         println!("{encoded}");
         eprintln!(
-            "payer {} lets `{}` charge up to {max_price} per request{} until unix {expiry}; use it as:\n  curl -H 'X-Khachapuri-Payer-Token: {encoded}' ...",
+            "payer {} lets `{}` charge up to {max_price} per request{} until {} (unix {expiry}); use it as:\n  curl -H 'X-Khachapuri-Payer-Token: {encoded}' ...",
             signer.address(),
             args.provider,
             args.spec
                 .as_deref()
                 .map(|s| format!(" for spec {s}"))
                 .unwrap_or_default(),
+            at(expiry),
         );
     }
     Ok(())

@@ -190,6 +190,9 @@ async fn dev_network_serves_every_example_and_stops_on_ctrl_c() {
     assert_eq!(v["provider"]["pricePerRequest"], "0.05 USDC");
     assert_eq!(v["provider"]["reserve"], "50.00 USDC");
     assert!(v["free"].as_str().unwrap().ends_with(" USDC"));
+    // Text names providers by label, their address beside it.
+    let text = ok(khachapuri(dev.dir.path(), &["escrow", "balance"]));
+    assert!(text.contains("`dev` (0x"), "{text}");
 
     let out = khachapuri(
         dev.dir.path(),

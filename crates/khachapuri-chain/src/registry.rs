@@ -84,6 +84,34 @@ impl Chain {
             key_version: records.keyVersion,
         })
     }
+    /// The labels of the providers that pay out to `payees`, from the Registry's `Registered` events and
+    /// each label's resolver as it is now (a payee behind several labels gets the first registered). A payee
+    /// with no label is left out: text output then shows its address.
+    pub async fn labels_of(
+        &self,
+        payees: &[Address],
+    ) -> Result<std::collections::HashMap<Address, String>, ChainError> {
+        use alloy::rpc::types::Filter;
+        let mut labels = std::collections::HashMap::new();
+        if payees.is_empty() {
+            return Ok(labels);
+        }
+        let filter = Filter::new()
+            .address(self.deployment().registry)
+            .from_block(self.deployment().deployment_block)
+            .event_signature(Registry::Registered::SIGNATURE_HASH);
+        for log in self.provider().get_logs(&filter).await? {
+            let Ok(registered) = Registry::Registered::decode_log_data(log.data()) else {
+                continue;
+            };
+            if let Ok(record) = self.resolve_label(&registered.label).await
+                && payees.contains(&record.payee)
+            {
+                labels.entry(record.payee).or_insert(registered.label);
+            }
+        }
+        Ok(labels)
+    }
 
     /// The owner of `label` (zero if unregistered).
     pub async fn label_owner(&self, label: &str) -> Result<Address, ChainError> {
