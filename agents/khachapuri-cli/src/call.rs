@@ -182,6 +182,15 @@ pub async fn call(args: CallArgs, json: bool) -> anyhow::Result<()> {
         };
         bail!("HTTP {status}: {message}{charged}{hint}");
     }
+    // An agent that does not read X-Khachapuri-Payer-Token (older than kp2.) charges the owner instead.
+    if let (Some(me), Some(charged)) = (payer, charged.as_deref())
+        && !charged.eq_ignore_ascii_case(&me.to_string())
+    {
+        eprintln!(
+            "warning: the provider charged {charged}, not you ({me}): it did not read the payer token (an agent \
+             older than kp2. tokens?)"
+        );
+    }
     if !json {
         if !args.request.include {
             answer.print(false)?;

@@ -413,6 +413,7 @@ pub async fn publish(kubo: &KuboClient, p: Publication<'_>) -> anyhow::Result<Pu
 async fn check_offer(
     base: &str,
     label: &str,
+    payee: alloy::primitives::Address,
     deployment: &Deployment,
     max_price: Usdc,
     limits: &Limits,
@@ -440,6 +441,14 @@ async fn check_offer(
             return Ok(None);
         }
     };
+    if offer.payee != payee {
+        eprintln!(
+            "warning: {url} answers as `{}` ({}), not as `{label}` ({payee}) as registered; deploying without \
+             checking its price and caps (is --gateway right?)",
+            offer.label, offer.payee
+        );
+        return Ok(None);
+    }
     let checked = offer.check(deployment.chain_id, deployment.escrow, max_price, limits);
     checked.map_err(|e| match &e {
         OfferError::PriceAboveSpec { price, .. } => anyhow!(
@@ -460,17 +469,24 @@ async fn check_offer(
     Ok(Some(offer))
 }
 
-/// Says so when calls without a payer token, which the owner pays, would be refused (402): the owner has
-/// neither reserve nor credits with the provider at its price. Not an error: callers may bring tokens.
-async fn warn_if_owner_cannot_pay(chain: &khachapuri_chain::Chain, label: &str, offer: &Offer) {
+/// Says so when calls without a payer token, which the owner pays, would be refused (402): the owner is
+/// frozen, or has neither credits nor a reserve (net of a pending release) with the provider at its price
+/// (net of a pending cut). Not an error: callers may bring tokens.
+async fn warn_if_owner_cannot_pay(
+    chain: &khachapuri_chain::Chain,
+    label: &str,
+    payee: alloy::primitives::Address,
+    price: Usdc,
+) {
     let Ok(owner) = chain.address() else { return };
-    let Ok(terms) = chain.terms(owner, offer.payee).await else {
+    let Ok(terms) = chain.terms(owner, payee).await else {
         return;
     };
-    let covered = terms.credits >= offer.price
-        || (terms.reserve >= offer.price && terms.price_per_request >= offer.price);
+    let covered = !terms.frozen
+        && (terms.credits >= price
+            || (terms.claimable_reserve() >= price && terms.claimable_price() >= price));
     if !covered {
-        let price = offer.price.to_string();
+        let price = price.to_string();
         let bare = price.trim_end_matches(" USDC");
         eprintln!(
             "note: plain calls (no payer token) are paid by you, {owner}, and you have nothing set aside for \
@@ -509,9 +525,17 @@ pub async fn deploy(args: DeployArgs, json: bool) -> anyhow::Result<()> {
         (None, Server::Tunnel) => format!("https://{}.khachapuri.xyz", args.provider),
     };
     // What the provider would refuse at call time, refused now, before anything is uploaded.
-    let offer = check_offer(&base, &args.provider, chain.deployment(), price, &limits).await?;
+    let offer = check_offer(
+        &base,
+        &args.provider,
+        record.payee,
+        chain.deployment(),
+        price,
+        &limits,
+    )
+    .await?;
     if let Some(offer) = &offer {
-        warn_if_owner_cannot_pay(&chain, &args.provider, offer).await;
+        warn_if_owner_cannot_pay(&chain, &args.provider, record.payee, offer.price).await;
     }
 
     let package = args.program.package()?;

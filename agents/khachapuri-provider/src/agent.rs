@@ -410,7 +410,7 @@ fn offer(
         price: config.price,
         chain_id: deployment.chain_id,
         escrow: deployment.escrow,
-        caps: khachapuri_spec::Limits {
+        caps: khachapuri_spec::Caps {
             memory_bytes: bytes(config.max_memory_bytes),
             timeout_ms: u64::try_from(config.max_timeout.as_millis()).unwrap_or(u64::MAX),
             output_bytes: bytes(config.max_output_bytes),
@@ -751,7 +751,11 @@ impl Agent {
         owner: Address,
         price: Usdc,
     ) -> Result<Address, ApiError> {
-        let Some(value) = khachapuri_protocol::http::payer_token(headers) else {
+        let token = khachapuri_protocol::http::payer_token(headers).map_err(|e| {
+            ApiError::bad_request("malformed_token", e.to_string())
+                .hint("send one payer token, in X-Khachapuri-Payer-Token")
+        })?;
+        let Some(value) = token else {
             return Ok(owner);
         };
         let text = value

@@ -85,8 +85,9 @@ impl Chain {
         })
     }
     /// The labels of the providers that pay out to `payees`, from the Registry's `Registered` events and
-    /// each label's resolver as it is now (a payee behind several labels gets the first registered). A payee
-    /// with no label is left out: text output then shows its address.
+    /// each label's resolver as it is now. A label counts only when the payee itself owns it: anyone may
+    /// point a resolver at someone else's payee, and that must not put a name on it. A payee behind several
+    /// labels gets the first registered; one with none is left out (text output then shows its address).
     pub async fn labels_of(
         &self,
         payees: &[Address],
@@ -104,10 +105,13 @@ impl Chain {
             let Ok(registered) = Registry::Registered::decode_log_data(log.data()) else {
                 continue;
             };
-            if let Ok(record) = self.resolve_label(&registered.label).await
-                && payees.contains(&record.payee)
+            if payees.contains(&registered.owner)
+                && !labels.contains_key(&registered.owner)
+                && let Ok(record) = self.resolve_label(&registered.label).await
+                && record.payee == registered.owner
+                && self.label_owner(&registered.label).await.ok() == Some(record.payee)
             {
-                labels.entry(record.payee).or_insert(registered.label);
+                labels.insert(record.payee, registered.label);
             }
         }
         Ok(labels)

@@ -111,10 +111,10 @@ pub enum TokenError {
     /// The signature does not recover to an address.
     #[error("payer token signature is invalid")]
     BadSignature,
-    /// The signature recovers to someone other than the payer the token names: it was altered, or
-    /// signed by another key.
+    /// The signature recovers to someone other than the payer the token names: it was altered, signed by
+    /// another key, or signed in another domain.
     #[error(
-        "the payer token names payer {payer}, but its signature is not {payer}'s (altered, or signed by another key)"
+        "the payer token names payer {payer}, but its signature is not {payer}'s here: altered, signed by another key, or signed for another chain or escrow"
     )]
     NotSignedByPayer {
         /// The payer the token names.
@@ -155,25 +155,34 @@ impl PayerToken {
 
 impl SignedPayerToken {
     /// `kp2.` + base64url of payer ‖ provider ‖ maxPrice ‖ expiry ‖ session ‖ signature ‖ spec (UTF-8).
-    /// A token that names no payer (read from `kp1.`) names the zero address, which no signature
-    /// recovers to.
+    /// A token that names no payer (read from `kp1.`) is written back as it came, `kp1.` without payer.
     pub fn encode(&self) -> String {
         let t = &self.token;
         let mut bytes = Vec::with_capacity(20 + TOKEN_HEAD + t.spec.len());
-        bytes.extend_from_slice(self.payer.unwrap_or_default().as_slice());
+        if let Some(payer) = self.payer {
+            bytes.extend_from_slice(payer.as_slice());
+        }
         bytes.extend_from_slice(t.provider.as_slice());
         bytes.extend_from_slice(&t.maxPrice.to_be_bytes::<32>());
         bytes.extend_from_slice(&t.expiry.to_be_bytes());
         bytes.extend_from_slice(t.session.as_slice());
         bytes.extend_from_slice(&self.signature.as_bytes());
         bytes.extend_from_slice(t.spec.as_bytes());
-        format!("{TOKEN_PREFIX}{}", URL_SAFE_NO_PAD.encode(bytes))
+        let prefix = match self.payer {
+            Some(_) => TOKEN_PREFIX,
+            None => LEGACY_TOKEN_PREFIX,
+        };
+        format!("{prefix}{}", URL_SAFE_NO_PAD.encode(bytes))
     }
 
-    /// Parses [`SignedPayerToken::encode`]'s output, or a `kp1.` token (also accepts a leading `Bearer `).
+    /// Parses [`SignedPayerToken::encode`]'s output, or a `kp1.` token (also accepts a leading `Bearer`
+    /// scheme, in any case).
     pub fn decode(text: &str) -> Result<Self, TokenError> {
         let text = text.trim();
-        let text = text.strip_prefix("Bearer ").unwrap_or(text).trim();
+        let text = match text.split_once(char::is_whitespace) {
+            Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => rest.trim(),
+            _ => text,
+        };
         let (body, names_payer) = match text.strip_prefix(TOKEN_PREFIX) {
             Some(body) => (body, true),
             None => (
@@ -414,10 +423,13 @@ mod tests {
         let escrow: Address = "0x0165878A594ca255338adfa4d48449f69242Eb8F".parse()?;
         let payer: Address = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8".parse()?;
         assert_eq!(token.recover(&domain(31337, escrow))?, payer);
-        assert!(
-            token.encode().starts_with("kp2."),
-            "written in the current format"
+        assert_eq!(
+            token.encode(),
+            kp1,
+            "a token that names nobody is written back as it came"
         );
+        let lower = SignedPayerToken::decode(&format!("bearer\t{kp1}"))?;
+        assert_eq!(lower, token, "the scheme is case-insensitive");
         Ok(())
     }
 

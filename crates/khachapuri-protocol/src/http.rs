@@ -14,22 +14,50 @@ pub const RECEIPT_HEADER: &str = "x-khachapuri-receipt";
 /// read; any other `Authorization` is the program's.
 pub const PAYER_TOKEN_HEADER: &str = "x-khachapuri-payer-token";
 
-/// Whether an `Authorization` value carries a payer token (`Bearer kp1.…` or `Bearer kp2.…`, the first
-/// form) rather than the program's own credentials.
+/// Whether an `Authorization` value carries a payer token (the first transport) rather than the program's
+/// own credentials: its credentials, after any scheme (`Bearer`, in any case), start with `kp1.` or
+/// `kp2.`. A token under another scheme still counts, so that it is refused as malformed instead of
+/// reaching the program.
 pub fn is_payer_token_authorization(value: &[u8]) -> bool {
     let value = value.trim_ascii();
-    let token = value.strip_prefix(b"Bearer ").unwrap_or(value).trim_ascii();
-    token.starts_with(b"kp1.") || token.starts_with(b"kp2.")
+    let credentials = match value.iter().position(u8::is_ascii_whitespace) {
+        Some(end) => value[end..].trim_ascii(),
+        None => value,
+    };
+    [value, credentials]
+        .iter()
+        .any(|v| v.starts_with(b"kp1.") || v.starts_with(b"kp2."))
 }
 
-/// The request's payer token, if it has one: [`PAYER_TOKEN_HEADER`], else an `Authorization` that carries
-/// one ([`is_payer_token_authorization`]).
-pub fn payer_token(headers: &http::HeaderMap) -> Option<&http::HeaderValue> {
-    headers.get(PAYER_TOKEN_HEADER).or_else(|| {
+/// A request that carries two different payer tokens: which one pays would be a guess.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the request carries several different payer tokens; send one, in {PAYER_TOKEN_HEADER}")]
+pub struct SeveralTokens;
+
+/// The request's payer token, if it has one: every [`PAYER_TOKEN_HEADER`] and every `Authorization` that
+/// carries one ([`is_payer_token_authorization`]) must hold the same text.
+pub fn payer_token(headers: &http::HeaderMap) -> Result<Option<&http::HeaderValue>, SeveralTokens> {
+    let mut tokens = headers.get_all(PAYER_TOKEN_HEADER).iter().chain(
         headers
-            .get(http::header::AUTHORIZATION)
-            .filter(|v| is_payer_token_authorization(v.as_bytes()))
-    })
+            .get_all(http::header::AUTHORIZATION)
+            .iter()
+            .filter(|v| is_payer_token_authorization(v.as_bytes())),
+    );
+    let Some(first) = tokens.next() else {
+        return Ok(None);
+    };
+    let text = |v: &http::HeaderValue| {
+        let v = v.as_bytes().trim_ascii();
+        match v.iter().position(u8::is_ascii_whitespace) {
+            Some(end) if !v.starts_with(b"kp") => v[end..].trim_ascii().to_vec(),
+            _ => v.to_vec(),
+        }
+    };
+    let first_text = text(first);
+    match tokens.all(|other| text(other) == first_text) {
+        true => Ok(Some(first)),
+        false => Err(SeveralTokens),
+    }
 }
 
 /// The environment variable every binary reads a hex private key from (payer, owner or payee).
@@ -188,5 +216,69 @@ mod tests {
         let mut none = http::HeaderMap::new();
         Cors::from_setting("none").decorate(&mut none);
         assert!(none.is_empty());
+    }
+
+    #[test]
+    fn the_payer_token_is_found_wherever_it_rides_and_only_once() {
+        let map = |pairs: &[(&str, &str)]| {
+            let mut m = http::HeaderMap::new();
+            for (k, v) in pairs {
+                m.append(
+                    http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                    http::HeaderValue::from_str(v).unwrap(),
+                );
+            }
+            m
+        };
+        for auth in [
+            "Bearer kp2.x",
+            "bearer kp2.x",
+            "BEARER\tkp1.x",
+            "kp2.x",
+            "Token kp2.x",
+        ] {
+            assert!(is_payer_token_authorization(auth.as_bytes()), "{auth}");
+        }
+        for auth in ["Basic YWxhZGRpbg==", "Bearer eyJhbGciOi", ""] {
+            assert!(!is_payer_token_authorization(auth.as_bytes()), "{auth}");
+        }
+        let found = |pairs: &[(&str, &str)]| {
+            payer_token(&map(pairs)).map(|t| t.map(|v| v.to_str().unwrap().to_owned()))
+        };
+        assert_eq!(found(&[("authorization", "Basic abc")]), Ok(None));
+        assert_eq!(
+            found(&[
+                (PAYER_TOKEN_HEADER, "kp2.a"),
+                ("authorization", "Basic abc")
+            ]),
+            Ok(Some("kp2.a".into()))
+        );
+        // A program's credentials first, the token second: the token is still found.
+        assert_eq!(
+            found(&[
+                ("authorization", "Basic abc"),
+                ("authorization", "bearer kp2.a")
+            ]),
+            Ok(Some("bearer kp2.a".into()))
+        );
+        assert_eq!(
+            found(&[
+                (PAYER_TOKEN_HEADER, "kp2.a"),
+                ("authorization", "Bearer kp2.a")
+            ]),
+            Ok(Some("kp2.a".into())),
+            "the same token twice is one token"
+        );
+        assert_eq!(
+            found(&[
+                (PAYER_TOKEN_HEADER, "kp2.a"),
+                ("authorization", "Bearer kp2.b")
+            ]),
+            Err(SeveralTokens)
+        );
+        assert_eq!(
+            found(&[(PAYER_TOKEN_HEADER, "kp2.a"), (PAYER_TOKEN_HEADER, "kp2.b")]),
+            Err(SeveralTokens)
+        );
     }
 }

@@ -11,5 +11,5 @@ pub mod spec;
 
 pub use envelope::{EnvelopeError, is_envelope, open, seal};
 pub use keys::{KeyError, ProviderKey, key_id};
-pub use offer::{Offer, OfferError};
+pub use offer::{Caps, Offer, OfferError};
 pub use spec::{Limits, SPEC_VERSION, SignError, Spec, SpecError};

@@ -24,9 +24,22 @@ pub struct Offer {
     /// The escrow it settles with.
     pub escrow: Address,
     /// The most a spec may ask for.
-    pub caps: Limits,
+    pub caps: Caps,
     /// The largest request body it reads, bytes.
     pub max_body_bytes: u64,
+}
+
+/// A provider's caps on a spec's [`Limits`]. Unlike the spec's limits, unknown fields are ignored: a cap
+/// added later must not make older clients unable to read an offer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Caps {
+    /// Most linear memory, bytes.
+    pub memory_bytes: u64,
+    /// Longest run, milliseconds.
+    pub timeout_ms: u64,
+    /// Largest response, bytes.
+    pub output_bytes: u64,
 }
 
 /// Why a spec does not fit a provider's offer: every call to it would be refused (422).
@@ -134,7 +147,7 @@ mod tests {
             price: Usdc::from_units(10_000),
             chain_id: 31337,
             escrow: Address::repeat_byte(1),
-            caps: Limits {
+            caps: Caps {
                 memory_bytes: 128 << 20,
                 timeout_ms: 10_000,
                 output_bytes: 16 << 20,
@@ -177,6 +190,13 @@ mod tests {
         let json = serde_json::to_value(&o).unwrap();
         assert_eq!(json["price"], "10000");
         assert_eq!(json["caps"]["memoryBytes"], 134217728);
-        assert_eq!(serde_json::from_value::<Offer>(json).unwrap(), o);
+        assert_eq!(serde_json::from_value::<Offer>(json.clone()).unwrap(), o);
+        let mut later = json;
+        later["caps"]["gpuSeconds"] = 1.into();
+        assert_eq!(
+            serde_json::from_value::<Offer>(later).unwrap(),
+            o,
+            "a cap added later is ignored"
+        );
     }
 }
