@@ -370,7 +370,11 @@ pub struct Published {
 /// Uploads the program, signs the spec, seals it to the provider (unless open) and uploads it.
 pub async fn publish(kubo: &KuboClient, p: Publication<'_>) -> anyhow::Result<Published> {
     let zip = bytes::Bytes::from(p.package.zip.clone());
-    let bar = progress::bytes(format!("uploading {}", p.package.entry), zip.len() as u64);
+    // The size shown is the zip's (what travels), so the line says so.
+    let bar = progress::bytes(
+        format!("uploading {} (zipped)", p.package.entry),
+        zip.len() as u64,
+    );
     let ticker = bar.clone();
     let program = kubo
         .add_with_progress(&p.package.entry, zip, move |sent| ticker.set_position(sent))
