@@ -96,17 +96,8 @@ impl LogsEndpoint {
         let status = response.status();
         let bytes = response.bytes().await.context("reading the logs")?;
         if !status.is_success() {
-            let why = serde_json::from_slice::<khachapuri_protocol::http::ErrorBody>(&bytes).ok();
-            let (message, hint) = match why {
-                Some(w) => (
-                    w.message,
-                    w.hint.map(|h| format!("; {h}")).unwrap_or_default(),
-                ),
-                None => (
-                    String::from_utf8_lossy(&bytes).trim().to_owned(),
-                    String::new(),
-                ),
-            };
+            let (_, message, hint) = crate::request::failure(&bytes);
+            let hint = hint.map(|h| format!("; {h}")).unwrap_or_default();
             bail!("HTTP {status}: {message}{hint}");
         }
         serde_json::from_slice(&bytes)

@@ -123,17 +123,21 @@ impl Answer {
         Ok(())
     }
 
-    /// Why a non-2xx answer failed, from the protocol's error body `{error, message, hint}` if it is
-    /// one: (code, message, hint).
+    /// Why a non-2xx answer failed ([`failure`]).
     pub fn failure(&self) -> (String, String, Option<String>) {
-        let body = &self.response.body;
-        match serde_json::from_slice::<khachapuri_protocol::http::ErrorBody>(body) {
-            Ok(why) => (why.error, why.message, why.hint),
-            Err(_) => (
-                String::new(),
-                String::from_utf8_lossy(body).trim().to_owned(),
-                None,
-            ),
-        }
+        failure(&self.response.body)
+    }
+}
+
+/// Why a non-2xx answer failed, from the protocol's error body `{error, message, hint}` if it is one,
+/// else its text: (code, message, hint).
+pub fn failure(body: &[u8]) -> (String, String, Option<String>) {
+    match serde_json::from_slice::<khachapuri_protocol::http::ErrorBody>(body) {
+        Ok(why) => (why.error, why.message, why.hint),
+        Err(_) => (
+            String::new(),
+            String::from_utf8_lossy(body).trim().to_owned(),
+            None,
+        ),
     }
 }

@@ -16,7 +16,7 @@ use khachapuri_chain::{
     Address, Chain, ChainError, PrivateKeySigner, Settler, SettlerConfig, SignedPayerToken,
     TokenError, Usdc, eip712,
 };
-use khachapuri_ipfs::{Cid, Fetcher, FsBlockstore, Source};
+use khachapuri_ipfs::{Fetcher, FsBlockstore, Source};
 use khachapuri_protocol::http::Cors;
 use khachapuri_protocol::logs::{LOGS_ACCESS_HEADER, LogEntry, LogsAccessError, SignedLogsAccess};
 use khachapuri_runtime::{Runtime, RuntimeConfig};
@@ -491,10 +491,12 @@ impl Agent {
             })?;
 
         let verified = self.specs.get(&cid).await?;
+        // The CID as text, made once: the token check, the receipt and the log all name the spec by it.
+        let spec_id = cid.to_string();
         let spec = &verified.spec;
         self.check_spec(&verified)?;
         let price = self.config.price;
-        let payer = self.payer(&parts.headers, &cid, spec.owner, price)?;
+        let payer = self.payer(&parts.headers, &spec_id, spec.owner, price)?;
 
         // Fetch and compile before claiming: nobody pays for a program that cannot run.
         let entry = Some(spec.entry.as_str());
@@ -570,7 +572,7 @@ impl Agent {
         self.metrics.run(took);
         let log = |status: u16, stderr: &[u8], failed: Option<&ApiError>| LogEntry {
             seq: 0,
-            time_ms: unix_millis(),
+            time_ms: khachapuri_protocol::unix_millis(),
             method: parts.method.to_string(),
             path: path_info.to_owned(),
             status,
@@ -588,12 +590,12 @@ impl Agent {
                 // with the price, the payer and a receipt of what was answered.
                 let err = ApiError::from(failure.error);
                 let entry = log(err.status.as_u16(), &failure.stderr, Some(&err));
-                self.logs.record(&cid.to_string(), entry);
+                self.logs.record(&spec_id, entry);
                 self.metrics.refusal(err.code);
                 let status = err.status;
                 let answer = err.body();
                 let request = (&parts.method, path_and_query.as_str(), &body[..]);
-                let receipt = self.receipt(&claimed, &cid, request, &answer, status.as_u16());
+                let receipt = self.receipt(&claimed, &spec_id, request, &answer, status.as_u16());
                 return Response::builder()
                     .status(status)
                     .header(http::header::CONTENT_TYPE, "application/json")
@@ -610,11 +612,11 @@ impl Agent {
             tracing::debug!(%cid, stderr = %String::from_utf8_lossy(&output.stderr), "program stderr");
         }
         let entry = log(output.response.status, &output.stderr, None);
-        self.logs.record(&cid.to_string(), entry);
+        self.logs.record(&spec_id, entry);
 
         let response = output.response;
         let request = (&parts.method, path_and_query.as_str(), &body[..]);
-        let receipt = self.receipt(&claimed, &cid, request, &response.body, response.status);
+        let receipt = self.receipt(&claimed, &spec_id, request, &response.body, response.status);
 
         let mut out = Response::builder()
             .status(StatusCode::from_u16(response.status).unwrap_or(StatusCode::OK));
@@ -691,7 +693,7 @@ impl Agent {
     fn receipt(
         &self,
         claimed: &crate::ledger::Claimed,
-        cid: &Cid,
+        spec: &str,
         (method, path_and_query, request_body): (&http::Method, &str, &[u8]),
         answer: &[u8],
         status: u16,
@@ -699,7 +701,7 @@ impl Agent {
         self.receipts.sign(Receipt {
             provider: self.receipts.address(),
             payer: claimed.payer,
-            spec: cid.to_string(),
+            spec: spec.to_owned(),
             price: alloy::primitives::U256::from(claimed.price.units()),
             sequence: claimed.id,
             requestDigest: request_digest(method.as_str(), path_and_query, request_body),
@@ -747,7 +749,7 @@ impl Agent {
     fn payer(
         &self,
         headers: &HeaderMap,
-        cid: &Cid,
+        spec: &str,
         owner: Address,
         price: Usdc,
     ) -> Result<Address, ApiError> {
@@ -764,7 +766,7 @@ impl Agent {
         let token = SignedPayerToken::decode(text).map_err(token_error)?;
         let now = khachapuri_protocol::unix_now();
         token
-            .check(self.receipts.address(), &cid.to_string(), price, now)
+            .check(self.receipts.address(), spec, price, now)
             .map_err(token_error)?;
         // Recovering the signer costs more than running hello; a caller sends the same token many times.
         let cached = self
@@ -844,13 +846,6 @@ fn claim_error(err: ClaimError, label: &str, price: Usdc) -> ApiError {
         ),
         ClaimError::Refused(_) => ApiError::payment_required(err.code(), err.to_string()),
     }
-}
-
-/// Unix milliseconds now (0 before 1970).
-fn unix_millis() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// `/{cid}/rest` → (`cid`, `/rest`).

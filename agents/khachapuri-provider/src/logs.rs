@@ -36,9 +36,7 @@ pub(crate) struct SpecLogs {
 
 impl Default for SpecLogs {
     fn default() -> Self {
-        let micros = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX / 2));
+        let micros = khachapuri_protocol::unix_millis().saturating_mul(1000);
         Self {
             inner: Mutex::new(Inner {
                 seq: micros,

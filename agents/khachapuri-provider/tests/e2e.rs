@@ -970,6 +970,17 @@ async fn the_payer_token_has_its_own_header_and_names_its_payer() {
         "{body}"
     );
 
+    // Two different tokens: which one pays would be a guess, so neither does (nor the owner).
+    let res = http
+        .post(url(&agent, &cid))
+        .header(PAYER_TOKEN_HEADER, token.encode())
+        .header("authorization", format!("bearer {}", altered.encode()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    assert!(res.headers().get(PAYER_HEADER).is_none(), "nothing charged");
+
     // The first transport still pays, and is not shown to the program.
     let res = http
         .post(url(&agent, &cid))
