@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use alloy::primitives::U256;
 use anyhow::{Context, anyhow, bail};
@@ -12,7 +13,7 @@ use khachapuri_chain::{Deployment, PrivateKeySigner, Server, Usdc};
 use khachapuri_ipfs::{Cid, KuboClient};
 use khachapuri_runtime::PackageLimits;
 use khachapuri_runtime::package::{check_module, unzip_module, zip_module};
-use khachapuri_spec::{Limits, Offer, OfferError, SPEC_VERSION, Spec, seal};
+use khachapuri_spec::{Limits, Offer, OfferError, SPEC_VERSION, Spec, SpendCap, seal};
 
 use crate::args::{ChainArgs, parse_duration, parse_size, parse_usdc, resolve_payee_record};
 use crate::net::read_dev_info;
@@ -37,6 +38,10 @@ pub struct DeployArgs {
     price: String,
     #[command(flatten)]
     limits: LimitArgs,
+    /// The most providers may charge you for this deployment per period, e.g. `5/day`, `0.50/1h`, `20/7d`:
+    /// what a leaked URL can cost before you revoke it. Calls paid with a payer token do not count.
+    #[arg(long, value_name = "USDC/PERIOD")]
+    spend_cap: Option<String>,
     /// Terms text the owner signs.
     #[arg(long, default_value = "")]
     terms: String,
@@ -127,6 +132,48 @@ impl LimitArgs {
             output_bytes: parse_size("--max-output", &self.max_output)?,
         })
     }
+}
+
+/// `--spend-cap AMOUNT/PERIOD`: USDC per period (`day`, `hour`, `week`, or a duration like `12h`, `7d`).
+fn parse_spend_cap(text: &str) -> anyhow::Result<SpendCap> {
+    let (amount, period) = text.split_once('/').ok_or_else(|| {
+        anyhow!("--spend-cap `{text}`: write USDC/PERIOD, e.g. 5/day, 0.50/1h or 20/7d")
+    })?;
+    let amount = parse_usdc("--spend-cap", amount.trim())?;
+    if amount == Usdc::ZERO {
+        bail!("--spend-cap `{text}`: a zero cap allows no call; leave --spend-cap out for no cap");
+    }
+    let period = match period.trim() {
+        "hour" => Duration::from_secs(3_600),
+        "day" => Duration::from_secs(86_400),
+        "week" => Duration::from_secs(7 * 86_400),
+        other => parse_duration("--spend-cap", other).map_err(|_| {
+            anyhow!(
+                "--spend-cap `{text}`: the period `{other}` is not one; write day, hour, week or a duration \
+                 like 12h or 7d"
+            )
+        })?,
+    };
+    if period.as_secs() == 0 || period.subsec_millis() != 0 {
+        bail!("--spend-cap `{text}`: the period is whole seconds, at least 1s");
+    }
+    Ok(SpendCap {
+        amount: amount.to_u256(),
+        period_seconds: period.as_secs(),
+    })
+}
+
+/// A cap as people read it: `5.00 USDC per day`.
+pub fn describe_cap(cap: &SpendCap) -> String {
+    let period = match cap.period_seconds {
+        3_600 => "hour".to_owned(),
+        86_400 => "day".to_owned(),
+        604_800 => "week".to_owned(),
+        s if s % 86_400 == 0 => format!("{} days", s / 86_400),
+        s if s % 3_600 == 0 => format!("{} hours", s / 3_600),
+        s => format!("{s} s"),
+    };
+    format!("{} per {period}", Usdc::from_u256(cap.amount))
 }
 
 /// A program ready to upload: a zip holding its entry module.
@@ -353,6 +400,8 @@ pub struct Publication<'a> {
     pub limits: Limits,
     /// Terms text.
     pub terms: String,
+    /// The most charged to the owner per period, if capped.
+    pub spend_cap: Option<SpendCap>,
     /// The chain and escrow the terms are signed for.
     pub deployment: &'a Deployment,
 }
@@ -365,6 +414,8 @@ pub struct Published {
     pub spec: Cid,
     /// The spec's terms hash: what `khachapuri revoke` records.
     pub terms_hash: alloy::primitives::B256,
+    /// The signed spec.
+    pub signed: Spec,
 }
 
 /// Uploads the program, signs the spec, seals it to the provider (unless open) and uploads it.
@@ -393,6 +444,7 @@ pub async fn publish(kubo: &KuboClient, p: Publication<'_>) -> anyhow::Result<Pu
         terms: p.terms,
         chain_id: p.deployment.chain_id,
         escrow: p.deployment.escrow,
+        spend_cap: p.spend_cap,
         signature: Default::default(),
     };
     spec.sign(p.owner).await.context("signing the spec")?;
@@ -402,13 +454,14 @@ pub async fn publish(kubo: &KuboClient, p: Publication<'_>) -> anyhow::Result<Pu
         Some((label, key)) => seal(key, &spec.to_json())
             .map_err(|e| anyhow!("encrypting the spec to `{label}`'s RSA key: {e}"))?,
     };
-    let spec = progress::wait("uploading the spec", kubo.add("spec", sealed.into()))
+    let spec_cid = progress::wait("uploading the spec", kubo.add("spec", sealed.into()))
         .await
         .map_err(|e| anyhow!("uploading the spec: {e}"))?;
     Ok(Published {
         program,
-        spec,
+        spec: spec_cid,
         terms_hash,
+        signed: spec,
     })
 }
 
@@ -510,6 +563,7 @@ pub async fn deploy(args: DeployArgs, json: bool) -> anyhow::Result<()> {
     }
     let price: Usdc = parse_usdc("--price", &args.price)?;
     let limits = args.limits.limits()?;
+    let spend_cap = args.spend_cap.as_deref().map(parse_spend_cap).transpose()?;
     let dev = read_dev_info(&std::env::current_dir()?).ok();
     let ipfs = args.ipfs.clone().or_else(|| dev.as_ref().map(|d| d.ipfs.clone())).ok_or_else(|| {
         anyhow!("no IPFS node to upload to: pass --ipfs http://127.0.0.1:5001 (a Kubo RPC URL), or run `khachapuri dev`")
@@ -554,6 +608,7 @@ pub async fn deploy(args: DeployArgs, json: bool) -> anyhow::Result<()> {
             max_price: price,
             limits,
             terms: args.terms.clone(),
+            spend_cap,
             deployment: chain.deployment(),
         },
     )
@@ -561,18 +616,22 @@ pub async fn deploy(args: DeployArgs, json: bool) -> anyhow::Result<()> {
     .map_err(|e| anyhow!("{e} (IPFS node {ipfs})"))?;
     let cid = published.spec;
     let url = format!("{base}/{cid}");
+    let deployed = crate::deployments::Deployed::new(&published, &args.provider, &url);
+    crate::deployments::record(&std::env::current_dir()?, &deployed)?;
     if json {
         let v = serde_json::json!({
             "cid": cid.to_string(), "program": published.program.to_string(), "entry": package.entry,
             "url": url, "owner": owner.address().to_string(), "maxPrice": price.to_string(),
             "limits": limits, "open": args.open, "termsHash": published.terms_hash.to_string(),
+            "spendCap": spend_cap,
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         eprintln!(
-            "program {} uploaded; spec signed by {} (pays up to {price} per request){}",
+            "program {} uploaded; spec signed by {} (pays up to {price} per request{}){}",
             published.program,
             owner.address(),
+            spend_cap.map_or(String::new(), |c| format!(", at most {}", describe_cap(&c))),
             if args.open {
                 ", open to any provider".to_owned()
             } else {
@@ -583,6 +642,7 @@ pub async fn deploy(args: DeployArgs, json: bool) -> anyhow::Result<()> {
         eprintln!("call it:    curl -d 'hi' {url}");
         eprintln!("its logs:   khachapuri logs {url}");
         eprintln!("revoke it:  khachapuri revoke {url}   (for good: the URL spends your money)");
+        eprintln!("all yours:  khachapuri deployments");
     }
     Ok(())
 }
@@ -616,6 +676,24 @@ mod tests {
         assert_eq!(env["RE"], "a\\d+");
         assert_eq!(env["HASH"], "x # y", "a # inside quotes is the value's");
         assert_eq!(env["URL"], "a=b");
+    }
+
+    #[test]
+    fn spend_caps_read_like_people_write_them() {
+        let cap = parse_spend_cap("5/day").unwrap();
+        assert_eq!(cap.amount, U256::from(5_000_000));
+        assert_eq!(cap.period_seconds, 86_400);
+        assert_eq!(describe_cap(&cap), "5.00 USDC per day");
+        let cap = parse_spend_cap("0.25 / 12h").unwrap();
+        assert_eq!(
+            (cap.amount, cap.period_seconds),
+            (U256::from(250_000), 43_200)
+        );
+        assert_eq!(describe_cap(&cap), "0.25 USDC per 12 hours");
+        for bad in ["5", "0/day", "5/fortnight", "5/500ms", "x/day"] {
+            let err = parse_spend_cap(bad).unwrap_err().to_string();
+            assert!(err.contains("--spend-cap"), "{bad}: {err}");
+        }
     }
 
     #[test]

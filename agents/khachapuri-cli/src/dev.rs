@@ -17,6 +17,7 @@ use khachapuri_provider::{Config, Durability, SettlementMode};
 use khachapuri_spec::{Limits, ProviderKey};
 
 use crate::deploy::{Package, Publication, publish};
+use crate::deployments::Deployed;
 use crate::net::{
     DEV_JSON, DevAccount, DevFunction, DevInfo, DevProvider, free_port, port_is_free,
 };
@@ -123,8 +124,16 @@ async fn serve(
     let provider = start_provider(out, &net, cwd, state, &node).await?;
     let (gateway, gateway_url) = start_gateway(out, args, &net).await?;
     let funded = fund_test_account(out, &net, provider.payee.address()).await?;
-    let functions =
-        deploy_examples(root, &node, &provider, &funded, &deployment, &gateway_url).await?;
+    let functions = deploy_examples(
+        root,
+        cwd,
+        &node,
+        &provider,
+        &funded,
+        &deployment,
+        &gateway_url,
+    )
+    .await?;
     out.step(format!(
         "{} example functions deployed (specs signed by the test account, encrypted to `{LABEL}`)",
         functions.len()
@@ -407,6 +416,7 @@ async fn fund_test_account(
 /// Publishes each built example as a spec signed by the test account and sealed to the provider.
 async fn deploy_examples(
     root: &Path,
+    cwd: &Path,
     node: &Node,
     provider: &DevProviderAgent,
     funded: &Funded,
@@ -414,6 +424,8 @@ async fn deploy_examples(
     gateway_url: &str,
 ) -> anyhow::Result<Vec<DevFunction>> {
     let kubo = KuboClient::new(node.url());
+    // This chain is new: the records of an earlier dev chain name deployments it does not have.
+    crate::deployments::forget_chain(cwd, deployment.chain_id)?;
     let mut functions = Vec::new();
     for name in EXAMPLES {
         let path = root.join(format!("examples/target/wasm32-wasip1/release/{name}.wasm"));
@@ -429,7 +441,7 @@ async fn deploy_examples(
             _ => BTreeMap::new(),
         };
         let package = Package::from_module(&path)?;
-        let cid = publish(
+        let published = publish(
             &kubo,
             Publication {
                 package: &package,
@@ -443,14 +455,15 @@ async fn deploy_examples(
                     output_bytes: 1 << 20,
                 },
                 terms: "khachapuri dev example".into(),
+                spend_cap: None,
                 deployment,
             },
         )
         .await
-        .with_context(|| format!("deploying the example {name}"))?
-        .spec
-        .to_string();
+        .with_context(|| format!("deploying the example {name}"))?;
+        let cid = published.spec.to_string();
         let url = format!("{gateway_url}/{LABEL}/{cid}");
+        crate::deployments::record(cwd, &Deployed::new(&published, LABEL, &url))?;
         let curl = match name {
             "hello" => format!("curl -d 'Khachapuri' {url}"),
             "echo" => format!("curl -d 'ping' '{url}/some/path?x=1'"),

@@ -5,8 +5,8 @@
 //! - `khachapuri new` and `khachapuri run`: write a function, run it here through the provider's runtime.
 //! - `khachapuri deploy`: a .wasm, a .zip or a cargo project to a provider, as an encrypted, signed spec.
 //! - `khachapuri call` and `khachapuri token`: call a function as a payer.
-//! - `khachapuri logs` and `khachapuri revoke`: a function's recent runs and their stderr, and stopping it
-//!   for good, for its owner.
+//! - `khachapuri logs`, `khachapuri deployments` and `khachapuri revoke`: a function's recent runs and their
+//!   stderr, what the owner deployed and what it costs, and stopping it for good, for its owner.
 //! - `khachapuri escrow`: deposit (with permit), reserve for a provider, release, withdraw, balances.
 //! - `khachapuri provider`: init (key, resolver, registration), up (the agent, or through a tunnel),
 //!   credits, earnings.
@@ -16,6 +16,7 @@
 mod args;
 mod call;
 mod deploy;
+mod deployments;
 mod dev;
 mod escrow;
 mod logs;
@@ -59,6 +60,9 @@ enum Command {
     /// Show a function's recent runs at its provider (status, failure, the program's stderr): for the
     /// spec's owner only.
     Logs(logs::LogsArgs),
+    /// List your deployments (recorded by `deploy` in this directory): where, what they pay, whether
+    /// revoked, and the calls and charges their providers counted.
+    Deployments(deployments::DeploymentsArgs),
     /// Revoke a deployment for good, as its owner: providers refuse every call to it from then on.
     Revoke(revoke::RevokeArgs),
     /// Make a payer token for `curl -H "X-Khachapuri-Payer-Token: ..."`.
@@ -100,6 +104,7 @@ fn main() -> std::process::ExitCode {
             Command::New(args) => new::new(args, json),
             Command::Run(args) => run::run(*args, json).await,
             Command::Logs(args) => logs::logs(args, json).await,
+            Command::Deployments(args) => deployments::deployments(args, json).await,
             Command::Revoke(args) => revoke::revoke(args, json).await,
             Command::Deploy(args) => deploy::deploy(*args, json).await,
             Command::Call(args) => call::call(*args, json).await,

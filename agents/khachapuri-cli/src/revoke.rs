@@ -26,8 +26,11 @@ pub struct RevokeArgs {
 pub async fn revoke(args: RevokeArgs, json: bool) -> anyhow::Result<()> {
     let chain = args.chain.connect(true).await?;
     let owner = chain.address().map_err(|e| anyhow!("{e}"))?;
+    let recorded = crate::deployments::find(&chain, owner, &args.function);
     let (terms_hash, cid) = match args.function.parse::<B256>() {
         Ok(hash) => (hash, None),
+        // Deployed from this directory: its record has the terms hash, with no provider to ask.
+        Err(_) if let Some(recorded) = recorded => (recorded.terms_hash, Some(recorded.cid)),
         Err(_) if reqwest::Url::parse(&args.function).is_ok() => {
             // The provider tells the owner its spec's terms hash (only the owner: it signs for it).
             let mut endpoint =

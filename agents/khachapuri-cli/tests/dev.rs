@@ -8,7 +8,7 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{fails, khachapuri, ok, repo, start_dev};
+use common::{fails, khachapuri, khachapuri_env, ok, repo, start_dev};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dev_network_serves_every_example_and_stops_on_ctrl_c() {
@@ -293,6 +293,7 @@ async fn dev_network_serves_every_example_and_stops_on_ctrl_c() {
     assert_eq!(res.status(), 200);
     assert_eq!(res.text().await.unwrap(), "Hola, deployer!\n");
     // revoke: the owner stops its URL for good; providers refuse it within the revocation TTL.
+    let revoked_url = url.clone();
     let revoked = ok(khachapuri(dev.dir.path(), &["revoke", &url]));
     assert!(
         revoked.contains("revoked bafk") && revoked.contains("(terms 0x"),
@@ -407,6 +408,92 @@ async fn dev_network_serves_every_example_and_stops_on_ctrl_c() {
     );
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot carry --env secrets"));
+
+    // --spend-cap: what a leaked URL can cost the owner per period; `deployments` lists what this
+    // directory deployed, with what the provider counted.
+    let capped: serde_json::Value = serde_json::from_str(&ok(khachapuri(
+        dev.dir.path(),
+        &[
+            "--json",
+            "deploy",
+            wasm.to_str().unwrap(),
+            "--provider",
+            "dev",
+            "--spend-cap",
+            "0.02/day",
+        ],
+    )))
+    .unwrap();
+    assert_eq!(capped["spendCap"]["amount"], "20000", "{capped}");
+    assert_eq!(capped["spendCap"]["periodSeconds"], 86_400, "{capped}");
+    let capped_url = capped["url"].as_str().unwrap().to_owned();
+    for _ in 0..2 {
+        let res = http.post(&capped_url).body("c").send().await.unwrap();
+        assert_eq!(res.status(), 200);
+    }
+    let res = http.post(&capped_url).body("c").send().await.unwrap();
+    assert_eq!(res.status(), 429);
+    assert!(res.headers().contains_key("retry-after"));
+    // `call` pays with the owner's own token here: still the owner's money, still capped.
+    let err = fails(khachapuri(
+        dev.dir.path(),
+        &["call", &capped_url, "-d", "c"],
+    ));
+    assert!(
+        err.contains("spend_cap_reached") || err.contains("caps its spending at 0.02 USDC"),
+        "{err}"
+    );
+    let err = fails(khachapuri(
+        dev.dir.path(),
+        &[
+            "deploy",
+            wasm.to_str().unwrap(),
+            "--provider",
+            "dev",
+            "--spend-cap",
+            "5/fortnight",
+        ],
+    ));
+    assert!(err.contains("--spend-cap `5/fortnight`"), "{err}");
+    let listed = ok(khachapuri(dev.dir.path(), &["deployments"]));
+    assert!(listed.contains(&capped_url), "{listed}");
+    assert!(
+        listed.contains("at most 0.02 USDC per day")
+            && listed.contains("2 calls, 0.02 USDC charged to you")
+            && listed.contains("0.02 USDC of the cap's 0.02 USDC spent this period"),
+        "{listed}"
+    );
+    assert!(
+        !listed.contains(&revoked_url),
+        "the revoked one is left out: {listed}"
+    );
+    let all: serde_json::Value = serde_json::from_str(&ok(khachapuri(
+        dev.dir.path(),
+        &["--json", "deployments", "--all"],
+    )))
+    .unwrap();
+    let all = all.as_array().unwrap();
+    let revoked = all
+        .iter()
+        .find(|d| d["url"] == revoked_url.as_str())
+        .unwrap();
+    assert!(revoked["revokedAt"].as_u64().is_some(), "{revoked}");
+    assert!(
+        all.iter().filter(|d| d["entry"] == "hello.wasm").count() >= 3,
+        "the examples, the deploys above: {all:?}"
+    );
+    // A stranger (another key) owns none of them.
+    let stranger = khachapuri_env(
+        dev.dir.path(),
+        &["deployments"],
+        &[(
+            "KHACHAPURI_PRIVATE_KEY",
+            "0x8b3a350cf5c34c9194ca85829a2df0ec3153be0318b5e2d3348e872092edffba",
+        )],
+    );
+    assert!(stranger.status.success());
+    let err = String::from_utf8_lossy(&stranger.stderr);
+    assert!(err.contains("has no live deployments recorded"), "{err}");
 
     // escrow deposit + reserve move the numbers `escrow balance` shows.
     let reserve = |out: &std::process::Output| -> f64 {
@@ -572,8 +659,8 @@ async fn dev_network_serves_every_example_and_stops_on_ctrl_c() {
         "{stdout}"
     );
     assert!(
-        stdout.contains("provider `dev` earned 0.07 USDC"),
-        "seven paid calls settled on Ctrl-C: {stdout}"
+        stdout.contains("provider `dev` earned 0.09 USDC"),
+        "nine paid calls settled on Ctrl-C (two of them within the spending cap): {stdout}"
     );
     assert!(!dev.dir.path().join(".khachapuri/dev.json").exists());
 }

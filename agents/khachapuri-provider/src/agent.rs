@@ -24,6 +24,7 @@ use khachapuri_spec::{Offer, OfferError, ProviderKey};
 use tokio::{net::TcpListener, sync::watch};
 
 use crate::{
+    caps::{Reached, SpendCaps},
     config::{Config, SettlementMode},
     error::ApiError,
     ledger::{ClaimError, Ledger, LedgerConfig},
@@ -88,6 +89,8 @@ struct Agent {
     logs: SpecLogs,
     /// Which specs their owners revoked.
     revocations: Revocations,
+    /// What each capped spec charged its owner this period.
+    caps: SpendCaps,
     /// Price, caps and chain, as `GET /_provider` tells them.
     offer: Offer,
 }
@@ -160,6 +163,7 @@ pub async fn start(config: Config, signer: PrivateKeySigner) -> Result<RunningAg
         metrics: Metrics::default(),
         logs: SpecLogs::default(),
         revocations: Revocations::new(chain.clone()),
+        caps: SpendCaps::default(),
         offer: offer(&config, &signer, deployment),
         config,
     });
@@ -535,12 +539,37 @@ impl Agent {
             )
             .hint("nothing was charged; ask the function's owner for its new URL"));
         }
+        // The owner's cap per period bounds what plain calls (the owner pays) may cost it.
+        let capped = match &spec.spend_cap {
+            Some(cap) if payer == spec.owner => {
+                let now = khachapuri_protocol::unix_now();
+                let taken = self
+                    .caps
+                    .take(verified.terms_hash, cap, price, now)
+                    .map_err(|reached| cap_reached(reached, price, now))?;
+                Some(taken)
+            }
+            _ => None,
+        };
         let claimed = match self.config.settlement {
             SettlementMode::Batch => self.ledger.claim(payer, price).await,
             SettlementMode::Sync => self.ledger.claim_settled(payer, price).await,
-        }
-        .map_err(|err| claim_error(err, &self.config.label, price))?;
+        };
+        let claimed = match claimed {
+            Ok(claimed) => claimed,
+            Err(err) => {
+                if let Some(taken) = capped {
+                    self.caps.give_back(taken);
+                }
+                return Err(claim_error(err, &self.config.label, price));
+            }
+        };
         self.metrics.claim();
+        let owner_charged = if claimed.payer == spec.owner {
+            price
+        } else {
+            Usdc::ZERO
+        };
 
         let path_and_query = parts
             .uri
@@ -590,7 +619,7 @@ impl Agent {
                 // with the price, the payer and a receipt of what was answered.
                 let err = ApiError::from(failure.error);
                 let entry = log(err.status.as_u16(), &failure.stderr, Some(&err));
-                self.logs.record(&spec_id, entry);
+                self.logs.record(&spec_id, entry, owner_charged);
                 self.metrics.refusal(err.code);
                 let status = err.status;
                 let answer = err.body();
@@ -612,7 +641,7 @@ impl Agent {
             tracing::debug!(%cid, stderr = %String::from_utf8_lossy(&output.stderr), "program stderr");
         }
         let entry = log(output.response.status, &output.stderr, None);
-        self.logs.record(&spec_id, entry);
+        self.logs.record(&spec_id, entry, owner_charged);
 
         let response = output.response;
         let request = (&parts.method, path_and_query.as_str(), &body[..]);
@@ -685,7 +714,11 @@ impl Agent {
                 }
                 _ => ApiError::unauthorized("bad_logs_access", e.to_string()).hint(hint),
             })?;
-        Ok(self.logs.read(&spec, verified.terms_hash, after))
+        let mut logs = self.logs.read(&spec, verified.terms_hash, after);
+        if let Some(cap) = &verified.spec.spend_cap {
+            logs.totals.cap_spent = Some(self.caps.spent(verified.terms_hash, cap, now));
+        }
+        Ok(logs)
     }
 
     /// The signed receipt of a charged answer: `status` and `answer` as sent, for the request (method,
@@ -811,6 +844,29 @@ fn token_error(err: TokenError) -> ApiError {
 }
 
 /// The 402 (or 503) for a refused claim, with the command that fixes it for this provider.
+/// 429 for a plain call that would take the owner's spending past its cap for the period.
+fn cap_reached(reached: Reached, price: Usdc, now: u64) -> ApiError {
+    let resets = khachapuri_chain::format_time(alloy::primitives::U256::from(reached.resets_at));
+    let message = if price > reached.cap {
+        format!(
+            "this deployment's owner caps its spending at {} per period, below this provider's price of {price}: \
+             no call fits",
+            reached.cap
+        )
+    } else {
+        format!(
+            "this deployment's owner caps its spending at {} per period, and {} of it is spent until {resets}",
+            reached.cap, reached.spent
+        )
+    };
+    ApiError::new(StatusCode::TOO_MANY_REQUESTS, "spend_cap_reached", message)
+        .hint(format!(
+            "nothing was charged; retry after {resets}, or pay for the call yourself with a payer token \
+             (`khachapuri token`)"
+        ))
+        .retry_after(reached.resets_at.saturating_sub(now))
+}
+
 fn claim_error(err: ClaimError, label: &str, price: Usdc) -> ApiError {
     // Amounts in the commands are bare numbers, so that the command can be pasted as it is.
     let shown = price.to_string();

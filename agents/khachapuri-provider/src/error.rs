@@ -20,6 +20,8 @@ pub struct ApiError {
     pub message: String,
     /// What to do next.
     pub hint: Option<String>,
+    /// Seconds until a retry can succeed (`Retry-After`), when the refusal ends at a known time.
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -30,12 +32,19 @@ impl ApiError {
             code,
             message: message.into(),
             hint: None,
+            retry_after: None,
         }
     }
 
     /// Adds what the caller should do next.
     pub fn hint(mut self, hint: impl Into<String>) -> Self {
         self.hint = Some(hint.into());
+        self
+    }
+
+    /// Says when a retry can succeed (`Retry-After`, seconds).
+    pub fn retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds);
         self
     }
 
@@ -83,7 +92,13 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(self.error_body())).into_response()
+        let mut response = (self.status, Json(self.error_body())).into_response();
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, seconds.into());
+        }
+        response
     }
 }
 

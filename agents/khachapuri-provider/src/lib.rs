@@ -11,6 +11,7 @@
 use std::io::Write as _;
 
 mod agent;
+mod caps;
 mod config;
 mod error;
 mod ledger;

@@ -6,7 +6,8 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
-use khachapuri_protocol::logs::{LogEntry, Logs};
+use khachapuri_protocol::Usdc;
+use khachapuri_protocol::logs::{LogEntry, Logs, Totals};
 
 /// Runs kept per spec.
 pub(crate) const ENTRIES_PER_SPEC: usize = 64;
@@ -50,12 +51,18 @@ struct Inner {
     /// The last sequence number handed out: it starts at the agent's start time in microseconds, so that
     /// after a restart the numbers still only grow and a reader's `?after=` cursor stays meaningful.
     seq: u64,
-    specs: HashMap<String, VecDeque<LogEntry>>,
+    specs: HashMap<String, SpecRuns>,
+}
+
+/// One spec's kept runs and its counts.
+struct SpecRuns {
+    entries: VecDeque<LogEntry>,
+    totals: Totals,
 }
 
 impl SpecLogs {
-    /// Keeps one run of `spec`; its `seq` is assigned here.
-    pub(crate) fn record(&self, spec: &str, mut entry: LogEntry) {
+    /// Keeps one run of `spec`, which charged its owner `owner_charged`; its `seq` is assigned here.
+    pub(crate) fn record(&self, spec: &str, mut entry: LogEntry, owner_charged: Usdc) {
         cut(&mut entry.stderr, STDERR_PER_ENTRY, "\n[stderr cut here]");
         cut(&mut entry.path, TEXT_PER_FIELD, "…");
         if let Some(message) = &mut entry.message {
@@ -68,17 +75,28 @@ impl SpecLogs {
             let oldest = inner
                 .specs
                 .iter()
-                .min_by_key(|(_, entries)| entries.back().map_or(0, |e| e.seq))
+                .min_by_key(|(_, runs)| runs.entries.back().map_or(0, |e| e.seq))
                 .map(|(cid, _)| cid.clone());
             if let Some(oldest) = oldest {
                 inner.specs.remove(&oldest);
             }
         }
-        let entries = inner.specs.entry(spec.to_owned()).or_default();
-        if entries.len() == ENTRIES_PER_SPEC {
-            entries.pop_front();
+        let runs = inner
+            .specs
+            .entry(spec.to_owned())
+            .or_insert_with(|| SpecRuns {
+                entries: VecDeque::new(),
+                totals: Totals {
+                    since_ms: entry.time_ms,
+                    ..Totals::default()
+                },
+            });
+        runs.totals.calls += 1;
+        runs.totals.owner_charged = runs.totals.owner_charged.saturating_add(owner_charged);
+        if runs.entries.len() == ENTRIES_PER_SPEC {
+            runs.entries.pop_front();
         }
-        entries.push_back(entry);
+        runs.entries.push_back(entry);
     }
 
     /// `spec`'s runs after sequence number `after`, oldest first; `terms_hash` is the spec's.
@@ -89,10 +107,12 @@ impl SpecLogs {
         after: u64,
     ) -> Logs {
         let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        let entries: Vec<LogEntry> = inner
-            .specs
-            .get(spec)
-            .map(|entries| entries.iter().filter(|e| e.seq > after).cloned().collect())
+        let runs = inner.specs.get(spec);
+        let entries: Vec<LogEntry> = runs
+            .map(|runs| {
+                let newer = runs.entries.iter().filter(|e| e.seq > after);
+                newer.cloned().collect()
+            })
             .unwrap_or_default();
         let next = entries.last().map_or(after, |e| e.seq);
         Logs {
@@ -100,6 +120,7 @@ impl SpecLogs {
             terms_hash,
             entries,
             next,
+            totals: runs.map(|r| r.totals.clone()).unwrap_or_default(),
         }
     }
 }
@@ -128,11 +149,19 @@ mod tests {
     fn keeps_the_latest_runs_of_the_latest_specs_within_bounds() {
         let logs = SpecLogs::default();
         for i in 0..ENTRIES_PER_SPEC + 5 {
-            logs.record("a", entry(&i.to_string()));
+            logs.record("a", entry(&i.to_string()), Usdc::from_units(10));
         }
         let a = logs.read("a", B256::ZERO, 0);
         assert_eq!(a.entries.len(), ENTRIES_PER_SPEC);
         assert_eq!(a.entries[0].stderr, "5", "the oldest went first");
+        assert_eq!(
+            (a.totals.calls, a.totals.owner_charged),
+            (
+                (ENTRIES_PER_SPEC + 5) as u64,
+                Usdc::from_units(10 * (ENTRIES_PER_SPEC as u128 + 5))
+            ),
+            "the totals count every run, also those no longer kept"
+        );
         assert_eq!(a.next - a.entries[0].seq, (ENTRIES_PER_SPEC - 1) as u64);
         assert!(logs.read("a", B256::ZERO, a.next).entries.is_empty());
         assert_eq!(
@@ -144,7 +173,7 @@ mod tests {
 
         let mut long = entry(&"é".repeat(STDERR_PER_ENTRY));
         long.path = "/p".repeat(1000);
-        logs.record("b", long);
+        logs.record("b", long, Usdc::ZERO);
         let b = logs.read("b", B256::ZERO, 0);
         assert!(b.entries[0].stderr.ends_with("[stderr cut here]"));
         assert!(b.entries[0].stderr.len() < STDERR_PER_ENTRY + 32);
@@ -152,7 +181,7 @@ mod tests {
 
         // A spec past the bound evicts the one whose last run is oldest: "a" (b ran after it).
         for i in 0..SPECS - 1 {
-            logs.record(&format!("s{i}"), entry(""));
+            logs.record(&format!("s{i}"), entry(""), Usdc::ZERO);
         }
         assert!(logs.read("a", B256::ZERO, 0).entries.is_empty());
         assert_eq!(logs.read("b", B256::ZERO, 0).entries.len(), 1);

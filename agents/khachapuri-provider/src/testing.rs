@@ -138,6 +138,7 @@ impl Net {
             terms: "test terms".into(),
             chain_id: d.chain_id,
             escrow: d.escrow,
+            spend_cap: None,
             signature: Default::default(),
         };
         spec.sign(&anvil_signer(owner)).await.expect("sign");

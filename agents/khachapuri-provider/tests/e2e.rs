@@ -898,6 +898,180 @@ async fn a_revoked_spec_runs_for_nobody_under_any_cid_and_its_claimed_charges_se
     );
 }
 
+/// The attack a cap answers: an owner-pays URL leaks and a stranger calls it as fast as it can, at once
+/// and under another CID of the same terms. The owner loses at most the cap for the period; callers who
+/// pay with their own token are not held back by it; and a copy of the spec with the cap cut out does not
+/// run, since the cap is part of the signed terms.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leaked_url_costs_its_owner_at_most_the_spend_cap_per_period() {
+    let net = Net::start().await;
+    net.fund(OWNER, Usdc::from_whole(1), PRICE, Usdc::from_whole(1))
+        .await;
+    let mut spec = net.spec(&example("hello"), "hello.wasm", &[], OWNER).await;
+    spec.provider = None;
+    spec.spend_cap = Some(khachapuri_spec::SpendCap {
+        amount: U256::from(3 * PRICE.units()),
+        period_seconds: 86_400,
+    });
+    spec.sign(&signer(OWNER)).await.unwrap();
+    let cid = net.publish_open(&spec);
+    let pretty: serde_json::Value = serde_json::from_slice(&spec.to_json()).unwrap();
+    let alias = net
+        .store
+        .put(&serde_json::to_vec_pretty(&pretty).unwrap())
+        .unwrap()
+        .cid
+        .to_string();
+    let agent = net.agent(SettlementMode::Batch).await;
+    let before = net.escrowed(OWNER).await;
+
+    // Ten calls at once, half of them under the alias: exactly three fit in the cap.
+    let mut calls = tokio::task::JoinSet::new();
+    for i in 0..10 {
+        let target = url(&agent, if i % 2 == 0 { &cid } else { &alias });
+        calls.spawn(async move {
+            let res = khachapuri_tls::http()
+                .post(target)
+                .body("hi")
+                .send()
+                .await
+                .unwrap();
+            let status = res.status().as_u16();
+            let retry_after = res.headers().get("retry-after").cloned();
+            let charged = res.headers().get(PRICE_HEADER).is_some();
+            let body = res.text().await.unwrap();
+            (status, retry_after, charged, body)
+        });
+    }
+    let mut served = 0;
+    while let Some(done) = calls.join_next().await {
+        let (status, retry_after, charged, body) = done.unwrap();
+        match status {
+            200 => served += 1,
+            429 => {
+                assert!(!charged, "a refused call is not charged");
+                let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+                assert_eq!(body["error"], "spend_cap_reached", "{body}");
+                assert!(
+                    body["message"]
+                        .as_str()
+                        .unwrap()
+                        .contains("0.03 USDC per period"),
+                    "{body}"
+                );
+                assert!(
+                    body["hint"].as_str().unwrap().contains("payer token"),
+                    "{body}"
+                );
+                let seconds: u64 = retry_after
+                    .expect("429 says when to retry")
+                    .to_str()
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                assert!((1..=86_400).contains(&seconds), "{seconds}");
+            }
+            other => panic!("unexpected {other}: {body}"),
+        }
+    }
+    assert_eq!(served, 3, "the cap admits exactly three calls at 0.01");
+
+    // A caller with its own token pays its own way past the owner's cap.
+    net.fund(5, Usdc::from_whole(1), PRICE, Usdc::from_whole(1))
+        .await;
+    let d = &net.devnet.deployment;
+    let token = PayerToken {
+        provider: net.provider_address(),
+        spec: cid.clone(),
+        maxPrice: U256::from(PRICE.units()),
+        expiry: khachapuri_protocol::unix_now() + 300,
+        session: B256::repeat_byte(4),
+    }
+    .sign(&signer(5), &eip712::domain(d.chain_id, d.escrow))
+    .await
+    .unwrap();
+    let res = khachapuri_tls::http()
+        .post(url(&agent, &cid))
+        .header(
+            khachapuri_protocol::http::PAYER_TOKEN_HEADER,
+            token.encode(),
+        )
+        .body("mine")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200, "{:?}", res.text().await);
+
+    // The same spec with its cap cut out keeps the owner's signature, which no longer matches.
+    let mut uncapped: serde_json::Value = serde_json::from_slice(&spec.to_json()).unwrap();
+    uncapped.as_object_mut().unwrap().remove("spendCap");
+    let stripped = net
+        .store
+        .put(&serde_json::to_vec(&uncapped).unwrap())
+        .unwrap()
+        .cid
+        .to_string();
+    let res = khachapuri_tls::http()
+        .post(url(&agent, &stripped))
+        .body("hi")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+    let body: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(body["error"], "bad_spec_signature", "{body}");
+
+    // The owner's logs count every claimed call and what the owner paid, per CID (the three fell on
+    // either), and what the owner paid in the period, per terms (shared).
+    let mut calls = 0;
+    let mut owner_charged = Usdc::ZERO;
+    for id in [&cid, &alias] {
+        let grant = khachapuri_protocol::logs::SignedLogsAccess::sign(
+            &signer(OWNER),
+            &eip712::domain(d.chain_id, d.escrow),
+            net.provider_address(),
+            id,
+            khachapuri_protocol::unix_now() + 60,
+        )
+        .await
+        .unwrap();
+        let logs: khachapuri_protocol::logs::Logs = khachapuri_tls::http()
+            .get(format!("http://{}/_logs/{id}", agent.addr))
+            .header(
+                khachapuri_protocol::logs::LOGS_ACCESS_HEADER,
+                grant.encode(),
+            )
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        calls += logs.totals.calls;
+        owner_charged = owner_charged.saturating_add(logs.totals.owner_charged);
+        let cap_spent = logs
+            .totals
+            .cap_spent
+            .expect("a capped spec shows its period");
+        assert_eq!(cap_spent.spent, Usdc::from_units(3 * PRICE.units()));
+        assert_eq!(cap_spent.resets_at % 86_400, 0);
+    }
+    assert_eq!(
+        (calls, owner_charged),
+        (4, Usdc::from_units(3 * PRICE.units())),
+        "three calls charged to the owner, one to the token's signer"
+    );
+
+    agent.shutdown().await;
+    assert_eq!(
+        net.escrowed(OWNER).await,
+        before
+            .checked_sub(Usdc::from_units(3 * PRICE.units()))
+            .unwrap(),
+        "the owner paid for exactly the three calls in its cap"
+    );
+}
+
 /// The payer token rides in its own header, so a function keeps `Authorization` for its own bearer or basic
 /// auth; a token altered after signing reads as what it is (401 bad signature, naming its payer), not as a
 /// stranger's missing approval; the first transport (`Authorization: Bearer kp…`) still pays.

@@ -89,6 +89,10 @@ async fn compute() -> Value {
         terms: "".into(),
         chain_id: CHAIN_ID,
         escrow: ESCROW,
+        spend_cap: Some(khachapuri_spec::SpendCap {
+            amount: U256::from(2_500_000),
+            period_seconds: 86_400,
+        }),
         signature: Default::default(),
     };
     spec.sign(&owner).await.unwrap();

@@ -33,7 +33,8 @@ alloy::sol! {
 
     /// A deployment's terms, signed by its `owner`: the program and entry, the environment's digest, the
     /// provider label it is meant for ("" for an open deployment), the most it pays per request, resource
-    /// limits and the digest of the terms text.
+    /// limits, the digest of the terms text, and the most a provider may charge the owner per period
+    /// (`spendCap` in `spendPeriod` seconds; both 0 for no cap).
     #[derive(Debug, PartialEq, Eq)]
     struct SpecTerms {
         string program;
@@ -46,6 +47,8 @@ alloy::sol! {
         uint64 timeoutMs;
         uint64 outputBytes;
         bytes32 termsDigest;
+        uint256 spendCap;
+        uint64 spendPeriod;
     }
 
     /// EIP-2612 permit (signed against the token's own domain).
@@ -448,10 +451,19 @@ mod tests {
             timeoutMs: 5_000,
             outputBytes: 1 << 20,
             termsDigest: B256::ZERO,
+            spendCap: U256::from(50_000),
+            spendPeriod: 86_400,
         };
         let sig = terms.sign(&owner, &d).await?;
         assert!(terms.verify(&d, &sig));
         assert_eq!(terms.recover(&d, &sig)?, owner.address());
+        let mut uncapped = terms.clone();
+        uncapped.spendCap = U256::ZERO;
+        uncapped.spendPeriod = 0;
+        assert!(
+            !uncapped.verify(&d, &sig),
+            "the cap is signed: dropping it breaks the signature"
+        );
         terms.provider = String::new();
         assert!(!terms.verify(&d, &sig));
         Ok(())

@@ -19,7 +19,7 @@ pub mod logs;
 pub mod receipt;
 pub mod server;
 pub mod tunnel;
-mod usdc;
+pub mod usdc;
 
 pub use eip712::{PayerToken, SignedPayerToken, SpecTerms, TokenError};
 pub use label::{InvalidLabel, Label, label_node, validate_label};

@@ -191,6 +191,37 @@ pub struct Logs {
     pub entries: Vec<LogEntry>,
     /// What to pass as `?after=` to get only newer entries.
     pub next: u64,
+    /// What the provider counted of the spec's calls, beyond the entries it keeps.
+    #[serde(default)]
+    pub totals: Totals,
+}
+
+/// A provider's count of one spec's claimed runs, in its memory: since `sinceMs` (when it started, or
+/// began counting the spec again after forgetting it).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Totals {
+    /// When the count began, unix milliseconds.
+    pub since_ms: u64,
+    /// Claimed runs, whoever paid.
+    pub calls: u64,
+    /// What those runs charged the spec's owner (USDC base units, decimal string).
+    #[serde(with = "crate::usdc::units")]
+    pub owner_charged: crate::Usdc,
+    /// What the owner was charged in the spending cap's current period, when the spec has a cap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cap_spent: Option<CapSpent>,
+}
+
+/// The owner's charges in the current period of a spec's spending cap.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CapSpent {
+    /// Charged so far in the period (USDC base units, decimal string).
+    #[serde(with = "crate::usdc::units")]
+    pub spent: crate::Usdc,
+    /// When the period ends, unix seconds.
+    pub resets_at: u64,
 }
 
 #[cfg(test)]

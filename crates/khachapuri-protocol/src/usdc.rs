@@ -169,6 +169,31 @@ impl FromStr for Usdc {
     }
 }
 
+/// Serde for a [`Usdc`] as its base units in a decimal string (`"10000"` is 0.01 USDC): JSON numbers
+/// lose precision above 2^53. Use as `#[serde(with = "khachapuri_protocol::usdc::units")]`.
+pub mod units {
+    use super::Usdc;
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    /// Writes the base units as a decimal string.
+    pub fn serialize<S: Serializer>(v: &Usdc, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&v.units().to_string())
+    }
+
+    /// Reads a decimal string of base units.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Usdc, D::Error> {
+        let text = String::deserialize(d)?;
+        if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(D::Error::custom(format!(
+                "`{text}`: expected a decimal string of USDC base units, e.g. \"10000\""
+            )));
+        }
+        text.parse::<u128>()
+            .map(Usdc::from_units)
+            .map_err(|e| D::Error::custom(format!("`{text}`: {e}")))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,4 +12,4 @@ pub mod spec;
 pub use envelope::{EnvelopeError, is_envelope, open, seal};
 pub use keys::{KeyError, ProviderKey, key_id};
 pub use offer::{Caps, Offer, OfferError};
-pub use spec::{Limits, SPEC_VERSION, SignError, Spec, SpecError};
+pub use spec::{Limits, SPEC_VERSION, SignError, Spec, SpecError, SpendCap};

@@ -17,7 +17,7 @@ pub struct Offer {
     /// Its payee: who signs receipts, charges, and whom payer tokens and logs grants name.
     pub payee: Address,
     /// Its price per request, in USDC base units (as a decimal string: `"10000"` is 0.01 USDC).
-    #[serde(with = "units")]
+    #[serde(with = "khachapuri_protocol::usdc::units")]
     pub price: Usdc,
     /// The chain it settles on.
     pub chain_id: u64,
@@ -115,23 +115,6 @@ impl Offer {
             .or_else(|| above("time", limits.timeout_ms, caps.timeout_ms, "ms"))
             .or_else(|| above("output", limits.output_bytes, caps.output_bytes, "bytes"));
         refusal.map_or(Ok(()), Err)
-    }
-}
-
-/// Serde for a [`Usdc`] as its base units in a decimal string.
-mod units {
-    use khachapuri_protocol::Usdc;
-    use serde::{Deserialize, Deserializer, Serializer, de::Error};
-
-    pub(super) fn serialize<S: Serializer>(v: &Usdc, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&v.units().to_string())
-    }
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Usdc, D::Error> {
-        let text = String::deserialize(d)?;
-        text.parse::<u128>()
-            .map(Usdc::from_units)
-            .map_err(|e| D::Error::custom(format!("price `{text}`: {e}")))
     }
 }
 

@@ -33,6 +33,28 @@ impl Default for Limits {
     }
 }
 
+/// The most a provider may charge the owner for a deployment in one period: what bounds a leaked
+/// owner-pays URL before the owner notices. Periods are fixed windows of `period_seconds` counted from
+/// the unix epoch (a day cap resets at 00:00 UTC); calls paid with a payer token do not count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SpendCap {
+    /// The most charged to the owner per period, in USDC base units, as a decimal string.
+    #[serde(with = "decimal")]
+    pub amount: U256,
+    /// The period's length in seconds.
+    pub period_seconds: u64,
+}
+
+impl SpendCap {
+    /// The window `unix` falls in, and the unix time that window ends.
+    pub fn window(&self, unix: u64) -> (u64, u64) {
+        let period = self.period_seconds.max(1);
+        let index = unix / period;
+        (index, index.saturating_add(1).saturating_mul(period))
+    }
+}
+
 /// A deployment spec: which program to run, with which environment, for whom, at what price.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -64,6 +86,9 @@ pub struct Spec {
     pub chain_id: u64,
     /// The escrow contract (the EIP-712 verifying contract).
     pub escrow: Address,
+    /// The most a provider may charge the owner per period; `None` for no cap (the reserve still bounds it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spend_cap: Option<SpendCap>,
     /// The owner's EIP-712 signature over the terms (65 bytes, hex).
     #[serde(default)]
     pub signature: Bytes,
@@ -168,6 +193,17 @@ impl Spec {
         if l.memory_bytes == 0 || l.timeout_ms == 0 || l.output_bytes == 0 {
             return invalid("limits", "every limit must be above zero");
         }
+        if let Some(cap) = &self.spend_cap {
+            if cap.amount.is_zero() {
+                return invalid(
+                    "spendCap",
+                    "a zero cap allows no call: leave it out for no cap",
+                );
+            }
+            if cap.period_seconds == 0 {
+                return invalid("spendCap", "the period must be at least one second");
+            }
+        }
         Ok(())
     }
 
@@ -194,6 +230,8 @@ impl Spec {
             timeoutMs: self.limits.timeout_ms,
             outputBytes: self.limits.output_bytes,
             termsDigest: self.terms_digest(),
+            spendCap: self.spend_cap.map_or(U256::ZERO, |c| c.amount),
+            spendPeriod: self.spend_cap.map_or(0, |c| c.period_seconds),
         }
     }
 

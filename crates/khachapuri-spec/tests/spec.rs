@@ -21,6 +21,48 @@ fn parses_and_round_trips() {
 }
 
 #[test]
+fn a_spend_cap_is_optional_and_checked() {
+    let capped = json(1).replace(
+        r#""terms""#,
+        r#""spendCap":{"amount":"5000000","periodSeconds":86400},"terms""#,
+    );
+    let spec = Spec::from_json(capped.as_bytes()).expect("parse");
+    let cap = spec.spend_cap.expect("a cap");
+    assert_eq!(cap.amount.to::<u64>(), 5_000_000);
+    assert_eq!(cap.window(86_400 * 3 + 7), (3, 86_400 * 4));
+    assert_eq!(Spec::from_json(&spec.to_json()).expect("reparse"), spec);
+    let uncapped = Spec::from_json(json(1).as_bytes()).expect("parse");
+    assert!(
+        !String::from_utf8_lossy(&uncapped.to_json()).contains("spendCap"),
+        "no cap, no field"
+    );
+    for bad in [
+        r#""spendCap":{"amount":"0","periodSeconds":86400},"#,
+        r#""spendCap":{"amount":"5","periodSeconds":0},"#,
+    ] {
+        let text = json(1).replace(r#""terms""#, &format!(r#"{bad}"terms""#));
+        assert!(
+            matches!(
+                Spec::from_json(text.as_bytes()),
+                Err(SpecError::Invalid {
+                    field: "spendCap",
+                    ..
+                })
+            ),
+            "{bad}"
+        );
+    }
+    let text = json(1).replace(
+        r#""terms""#,
+        r#""spendCap":{"amount":5,"periodSeconds":60},"terms""#,
+    );
+    assert!(matches!(
+        Spec::from_json(text.as_bytes()),
+        Err(SpecError::Malformed(_))
+    ));
+}
+
+#[test]
 fn env_digest_is_order_independent_and_covers_values() {
     let a = Spec::from_json(json(1).as_bytes()).expect("parse");
     let b = Spec::from_json(
@@ -120,6 +162,12 @@ async fn signature_covers_every_term() {
         Box::new(|s| s.terms.push('!')),
         Box::new(|s| s.chain_id += 1),
         Box::new(|s| s.escrow = alloy::primitives::Address::repeat_byte(9)),
+        Box::new(|s| {
+            s.spend_cap = Some(khachapuri_spec::SpendCap {
+                amount: alloy::primitives::U256::from(1_000_000),
+                period_seconds: 86_400,
+            })
+        }),
     ];
     for (i, tamper) in tampered.iter().enumerate() {
         let mut bad = spec.clone();
