@@ -25,7 +25,8 @@ pub enum ProviderCommand {
     /// and write the agent's config. Run again to update the resolver's server or key.
     Init(InitArgs),
     /// Run the provider agent until Ctrl-C (settling every claim before it stops). Reads the config
-    /// `provider init` wrote; the payee key comes from KHACHAPURI_PRIVATE_KEY or --keystore.
+    /// `provider init` wrote, and in a `khachapuri dev` directory finds its chain and IPFS node; the payee
+    /// key comes from --private-key (KHACHAPURI_PRIVATE_KEY) or --keystore.
     Up(Box<ProviderArgs>),
     /// Trial credits: spendable by one user with you only, never earned by you.
     Credits {
@@ -400,11 +401,21 @@ async fn up(mut args: ProviderArgs) -> anyhow::Result<()> {
             args.config = Some(default);
         }
     }
-    let config = args.resolve().map_err(|e| {
+    // In a `khachapuri dev` directory, its chain and IPFS node, unless the flags or the file say otherwise.
+    let network = match crate::net::read_dev_info(&std::env::current_dir()?) {
+        Ok(dev) => khachapuri_provider::Network {
+            rpc_url: Some(dev.rpc_url),
+            ipfs: vec![format!("gateway={}", dev.ipfs)],
+        },
+        Err(_) => khachapuri_provider::Network::default(),
+    };
+    let config = args.resolve_with(network).map_err(|e| {
         anyhow!("{e}; `khachapuri provider init` writes a config that `provider up` reads")
     })?;
     let signer = config.signer.load().map_err(|e| {
-        anyhow!("{e}: set KHACHAPURI_PRIVATE_KEY to the payee's key, or pass --keystore")
+        anyhow!(
+            "{e}: pass --private-key (or set KHACHAPURI_PRIVATE_KEY) with the payee's key, or --keystore"
+        )
     })?;
     khachapuri_provider::run_until_signal(config, signer)
         .await

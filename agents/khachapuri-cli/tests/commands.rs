@@ -199,10 +199,13 @@ async fn a_tunneled_provider_is_set_up_deployed_to_called_and_paid() {
     assert!(config.contains(&format!("gateway={ipfs}")), "{config}");
 
     // provider up: the agent, reachable only through the gateway's tunnel.
+    // Sizes and durations read as `deploy` reads them; the key may come as a flag.
     let mut child = Command::new(env!("CARGO_BIN_EXE_khachapuri"))
         .args(["provider", "up", "--listen", "127.0.0.1:0"])
+        .args(["--max-timeout", "6s", "--max-memory", "96MiB"])
+        .args(["--private-key", &provider_key])
         .current_dir(dir)
-        .env("KHACHAPURI_PRIVATE_KEY", &provider_key)
+        .env_remove("KHACHAPURI_PRIVATE_KEY")
         .env_remove("KHACHAPURI_RPC_URL")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -231,6 +234,22 @@ async fn a_tunneled_provider_is_set_up_deployed_to_called_and_paid() {
         ],
     ));
     assert!(err.contains("--memory `lots`"), "{err}");
+    let err = fails(khachapuri(
+        dir,
+        &[
+            "deploy",
+            hello.to_str().unwrap(),
+            "--provider",
+            "alice",
+            "--timeout",
+            "7s",
+        ],
+    ));
+    assert!(
+        err.contains("7000 ms of time; this provider offers at most 6000 ms")
+            && err.contains("lower --timeout"),
+        "{err}"
+    );
     let err = fails(khachapuri(
         dir,
         &["deploy", "Cargo.toml", "--provider", "alice"],

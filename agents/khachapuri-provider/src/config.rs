@@ -16,7 +16,7 @@ use crate::wal::Durability;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum SettlementMode {
-    /// One `consumeBatch` every `batch-max` claims or `batch-linger-ms`, whichever comes first.
+    /// One `consumeBatch` every `batch-max` claims or `batch-linger`, whichever comes first.
     #[default]
     Batch,
     /// The seed's flow: the request's charge is on chain before the program runs.
@@ -38,7 +38,8 @@ pub struct ProviderArgs {
     /// Address to listen on [default: 127.0.0.1:8080].
     #[arg(long, env = "KHACHAPURI_LISTEN")]
     pub listen: Option<SocketAddr>,
-    /// Chain JSON-RPC URL [default: http://127.0.0.1:8545].
+    /// Chain JSON-RPC URL [default: http://127.0.0.1:8545; for `khachapuri provider up` in a `khachapuri dev`
+    /// directory, its chain].
     #[arg(long, env = "KHACHAPURI_RPC_URL")]
     pub rpc_url: Option<String>,
     /// Directory of deployments/<chainId>.json [default: ./deployments].
@@ -47,14 +48,25 @@ pub struct ProviderArgs {
     /// Where the agent keeps its RSA key, claims log and compiled modules [default: ./.khachapuri/provider].
     #[arg(long, env = "KHACHAPURI_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Encrypted JSON keystore of the payee key (else the key is read from KHACHAPURI_PRIVATE_KEY).
+    /// Hex private key of the payee (better in the environment than on a command line other users can
+    /// see); never read from the config file.
+    #[arg(
+        long = "private-key",
+        env = khachapuri_protocol::http::PRIVATE_KEY_ENV,
+        hide_env_values = true,
+        conflicts_with = "keystore"
+    )]
+    #[serde(skip)]
+    pub private_key: Option<String>,
+    /// Encrypted JSON keystore of the payee key, unlocked with the password in
+    /// KHACHAPURI_KEYSTORE_PASSWORD; instead of --private-key.
     #[arg(long, env = "KHACHAPURI_KEYSTORE")]
     pub keystore: Option<PathBuf>,
     /// Price per request in USDC, e.g. 0.01 [default: 0.01].
     #[arg(long, env = "KHACHAPURI_PRICE")]
     pub price: Option<String>,
     /// IPFS sources, tried in order: `local` (the embedded store in the data dir), `kubo=URL`,
-    /// `gateway=URL` [default: local].
+    /// `gateway=URL` [default: local; for `khachapuri provider up` in a `khachapuri dev` directory, its node].
     #[arg(long = "ipfs", env = "KHACHAPURI_IPFS", value_delimiter = ',')]
     #[serde(default)]
     pub ipfs: Vec<String>,
@@ -62,34 +74,53 @@ pub struct ProviderArgs {
     /// `ws://gateway.example:8080/_tunnel`; the label's server record must be `tunnel:`.
     #[arg(long, env = "KHACHAPURI_TUNNEL")]
     pub tunnel: Option<String>,
-    /// `batch` (default) or `sync`.
+    /// `batch` or `sync` [default: batch].
     #[arg(long, env = "KHACHAPURI_SETTLEMENT")]
     pub settlement: Option<SettlementMode>,
     /// Most claims settled per transaction (claims of one payer share one line) [default: 5000].
     #[arg(long, env = "KHACHAPURI_BATCH_MAX")]
     pub batch_max: Option<usize>,
-    /// How long a batch waits for more claims, ms [default: 1000].
-    #[arg(long, env = "KHACHAPURI_BATCH_LINGER_MS")]
+    /// How long a batch waits for more claims, e.g. 1s or 250ms [default: 1s].
+    #[arg(long, env = "KHACHAPURI_BATCH_LINGER")]
+    pub batch_linger: Option<Setting>,
+    /// The same in milliseconds (the first spelling; --batch-linger wins).
+    #[arg(long, hide = true)]
     pub batch_linger_ms: Option<u64>,
-    /// `interval` (default) or `always`: when claims are fsynced.
+    /// When claims are fsynced: `interval` or `always` [default: interval].
     #[arg(long, env = "KHACHAPURI_WAL_DURABILITY")]
     pub wal_durability: Option<Durability>,
-    /// Largest request body, bytes [default: 1 MiB].
-    #[arg(long, env = "KHACHAPURI_MAX_BODY_BYTES")]
-    pub max_body_bytes: Option<usize>,
-    /// Most linear memory a program may use, bytes [default: 128 MiB].
-    #[arg(long, env = "KHACHAPURI_MAX_MEMORY_BYTES")]
-    pub max_memory_bytes: Option<usize>,
-    /// Longest a program may run, ms [default: 10000].
-    #[arg(long, env = "KHACHAPURI_MAX_TIMEOUT_MS")]
+    /// Largest request body, e.g. 1MiB (bare numbers are bytes) [default: 1MiB].
+    #[arg(long, alias = "max-body-bytes", env = "KHACHAPURI_MAX_BODY")]
+    #[serde(alias = "max-body-bytes")]
+    pub max_body: Option<Setting>,
+    /// Most linear memory a program may use, e.g. 128MiB [default: 128MiB].
+    #[arg(long, alias = "max-memory-bytes", env = "KHACHAPURI_MAX_MEMORY")]
+    #[serde(alias = "max-memory-bytes")]
+    pub max_memory: Option<Setting>,
+    /// Longest a program may run, e.g. 10s or 500ms (bare numbers are seconds) [default: 10s].
+    #[arg(long, env = "KHACHAPURI_MAX_TIMEOUT")]
+    pub max_timeout: Option<Setting>,
+    /// The same in milliseconds (the first spelling; --max-timeout wins).
+    #[arg(long, hide = true)]
     pub max_timeout_ms: Option<u64>,
-    /// Largest response a program may write, bytes [default: 16 MiB].
-    #[arg(long, env = "KHACHAPURI_MAX_OUTPUT_BYTES")]
-    pub max_output_bytes: Option<usize>,
+    /// Largest response a program may write, e.g. 16MiB [default: 16MiB].
+    #[arg(long, alias = "max-output-bytes", env = "KHACHAPURI_MAX_OUTPUT")]
+    #[serde(alias = "max-output-bytes")]
+    pub max_output: Option<Setting>,
     /// Browser origins that may call functions (CORS): `*`, one origin, or `none` [default: *].
     /// Preflights are answered without running or charging anything.
     #[arg(long, env = "KHACHAPURI_CORS_ALLOW_ORIGIN")]
     pub cors_allow_origin: Option<String>,
+}
+
+/// What a known network supplies when neither the flags nor the file say: where its chain and its IPFS
+/// node are.
+#[derive(Debug, Clone, Default)]
+pub struct Network {
+    /// The chain's RPC URL.
+    pub rpc_url: Option<String>,
+    /// IPFS sources.
+    pub ipfs: Vec<String>,
 }
 
 /// The resolved configuration.
@@ -149,13 +180,83 @@ pub enum ConfigError {
     Invalid(String),
 }
 
+/// A size or duration setting as written: a flag's text, or a config file's string or number (a number is
+/// bytes for a size, seconds for a duration; the `*-ms` settings are read apart).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Setting(pub String);
+
+impl std::str::FromStr for Setting {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_owned()))
+    }
+}
+
+impl<'de> Deserialize<'de> for Setting {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Written {
+            Number(u64),
+            Text(String),
+        }
+        Ok(Self(match Written::deserialize(d)? {
+            Written::Number(n) => n.to_string(),
+            Written::Text(text) => text,
+        }))
+    }
+}
+
+/// A size setting, read the CLI's way ([`khachapuri_protocol::measure::parse_size`]).
+fn size(name: &str, given: Option<Setting>, default: usize) -> Result<usize, ConfigError> {
+    let Some(Setting(text)) = given else {
+        return Ok(default);
+    };
+    let bytes = khachapuri_protocol::measure::parse_size(&text)
+        .map_err(|e| ConfigError::Invalid(format!("--{name} `{text}`: {e}")))?;
+    match usize::try_from(bytes) {
+        Ok(0) | Err(_) => Err(ConfigError::Invalid(format!(
+            "--{name} `{text}`: must be above zero and fit this machine"
+        ))),
+        Ok(bytes) => Ok(bytes),
+    }
+}
+
+/// A duration setting, read the CLI's way, or from its older `*-ms` spelling: from the flags (or the
+/// environment), else from the file, else `default`.
+fn duration(
+    name: &str,
+    flags: (Option<Setting>, Option<u64>),
+    file: (Option<Setting>, Option<u64>),
+    default: Duration,
+) -> Result<Duration, ConfigError> {
+    let read = |(given, ms): (Option<Setting>, Option<u64>)| match (given, ms) {
+        (Some(Setting(text)), _) => khachapuri_protocol::measure::parse_duration(&text)
+            .map(Some)
+            .map_err(|e| ConfigError::Invalid(format!("--{name} `{text}`: {e}"))),
+        (None, ms) => Ok(ms.map(Duration::from_millis)),
+    };
+    Ok(read(flags)?.or(read(file)?).unwrap_or(default))
+}
+
 impl ProviderArgs {
     /// Applies the config file (if any) under these flags, then the defaults.
     pub fn resolve(self) -> Result<Config, ConfigError> {
-        let file = match &self.config {
+        self.resolve_with(Network::default())
+    }
+
+    /// Like [`Self::resolve`], with `network` (e.g. a running `khachapuri dev`) filling what neither the
+    /// flags nor the file set, before the defaults.
+    pub fn resolve_with(self, network: Network) -> Result<Config, ConfigError> {
+        let mut file = match &self.config {
             Some(path) => Self::read_file(path)?,
             None => Self::default(),
         };
+        file.rpc_url = file.rpc_url.or(network.rpc_url);
+        if file.ipfs.is_empty() {
+            file.ipfs = network.ipfs;
+        }
         let label = self.label.or(file.label).ok_or_else(|| {
             ConfigError::Invalid(
                 "no provider label: pass --label NAME (the label you registered)".into(),
@@ -172,17 +273,23 @@ impl ProviderArgs {
         if price == Usdc::ZERO {
             return Err(ConfigError::Invalid("--price must be above 0 USDC".into()));
         }
-        let keystore = self.keystore.or(file.keystore);
-        let signer = match keystore {
-            Some(path) => SignerSource::Keystore {
-                path,
-                password: std::env::var("KHACHAPURI_KEYSTORE_PASSWORD").map_err(|_| {
-                    ConfigError::Invalid(
-                        "--keystore needs its password in KHACHAPURI_KEYSTORE_PASSWORD".into(),
-                    )
-                })?,
-            },
-            None => SignerSource::Env(khachapuri_protocol::http::PRIVATE_KEY_ENV.into()),
+        // A flag (or the environment) beats the file: --keystore, then --private-key, then the file's
+        // keystore, then KHACHAPURI_PRIVATE_KEY read when the agent starts.
+        let keystore = |path| -> Result<SignerSource, ConfigError> {
+            let password = std::env::var("KHACHAPURI_KEYSTORE_PASSWORD").map_err(|_| {
+                ConfigError::Invalid(
+                    "--keystore needs its password in KHACHAPURI_KEYSTORE_PASSWORD".into(),
+                )
+            })?;
+            Ok(SignerSource::Keystore { path, password })
+        };
+        let signer = match (self.keystore, self.private_key, file.keystore) {
+            (Some(path), _, _) => keystore(path)?,
+            (None, Some(key), _) => SignerSource::Key(key),
+            (None, None, Some(path)) => keystore(path)?,
+            (None, None, None) => {
+                SignerSource::Env(khachapuri_protocol::http::PRIVATE_KEY_ENV.into())
+            }
         };
         let ipfs = if !self.ipfs.is_empty() {
             self.ipfs
@@ -218,32 +325,34 @@ impl ProviderArgs {
             tunnel: self.tunnel.or(file.tunnel),
             settlement: self.settlement.or(file.settlement).unwrap_or_default(),
             batch_max: self.batch_max.or(file.batch_max).unwrap_or(5000).max(1),
-            batch_linger: Duration::from_millis(
-                self.batch_linger_ms
-                    .or(file.batch_linger_ms)
-                    .unwrap_or(1000),
-            ),
+            batch_linger: duration(
+                "batch-linger",
+                (self.batch_linger, self.batch_linger_ms),
+                (file.batch_linger, file.batch_linger_ms),
+                Duration::from_secs(1),
+            )?,
             wal_durability: self
                 .wal_durability
                 .or(file.wal_durability)
                 .unwrap_or_default(),
-            max_body_bytes: self
-                .max_body_bytes
-                .or(file.max_body_bytes)
-                .unwrap_or(1 << 20),
+            max_body_bytes: size("max-body", self.max_body.or(file.max_body), 1 << 20)?,
             // The runtime's defaults are the provider's maxima: one place says what they are.
-            max_memory_bytes: self
-                .max_memory_bytes
-                .or(file.max_memory_bytes)
-                .unwrap_or(runtime.memory_bytes),
-            max_timeout: self
-                .max_timeout_ms
-                .or(file.max_timeout_ms)
-                .map_or(runtime.deadline, Duration::from_millis),
-            max_output_bytes: self
-                .max_output_bytes
-                .or(file.max_output_bytes)
-                .unwrap_or(runtime.output_bytes),
+            max_memory_bytes: size(
+                "max-memory",
+                self.max_memory.or(file.max_memory),
+                runtime.memory_bytes,
+            )?,
+            max_timeout: duration(
+                "max-timeout",
+                (self.max_timeout, self.max_timeout_ms),
+                (file.max_timeout, file.max_timeout_ms),
+                runtime.deadline,
+            )?,
+            max_output_bytes: size(
+                "max-output",
+                self.max_output.or(file.max_output),
+                runtime.output_bytes,
+            )?,
             cors: self
                 .cors_allow_origin
                 .as_deref()
@@ -262,5 +371,121 @@ impl ProviderArgs {
         };
         let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
         toml::from_str(&text).map_err(|e| err(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: ProviderArgs,
+    }
+
+    fn parse(flags: &[&str]) -> ProviderArgs {
+        let argv = ["khachapuri-provider", "--label", "alice"];
+        Cli::try_parse_from(argv.iter().chain(flags)).unwrap().args
+    }
+
+    #[test]
+    fn sizes_and_durations_read_like_the_cli_s_and_the_first_spellings_still_work() {
+        let config = parse(&[
+            "--max-body",
+            "2MiB",
+            "--max-memory",
+            "64MiB",
+            "--max-timeout",
+            "3s",
+        ])
+        .resolve()
+        .unwrap();
+        assert_eq!(config.max_body_bytes, 2 << 20);
+        assert_eq!(config.max_memory_bytes, 64 << 20);
+        assert_eq!(config.max_timeout, Duration::from_secs(3));
+        assert_eq!(config.batch_linger, Duration::from_secs(1), "the default");
+        let config = parse(&[
+            "--max-body-bytes",
+            "2048",
+            "--max-output-bytes",
+            "4096",
+            "--max-timeout-ms",
+            "1500",
+            "--batch-linger-ms",
+            "20",
+        ])
+        .resolve()
+        .unwrap();
+        assert_eq!(config.max_body_bytes, 2048);
+        assert_eq!(config.max_output_bytes, 4096);
+        assert_eq!(config.max_timeout, Duration::from_millis(1500));
+        assert_eq!(config.batch_linger, Duration::from_millis(20));
+        let err = parse(&["--max-memory", "lots"]).resolve().unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("--max-memory `lots`: write bytes"),
+            "{err}"
+        );
+        let err = parse(&["--max-body", "0"]).resolve().unwrap_err();
+        assert!(err.to_string().contains("above zero"), "{err}");
+    }
+
+    #[test]
+    fn flags_beat_the_file_which_beats_the_network_which_beats_the_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("provider.toml");
+        std::fs::write(
+            &file,
+            "max-body-bytes = 4096\nmax-timeout = \"2s\"\nbatch-linger-ms = 5\nipfs = [\"local\"]\n",
+        )
+        .unwrap();
+        let network = || Network {
+            rpc_url: Some("http://127.0.0.1:9999".into()),
+            ipfs: vec!["gateway=http://127.0.0.1:7777".into()],
+        };
+        let config = parse(&[
+            "--config",
+            file.to_str().unwrap(),
+            "--max-timeout-ms",
+            "700",
+        ])
+        .resolve_with(network())
+        .unwrap();
+        assert_eq!(config.max_body_bytes, 4096, "a number in the file is bytes");
+        assert_eq!(
+            config.max_timeout,
+            Duration::from_millis(700),
+            "the flag wins"
+        );
+        assert_eq!(config.batch_linger, Duration::from_millis(5));
+        assert_eq!(config.ipfs, ["local"], "the file wins over the network");
+        assert_eq!(
+            config.rpc_url, "http://127.0.0.1:9999",
+            "the network fills the gap"
+        );
+        let config = parse(&[]).resolve_with(network()).unwrap();
+        assert_eq!(config.ipfs, ["gateway=http://127.0.0.1:7777"]);
+        let config = parse(&[]).resolve().unwrap();
+        assert_eq!(
+            (config.rpc_url.as_str(), config.ipfs.as_slice()),
+            ("http://127.0.0.1:8545", ["local".to_owned()].as_slice())
+        );
+    }
+
+    #[test]
+    fn a_private_key_flag_signs_and_never_shows() {
+        let key = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d";
+        let config = parse(&["--private-key", key]).resolve().unwrap();
+        assert!(
+            !format!("{config:?}").contains(&key[2..]),
+            "Debug shows no key"
+        );
+        assert_eq!(
+            config.signer.load().unwrap().address().to_string(),
+            "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"
+        );
     }
 }

@@ -20,11 +20,13 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long to wait for a transaction's receipt before its outcome counts as unknown.
 pub const DEFAULT_RECEIPT_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// Where the signing key comes from.
-#[derive(Clone, Debug)]
+/// Where the signing key comes from. Its `Debug` never shows a key or a password.
+#[derive(Clone)]
 pub enum SignerSource {
     /// A hex private key in this environment variable (e.g. `KHACHAPURI_PRIVATE_KEY`).
     Env(String),
+    /// A hex private key given as it is (a `--private-key` flag).
+    Key(String),
     /// An encrypted JSON keystore (Web3 Secret Storage, as written by `cast wallet import`) and its password.
     Keystore {
         /// The keystore file.
@@ -34,10 +36,25 @@ pub enum SignerSource {
     },
 }
 
+impl std::fmt::Debug for SignerSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Env(var) => f.debug_tuple("Env").field(var).finish(),
+            Self::Key(_) => f.write_str("Key(<redacted>)"),
+            Self::Keystore { path, .. } => f
+                .debug_struct("Keystore")
+                .field("path", path)
+                .finish_non_exhaustive(),
+        }
+    }
+}
+
 impl SignerSource {
     /// Loads the key.
     pub fn load(&self) -> Result<PrivateKeySigner, ChainError> {
         match self {
+            Self::Key(key) => parse_private_key(key)
+                .map_err(|e| ChainError::Signer(format!("--private-key: {e}"))),
             Self::Env(var) => {
                 let key = std::env::var(var).map_err(|_| {
                     ChainError::Signer(format!("environment variable {var} is not set"))

@@ -16,6 +16,7 @@ pub mod eip712;
 pub mod http;
 pub mod label;
 pub mod logs;
+pub mod measure;
 pub mod receipt;
 pub mod server;
 pub mod tunnel;

@@ -104,16 +104,18 @@ impl Offer {
             });
         }
         let caps = &self.caps;
-        let above = |what, asked: u64, offered: u64, unit: &str| {
+        let above = |what, asked: u64, offered: u64, show: fn(u64) -> String| {
             (asked > offered).then(|| OfferError::LimitAboveCap {
                 what,
-                asked: format!("{asked} {unit}"),
-                offered: format!("{offered} {unit}"),
+                asked: show(asked),
+                offered: show(offered),
             })
         };
-        let refusal = above("memory", limits.memory_bytes, caps.memory_bytes, "bytes")
-            .or_else(|| above("time", limits.timeout_ms, caps.timeout_ms, "ms"))
-            .or_else(|| above("output", limits.output_bytes, caps.output_bytes, "bytes"));
+        let size = khachapuri_protocol::measure::format_size;
+        let ms = |ms: u64| format!("{ms} ms");
+        let refusal = above("memory", limits.memory_bytes, caps.memory_bytes, size)
+            .or_else(|| above("time", limits.timeout_ms, caps.timeout_ms, ms))
+            .or_else(|| above("output", limits.output_bytes, caps.output_bytes, size));
         refusal.map_or(Ok(()), Err)
     }
 }
@@ -158,7 +160,7 @@ mod tests {
         };
         assert_eq!(
             o.check(chain, escrow, max, &big).unwrap_err().to_string(),
-            "the spec asks for 4294967296 bytes of memory; this provider offers at most 134217728 bytes"
+            "the spec asks for 4 GiB of memory; this provider offers at most 128 MiB"
         );
         let slow = Limits {
             timeout_ms: 10_001,
