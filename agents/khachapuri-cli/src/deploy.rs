@@ -13,7 +13,9 @@ use khachapuri_chain::{Deployment, PrivateKeySigner, Server, Usdc};
 use khachapuri_ipfs::{Cid, KuboClient};
 use khachapuri_runtime::PackageLimits;
 use khachapuri_runtime::package::{check_module, unzip_module, zip_module};
-use khachapuri_spec::{Limits, Offer, OfferError, SPEC_VERSION, Spec, SpendCap, seal};
+use khachapuri_spec::{
+    Limits, Offer, OfferError, ProgramKey, SPEC_VERSION, Spec, SpendCap, seal, seal_program,
+};
 
 use crate::args::{ChainArgs, parse_duration, parse_size, parse_usdc, resolve_payee_record};
 use crate::net::read_dev_info;
@@ -30,16 +32,21 @@ pub struct DeployArgs {
     #[command(flatten)]
     env: EnvArgs,
     /// An open deployment: the spec is not encrypted and names no provider (it holds no secrets, so
-    /// --env is refused).
+    /// --env is refused), and the program is uploaded in the clear.
     #[arg(long)]
     open: bool,
+    /// Upload the program in the clear, readable by anyone on IPFS (a sealed deployment's program is
+    /// otherwise encrypted, its key inside the sealed spec).
+    #[arg(long, conflicts_with = "open")]
+    public_program: bool,
     /// The most the owner pays per request, in USDC.
     #[arg(long, default_value = "0.05")]
     price: String,
     #[command(flatten)]
     limits: LimitArgs,
     /// The most providers may charge you for this deployment per period, e.g. `5/day`, `0.50/1h`, `20/7d`:
-    /// what a leaked URL can cost before you revoke it. Calls paid with a payer token do not count.
+    /// what a leaked URL can cost before you revoke it. Calls paid with someone else's payer token do not
+    /// count.
     #[arg(long, value_name = "USDC/PERIOD")]
     spend_cap: Option<String>,
     /// Terms text the owner signs.
@@ -161,19 +168,6 @@ fn parse_spend_cap(text: &str) -> anyhow::Result<SpendCap> {
         amount: amount.to_u256(),
         period_seconds: period.as_secs(),
     })
-}
-
-/// A cap as people read it: `5.00 USDC per day`.
-pub fn describe_cap(cap: &SpendCap) -> String {
-    let period = match cap.period_seconds {
-        3_600 => "hour".to_owned(),
-        86_400 => "day".to_owned(),
-        604_800 => "week".to_owned(),
-        s if s % 86_400 == 0 => format!("{} days", s / 86_400),
-        s if s % 3_600 == 0 => format!("{} hours", s / 3_600),
-        s => format!("{s} s"),
-    };
-    format!("{} per {period}", Usdc::from_u256(cap.amount))
 }
 
 /// A program ready to upload: a zip holding its entry module.
@@ -402,6 +396,8 @@ pub struct Publication<'a> {
     pub terms: String,
     /// The most charged to the owner per period, if capped.
     pub spend_cap: Option<SpendCap>,
+    /// Upload a sealed spec's program in the clear (it is encrypted with the spec otherwise).
+    pub public_program: bool,
     /// The chain and escrow the terms are signed for.
     pub deployment: &'a Deployment,
 }
@@ -420,10 +416,17 @@ pub struct Published {
 
 /// Uploads the program, signs the spec, seals it to the provider (unless open) and uploads it.
 pub async fn publish(kubo: &KuboClient, p: Publication<'_>) -> anyhow::Result<Published> {
-    let zip = bytes::Bytes::from(p.package.zip.clone());
-    // The size shown is the zip's (what travels), so the line says so.
+    // A sealed spec's program is private unless the owner says otherwise: encrypted under a fresh key that
+    // travels inside the spec's envelope, so IPFS holds only ciphertext.
+    let program_key = (p.provider.is_some() && !p.public_program).then(ProgramKey::generate);
+    let (zip, what) = match &program_key {
+        Some(key) => (seal_program(key, &p.package.zip), "zipped, encrypted"),
+        None => (p.package.zip.clone(), "zipped"),
+    };
+    let zip = bytes::Bytes::from(zip);
+    // The size shown is what travels, so the line says what it is.
     let bar = progress::bytes(
-        format!("uploading {} (zipped)", p.package.entry),
+        format!("uploading {} ({what})", p.package.entry),
         zip.len() as u64,
     );
     let ticker = bar.clone();
@@ -445,6 +448,7 @@ pub async fn publish(kubo: &KuboClient, p: Publication<'_>) -> anyhow::Result<Pu
         chain_id: p.deployment.chain_id,
         escrow: p.deployment.escrow,
         spend_cap: p.spend_cap,
+        program_key,
         signature: Default::default(),
     };
     spec.sign(p.owner).await.context("signing the spec")?;
@@ -593,6 +597,16 @@ pub async fn deploy(args: DeployArgs, json: bool) -> anyhow::Result<()> {
     )
     .await?;
     if let Some(offer) = &offer {
+        if let Some(cap) = &spend_cap
+            && cap.amount < offer.price.to_u256()
+        {
+            bail!(
+                "--spend-cap {cap} is below `{}`'s price of {} per request: no call you pay would fit; \
+                 raise the cap to at least the price",
+                args.provider,
+                offer.price
+            );
+        }
         warn_if_owner_cannot_pay(&chain, &args.provider, record.payee, offer.price).await;
     }
 
@@ -609,6 +623,7 @@ pub async fn deploy(args: DeployArgs, json: bool) -> anyhow::Result<()> {
             limits,
             terms: args.terms.clone(),
             spend_cap,
+            public_program: args.public_program,
             deployment: chain.deployment(),
         },
     )
@@ -616,22 +631,38 @@ pub async fn deploy(args: DeployArgs, json: bool) -> anyhow::Result<()> {
     .map_err(|e| anyhow!("{e} (IPFS node {ipfs})"))?;
     let cid = published.spec;
     let url = format!("{base}/{cid}");
+    // The URL is live from here on: a record that cannot be written is a warning, never a lost URL.
     let deployed = crate::deployments::Deployed::new(&published, &args.provider, &url);
-    crate::deployments::record(&std::env::current_dir()?, &deployed)?;
+    if let Err(e) = std::env::current_dir()
+        .map_err(anyhow::Error::from)
+        .and_then(|dir| crate::deployments::record(&dir, &deployed))
+    {
+        eprintln!(
+            "warning: {e:#}; `khachapuri deployments` will not list {url}: keep it, and its terms hash {} to \
+             revoke it",
+            published.terms_hash
+        );
+    }
     if json {
         let v = serde_json::json!({
             "cid": cid.to_string(), "program": published.program.to_string(), "entry": package.entry,
             "url": url, "owner": owner.address().to_string(), "maxPrice": price.to_string(),
             "limits": limits, "open": args.open, "termsHash": published.terms_hash.to_string(),
             "spendCap": spend_cap,
+            "privateProgram": published.signed.program_key.is_some(),
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         eprintln!(
-            "program {} uploaded; spec signed by {} (pays up to {price} per request{}){}",
+            "program {} uploaded{}; spec signed by {} (pays up to {price} per request{}){}",
             published.program,
+            if published.signed.program_key.is_some() {
+                " encrypted (readable only by the spec's provider)"
+            } else {
+                " in the clear"
+            },
             owner.address(),
-            spend_cap.map_or(String::new(), |c| format!(", at most {}", describe_cap(&c))),
+            spend_cap.map_or(String::new(), |c| format!(", at most {c}")),
             if args.open {
                 ", open to any provider".to_owned()
             } else {
@@ -683,13 +714,13 @@ mod tests {
         let cap = parse_spend_cap("5/day").unwrap();
         assert_eq!(cap.amount, U256::from(5_000_000));
         assert_eq!(cap.period_seconds, 86_400);
-        assert_eq!(describe_cap(&cap), "5.00 USDC per day");
+        assert_eq!(cap.to_string(), "5.00 USDC per day");
         let cap = parse_spend_cap("0.25 / 12h").unwrap();
         assert_eq!(
             (cap.amount, cap.period_seconds),
             (U256::from(250_000), 43_200)
         );
-        assert_eq!(describe_cap(&cap), "0.25 USDC per 12 hours");
+        assert_eq!(cap.to_string(), "0.25 USDC per 12 hours");
         for bad in ["5", "0/day", "5/fortnight", "5/500ms", "x/day"] {
             let err = parse_spend_cap(bad).unwrap_err().to_string();
             assert!(err.contains("--spend-cap"), "{bad}: {err}");

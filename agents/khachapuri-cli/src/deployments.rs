@@ -9,12 +9,12 @@ use std::path::Path;
 use alloy::primitives::{Address, B256};
 use anyhow::{Context, anyhow};
 use khachapuri_chain::{Chain, Usdc};
-use khachapuri_protocol::logs::Totals;
+use khachapuri_protocol::logs::{CapSpent, Totals};
 use khachapuri_spec::SpendCap;
 use serde::{Deserialize, Serialize};
 
 use crate::args::{ChainArgs, at};
-use crate::deploy::{Published, describe_cap};
+use crate::deploy::Published;
 use crate::logs::LogsEndpoint;
 
 /// The record file, relative to the directory the commands run in.
@@ -115,22 +115,27 @@ pub(crate) fn read(dir: &Path) -> anyhow::Result<Vec<Deployed>> {
         .collect())
 }
 
-/// Drops the records of chain `chain_id` (a new dev chain has none of the old one's deployments).
-pub(crate) fn forget_chain(dir: &Path, chain_id: u64) -> anyhow::Result<()> {
+/// Drops the records of the escrow `escrow` on chain `chain_id` (a new dev chain has none of the old one's
+/// deployments), keeping every other line as it was; the file is replaced whole.
+pub(crate) fn forget(dir: &Path, chain_id: u64, escrow: Address) -> anyhow::Result<()> {
     let path = dir.join(RECORD);
-    if !path.exists() {
-        return Ok(());
-    }
-    let kept: Vec<Deployed> = read(dir)?
-        .into_iter()
-        .filter(|d| d.chain_id != chain_id)
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(anyhow!("cannot read {}: {e}", path.display())),
+    };
+    let kept: String = text
+        .lines()
+        .filter(|line| {
+            serde_json::from_str::<Deployed>(line)
+                .map_or(true, |d| (d.chain_id, d.escrow) != (chain_id, escrow))
+        })
+        .flat_map(|line| [line, "\n"])
         .collect();
-    let mut text = String::new();
-    for deployed in &kept {
-        text.push_str(&serde_json::to_string(deployed)?);
-        text.push('\n');
-    }
-    std::fs::write(&path, text).with_context(|| format!("cannot rewrite {}", path.display()))
+    let tmp = path.with_extension("jsonl.tmp");
+    std::fs::write(&tmp, kept)
+        .and_then(|()| std::fs::rename(&tmp, &path))
+        .with_context(|| format!("cannot rewrite {}", path.display()))
 }
 
 /// The record of the function at `url` by `owner` on `chain`, if this directory deployed it.
@@ -163,11 +168,21 @@ struct Status {
     deployed: Deployed,
     /// When its owner revoked it, unix seconds.
     revoked_at: Option<u64>,
-    /// What its provider counted, if it answered.
-    totals: Option<Totals>,
-    /// Why the provider's count is missing.
+    /// What its provider said of it (`totals`, `capSpent`), if it answered.
+    counted: Option<Counted>,
+    /// Why the provider did not answer.
     #[serde(skip_serializing_if = "Option::is_none")]
     unknown: Option<String>,
+}
+
+/// The counts of a provider's logs answer.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Counted {
+    /// Calls and the owner's charges since the provider began counting; `None`: none counted.
+    totals: Option<Totals>,
+    /// The spending cap's current period.
+    cap_spent: Option<CapSpent>,
 }
 
 /// Lists this owner's deployments on the connected chain, with their state and counts.
@@ -197,14 +212,17 @@ pub async fn deployments(args: DeploymentsArgs, json: bool) -> anyhow::Result<()
                 LogsEndpoint::find(&chain, &deployed.url, Some(deployed.provider.clone())).await?;
             endpoint.fetch(&chain, u64::MAX).await
         };
-        let (totals, unknown) = match counted.await {
-            Ok(logs) => (Some(logs.totals), None),
+        let (counted, unknown) = match counted.await {
+            Ok(logs) => {
+                let (totals, cap_spent) = (logs.totals, logs.cap_spent);
+                (Some(Counted { totals, cap_spent }), None)
+            }
             Err(e) => (None, Some(format!("{e:#}"))),
         };
         shown.push(Status {
             deployed,
             revoked_at,
-            totals,
+            counted,
             unknown,
         });
     }
@@ -240,35 +258,37 @@ fn show(status: &Status) -> String {
         d.max_price
     ));
     if let Some(cap) = &d.spend_cap {
-        out.push_str(&format!(", at most {}", describe_cap(cap)));
+        out.push_str(&format!(", at most {cap}"));
     }
     out.push('\n');
     if let Some(revoked) = status.revoked_at {
         out.push_str(&format!("    revoked {}\n", at(revoked)));
     }
-    match (&status.totals, &status.unknown) {
-        (Some(t), _) if t.calls == 0 => {
-            out.push_str("    no calls since the provider last started\n");
+    let Some(counted) = &status.counted else {
+        if let Some(why) = &status.unknown {
+            out.push_str(&format!("    calls unknown: {why}\n"));
         }
-        (Some(t), _) => {
-            out.push_str(&format!(
-                "    {} call{}, {} charged to you, since {}\n",
-                t.calls,
-                if t.calls == 1 { "" } else { "s" },
-                t.owner_charged,
-                at(t.since_ms / 1000),
-            ));
-            if let (Some(spent), Some(cap)) = (&t.cap_spent, &d.spend_cap) {
-                out.push_str(&format!(
-                    "    {} of the cap's {} spent this period; it resets {}\n",
-                    spent.spent,
-                    Usdc::from_u256(cap.amount),
-                    at(spent.resets_at)
-                ));
-            }
+        return out;
+    };
+    match &counted.totals {
+        Some(t) => out.push_str(&format!(
+            "    {} call{}, {} charged to you, since {}\n",
+            t.calls,
+            if t.calls == 1 { "" } else { "s" },
+            t.owner_charged,
+            at(t.since_ms / 1000),
+        )),
+        None => {
+            out.push_str("    no calls counted (since the provider last started, under this URL)\n")
         }
-        (None, Some(why)) => out.push_str(&format!("    calls unknown: {why}\n")),
-        (None, None) => {}
+    }
+    if let (Some(spent), Some(cap)) = (&counted.cap_spent, &d.spend_cap) {
+        out.push_str(&format!(
+            "    {} of the cap's {} spent this period; it resets {}\n",
+            spent.spent,
+            Usdc::from_u256(cap.amount),
+            at(spent.resets_at)
+        ));
     }
     out
 }

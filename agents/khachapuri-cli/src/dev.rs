@@ -425,7 +425,7 @@ async fn deploy_examples(
 ) -> anyhow::Result<Vec<DevFunction>> {
     let kubo = KuboClient::new(node.url());
     // This chain is new: the records of an earlier dev chain name deployments it does not have.
-    crate::deployments::forget_chain(cwd, deployment.chain_id)?;
+    crate::deployments::forget(cwd, deployment.chain_id, deployment.escrow)?;
     let mut functions = Vec::new();
     for name in EXAMPLES {
         let path = root.join(format!("examples/target/wasm32-wasip1/release/{name}.wasm"));
@@ -456,6 +456,7 @@ async fn deploy_examples(
                 },
                 terms: "khachapuri dev example".into(),
                 spend_cap: None,
+                public_program: false,
                 deployment,
             },
         )
@@ -463,7 +464,9 @@ async fn deploy_examples(
         .with_context(|| format!("deploying the example {name}"))?;
         let cid = published.spec.to_string();
         let url = format!("{gateway_url}/{LABEL}/{cid}");
-        crate::deployments::record(cwd, &Deployed::new(&published, LABEL, &url))?;
+        if let Err(e) = crate::deployments::record(cwd, &Deployed::new(&published, LABEL, &url)) {
+            eprintln!("warning: {e:#}; `khachapuri deployments` will not list the example {name}");
+        }
         let curl = match name {
             "hello" => format!("curl -d 'Khachapuri' {url}"),
             "echo" => format!("curl -d 'ping' '{url}/some/path?x=1'"),

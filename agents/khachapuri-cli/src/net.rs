@@ -31,6 +31,13 @@ pub struct DevInfo {
     pub functions: Vec<DevFunction>,
 }
 
+impl DevInfo {
+    /// The dev node as a provider's IPFS source (`gateway=URL`).
+    pub fn ipfs_source(&self) -> String {
+        format!("gateway={}", self.ipfs)
+    }
+}
+
 /// The provider of a dev network.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

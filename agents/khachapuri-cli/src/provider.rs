@@ -103,7 +103,7 @@ fn ipfs_sources(given: &[String]) -> Vec<String> {
         .ok()
         .and_then(|dir| crate::net::read_dev_info(&dir).ok());
     match dev {
-        Some(dev) => vec![format!("gateway={}", dev.ipfs)],
+        Some(dev) => vec![dev.ipfs_source()],
         None => vec![
             "local".into(),
             "gateway=https://trustless-gateway.link".into(),
@@ -404,8 +404,8 @@ async fn up(mut args: ProviderArgs) -> anyhow::Result<()> {
     // In a `khachapuri dev` directory, its chain and IPFS node, unless the flags or the file say otherwise.
     let network = match crate::net::read_dev_info(&std::env::current_dir()?) {
         Ok(dev) => khachapuri_provider::Network {
+            ipfs: vec![dev.ipfs_source()],
             rpc_url: Some(dev.rpc_url),
-            ipfs: vec![format!("gateway={}", dev.ipfs)],
         },
         Err(_) => khachapuri_provider::Network::default(),
     };

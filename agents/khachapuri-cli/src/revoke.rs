@@ -29,19 +29,38 @@ pub async fn revoke(args: RevokeArgs, json: bool) -> anyhow::Result<()> {
     let recorded = crate::deployments::find(&chain, owner, &args.function);
     let (terms_hash, cid) = match args.function.parse::<B256>() {
         Ok(hash) => (hash, None),
-        // Deployed from this directory: its record has the terms hash, with no provider to ask.
-        Err(_) if let Some(recorded) = recorded => (recorded.terms_hash, Some(recorded.cid)),
         Err(_) if reqwest::Url::parse(&args.function).is_ok() => {
-            // The provider tells the owner its spec's terms hash (only the owner: it signs for it).
-            let mut endpoint =
-                LogsEndpoint::find(&chain, &args.function, args.provider.clone()).await?;
-            let logs = endpoint.fetch(&chain, u64::MAX).await.map_err(|e| {
-                anyhow!(
-                    "cannot learn the spec's terms hash from its provider ({e}); pass the `termsHash` \
+            // The provider tells the owner its spec's terms hash (only the owner: it signs for it); the
+            // record `deploy` wrote here stands in when the provider does not answer, and must agree
+            // with it when it does.
+            let asked = async {
+                let mut endpoint =
+                    LogsEndpoint::find(&chain, &args.function, args.provider.clone()).await?;
+                let logs = endpoint.fetch(&chain, u64::MAX).await?;
+                anyhow::Ok((logs.terms_hash, endpoint.cid))
+            };
+            match (asked.await, recorded) {
+                (Ok((hash, _)), Some(r)) if hash != r.terms_hash => bail!(
+                    "the provider says {} has terms hash {hash}, but {} records {}: one of them is wrong; \
+                     pass the hash to revoke as the argument",
+                    r.cid,
+                    crate::deployments::RECORD,
+                    r.terms_hash
+                ),
+                (Ok((hash, cid)), _) => (hash, Some(cid)),
+                (Err(e), Some(r)) => {
+                    eprintln!(
+                        "note: the provider did not answer ({e:#}); revoking the terms hash {} recorded in {}",
+                        r.terms_hash,
+                        crate::deployments::RECORD
+                    );
+                    (r.terms_hash, Some(r.cid))
+                }
+                (Err(e), None) => bail!(
+                    "cannot learn the spec's terms hash from its provider ({e:#}); pass the `termsHash` \
                      that `khachapuri deploy --json` printed instead"
-                )
-            })?;
-            (logs.terms_hash, Some(endpoint.cid))
+                ),
+            }
         }
         Err(_) => bail!(
             "`{}` is neither a function URL nor a terms hash (0x + 64 hex); pass the URL `khachapuri deploy` printed",

@@ -425,6 +425,43 @@ async fn dev_network_serves_every_example_and_stops_on_ctrl_c() {
     )))
     .unwrap();
     assert_eq!(capped["spendCap"]["amount"], "20000", "{capped}");
+    // A sealed deployment's program is on IPFS only as ciphertext; --public-program keeps it readable.
+    let ipfs = info["ipfs"].as_str().unwrap();
+    let block = |cid: &str| {
+        let (http, url) = (http.clone(), format!("{ipfs}/ipfs/{cid}?format=raw"));
+        async move { http.get(url).send().await.unwrap().bytes().await.unwrap() }
+    };
+    assert_eq!(capped["privateProgram"], true, "{capped}");
+    let stored = block(capped["program"].as_str().unwrap()).await;
+    assert!(
+        stored.starts_with(b"KPPE"),
+        "the program on IPFS is encrypted"
+    );
+    let public: serde_json::Value = serde_json::from_str(&ok(khachapuri(
+        dev.dir.path(),
+        &[
+            "--json",
+            "deploy",
+            wasm.to_str().unwrap(),
+            "--provider",
+            "dev",
+            "--public-program",
+        ],
+    )))
+    .unwrap();
+    assert_eq!(public["privateProgram"], false, "{public}");
+    let stored = block(public["program"].as_str().unwrap()).await;
+    assert!(
+        stored.starts_with(b"PK\x03\x04"),
+        "--public-program uploads the zip"
+    );
+    let res = http
+        .post(public["url"].as_str().unwrap())
+        .body("p")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
     assert_eq!(capped["spendCap"]["periodSeconds"], 86_400, "{capped}");
     let capped_url = capped["url"].as_str().unwrap().to_owned();
     for _ in 0..2 {
@@ -659,8 +696,8 @@ async fn dev_network_serves_every_example_and_stops_on_ctrl_c() {
         "{stdout}"
     );
     assert!(
-        stdout.contains("provider `dev` earned 0.09 USDC"),
-        "nine paid calls settled on Ctrl-C (two of them within the spending cap): {stdout}"
+        stdout.contains("provider `dev` earned 0.10 USDC"),
+        "ten paid calls settled on Ctrl-C (two of them within the spending cap): {stdout}"
     );
     assert!(!dev.dir.path().join(".khachapuri/dev.json").exists());
 }

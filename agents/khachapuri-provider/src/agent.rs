@@ -504,15 +504,28 @@ impl Agent {
 
         // Fetch and compile before claiming: nobody pays for a program that cannot run.
         let entry = Some(spec.entry.as_str());
-        let program = match self.runtime.cached(&spec.program, entry) {
+        let program = match self.runtime.cached(&verified.program_id, entry) {
             Some(program) => program,
             None => {
                 let program_cid = khachapuri_ipfs::parse_cid(&spec.program).map_err(|e| {
                     ApiError::unprocessable("invalid_spec", format!("program CID: {e}"))
                 })?;
-                let bytes = self.fetcher.get(&program_cid, MAX_PROGRAM_BYTES).await?;
+                let fetched = self.fetcher.get(&program_cid, MAX_PROGRAM_BYTES).await?;
+                // A private program is opened in memory, after the verified fetch; only its ciphertext
+                // was ever on IPFS, and its plaintext never touches this agent's disk.
+                let bytes = match &spec.program_key {
+                    Some(key) => open_private_program(key, &fetched)?.into(),
+                    None if khachapuri_spec::is_sealed_program(&fetched) => {
+                        return Err(ApiError::unprocessable(
+                            "undecryptable_program",
+                            "the program is encrypted, and the spec carries no programKey to open it",
+                        )
+                        .hint("redeploy it with `khachapuri deploy`, which puts the key in the sealed spec"));
+                    }
+                    None => fetched,
+                };
                 let runtime = self.runtime.clone();
-                let (program_id, entry) = (spec.program.clone(), spec.entry.clone());
+                let (program_id, entry) = (verified.program_id.clone(), spec.entry.clone());
                 tokio::task::spawn_blocking(move || runtime.load(&program_id, &bytes, Some(&entry)))
                     .await
                     .map_err(|e| {
@@ -546,7 +559,7 @@ impl Agent {
                 let taken = self
                     .caps
                     .take(verified.terms_hash, cap, price, now)
-                    .map_err(|reached| cap_reached(reached, price, now))?;
+                    .map_err(|reached| cap_reached(reached, cap, price, now))?;
                 Some(taken)
             }
             _ => None,
@@ -716,7 +729,7 @@ impl Agent {
             })?;
         let mut logs = self.logs.read(&spec, verified.terms_hash, after);
         if let Some(cap) = &verified.spec.spend_cap {
-            logs.totals.cap_spent = Some(self.caps.spent(verified.terms_hash, cap, now));
+            logs.cap_spent = Some(self.caps.spent(verified.terms_hash, cap, now));
         }
         Ok(logs)
     }
@@ -763,6 +776,13 @@ impl Agent {
                 ));
             }
             _ => {}
+        }
+        if spec.program_key.is_some() && !verified.encrypted {
+            return Err(ApiError::unprocessable(
+                "invalid_spec",
+                "an open spec carries its programKey in the clear: the program is not private",
+            )
+            .hint("deploy it sealed to a provider (without --open), which encrypts the key with the spec"));
         }
         // The same question `khachapuri deploy` asks of this provider's offer before it uploads.
         let max_price = Usdc::from_u256(spec.max_price);
@@ -843,30 +863,58 @@ fn token_error(err: TokenError) -> ApiError {
     }
 }
 
-/// The 402 (or 503) for a refused claim, with the command that fixes it for this provider.
-/// 429 for a plain call that would take the owner's spending past its cap for the period.
-fn cap_reached(reached: Reached, price: Usdc, now: u64) -> ApiError {
-    let resets = khachapuri_chain::format_time(alloy::primitives::U256::from(reached.resets_at));
-    let message = if price > reached.cap {
-        format!(
-            "this deployment's owner caps its spending at {} per period, below this provider's price of {price}: \
-             no call fits",
-            reached.cap
+/// Opens a private program's ciphertext: 422 `undecryptable_program` (before any claim) when it does not
+/// open, whatever the cause.
+fn open_private_program(
+    key: &khachapuri_spec::ProgramKey,
+    sealed: &[u8],
+) -> Result<Vec<u8>, ApiError> {
+    let max = usize::try_from(MAX_PROGRAM_BYTES).unwrap_or(usize::MAX);
+    khachapuri_spec::open_program(key, sealed, max).map_err(|e| {
+        ApiError::unprocessable("undecryptable_program", format!("the private program: {e}")).hint(
+            "nothing was charged; the spec's programKey must be the one its program was encrypted with \
+             (redeploy it with `khachapuri deploy`)",
         )
-    } else {
-        format!(
-            "this deployment's owner caps its spending at {} per period, and {} of it is spent until {resets}",
-            reached.cap, reached.spent
-        )
-    };
-    ApiError::new(StatusCode::TOO_MANY_REQUESTS, "spend_cap_reached", message)
-        .hint(format!(
-            "nothing was charged; retry after {resets}, or pay for the call yourself with a payer token \
-             (`khachapuri token`)"
-        ))
-        .retry_after(reached.resets_at.saturating_sub(now))
+    })
 }
 
+/// 429 for a call the owner pays that would take its spending past its cap for the period.
+fn cap_reached(
+    reached: Reached,
+    cap: &khachapuri_spec::SpendCap,
+    price: Usdc,
+    now: u64,
+) -> ApiError {
+    if price > reached.cap {
+        // No call ever fits: waiting does not help, so no Retry-After.
+        return ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "spend_cap_reached",
+            format!(
+                "this deployment's owner caps its spending at {cap}, below this provider's price of {price}: \
+                 no call it pays fits"
+            ),
+        )
+        .hint("nothing was charged; pay with your own payer token (`khachapuri token`), or the owner redeploys \
+               with a --spend-cap of at least the price");
+    }
+    let resets = khachapuri_chain::format_time(alloy::primitives::U256::from(reached.resets_at));
+    ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "spend_cap_reached",
+        format!(
+            "this deployment's owner caps its spending at {cap}, and {} of it is spent until {resets}",
+            reached.spent
+        ),
+    )
+    .hint(format!(
+        "nothing was charged; retry after {resets}, or pay for the call yourself with a payer token \
+         (`khachapuri token`)"
+    ))
+    .retry_after(reached.resets_at.saturating_sub(now))
+}
+
+/// The 402 (or 503) for a refused claim, with the command that fixes it for this provider.
 fn claim_error(err: ClaimError, label: &str, price: Usdc) -> ApiError {
     // Amounts in the commands are bare numbers, so that the command can be pasted as it is.
     let shown = price.to_string();

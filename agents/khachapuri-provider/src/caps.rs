@@ -15,14 +15,29 @@ use khachapuri_chain::{B256, Usdc};
 use khachapuri_protocol::logs::CapSpent;
 use khachapuri_spec::SpendCap;
 
-/// Past this many remembered windows, those that ended are dropped (live ones never are: dropping one
-/// would reopen its cap).
+/// Remembered windows past which those that ended are dropped (live ones never are: dropping one would
+/// reopen its cap); the bound then doubles past what is left, so pruning stays rare.
 const PRUNE_AT: usize = 65_536;
 
 /// What the owner was charged, per deployment, in the current window.
-#[derive(Default)]
 pub(crate) struct SpendCaps {
-    windows: Mutex<HashMap<B256, Window>>,
+    state: Mutex<State>,
+}
+
+struct State {
+    windows: HashMap<B256, Window>,
+    prune_at: usize,
+}
+
+impl Default for SpendCaps {
+    fn default() -> Self {
+        Self {
+            state: Mutex::new(State {
+                windows: HashMap::new(),
+                prune_at: PRUNE_AT,
+            }),
+        }
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -65,16 +80,19 @@ impl SpendCaps {
     ) -> Result<Taken, Reached> {
         let (index, ends_at) = cap.window(now);
         let limit = Usdc::from_u256(cap.amount);
-        let mut windows = self.lock();
-        if windows.len() >= PRUNE_AT {
-            windows.retain(|_, w| w.ends_at > now);
+        let mut state = self.lock();
+        if state.windows.len() >= state.prune_at {
+            state.windows.retain(|_, w| w.ends_at > now);
+            state.prune_at = (state.windows.len() * 2).max(PRUNE_AT);
         }
-        let window = windows.entry(spec).or_insert(Window {
+        let window = state.windows.entry(spec).or_insert(Window {
             index,
             ends_at,
             spent: Usdc::ZERO,
         });
-        if window.index != index {
+        // Only a later window starts a new count: a request that read the clock just before the turn (or
+        // a clock stepped back) counts against the newer window, never erases it.
+        if index > window.index {
             *window = Window {
                 index,
                 ends_at,
@@ -84,12 +102,16 @@ impl SpendCaps {
         match window.spent.checked_add(price) {
             Some(total) if total <= limit => {
                 window.spent = total;
-                Ok(Taken { spec, index, price })
+                Ok(Taken {
+                    spec,
+                    index: window.index,
+                    price,
+                })
             }
             _ => Err(Reached {
                 cap: limit,
                 spent: window.spent,
-                resets_at: ends_at,
+                resets_at: window.ends_at,
             }),
         }
     }
@@ -99,6 +121,7 @@ impl SpendCaps {
         let (index, resets_at) = cap.window(now);
         let spent = self
             .lock()
+            .windows
             .get(&spec)
             .filter(|w| w.index == index)
             .map_or(Usdc::ZERO, |w| w.spent);
@@ -107,16 +130,20 @@ impl SpendCaps {
 
     /// Undoes a [`Self::take`] whose claim failed (nothing was charged).
     pub(crate) fn give_back(&self, taken: Taken) {
-        let mut windows = self.lock();
-        if let Some(window) = windows.get_mut(&taken.spec)
+        let mut state = self.lock();
+        if let Some(window) = state.windows.get_mut(&taken.spec)
             && window.index == taken.index
         {
             window.spent = window.spent.saturating_sub(taken.price);
+            // A deployment that was never charged leaves nothing behind (unfunded specs cannot grow this).
+            if window.spent == Usdc::ZERO {
+                state.windows.remove(&taken.spec);
+            }
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<B256, Window>> {
-        self.windows.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -179,6 +206,31 @@ mod tests {
         assert!(caps.take(spec, &cap(1), price, DAY).is_ok());
         caps.give_back(taken);
         assert!(caps.take(spec, &cap(1), price, DAY + 1).is_err());
+    }
+
+    #[test]
+    fn a_late_request_from_the_last_window_never_erases_the_new_one() {
+        let caps = SpendCaps::default();
+        let spec = B256::repeat_byte(1);
+        let price = Usdc::from_units(600_000);
+        assert!(caps.take(spec, &cap(1), price, DAY).is_ok());
+        // It read the clock at DAY - 1 and got the lock after: counted in the new window, and refused.
+        let reached = caps.take(spec, &cap(1), price, DAY - 1).err().unwrap();
+        assert_eq!((reached.spent, reached.resets_at), (price, 2 * DAY));
+        assert_eq!(caps.spent(spec, &cap(1), DAY).spent, price);
+    }
+
+    #[test]
+    fn a_claim_that_charged_nothing_leaves_no_entry() {
+        let caps = SpendCaps::default();
+        for i in 0..100u8 {
+            let taken = caps
+                .take(B256::repeat_byte(i), &cap(1), Usdc::from_units(1), 5)
+                .ok()
+                .unwrap();
+            caps.give_back(taken);
+        }
+        assert!(caps.lock().windows.is_empty());
     }
 
     #[test]

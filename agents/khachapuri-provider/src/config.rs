@@ -53,13 +53,12 @@ pub struct ProviderArgs {
     #[arg(
         long = "private-key",
         env = khachapuri_protocol::http::PRIVATE_KEY_ENV,
-        hide_env_values = true,
-        conflicts_with = "keystore"
+        hide_env_values = true
     )]
     #[serde(skip)]
-    pub private_key: Option<String>,
+    pub private_key: Option<Secret>,
     /// Encrypted JSON keystore of the payee key, unlocked with the password in
-    /// KHACHAPURI_KEYSTORE_PASSWORD; instead of --private-key.
+    /// KHACHAPURI_KEYSTORE_PASSWORD; a keystore (flag, environment or file) is used over a private key.
     #[arg(long, env = "KHACHAPURI_KEYSTORE")]
     pub keystore: Option<PathBuf>,
     /// Price per request in USDC, e.g. 0.01 [default: 0.01].
@@ -84,28 +83,34 @@ pub struct ProviderArgs {
     #[arg(long, env = "KHACHAPURI_BATCH_LINGER")]
     pub batch_linger: Option<Setting>,
     /// The same in milliseconds (the first spelling; --batch-linger wins).
-    #[arg(long, hide = true)]
+    #[arg(long, hide = true, env = "KHACHAPURI_BATCH_LINGER_MS")]
     pub batch_linger_ms: Option<u64>,
     /// When claims are fsynced: `interval` or `always` [default: interval].
     #[arg(long, env = "KHACHAPURI_WAL_DURABILITY")]
     pub wal_durability: Option<Durability>,
     /// Largest request body, e.g. 1MiB (bare numbers are bytes) [default: 1MiB].
-    #[arg(long, alias = "max-body-bytes", env = "KHACHAPURI_MAX_BODY")]
-    #[serde(alias = "max-body-bytes")]
+    #[arg(long, env = "KHACHAPURI_MAX_BODY")]
     pub max_body: Option<Setting>,
     /// Most linear memory a program may use, e.g. 128MiB [default: 128MiB].
-    #[arg(long, alias = "max-memory-bytes", env = "KHACHAPURI_MAX_MEMORY")]
-    #[serde(alias = "max-memory-bytes")]
+    #[arg(long, env = "KHACHAPURI_MAX_MEMORY")]
     pub max_memory: Option<Setting>,
     /// Longest a program may run, e.g. 10s or 500ms (bare numbers are seconds) [default: 10s].
     #[arg(long, env = "KHACHAPURI_MAX_TIMEOUT")]
     pub max_timeout: Option<Setting>,
     /// The same in milliseconds (the first spelling; --max-timeout wins).
-    #[arg(long, hide = true)]
+    #[arg(long, hide = true, env = "KHACHAPURI_MAX_TIMEOUT_MS")]
     pub max_timeout_ms: Option<u64>,
+    /// --max-body's first spelling (the new one wins).
+    #[arg(long, hide = true, env = "KHACHAPURI_MAX_BODY_BYTES")]
+    pub max_body_bytes: Option<Setting>,
+    /// --max-memory's first spelling (the new one wins).
+    #[arg(long, hide = true, env = "KHACHAPURI_MAX_MEMORY_BYTES")]
+    pub max_memory_bytes: Option<Setting>,
+    /// --max-output's first spelling (the new one wins).
+    #[arg(long, hide = true, env = "KHACHAPURI_MAX_OUTPUT_BYTES")]
+    pub max_output_bytes: Option<Setting>,
     /// Largest response a program may write, e.g. 16MiB [default: 16MiB].
-    #[arg(long, alias = "max-output-bytes", env = "KHACHAPURI_MAX_OUTPUT")]
-    #[serde(alias = "max-output-bytes")]
+    #[arg(long, env = "KHACHAPURI_MAX_OUTPUT")]
     pub max_output: Option<Setting>,
     /// Browser origins that may call functions (CORS): `*`, one origin, or `none` [default: *].
     /// Preflights are answered without running or charging anything.
@@ -180,6 +185,24 @@ pub enum ConfigError {
     Invalid(String),
 }
 
+/// A private key as given; its `Debug` never shows it.
+#[derive(Clone, Default)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_owned()))
+    }
+}
+
 /// A size or duration setting as written: a flag's text, or a config file's string or number (a number is
 /// bytes for a size, seconds for a duration; the `*-ms` settings are read apart).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -208,9 +231,15 @@ impl<'de> Deserialize<'de> for Setting {
     }
 }
 
-/// A size setting, read the CLI's way ([`khachapuri_protocol::measure::parse_size`]).
-fn size(name: &str, given: Option<Setting>, default: usize) -> Result<usize, ConfigError> {
-    let Some(Setting(text)) = given else {
+/// A size setting, read the CLI's way ([`khachapuri_protocol::measure::parse_size`]): from the flags (or
+/// the environment), else the file, each in its new spelling or else its first, else `default`.
+fn size(
+    name: &str,
+    flags: (Option<Setting>, Option<Setting>),
+    file: (Option<Setting>, Option<Setting>),
+    default: usize,
+) -> Result<usize, ConfigError> {
+    let Some(Setting(text)) = flags.0.or(flags.1).or(file.0).or(file.1) else {
         return Ok(default);
     };
     let bytes = khachapuri_protocol::measure::parse_size(&text)
@@ -273,23 +302,19 @@ impl ProviderArgs {
         if price == Usdc::ZERO {
             return Err(ConfigError::Invalid("--price must be above 0 USDC".into()));
         }
-        // A flag (or the environment) beats the file: --keystore, then --private-key, then the file's
-        // keystore, then KHACHAPURI_PRIVATE_KEY read when the agent starts.
-        let keystore = |path| -> Result<SignerSource, ConfigError> {
-            let password = std::env::var("KHACHAPURI_KEYSTORE_PASSWORD").map_err(|_| {
-                ConfigError::Invalid(
-                    "--keystore needs its password in KHACHAPURI_KEYSTORE_PASSWORD".into(),
-                )
-            })?;
-            Ok(SignerSource::Keystore { path, password })
-        };
-        let signer = match (self.keystore, self.private_key, file.keystore) {
-            (Some(path), _, _) => keystore(path)?,
-            (None, Some(key), _) => SignerSource::Key(key),
-            (None, None, Some(path)) => keystore(path)?,
-            (None, None, None) => {
-                SignerSource::Env(khachapuri_protocol::http::PRIVATE_KEY_ENV.into())
-            }
+        // A keystore, wherever it is given, is used over a private key (as before --private-key existed:
+        // a key left in the environment never overrides the keystore an operator chose).
+        let signer = match (self.keystore.or(file.keystore), self.private_key) {
+            (Some(path), _) => SignerSource::Keystore {
+                path,
+                password: std::env::var("KHACHAPURI_KEYSTORE_PASSWORD").map_err(|_| {
+                    ConfigError::Invalid(
+                        "--keystore needs its password in KHACHAPURI_KEYSTORE_PASSWORD".into(),
+                    )
+                })?,
+            },
+            (None, Some(Secret(key))) => SignerSource::Key(key),
+            (None, None) => SignerSource::Env(khachapuri_protocol::http::PRIVATE_KEY_ENV.into()),
         };
         let ipfs = if !self.ipfs.is_empty() {
             self.ipfs
@@ -335,11 +360,17 @@ impl ProviderArgs {
                 .wal_durability
                 .or(file.wal_durability)
                 .unwrap_or_default(),
-            max_body_bytes: size("max-body", self.max_body.or(file.max_body), 1 << 20)?,
+            max_body_bytes: size(
+                "max-body",
+                (self.max_body, self.max_body_bytes),
+                (file.max_body, file.max_body_bytes),
+                1 << 20,
+            )?,
             // The runtime's defaults are the provider's maxima: one place says what they are.
             max_memory_bytes: size(
                 "max-memory",
-                self.max_memory.or(file.max_memory),
+                (self.max_memory, self.max_memory_bytes),
+                (file.max_memory, file.max_memory_bytes),
                 runtime.memory_bytes,
             )?,
             max_timeout: duration(
@@ -350,7 +381,8 @@ impl ProviderArgs {
             )?,
             max_output_bytes: size(
                 "max-output",
-                self.max_output.or(file.max_output),
+                (self.max_output, self.max_output_bytes),
+                (file.max_output, file.max_output_bytes),
                 runtime.output_bytes,
             )?,
             cors: self

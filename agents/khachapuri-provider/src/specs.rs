@@ -26,6 +26,9 @@ pub struct VerifiedSpec {
     pub encrypted: bool,
     /// [`Spec::terms_hash`]: the deployment's key in the escrow's revocations.
     pub terms_hash: alloy::primitives::B256,
+    /// The program's key in the runtime's caches: its CID, and for a private program the id of its key
+    /// too, so that a spec with another key never runs a program someone else's key opened.
+    pub program_id: String,
 }
 
 /// Specs by CID.
@@ -129,10 +132,15 @@ impl SpecStore {
             .hint("the owner must sign the terms (EIP-712) in the escrow's domain"));
         }
         let terms_hash = spec.terms_hash();
+        let program_id = match &spec.program_key {
+            Some(key) => format!("{}~{}", spec.program, key.id()),
+            None => spec.program.clone(),
+        };
         Ok(Arc::new(VerifiedSpec {
             spec,
             encrypted,
             terms_hash,
+            program_id,
         }))
     }
 
@@ -187,6 +195,8 @@ fn program_kind(bytes: &[u8]) -> Option<&'static str> {
         Some("a wasm module")
     } else if bytes.starts_with(b"PK\x03\x04") {
         Some("a zip package")
+    } else if khachapuri_spec::is_sealed_program(bytes) {
+        Some("an encrypted program")
     } else {
         None
     }

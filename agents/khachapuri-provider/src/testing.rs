@@ -139,6 +139,7 @@ impl Net {
             chain_id: d.chain_id,
             escrow: d.escrow,
             spend_cap: None,
+            program_key: None,
             signature: Default::default(),
         };
         spec.sign(&anvil_signer(owner)).await.expect("sign");

@@ -191,9 +191,13 @@ pub struct Logs {
     pub entries: Vec<LogEntry>,
     /// What to pass as `?after=` to get only newer entries.
     pub next: u64,
-    /// What the provider counted of the spec's calls, beyond the entries it keeps.
-    #[serde(default)]
-    pub totals: Totals,
+    /// What the provider counted of the spec's calls, beyond the entries it keeps; absent when it
+    /// counted none (since it started, or since it forgot the spec), and from agents that do not count.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub totals: Option<Totals>,
+    /// What the owner was charged in the spending cap's current period, when the spec has a cap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cap_spent: Option<CapSpent>,
 }
 
 /// A provider's count of one spec's claimed runs, in its memory: since `sinceMs` (when it started, or
@@ -203,14 +207,11 @@ pub struct Logs {
 pub struct Totals {
     /// When the count began, unix milliseconds.
     pub since_ms: u64,
-    /// Claimed runs, whoever paid.
+    /// Claimed runs that finished, whoever paid.
     pub calls: u64,
     /// What those runs charged the spec's owner (USDC base units, decimal string).
     #[serde(with = "crate::usdc::units")]
     pub owner_charged: crate::Usdc,
-    /// What the owner was charged in the spending cap's current period, when the spec has a cap.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cap_spent: Option<CapSpent>,
 }
 
 /// The owner's charges in the current period of a spec's spending cap.

@@ -7,7 +7,10 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use hmac::{Hmac, Mac};
+use aes_gcm::{
+    Aes256Gcm, KeyInit, Nonce,
+    aead::{Aead, Payload},
+};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
@@ -85,31 +88,43 @@ impl<V: Clone> MemoryCache<V> {
     }
 }
 
-const SECRET_FILE: &str = "cache-secret";
+/// The file the first format kept its HMAC secret in, inside the cache; removed on open.
+const OLD_SECRET_FILE: &str = "cache-secret";
 const SECRET_LEN: usize = 32;
-const TAG_LEN: usize = 32;
+const NONCE_LEN: usize = 12;
 
-/// Compiled artifacts on disk, each authenticated with an HMAC-SHA256 under a per-cache secret.
+/// Compiled artifacts on disk, each encrypted and authenticated with AES-256-GCM under a per-cache key.
 ///
-/// The secret is a random 32-byte file created with mode 0600 on first use. Each artifact file
-/// holds the tag followed by the artifact; the tag covers the engine fingerprint, the key and the
-/// artifact, so an artifact written by another engine configuration, renamed, or altered by
-/// anyone without the secret fails the check and is never handed to a deserializer.
+/// The key is a random 32-byte file created with mode 0600 on first use **beside** the cache directory
+/// (`modules/` has `modules.key`), so a copy of the directory alone reveals nothing: a compiled private
+/// program carries its code and data segments, and only ciphertext of it is on disk. Each artifact file
+/// holds a random nonce and the ciphertext; the engine fingerprint and the key are associated data, so an
+/// artifact written by another engine configuration, renamed, or altered by anyone without the key fails
+/// and is never handed to a deserializer.
 #[derive(Debug)]
 pub struct DiskCache {
     dir: PathBuf,
-    secret: [u8; SECRET_LEN],
+    cipher: Aes256Gcm,
     fingerprint: [u8; 32],
 }
 
+/// Where the key of the cache in `dir` lives: beside it, `{dir}.key`.
+pub fn key_path(dir: &Path) -> PathBuf {
+    let mut name = dir.file_name().unwrap_or_default().to_os_string();
+    name.push(".key");
+    dir.with_file_name(name)
+}
+
 impl DiskCache {
-    /// Open (or create) the cache in `dir`; `fingerprint` identifies the engine and its settings.
+    /// Open (or create) the cache in `dir`, its key in [`key_path`]; `fingerprint` identifies the engine
+    /// and its settings.
     pub fn open(dir: &Path, fingerprint: [u8; 32]) -> Result<Self> {
         fs::create_dir_all(dir)?;
-        let secret = load_or_create_secret(&dir.join(SECRET_FILE))?;
+        let _ = fs::remove_file(dir.join(OLD_SECRET_FILE));
+        let secret = load_or_create_secret(&key_path(dir))?;
         Ok(Self {
             dir: dir.to_path_buf(),
-            secret,
+            cipher: Aes256Gcm::new(&secret.into()),
             fingerprint,
         })
     }
@@ -120,25 +135,28 @@ impl DiskCache {
         self.dir.join(format!("{name}.bin"))
     }
 
-    fn tag(&self, key: &str, artifact: &[u8]) -> Hmac<Sha256> {
-        let mut mac =
-            <Hmac<Sha256> as Mac>::new_from_slice(&self.secret).expect("HMAC takes any key length");
-        mac.update(&self.fingerprint);
-        mac.update(&(key.len() as u64).to_le_bytes());
-        mac.update(key.as_bytes());
-        mac.update(artifact);
-        mac
+    fn aad(&self, key: &str) -> Vec<u8> {
+        let mut aad = Vec::with_capacity(32 + 8 + key.len());
+        aad.extend_from_slice(&self.fingerprint);
+        aad.extend_from_slice(&(key.len() as u64).to_le_bytes());
+        aad.extend_from_slice(key.as_bytes());
+        aad
     }
 
-    /// The artifact stored for `key`, only if its tag verifies; `None` if absent or not authentic.
+    /// The artifact stored for `key`, only if it decrypts and authenticates; `None` if absent or not.
     pub fn get(&self, key: &str) -> Option<Vec<u8>> {
-        let mut data = fs::read(self.path_for(key)).ok()?;
-        if data.len() < TAG_LEN {
-            return None;
-        }
-        let artifact = data.split_off(TAG_LEN);
-        match self.tag(key, &artifact).verify_slice(&data) {
-            Ok(()) => Some(artifact),
+        let data = fs::read(self.path_for(key)).ok()?;
+        let (nonce, sealed) = data.split_at_checked(NONCE_LEN)?;
+        let nonce = Nonce::<aes_gcm::aead::consts::U12>::try_from(nonce).ok()?;
+        let aad = self.aad(key);
+        match self.cipher.decrypt(
+            &nonce,
+            Payload {
+                msg: sealed,
+                aad: &aad,
+            },
+        ) {
+            Ok(artifact) => Some(artifact),
             Err(_) => {
                 tracing::warn!(key, "cached artifact failed authentication; ignoring it");
                 None
@@ -148,6 +166,19 @@ impl DiskCache {
 
     /// Store `artifact` for `key` (atomically: written aside, then renamed over).
     pub fn put(&self, key: &str, artifact: &[u8]) -> Result<()> {
+        let mut nonce = [0u8; NONCE_LEN];
+        rand::rngs::OsRng.fill_bytes(&mut nonce);
+        let aad = self.aad(key);
+        let sealed = self
+            .cipher
+            .encrypt(
+                &nonce.into(),
+                Payload {
+                    msg: artifact,
+                    aad: &aad,
+                },
+            )
+            .map_err(|_| std::io::Error::other("artifact too large to encrypt"))?;
         let path = self.path_for(key);
         let tmp = path.with_extension(format!("tmp{}", rand::thread_rng().next_u64()));
         let mut file = fs::OpenOptions::new()
@@ -155,8 +186,8 @@ impl DiskCache {
             .create_new(true)
             .mode(0o600)
             .open(&tmp)?;
-        file.write_all(&self.tag(key, artifact).finalize().into_bytes())?;
-        file.write_all(artifact)?;
+        file.write_all(&nonce)?;
+        file.write_all(&sealed)?;
         file.sync_all()?;
         drop(file);
         fs::rename(&tmp, &path).inspect_err(|_| {
@@ -166,7 +197,7 @@ impl DiskCache {
     }
 }
 
-/// Read the cache secret, creating it (mode 0600, atomically) if missing.
+/// Read the cache key, creating it (mode 0600, atomically) if missing.
 fn load_or_create_secret(path: &Path) -> Result<[u8; SECRET_LEN]> {
     if let Some(secret) = read_secret(path)? {
         return Ok(secret);
@@ -236,18 +267,31 @@ mod tests {
     }
 
     #[test]
-    fn disk_cache_authenticates() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let cache = DiskCache::open(dir.path(), [1; 32]).expect("open");
-        let mode = fs::metadata(dir.path().join(SECRET_FILE))
-            .expect("secret")
+    fn disk_cache_encrypts_and_authenticates() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let dir = root.path().join("modules");
+        let cache = DiskCache::open(&dir, [1; 32]).expect("open");
+        assert_eq!(key_path(&dir), root.path().join("modules.key"));
+        let mode = fs::metadata(key_path(&dir))
+            .expect("key")
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600);
-        cache.put("k", b"artifact").expect("put");
-        assert_eq!(cache.get("k").as_deref(), Some(&b"artifact"[..]));
+        let artifact = b"artifact holding MARKER-7f3a";
+        cache.put("k", artifact).expect("put");
+        assert_eq!(cache.get("k").as_deref(), Some(&artifact[..]));
+        // Nothing in the directory reads as the artifact, and the key is not in it.
+        for entry in fs::read_dir(&dir).expect("read_dir") {
+            let bytes = fs::read(entry.expect("entry").path()).expect("read");
+            assert!(!bytes.windows(11).any(|w| w == b"MARKER-7f3a"));
+        }
+        // The directory without its key opens to nothing: a new key, and the old artifact fails.
+        fs::remove_file(key_path(&dir)).expect("remove key");
+        assert_eq!(DiskCache::open(&dir, [1; 32]).expect("open").get("k"), None);
+        let cache = DiskCache::open(&dir, [1; 32]).expect("open");
+        cache.put("k", artifact).expect("put");
         // Same dir, other fingerprint: not accepted.
-        let other = DiskCache::open(dir.path(), [2; 32]).expect("open");
+        let other = DiskCache::open(&dir, [2; 32]).expect("open");
         assert_eq!(other.get("k"), None);
         // Flip one byte of the artifact: not accepted.
         let path = cache.path_for("k");

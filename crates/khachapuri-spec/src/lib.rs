@@ -3,13 +3,20 @@
 //! - [`spec`]: the JSON spec and its checks.
 //! - [`keys`]: the provider's RSA key pair (PKCS#8 PEM, mode 0600; SPKI DER on chain).
 //! - [`envelope`]: the hybrid RSA-OAEP-SHA256 + AES-256-GCM envelope of an encrypted spec.
+//! - [`program`]: the chunked AES-256-GCM encryption of a private program's package.
+//! - [`offer`]: what a provider offers (`GET /_provider`).
 
 pub mod envelope;
 pub mod keys;
 pub mod offer;
+pub mod program;
 pub mod spec;
 
 pub use envelope::{EnvelopeError, is_envelope, open, seal};
 pub use keys::{KeyError, ProviderKey, key_id};
 pub use offer::{Caps, Offer, OfferError};
+pub use program::{
+    ProgramKey, ProgramSealError, is_sealed_program, open_program, seal_program,
+    seal_program_in_chunks,
+};
 pub use spec::{Limits, SPEC_VERSION, SignError, Spec, SpecError, SpendCap};

@@ -46,6 +46,21 @@ pub struct SpendCap {
     pub period_seconds: u64,
 }
 
+impl std::fmt::Display for SpendCap {
+    /// As people read it: `5.00 USDC per day`, `0.25 USDC per 12 hours`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let amount = khachapuri_protocol::Usdc::from_u256(self.amount);
+        match self.period_seconds {
+            3_600 => write!(f, "{amount} per hour"),
+            86_400 => write!(f, "{amount} per day"),
+            604_800 => write!(f, "{amount} per week"),
+            s if s % 86_400 == 0 => write!(f, "{amount} per {} days", s / 86_400),
+            s if s % 3_600 == 0 => write!(f, "{amount} per {} hours", s / 3_600),
+            s => write!(f, "{amount} per {s} s"),
+        }
+    }
+}
+
 impl SpendCap {
     /// The window `unix` falls in, and the unix time that window ends.
     pub fn window(&self, unix: u64) -> (u64, u64) {
@@ -86,6 +101,10 @@ pub struct Spec {
     pub chain_id: u64,
     /// The escrow contract (the EIP-712 verifying contract).
     pub escrow: Address,
+    /// The key of a private program (`program` names its ciphertext, [`crate::program`]); only in a sealed
+    /// spec, and not part of the signed terms (a wrong key only makes the program unreadable).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub program_key: Option<crate::ProgramKey>,
     /// The most a provider may charge the owner per period; `None` for no cap (the reserve still bounds it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spend_cap: Option<SpendCap>,

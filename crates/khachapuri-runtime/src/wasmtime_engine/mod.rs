@@ -253,9 +253,9 @@ impl WasmtimeEngine {
 /// Load a module artifact that this runtime itself serialized.
 #[allow(unsafe_code)]
 fn deserialize(engine: &wasmtime::Engine, artifact: &[u8]) -> wasmtime::Result<Module> {
-    // SAFETY: `artifact` comes only from `DiskCache::get`, which returns bytes only after their
-    // HMAC, keyed with this cache's private secret and bound to this engine's fingerprint, has
-    // verified: they are exactly what `Module::serialize` produced for this configuration.
+    // SAFETY: `artifact` comes only from `DiskCache::get`, which returns bytes only after they decrypted
+    // and authenticated (AES-256-GCM under this cache's private key, bound to this engine's fingerprint and
+    // the artifact's key): they are exactly what `Module::serialize` produced for this configuration.
     unsafe { Module::deserialize(engine, artifact) }
 }
 
