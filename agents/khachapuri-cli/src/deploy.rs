@@ -420,7 +420,10 @@ pub async fn publish(kubo: &KuboClient, p: Publication<'_>) -> anyhow::Result<Pu
     // travels inside the spec's envelope, so IPFS holds only ciphertext.
     let program_key = (p.provider.is_some() && !p.public_program).then(ProgramKey::generate);
     let (zip, what) = match &program_key {
-        Some(key) => (seal_program(key, &p.package.zip), "zipped, encrypted"),
+        Some(key) => (
+            seal_program(key, &p.package.zip).context("encrypting the program")?,
+            "zipped, encrypted",
+        ),
         None => (p.package.zip.clone(), "zipped"),
     };
     let zip = bytes::Bytes::from(zip);

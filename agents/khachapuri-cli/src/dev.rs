@@ -323,6 +323,7 @@ async fn start_provider(
         max_output_bytes: maxima.output_bytes,
         tunnel: None,
         cors: Default::default(),
+        module_cache: Default::default(),
     };
     let agent = khachapuri_provider::start(config, payee.clone())
         .await

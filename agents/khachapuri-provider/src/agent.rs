@@ -25,7 +25,7 @@ use tokio::{net::TcpListener, sync::watch};
 
 use crate::{
     caps::{Reached, SpendCaps},
-    config::{Config, SettlementMode},
+    config::{Config, ModuleCache, SettlementMode},
     error::ApiError,
     ledger::{ClaimError, Ledger, LedgerConfig},
     logs::SpecLogs,
@@ -244,7 +244,8 @@ async fn check_registration(
     Ok(record)
 }
 
-/// The wasm runtime, within this provider's maxima, its compiled modules cached under the data directory.
+/// The wasm runtime, within this provider's maxima, its compiled modules cached (encrypted) under the data
+/// directory unless the operator keeps them in memory only.
 fn runtime(config: &Config) -> Result<Runtime, StartError> {
     Ok(Runtime::new(RuntimeConfig {
         limits: khachapuri_runtime::Limits {
@@ -253,7 +254,10 @@ fn runtime(config: &Config) -> Result<Runtime, StartError> {
             output_bytes: config.max_output_bytes,
             ..Default::default()
         },
-        cache_dir: Some(config.data_dir.join("modules")),
+        cache_dir: match config.module_cache {
+            ModuleCache::Disk => Some(config.data_dir.join("modules")),
+            ModuleCache::Memory => None,
+        },
         ..Default::default()
     })?)
 }
@@ -507,10 +511,10 @@ impl Agent {
         let program = match self.runtime.cached(&verified.program_id, entry) {
             Some(program) => program,
             None => {
-                let program_cid = khachapuri_ipfs::parse_cid(&spec.program).map_err(|e| {
-                    ApiError::unprocessable("invalid_spec", format!("program CID: {e}"))
-                })?;
-                let fetched = self.fetcher.get(&program_cid, MAX_PROGRAM_BYTES).await?;
+                let fetched = self
+                    .fetcher
+                    .get(&verified.program, MAX_PROGRAM_BYTES)
+                    .await?;
                 // A private program is opened in memory, after the verified fetch; only its ciphertext
                 // was ever on IPFS, and its plaintext never touches this agent's disk.
                 let bytes = match &spec.program_key {

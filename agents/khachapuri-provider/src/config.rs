@@ -23,6 +23,18 @@ pub enum SettlementMode {
     Sync,
 }
 
+/// Where compiled modules are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ModuleCache {
+    /// In memory and, encrypted, under `{data-dir}/modules` (its key in `modules.key`), so a restart
+    /// compiles nothing again.
+    #[default]
+    Disk,
+    /// In memory only: nothing compiled is ever written, and each restart compiles again.
+    Memory,
+}
+
 /// Everything `khachapuri-provider` (and `khachapuri provider up`) accepts. Every field is optional here;
 /// [`ProviderArgs::resolve`] applies the file and the defaults.
 #[derive(Debug, Clone, Default, clap::Args, Deserialize)]
@@ -112,6 +124,10 @@ pub struct ProviderArgs {
     /// Largest response a program may write, e.g. 16MiB [default: 16MiB].
     #[arg(long, env = "KHACHAPURI_MAX_OUTPUT")]
     pub max_output: Option<Setting>,
+    /// Where compiled modules are kept: `disk` (encrypted) or `memory` (nothing compiled is written, so
+    /// not even a private program's ciphertext artifact lands on disk) [default: disk].
+    #[arg(long, env = "KHACHAPURI_MODULE_CACHE")]
+    pub module_cache: Option<ModuleCache>,
     /// Browser origins that may call functions (CORS): `*`, one origin, or `none` [default: *].
     /// Preflights are answered without running or charging anything.
     #[arg(long, env = "KHACHAPURI_CORS_ALLOW_ORIGIN")]
@@ -167,6 +183,8 @@ pub struct Config {
     pub max_output_bytes: usize,
     /// What browsers may do (CORS).
     pub cors: khachapuri_protocol::http::Cors,
+    /// Where compiled modules are kept.
+    pub module_cache: ModuleCache,
 }
 
 /// A configuration that cannot be used, with what to change.
@@ -385,6 +403,7 @@ impl ProviderArgs {
                 (file.max_output, file.max_output_bytes),
                 runtime.output_bytes,
             )?,
+            module_cache: self.module_cache.or(file.module_cache).unwrap_or_default(),
             cors: self
                 .cors_allow_origin
                 .as_deref()

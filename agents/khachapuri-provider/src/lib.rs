@@ -26,7 +26,9 @@ pub mod testing;
 mod wal;
 
 pub use agent::{PAYER_HEADER, PRICE_HEADER, RECEIPT_HEADER, RunningAgent, StartError, start};
-pub use config::{Config, ConfigError, Network, ProviderArgs, Secret, Setting, SettlementMode};
+pub use config::{
+    Config, ConfigError, ModuleCache, Network, ProviderArgs, Secret, Setting, SettlementMode,
+};
 pub use error::ApiError;
 pub use khachapuri_protocol::receipt::{self, Receipt, ReceiptSigner, SignedReceipt};
 /// How soon a revoked deployment is refused: the agent trusts a "not revoked" read this long.

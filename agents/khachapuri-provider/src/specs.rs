@@ -26,8 +26,10 @@ pub struct VerifiedSpec {
     pub encrypted: bool,
     /// [`Spec::terms_hash`]: the deployment's key in the escrow's revocations.
     pub terms_hash: alloy::primitives::B256,
-    /// The program's key in the runtime's caches: its CID, and for a private program the id of its key
-    /// too, so that a spec with another key never runs a program someone else's key opened.
+    /// The program's CID, parsed.
+    pub program: khachapuri_ipfs::Cid,
+    /// The program's key in the runtime's caches: its canonical CID, and for a private program the id of
+    /// its key too, so that a spec with another key never runs a program someone else's key opened.
     pub program_id: String,
 }
 
@@ -104,7 +106,7 @@ impl SpecStore {
                 Err(err) => {
                     self.failures_lock().take();
                     return Err(ApiError::unprocessable("undecryptable_spec", err.to_string())
-                        .hint("encrypt the spec to this provider's current RSA key (its resolver's rsaKey record)"));
+                        .hint("redeploy it with `khachapuri deploy`, which encrypts the spec to this provider's current RSA key (its resolver's rsaKey record)"));
                 }
             }
         } else {
@@ -132,14 +134,21 @@ impl SpecStore {
             .hint("the owner must sign the terms (EIP-712) in the escrow's domain"));
         }
         let terms_hash = spec.terms_hash();
+        // The program must be a CID: its canonical text (never the spec's own string) keys the caches, so
+        // no spec can name another program's cache entry.
+        let program = khachapuri_ipfs::parse_cid(&spec.program).map_err(|e| {
+            ApiError::unprocessable("invalid_spec", format!("program `{}`: {e}", spec.program))
+                .hint("rebuild the spec with `khachapuri deploy`")
+        })?;
         let program_id = match &spec.program_key {
-            Some(key) => format!("{}~{}", spec.program, key.id()),
-            None => spec.program.clone(),
+            Some(key) => format!("{program}~{}", key.id()),
+            None => program.to_string(),
         };
         Ok(Arc::new(VerifiedSpec {
             spec,
             encrypted,
             terms_hash,
+            program,
             program_id,
         }))
     }

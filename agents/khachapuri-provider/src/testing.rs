@@ -92,6 +92,7 @@ impl Net {
             ipfs: vec!["local".into()],
             tunnel: None,
             cors: Default::default(),
+            module_cache: Default::default(),
             settlement,
             batch_max: 5000,
             batch_linger: Duration::from_millis(50),
@@ -186,6 +187,25 @@ impl Net {
 
     pub fn provider_address(&self) -> Address {
         self.devnet.address(PROVIDER)
+    }
+
+    /// A payer token signed by account `index` for `spec` at this provider: at most [`PRICE`] a call, valid
+    /// for five minutes, a session of its own.
+    pub async fn payer_token(&self, index: u32, spec: &str) -> khachapuri_chain::SignedPayerToken {
+        let d = &self.devnet.deployment;
+        khachapuri_chain::PayerToken {
+            provider: self.provider_address(),
+            spec: spec.into(),
+            maxPrice: U256::from(PRICE.units()),
+            expiry: khachapuri_protocol::unix_now() + 300,
+            session: alloy::primitives::B256::random(),
+        }
+        .sign(
+            &signer(index),
+            &khachapuri_chain::eip712::domain(d.chain_id, d.escrow),
+        )
+        .await
+        .expect("sign a payer token")
     }
 }
 

@@ -864,17 +864,7 @@ async fn a_revoked_spec_runs_for_nobody_under_any_cid_and_its_claimed_charges_se
     // A payer token does not bring it back either.
     net.fund(5, Usdc::from_whole(1), PRICE, Usdc::from_whole(1))
         .await;
-    let d = &net.devnet.deployment;
-    let token = PayerToken {
-        provider: net.provider_address(),
-        spec: cid.clone(),
-        maxPrice: U256::from(PRICE.units()),
-        expiry: khachapuri_protocol::unix_now() + 300,
-        session: B256::repeat_byte(3),
-    }
-    .sign(&signer(5), &eip712::domain(d.chain_id, d.escrow))
-    .await
-    .unwrap();
+    let token = net.payer_token(5, &cid).await;
     let res = http
         .post(url(&agent, &cid))
         .bearer_auth(token.encode())
@@ -980,16 +970,7 @@ async fn a_leaked_url_costs_its_owner_at_most_the_spend_cap_per_period() {
     net.fund(5, Usdc::from_whole(1), PRICE, Usdc::from_whole(1))
         .await;
     let d = &net.devnet.deployment;
-    let token = PayerToken {
-        provider: net.provider_address(),
-        spec: cid.clone(),
-        maxPrice: U256::from(PRICE.units()),
-        expiry: khachapuri_protocol::unix_now() + 300,
-        session: B256::repeat_byte(4),
-    }
-    .sign(&signer(5), &eip712::domain(d.chain_id, d.escrow))
-    .await
-    .unwrap();
+    let token = net.payer_token(5, &cid).await;
     let res = khachapuri_tls::http()
         .post(url(&agent, &cid))
         .header(
@@ -1085,17 +1066,7 @@ async fn the_payer_token_has_its_own_header_and_names_its_payer() {
     let cid = net.publish(&spec);
     let agent = net.agent(SettlementMode::Batch).await;
     let http = khachapuri_tls::http();
-    let d = &net.devnet.deployment;
-    let token = PayerToken {
-        provider: net.provider_address(),
-        spec: cid.clone(),
-        maxPrice: U256::from(PRICE.units()),
-        expiry: khachapuri_protocol::unix_now() + 300,
-        session: B256::repeat_byte(4),
-    }
-    .sign(&signer(PAYER), &eip712::domain(d.chain_id, d.escrow))
-    .await
-    .unwrap();
+    let token = net.payer_token(PAYER, &cid).await;
     let payer = net.devnet.address(PAYER).to_string().to_lowercase();
 
     let res = http
@@ -1215,7 +1186,7 @@ async fn a_private_program_leaves_nothing_readable_on_ipfs_or_disk() {
     );
     let program = wat::parse_str(&wat).unwrap();
     let key = khachapuri_spec::ProgramKey::generate();
-    let sealed = khachapuri_spec::seal_program(&key, &program);
+    let sealed = khachapuri_spec::seal_program(&key, &program).unwrap();
     let mut spec = net.spec(&sealed, "private.wasm", &[], OWNER).await;
     spec.program_key = Some(key.clone());
     let cid = net.publish(&spec);
@@ -1252,6 +1223,15 @@ async fn a_private_program_leaves_nothing_readable_on_ipfs_or_disk() {
             .contains("does not authenticate"),
         "{body}"
     );
+    // A spec naming the cache entry's text as its program (no key, so nothing to open): not a CID.
+    let mut spoof = spec.clone();
+    spoof.program = format!("{}~{}", spec.program, key.id());
+    spoof.program_key = None;
+    spoof.sign(&signer(OWNER)).await.unwrap();
+    let res = call(&agent, &net.publish(&spoof)).await.unwrap();
+    assert_eq!(res.status(), 422);
+    let body: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(body["error"], "invalid_spec", "{body}");
     // The ciphertext cut short, under its own CID.
     let cut = net.store.put(&sealed[..sealed.len() - 20]).unwrap().cid;
     let mut truncated = spec.clone();
@@ -1311,16 +1291,34 @@ async fn a_private_program_leaves_nothing_readable_on_ipfs_or_disk() {
     assert_eq!(res.text().await.unwrap(), MARKER);
     agent.shutdown().await;
 
+    // `module-cache = memory`: not even the encrypted artifact is written.
+    let artifacts = || std::fs::read_dir(&modules).unwrap().count();
+    let before_memory = artifacts();
+    let mut config = net.config(SettlementMode::Batch);
+    config.module_cache = khachapuri_provider::ModuleCache::Memory;
+    let agent = khachapuri_provider::start(config, signer(PROVIDER))
+        .await
+        .unwrap();
+    let key = khachapuri_spec::ProgramKey::generate();
+    let sealed = khachapuri_spec::seal_program(&key, &program).unwrap();
+    let mut fresh = net.spec(&sealed, "private.wasm", &[], OWNER).await;
+    fresh.program_key = Some(key);
+    let res = call(&agent, &net.publish(&fresh)).await.unwrap();
+    assert_eq!(res.text().await.unwrap(), MARKER);
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await; // past a tier-up
+    agent.shutdown().await;
+    assert_eq!(artifacts(), before_memory, "nothing compiled was written");
+
     let exposed = files_holding(net.dir.path(), MARKER.as_bytes());
     assert!(exposed.is_empty(), "the marker is readable in {exposed:?}");
     // The scan can see: the plain program, stored, is found.
     net.store.put(&program).unwrap();
     assert_eq!(files_holding(net.dir.path(), MARKER.as_bytes()).len(), 1);
 
-    let two = Usdc::from_units(2 * PRICE.units());
+    let three = Usdc::from_units(3 * PRICE.units());
     assert_eq!(
         net.escrowed(OWNER).await,
-        before.checked_sub(two).unwrap(),
-        "the two calls that ran, and nothing for the refusals"
+        before.checked_sub(three).unwrap(),
+        "the three calls that ran, and nothing for the refusals"
     );
 }

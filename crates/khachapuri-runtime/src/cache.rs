@@ -119,6 +119,13 @@ impl DiskCache {
     /// Open (or create) the cache in `dir`, its key in [`key_path`]; `fingerprint` identifies the engine
     /// and its settings.
     pub fn open(dir: &Path, fingerprint: [u8; 32]) -> Result<Self> {
+        if dir.file_name().is_none() {
+            return Err(std::io::Error::other(format!(
+                "module cache {}: name a directory of its own (its key goes beside it)",
+                dir.display()
+            ))
+            .into());
+        }
         fs::create_dir_all(dir)?;
         let _ = fs::remove_file(dir.join(OLD_SECRET_FILE));
         let secret = load_or_create_secret(&key_path(dir))?;
@@ -145,7 +152,8 @@ impl DiskCache {
 
     /// The artifact stored for `key`, only if it decrypts and authenticates; `None` if absent or not.
     pub fn get(&self, key: &str) -> Option<Vec<u8>> {
-        let data = fs::read(self.path_for(key)).ok()?;
+        let path = self.path_for(key);
+        let data = fs::read(&path).ok()?;
         let (nonce, sealed) = data.split_at_checked(NONCE_LEN)?;
         let nonce = Nonce::<aes_gcm::aead::consts::U12>::try_from(nonce).ok()?;
         let aad = self.aad(key);
@@ -158,7 +166,9 @@ impl DiskCache {
         ) {
             Ok(artifact) => Some(artifact),
             Err(_) => {
-                tracing::warn!(key, "cached artifact failed authentication; ignoring it");
+                // Another key (a cache moved without it), another format, or tampering: it never will.
+                tracing::warn!(key, "cached artifact failed authentication; removing it");
+                let _ = fs::remove_file(&path);
                 None
             }
         }
@@ -290,11 +300,13 @@ mod tests {
         assert_eq!(DiskCache::open(&dir, [1; 32]).expect("open").get("k"), None);
         let cache = DiskCache::open(&dir, [1; 32]).expect("open");
         cache.put("k", artifact).expect("put");
-        // Same dir, other fingerprint: not accepted.
+        // Same dir, other fingerprint: not accepted, and removed (it never will be).
         let other = DiskCache::open(&dir, [2; 32]).expect("open");
         assert_eq!(other.get("k"), None);
-        // Flip one byte of the artifact: not accepted.
         let path = cache.path_for("k");
+        assert!(!path.exists());
+        // Flip one byte of the artifact: not accepted.
+        cache.put("k", artifact).expect("put");
         let mut data = fs::read(&path).expect("read");
         let last = data.len() - 1;
         data[last] ^= 1;

@@ -10,7 +10,8 @@
 //!
 //! Everything before the ciphertext is the header, authenticated as AES-GCM associated data, so no header
 //! byte can be changed without the open failing. Unknown versions and algorithms are refused before any
-//! decryption. Every failure after that looks the same ([`EnvelopeError::Undecryptable`]): a caller learns
+//! decryption, and so is a key id this provider does not hold ([`EnvelopeError::AnotherKey`]: the id is in
+//! the clear). Every failure after that looks the same ([`EnvelopeError::Undecryptable`]): a caller learns
 //! nothing from which step failed (the `rsa` crate's 0.10 release fixes the Marvin timing attack,
 //! RUSTSEC-2023-0071).
 
@@ -45,6 +46,16 @@ pub enum EnvelopeError {
     /// An unknown algorithm identifier.
     #[error("envelope algorithm {0} is not supported")]
     UnsupportedAlgorithm(u8),
+    /// Sealed to an RSA key this provider does not hold: its key rotated since, or the spec was meant for
+    /// another provider. The key id is in the clear header, so saying so reveals nothing.
+    #[error(
+        "the spec is sealed to another RSA key (key id {key_id}), not this provider's current one: sealed \
+         before the provider rotated its key, or for another provider"
+    )]
+    AnotherKey {
+        /// The envelope's key id, hex.
+        key_id: String,
+    },
     /// Any failure to decrypt: wrong key, tampered bytes, truncated envelope. Deliberately uninformative.
     #[error("the spec could not be decrypted with this provider's key")]
     Undecryptable,
@@ -143,7 +154,9 @@ pub fn open(keys: &[ProviderKey], envelope: &[u8]) -> Result<Vec<u8>, EnvelopeEr
     let key = keys
         .iter()
         .find(|k| k.id() == header.key_id)
-        .ok_or(EnvelopeError::Undecryptable)?;
+        .ok_or_else(|| EnvelopeError::AnotherKey {
+            key_id: header.key_id.iter().map(|b| format!("{b:02x}")).collect(),
+        })?;
     let content_key = key
         .private()
         .oaep_decrypt::<Sha256>(header.wrapped)

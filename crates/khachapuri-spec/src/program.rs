@@ -53,19 +53,20 @@ impl ProgramKey {
         Self(bytes)
     }
 
-    /// A short public name of the key (hex of the first 8 bytes of its SHA-256): tells keys apart, in a
-    /// cache key or a log line, without revealing them.
+    /// The key's public name: hex of `SHA-256("khachapuri program key id" ‖ key)`, all 32 bytes (no
+    /// other key can be found with the same one). Tells keys apart, in a cache key or a log line, without
+    /// revealing them.
     pub fn id(&self) -> String {
-        Sha256::digest(self.0)[..8]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
+        let mut hash = Sha256::new();
+        hash.update(b"khachapuri program key id");
+        hash.update(self.0);
+        hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
     }
 }
 
 impl std::fmt::Debug for ProgramKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "ProgramKey(id {})", self.id())
+        write!(f, "ProgramKey(id {}…)", &self.id()[..16])
     }
 }
 
@@ -109,7 +110,7 @@ pub enum ProgramSealError {
         "chunk {0} of the sealed program does not authenticate: a wrong key, or altered, swapped or cut-off bytes"
     )]
     Undecryptable(usize),
-    /// The package would be larger than the caller accepts.
+    /// The package would be larger than the caller accepts (or than the format holds: 2^32 chunks).
     #[error("the sealed program opens to more than {0} bytes")]
     TooLarge(usize),
 }
@@ -128,8 +129,8 @@ fn nonce(prefix: &[u8], index: u32, last: bool) -> GcmNonce {
 }
 
 /// Encrypts a program package under `key`, in chunks of 2^[`CHUNK_LOG2`] bytes.
-pub fn seal_program(key: &ProgramKey, package: &[u8]) -> Vec<u8> {
-    seal_program_in_chunks(key, package, CHUNK_LOG2).unwrap_or_default()
+pub fn seal_program(key: &ProgramKey, package: &[u8]) -> Result<Vec<u8>, ProgramSealError> {
+    seal_program_in_chunks(key, package, CHUNK_LOG2)
 }
 
 /// Encrypts a program package under `key`, in chunks of 2^`chunk_log2` bytes (10..=24; every reader
@@ -242,21 +243,24 @@ mod tests {
         let key = ProgramKey::generate();
         for len in [0, 1, CHUNK - 1, CHUNK, CHUNK + 1, 3 * CHUNK, 3 * CHUNK + 7] {
             let plain = package(len);
-            let sealed = seal_program(&key, &plain);
+            let sealed = seal_program(&key, &plain).unwrap();
             assert!(is_sealed_program(&sealed));
             let chunks = len.div_ceil(CHUNK).max(1);
             assert_eq!(sealed.len(), HEADER_LEN + len + chunks * TAG_LEN, "{len}");
             assert_eq!(open_program(&key, &sealed, MAX).unwrap(), plain, "{len}");
         }
         // Sealing twice gives other bytes (a fresh nonce prefix).
-        assert_ne!(seal_program(&key, b"x"), seal_program(&key, b"x"));
+        assert_ne!(
+            seal_program(&key, b"x").unwrap(),
+            seal_program(&key, b"x").unwrap()
+        );
     }
 
     #[test]
     fn a_wrong_key_and_every_tampering_fail_cleanly() {
         let key = ProgramKey::generate();
         let plain = package(3 * CHUNK + 100);
-        let sealed = seal_program(&key, &plain);
+        let sealed = seal_program(&key, &plain).unwrap();
         let undecryptable = |bytes: &[u8]| open_program(&key, bytes, MAX);
         assert_eq!(
             open_program(&ProgramKey::generate(), &sealed, MAX),
@@ -299,6 +303,6 @@ mod tests {
         assert_eq!(serde_json::from_str::<ProgramKey>(&json).unwrap(), key);
         assert!(serde_json::from_str::<ProgramKey>("\"0x07\"").is_err());
         assert!(!format!("{key:?}").contains("0707"));
-        assert_eq!(key.id().len(), 16);
+        assert_eq!(key.id().len(), 64);
     }
 }
