@@ -3,15 +3,19 @@ pragma solidity 0.8.30;
 
 import {ERC20} from "@openzeppelin/contracts/token/ERC20/ERC20.sol";
 import {ERC20Permit} from "@openzeppelin/contracts/token/ERC20/extensions/ERC20Permit.sol";
+import {ERC3009} from "@openzeppelin/contracts/token/ERC20/extensions/draft-ERC3009.sol";
+import {EIP712} from "@openzeppelin/contracts/utils/cryptography/EIP712.sol";
+import {SignatureChecker} from "@openzeppelin/contracts/utils/cryptography/SignatureChecker.sol";
 
 /// @title TestUSDC
-/// @notice USDC stand-in for local networks and tests: 6 decimals, EIP-2612 permit, a mint anyone may call,
-/// and USDC's blacklist and pause with Circle's function names and revert strings (FiatToken), so that what the
+/// @notice USDC stand-in for local networks and tests: 6 decimals, EIP-2612 permit, EIP-3009 transfers with
+/// authorization (random nonces, as x402 clients sign them; the v,r,s form and USDC v2.2's bytes-signature
+/// form, which also takes ERC-1271 contract wallets), a mint anyone may call, and USDC's blacklist and pause with Circle's function names and revert strings (FiatToken), so that what the
 /// escrow does with a frozen account or a paused token can be tried locally: transfers refuse a blacklisted
 /// caller, sender or recipient, and a paused token refuses everything. Approvals and permits by or to a
 /// blacklisted account are refused too (FiatToken versions differ there; the escrow relies on neither). The
 /// deployer holds the blacklister and pauser roles. Never deploy it where the token is meant to have value.
-contract TestUSDC is ERC20, ERC20Permit {
+contract TestUSDC is ERC20, ERC20Permit, ERC3009 {
     /// @notice The account that may blacklist and pause (USDC's `blacklister` and `pauser`, in one).
     address public immutable admin;
 
@@ -46,6 +50,50 @@ contract TestUSDC is ERC20, ERC20Permit {
     /// @notice Mints `amount` to `to`. For tests and local networks only.
     function mint(address to, uint256 amount) external {
         _mint(to, amount);
+    }
+
+    /// @notice EIP-3009 `transferWithAuthorization` with the signature as bytes (USDC v2.2's form): an EOA's
+    /// 65-byte signature, or an ERC-1271 contract wallet's.
+    function transferWithAuthorization(
+        address from,
+        address to,
+        uint256 value,
+        uint256 validAfter,
+        uint256 validBefore,
+        bytes32 nonce,
+        bytes memory signature
+    ) external {
+        bytes32 hash = _hashTypedDataV4(
+            keccak256(
+                abi.encode(
+                    TRANSFER_WITH_AUTHORIZATION_TYPEHASH, from, to, value, validAfter, validBefore, nonce
+                )
+            )
+        );
+        require(SignatureChecker.isValidSignatureNow(from, hash, signature), ERC3009InvalidSignature());
+        _transferWithAuthorization(from, to, value, validAfter, validBefore, nonce);
+    }
+
+    /// @notice EIP-3009 `receiveWithAuthorization` with the signature as bytes (USDC v2.2's form).
+    function receiveWithAuthorization(
+        address from,
+        address to,
+        uint256 value,
+        uint256 validAfter,
+        uint256 validBefore,
+        bytes32 nonce,
+        bytes memory signature
+    ) external {
+        bytes32 hash = _hashTypedDataV4(
+            keccak256(
+                abi.encode(
+                    RECEIVE_WITH_AUTHORIZATION_TYPEHASH, from, to, value, validAfter, validBefore, nonce
+                )
+            )
+        );
+        require(SignatureChecker.isValidSignatureNow(from, hash, signature), ERC3009InvalidSignature());
+        require(to == _msgSender(), ERC20InvalidReceiver(to));
+        _transferWithAuthorization(from, to, value, validAfter, validBefore, nonce);
     }
 
     /// @notice Whether `account` is blacklisted (USDC's view, the one the escrow reads).

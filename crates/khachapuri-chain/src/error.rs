@@ -429,6 +429,21 @@ impl std::fmt::Display for ContractError {
                     "the permit was signed by {}, not by the owner {}",
                     e.signer, e.owner
                 ),
+                T::ERC3009UsedAuthorization(e) => write!(
+                    f,
+                    "the transfer authorization {} of {} was already used or cancelled",
+                    e.nonce, e.authorizer
+                ),
+                T::ERC3009InvalidAuthorizationTime(e) => write!(
+                    f,
+                    "the transfer authorization is valid only after {} and before {}",
+                    format_time(e.validAfter),
+                    format_time(e.validBefore)
+                ),
+                T::ERC3009InvalidSignature(_) => write!(
+                    f,
+                    "the transfer authorization is not signed by the account it moves money from"
+                ),
                 other => write!(f, "token error {other:?}"),
             },
         }

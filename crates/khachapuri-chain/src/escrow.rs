@@ -377,6 +377,41 @@ impl Chain {
             .ok_or_else(|| ChainError::Decode("cannot work out the token's EIP-712 domain".into()))
     }
 
+    /// Whether `authorizer` already used (or cancelled) the token's EIP-3009 nonce `nonce`.
+    pub async fn authorization_state(
+        &self,
+        authorizer: Address,
+        nonce: B256,
+    ) -> Result<bool, ChainError> {
+        Ok(self
+            .token()
+            .authorizationState(authorizer, nonce)
+            .call()
+            .await?)
+    }
+
+    /// Settles an x402 payment: the token's EIP-3009 `transferWithAuthorization` in its bytes-signature
+    /// form (an EOA's or an ERC-1271 wallet's signature), sent by this client's signer (anyone may send
+    /// it; the money moves from `from` to `to` as signed).
+    pub async fn transfer_with_authorization(
+        &self,
+        authorization: &khachapuri_protocol::x402::Authorization,
+        signature: &alloy::primitives::Bytes,
+    ) -> Result<Receipt, ChainError> {
+        let a = authorization;
+        let token = self.token();
+        let call = token.transferWithAuthorization_0(
+            a.from,
+            a.to,
+            a.value,
+            a.valid_after,
+            a.valid_before,
+            a.nonce,
+            signature.clone(),
+        );
+        Ok((&self.send(call).await?).into())
+    }
+
     /// Sends `amount` of the signer's free balance to `to`, at once.
     pub async fn withdraw(&self, to: Address, amount: Usdc) -> Result<Receipt, ChainError> {
         Ok((&self

@@ -21,6 +21,7 @@ pub mod receipt;
 pub mod server;
 pub mod tunnel;
 pub mod usdc;
+pub mod x402;
 
 pub use eip712::{PayerToken, SignedPayerToken, SpecTerms, TokenError};
 pub use label::{InvalidLabel, Label, label_node, validate_label};

@@ -1,0 +1,115 @@
+//! x402's `exact` payment against the real token on anvil: an authorization that `khachapuri_protocol::x402`
+//! accepts is one the token settles, exactly once; what the format refuses, the token refuses too.
+
+use alloy::primitives::{B256, Bytes, U256};
+use khachapuri_chain::testing::{Devnet, anvil_signer};
+use khachapuri_chain::{Address, Usdc};
+use khachapuri_protocol::x402::{
+    Authorization, ExactPayload, PaymentPayload, PaymentRequirements, SCHEME_EXACT, TokenExtra,
+    X402_VERSION, X402Error, network,
+};
+
+type Result<T = ()> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+const PAYER: u32 = 3;
+const PROVIDER: u32 = 2;
+
+async fn authorized(
+    net: &Devnet,
+    offer: &PaymentRequirements,
+    value: u64,
+    valid_before: u64,
+) -> Result<PaymentPayload> {
+    let domain = net.chain(PAYER).token_domain().await?;
+    let authorization = Authorization {
+        from: net.address(PAYER),
+        to: offer.pay_to,
+        value: U256::from(value),
+        valid_after: U256::ZERO,
+        valid_before: U256::from(valid_before),
+        nonce: B256::random(),
+    };
+    let signature = authorization.sign(&anvil_signer(PAYER), &domain).await?;
+    Ok(PaymentPayload {
+        x402_version: X402_VERSION,
+        resource: None,
+        accepted: offer.clone(),
+        payload: ExactPayload {
+            signature: Bytes::from(signature.as_bytes().to_vec()),
+            authorization,
+        },
+    })
+}
+
+#[tokio::test]
+async fn an_accepted_authorization_settles_once_and_a_refused_one_never() -> Result {
+    let net = Devnet::start().await?;
+    net.fund(PAYER, Usdc::from_whole(1)).await?;
+    let provider = net.chain(PROVIDER);
+    let domain = provider.token_domain().await?;
+    let offer = PaymentRequirements {
+        scheme: SCHEME_EXACT.into(),
+        network: network(net.deployment.chain_id),
+        amount: "10000".into(),
+        asset: net.deployment.usdc,
+        pay_to: net.address(PROVIDER),
+        max_timeout_seconds: 60,
+        extra: TokenExtra {
+            name: domain.name.clone().unwrap_or_default().into_owned(),
+            version: domain.version.clone().unwrap_or_default().into_owned(),
+        },
+    };
+    assert_eq!(
+        (offer.extra.name.as_str(), offer.extra.version.as_str()),
+        ("USD Coin", "1")
+    );
+    let now = khachapuri_protocol::unix_now();
+    let payment = authorized(&net, &offer, 10_000, now + 300).await?;
+    let auth = &payment.payload.authorization;
+    assert_eq!(
+        payment.check(&offer, &domain, now, 30),
+        Ok(net.address(PAYER))
+    );
+    assert!(!provider.authorization_state(auth.from, auth.nonce).await?);
+
+    let before = |who: Address| provider.token_balance(who);
+    let (payer_before, payee_before) = (before(auth.from).await?, before(auth.to).await?);
+    provider
+        .transfer_with_authorization(auth, &payment.payload.signature)
+        .await?;
+    assert_eq!(
+        provider.token_balance(auth.from).await?,
+        payer_before
+            .checked_sub(Usdc::from_units(10_000))
+            .unwrap_or_default()
+    );
+    assert_eq!(
+        provider.token_balance(auth.to).await?,
+        payee_before.saturating_add(Usdc::from_units(10_000))
+    );
+    assert!(provider.authorization_state(auth.from, auth.nonce).await?);
+
+    // A replay: the token refuses it, and says why.
+    let err = provider
+        .transfer_with_authorization(auth, &payment.payload.signature)
+        .await
+        .expect_err("a used nonce");
+    assert!(err.to_string().contains("already used"), "{err}");
+
+    // A value raised after signing: the format and the token both refuse it.
+    let mut raised = authorized(&net, &offer, 10_000, now + 300).await?;
+    raised.payload.authorization.value = U256::from(500_000);
+    assert!(matches!(
+        raised.check(&offer, &domain, now, 30),
+        Err(X402Error::BadSignature { .. })
+    ));
+    let err = provider
+        .transfer_with_authorization(&raised.payload.authorization, &raised.payload.signature)
+        .await
+        .expect_err("a forged value");
+    assert!(
+        err.to_string().contains("not signed by the account"),
+        "{err}"
+    );
+    Ok(())
+}
