@@ -151,6 +151,9 @@ impl Gateway {
             .path_and_query()
             .map_or("/", |pq| pq.as_str())
             .to_owned();
+        // In path mode the agent sees `/{cid}`: the prefix it lost goes in `X-Forwarded-Prefix`, so that it
+        // can name the URL the caller used (x402's `resource`).
+        let mut prefix = None;
         let (label, forward_path) = match addressing(
             host.as_deref(),
             self.config.base_domain.as_deref(),
@@ -171,6 +174,7 @@ impl Gateway {
                     .query()
                     .map(|q| format!("?{q}"))
                     .unwrap_or_default();
+                prefix = Some(format!("/{label}"));
                 (label, format!("{rest}{query}"))
             }
             Addressing::None => return self.no_label(),
@@ -217,6 +221,11 @@ impl Gateway {
             host.as_deref(),
             &self.config.forwarded_proto,
         );
+        let forwarded_prefix = http::HeaderName::from_static("x-forwarded-prefix");
+        match prefix.and_then(|p| http::HeaderValue::try_from(p).ok()) {
+            Some(prefix) => parts.headers.insert(forwarded_prefix, prefix),
+            None => parts.headers.remove(forwarded_prefix),
+        };
         let idle = self.config.body_idle_timeout;
         let req = Request::from_parts(parts, idle_limited(boxed(body), idle));
         let result = tokio::time::timeout(

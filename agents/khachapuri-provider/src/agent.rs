@@ -36,6 +36,7 @@ use crate::{
     revocations::Revocations,
     specs::{SpecStore, VerifiedSpec},
     wal::Wal,
+    x402::X402,
 };
 
 pub use khachapuri_protocol::http::{PAYER_HEADER, PRICE_HEADER, RECEIPT_HEADER};
@@ -91,6 +92,8 @@ struct Agent {
     revocations: Revocations,
     /// What each capped spec charged its owner this period.
     caps: SpendCaps,
+    /// What this agent takes as an x402 payment (`None`: the token's domain could not be read).
+    x402: Option<X402>,
     /// Price, caps and chain, as `GET /_provider` tells them.
     offer: Offer,
 }
@@ -135,6 +138,7 @@ pub async fn start(config: Config, signer: PrivateKeySigner) -> Result<RunningAg
     let fetcher = Arc::new(Fetcher::new(sources(&config)?));
     let runtime = runtime(&config)?;
     let ledger = open_ledger(&chain, &config).await?;
+    let x402 = X402::discover(&chain, signer.address(), config.price).await;
 
     let tunnel_label: khachapuri_protocol::Label = config
         .label
@@ -164,6 +168,7 @@ pub async fn start(config: Config, signer: PrivateKeySigner) -> Result<RunningAg
         logs: SpecLogs::default(),
         revocations: Revocations::new(chain.clone()),
         caps: SpendCaps::default(),
+        x402,
         offer: offer(&config, &signer, deployment),
         config,
     });
@@ -451,6 +456,10 @@ async fn call(State(agent): State<Arc<Agent>>, request: Request) -> Response {
         agent.metrics.request(StatusCode::NO_CONTENT.as_u16());
         return cors.preflight(request.headers()).map(|()| Body::empty());
     }
+    let resource = agent
+        .x402
+        .as_ref()
+        .map(|_| crate::x402::resource_url(request.headers(), request.uri()));
     // Only tunneled requests can still arrive once the shutdown began: refuse them before any claim.
     let closing = *agent.closing.borrow();
     let served = match closing {
@@ -469,7 +478,21 @@ async fn call(State(agent): State<Arc<Agent>>, request: Request) -> Response {
             if err.status.is_server_error() {
                 tracing::warn!(status = %err.status, code = err.code, message = %err.message, "request failed");
             }
-            err.into_response()
+            // Every 402 is an x402 answer too: one call at this price, payable with no reserve.
+            let required = match (&agent.x402, resource) {
+                (Some(x402), Some(resource)) if err.status == StatusCode::PAYMENT_REQUIRED => {
+                    x402.required(resource, Some(err.message.clone()))
+                }
+                _ => None,
+            };
+            let mut response = err.into_response();
+            if let Some(required) = required {
+                response.headers_mut().insert(
+                    HeaderName::from_static(khachapuri_protocol::x402::PAYMENT_REQUIRED_HEADER),
+                    required,
+                );
+            }
+            response
         }
     };
     cors.decorate(response.headers_mut());
@@ -504,7 +527,27 @@ impl Agent {
         let spec = &verified.spec;
         self.check_spec(&verified)?;
         let price = self.config.price;
-        let payer = self.payer(&parts.headers, &spec_id, spec.owner, price)?;
+        // An x402 payment names its payer; otherwise the owner pays, or a payer token's signer.
+        let x402 = match &self.x402 {
+            Some(x402) => x402.payment(&parts.headers)?,
+            None => None,
+        };
+        let payer = match &x402 {
+            Some(_)
+                if khachapuri_protocol::http::payer_token(&parts.headers)
+                    .ok()
+                    .flatten()
+                    .is_some() =>
+            {
+                return Err(ApiError::bad_request(
+                    "two_payments",
+                    "the request brings both a payer token and an x402 payment",
+                )
+                .hint("send one of them"));
+            }
+            Some((_, payer)) => *payer,
+            None => self.payer(&parts.headers, &spec_id, spec.owner, price)?,
+        };
 
         // Fetch and compile before claiming: nobody pays for a program that cannot run.
         let entry = Some(spec.entry.as_str());
@@ -568,11 +611,24 @@ impl Agent {
             }
             _ => None,
         };
-        let claimed = match self.config.settlement {
-            SettlementMode::Batch => self.ledger.claim(payer, price).await,
-            SettlementMode::Sync => self.ledger.claim_settled(payer, price).await,
+        let claimed = match (&x402, self.config.settlement) {
+            (Some((payment, _)), _) => {
+                let value = Usdc::from_u256(payment.payload.authorization.value);
+                self.ledger
+                    .pay_x402(payment, value)
+                    .await
+                    .map(|(claimed, settlement)| (claimed, Some(settlement)))
+            }
+            (None, SettlementMode::Batch) => {
+                self.ledger.claim(payer, price).await.map(|c| (c, None))
+            }
+            (None, SettlementMode::Sync) => self
+                .ledger
+                .claim_settled(payer, price)
+                .await
+                .map(|c| (c, None)),
         };
-        let claimed = match claimed {
+        let (claimed, x402_settled) = match claimed {
             Ok(claimed) => claimed,
             Err(err) => {
                 if let Some(taken) = capped {
@@ -581,9 +637,15 @@ impl Agent {
                 return Err(claim_error(err, &self.config.label, price));
             }
         };
+        // What the caller reads of its payment: the price charged, and for x402 the settlement.
+        let charged = claimed.price;
+        let payment_response = match (&self.x402, &x402_settled) {
+            (Some(x402), Some(settlement)) => x402.response(settlement, claimed.payer),
+            _ => None,
+        };
         self.metrics.claim();
         let owner_charged = if claimed.payer == spec.owner {
-            price
+            charged
         } else {
             Usdc::ZERO
         };
@@ -642,16 +704,19 @@ impl Agent {
                 let answer = err.body();
                 let request = (&parts.method, path_and_query.as_str(), &body[..]);
                 let receipt = self.receipt(&claimed, &spec_id, request, &answer, status.as_u16());
-                return Response::builder()
+                let mut failed = Response::builder()
                     .status(status)
                     .header(http::header::CONTENT_TYPE, "application/json")
-                    .header(PRICE_HEADER, price.to_string())
+                    .header(PRICE_HEADER, charged.to_string())
                     .header(PAYER_HEADER, claimed.payer.to_string())
-                    .header(RECEIPT_HEADER, receipt.encode())
-                    .body(Body::from(answer))
-                    .map_err(|e| {
-                        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
-                    });
+                    .header(RECEIPT_HEADER, receipt.encode());
+                if let Some(value) = payment_response {
+                    failed =
+                        failed.header(khachapuri_protocol::x402::PAYMENT_RESPONSE_HEADER, value);
+                }
+                return failed.body(Body::from(answer)).map_err(|e| {
+                    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+                });
             }
         };
         if !output.stderr.is_empty() {
@@ -678,9 +743,12 @@ impl Agent {
             }
         }
         out = out
-            .header(PRICE_HEADER, price.to_string())
+            .header(PRICE_HEADER, charged.to_string())
             .header(PAYER_HEADER, claimed.payer.to_string())
             .header(RECEIPT_HEADER, receipt.encode());
+        if let Some(value) = payment_response {
+            out = out.header(khachapuri_protocol::x402::PAYMENT_RESPONSE_HEADER, value);
+        }
         out.body(Body::from(Bytes::from(response.body)))
             .map_err(|e| {
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
@@ -953,6 +1021,9 @@ fn claim_error(err: ClaimError, label: &str, price: Usdc) -> ApiError {
             "pay from another account: a frozen account can neither pay nor be paid until the token's issuer lifts the freeze",
         ),
         ClaimError::Refused(_) => ApiError::payment_required(err.code(), err.to_string()),
+        ClaimError::X402Refused(_) => ApiError::payment_required(err.code(), err.to_string()).hint(
+            "nothing ran; sign a new payment for the offer in PAYMENT-REQUIRED (a fresh nonce, funds in the wallet)",
+        ),
     }
 }
 
@@ -972,7 +1043,10 @@ fn program_headers(headers: &HeaderMap) -> Vec<(String, String)> {
     headers
         .iter()
         .filter(|(name, value)| {
+            // The caller's payment is the agent's business, never the program's: a token, or an x402
+            // authorization (which anyone holding it could redeem).
             !(*name == PAYER_TOKEN_HEADER
+                || name.as_str() == khachapuri_protocol::x402::PAYMENT_SIGNATURE_HEADER
                 || (*name == axum::http::header::AUTHORIZATION
                     && is_payer_token_authorization(value.as_bytes())))
         })
@@ -994,6 +1068,13 @@ fn is_reserved(name: &HeaderName) -> bool {
     n.starts_with("x-khachapuri-")
         || matches!(
             n,
-            "content-length" | "transfer-encoding" | "connection" | "keep-alive" | "upgrade" | "te"
+            "content-length"
+                | "transfer-encoding"
+                | "connection"
+                | "keep-alive"
+                | "upgrade"
+                | "te"
+                | "payment-required"
+                | "payment-response"
         )
 }

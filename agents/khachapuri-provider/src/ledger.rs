@@ -62,6 +62,9 @@ pub enum ClaimError {
     /// The settlement transaction was refused (sync mode), e.g. the payer's funds moved meanwhile.
     #[error("settlement refused: {0}")]
     Refused(String),
+    /// The token refused an x402 payment's transfer (a used nonce, a bad signature, a short balance).
+    #[error("the x402 payment did not settle: {0}")]
+    X402Refused(String),
     /// The chain could not be read.
     #[error("chain unavailable: {0}")]
     Chain(String),
@@ -96,6 +99,7 @@ impl ClaimError {
             Self::InsufficientReserve { .. } => "insufficient_reserve",
             Self::Frozen { .. } => "payer_frozen",
             Self::Refused(_) => "settlement_refused",
+            Self::X402Refused(_) => "x402_payment_refused",
             Self::Chain(_) => "chain_unavailable",
             Self::Log(_) => "internal",
         }
@@ -329,6 +333,37 @@ impl Ledger {
         drop(p);
         let settlement = self.settle(id, payer, price);
         Ok((Claimed { id, payer, price }, settlement))
+    }
+
+    /// Takes an x402 payment: logs it, then settles its transfer with the token before the program runs
+    /// (an authorization is redeemable only on chain, so the program never runs unpaid and nothing is left
+    /// to settle after a crash). `price` is what it moves.
+    pub async fn pay_x402(
+        &self,
+        payment: &khachapuri_protocol::x402::PaymentPayload,
+        price: Usdc,
+    ) -> Result<(Claimed, Settlement), ClaimError> {
+        let payer = payment.payload.authorization.from;
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        self.wal
+            .append(&Record::X402 {
+                id,
+                payer,
+                price: price.units(),
+            })
+            .map_err(|e| ClaimError::Log(e.to_string()))?;
+        let settled = self
+            .settler
+            .submit_transfer(
+                payment.payload.authorization.clone(),
+                payment.payload.signature.clone(),
+            )
+            .await;
+        match settled {
+            Ok(settlement) => Ok((Claimed { id, payer, price }, settlement)),
+            Err(err) if err.is_unavailable() => Err(ClaimError::Chain(err.to_string())),
+            Err(err) => Err(ClaimError::X402Refused(err.to_string())),
+        }
     }
 
     /// Claims logged and not yet settled or failed.

@@ -24,6 +24,7 @@ mod specs;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod wal;
+mod x402;
 
 pub use agent::{PAYER_HEADER, PRICE_HEADER, RECEIPT_HEADER, RunningAgent, StartError, start};
 pub use config::{

@@ -45,6 +45,16 @@ pub enum Record {
         /// Why.
         reason: String,
     },
+    /// An x402 payment, written before its transfer is sent. It is settled (or refused) before the program
+    /// runs, so a replay has nothing to do with it but keep its sequence number used.
+    X402 {
+        /// Sequence number (also the receipt's).
+        id: u64,
+        /// Who pays.
+        payer: Address,
+        /// What the authorization moves, in USDC base units.
+        price: u128,
+    },
     /// Written when the log is compacted: the next sequence number, and the first block whose
     /// settlements the log may not know about (every earlier one was reconciled with the chain).
     Next {
@@ -142,6 +152,9 @@ impl Wal {
                     for id in ids {
                         claims.remove(&id);
                     }
+                }
+                Record::X402 { id, .. } => {
+                    replay.next_id = replay.next_id.max(id + 1);
                 }
                 Record::Next { id, from_block } => {
                     replay.next_id = replay.next_id.max(id);

@@ -1322,3 +1322,224 @@ async fn a_private_program_leaves_nothing_readable_on_ipfs_or_disk() {
         "the three calls that ran, and nothing for the refusals"
     );
 }
+
+/// An x402 payment by anvil account `index` of `value` to `offer`'s payee, valid for `valid_for` seconds.
+async fn x402_payment(
+    net: &Net,
+    index: u32,
+    offer: &khachapuri_protocol::x402::PaymentRequirements,
+    value: u64,
+    valid_for: u64,
+) -> khachapuri_protocol::x402::PaymentPayload {
+    use khachapuri_protocol::x402::{Authorization, ExactPayload, PaymentPayload, X402_VERSION};
+    let domain = net.chain(index).token_domain().await.unwrap();
+    let authorization = Authorization {
+        from: net.devnet.address(index),
+        to: offer.pay_to,
+        value: U256::from(value),
+        valid_after: U256::ZERO,
+        valid_before: U256::from(khachapuri_protocol::unix_now() + valid_for),
+        nonce: B256::random(),
+    };
+    let signature = authorization.sign(&signer(index), &domain).await.unwrap();
+    PaymentPayload {
+        x402_version: X402_VERSION,
+        resource: None,
+        accepted: offer.clone(),
+        payload: ExactPayload {
+            signature: signature.as_bytes().to_vec().into(),
+            authorization,
+        },
+    }
+}
+
+/// x402 end to end: a 402 offers one call at the price, payable with no reserve; a payment settles with the
+/// token before the program runs, exactly once; a replay, an underpayment, an authorization about to expire,
+/// one to another payee and a forged value are each a 402 that runs nothing and moves nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_x402_client_pays_one_call_without_a_reserve() {
+    use khachapuri_protocol::x402::{
+        PAYMENT_REQUIRED_HEADER, PAYMENT_RESPONSE_HEADER, PAYMENT_SIGNATURE_HEADER,
+        PaymentRequired, SettlementResponse,
+    };
+    const PAYER: u32 = 5;
+    let net = Net::start().await;
+    net.devnet.fund(PAYER, Usdc::from_whole(1)).await.unwrap();
+    let spec = net
+        .spec(
+            &example("hello"),
+            "hello.wasm",
+            &[("GREETING", "Hola")],
+            OWNER,
+        )
+        .await;
+    let cid = net.publish(&spec);
+    let agent = net.agent(SettlementMode::Batch).await;
+    let http = khachapuri_tls::http();
+    let chain = net.chain(0);
+    let wallet = |who: khachapuri_chain::Address| {
+        let chain = chain.clone();
+        async move { chain.token_balance(who).await.unwrap() }
+    };
+    let (payer, payee) = (net.devnet.address(PAYER), net.provider_address());
+
+    // No reserve anywhere: a 402 whose PAYMENT-REQUIRED any x402 client reads.
+    let res = http.post(url(&agent, &cid)).body("x").send().await.unwrap();
+    assert_eq!(res.status(), 402);
+    let required =
+        PaymentRequired::decode(res.headers()[PAYMENT_REQUIRED_HEADER].to_str().unwrap()).unwrap();
+    let offer = required.accepts[0].clone();
+    assert_eq!(required.x402_version, 2);
+    assert!(
+        required.resource.url.ends_with(&cid),
+        "{}",
+        required.resource.url
+    );
+    assert_eq!(
+        (
+            offer.scheme.as_str(),
+            offer.network.as_str(),
+            offer.amount.as_str()
+        ),
+        ("exact", "eip155:31337", "10000")
+    );
+    assert_eq!(
+        (offer.pay_to, offer.asset),
+        (payee, net.devnet.deployment.usdc)
+    );
+    assert_eq!(
+        (offer.extra.name.as_str(), offer.extra.version.as_str()),
+        ("USD Coin", "1")
+    );
+
+    let (payer_before, payee_before) = (wallet(payer).await, wallet(payee).await);
+    let payment = x402_payment(&net, PAYER, &offer, 10_000, 120).await;
+    let header = payment.encode();
+    let res = http
+        .post(url(&agent, &cid))
+        .header(PAYMENT_SIGNATURE_HEADER, &header)
+        .body("x402")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()[PRICE_HEADER], "0.01 USDC");
+    assert_eq!(
+        res.headers()[PAYER_HEADER].to_str().unwrap().to_lowercase(),
+        payer.to_string().to_lowercase()
+    );
+    let settled =
+        SettlementResponse::decode(res.headers()[PAYMENT_RESPONSE_HEADER].to_str().unwrap())
+            .unwrap();
+    assert!(
+        settled.success && settled.transaction.starts_with("0x"),
+        "{settled:?}"
+    );
+    assert_eq!(settled.payer, Some(payer));
+    assert_eq!(res.text().await.unwrap(), "Hola, x402!\n");
+    let ten_thousand = Usdc::from_units(10_000);
+    assert_eq!(
+        wallet(payer).await,
+        payer_before.checked_sub(ten_thousand).unwrap()
+    );
+    assert_eq!(
+        wallet(payee).await,
+        payee_before.saturating_add(ten_thousand)
+    );
+
+    // Each refused, nothing run, nothing moved.
+    let refused = |header: String, code: &'static str| {
+        let http = http.clone();
+        let target = url(&agent, &cid);
+        async move {
+            let res = http
+                .post(target)
+                .header(PAYMENT_SIGNATURE_HEADER, header)
+                .body("again")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(res.status(), 402);
+            assert!(res.headers().contains_key(PAYMENT_REQUIRED_HEADER));
+            assert!(res.headers().get(PRICE_HEADER).is_none());
+            let body: serde_json::Value = res.json().await.unwrap();
+            assert_eq!(body["error"], code, "{body}");
+            body["message"].as_str().unwrap().to_owned()
+        }
+    };
+    let replay = refused(header, "x402_payment_refused").await;
+    assert!(replay.contains("already used"), "{replay}");
+    let under = x402_payment(&net, PAYER, &offer, 9_999, 120).await;
+    refused(under.encode(), "x402_payment_invalid").await;
+    let expiring = x402_payment(&net, PAYER, &offer, 10_000, 5).await;
+    let message = refused(expiring.encode(), "x402_payment_invalid").await;
+    assert!(message.contains("too close to its end"), "{message}");
+    let mut elsewhere = offer.clone();
+    elsewhere.pay_to = net.devnet.address(OWNER);
+    let elsewhere = x402_payment(&net, PAYER, &elsewhere, 10_000, 120).await;
+    refused(elsewhere.encode(), "x402_payment_invalid").await;
+    let mut forged = x402_payment(&net, PAYER, &offer, 10_000, 120).await;
+    forged.payload.authorization.value = U256::from(900_000);
+    let message = refused(forged.encode(), "x402_payment_invalid").await;
+    assert!(message.contains("not signed by its payer"), "{message}");
+    refused("garbage".into(), "x402_payment_invalid").await;
+    assert_eq!(
+        wallet(payer).await,
+        payer_before.checked_sub(ten_thousand).unwrap()
+    );
+    assert_eq!(
+        wallet(payee).await,
+        payee_before.saturating_add(ten_thousand)
+    );
+    agent.shutdown().await;
+}
+
+/// The real x402 client (`@x402/fetch` and `@x402/evm`, pinned in package.json, with a viem account) pays
+/// a call: it reads the 402's offer, signs, retries, and gets the answer and the settlement; the payer's
+/// wallet moves by exactly the price.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_x402_sdk_pays_a_function() {
+    const PAYER: u32 = 6;
+    let net = Net::start().await;
+    net.devnet.fund(PAYER, Usdc::from_whole(1)).await.unwrap();
+    let spec = net.spec(&example("hello"), "hello.wasm", &[], OWNER).await;
+    let cid = net.publish(&spec);
+    let agent = net.agent(SettlementMode::Batch).await;
+    let chain = net.chain(0);
+    let payer = net.devnet.address(PAYER);
+    let before = chain.token_balance(payer).await.unwrap();
+
+    let d = &net.devnet.deployment;
+    let key = alloy::primitives::hex::encode_prefixed(signer(PAYER).to_bytes());
+    let out = tokio::process::Command::new("node")
+        .arg(workspace().join("test/x402/pay.mjs"))
+        .env("X402_URL", url(&agent, &cid))
+        .env("X402_KEY", key)
+        .env("X402_USDC", d.usdc.to_string())
+        .env("X402_NETWORK", format!("eip155:{}", d.chain_id))
+        .output()
+        .await
+        .expect("node (the npm toolchain installs the x402 SDK)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let paid: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(paid["status"], 200, "{paid}");
+    assert_eq!(paid["body"], "Hello, x402 client!\n", "{paid}");
+    assert_eq!(paid["paymentResponse"]["success"], true, "{paid}");
+    assert_eq!(
+        paid["paymentResponse"]["payer"]
+            .as_str()
+            .unwrap()
+            .to_lowercase(),
+        payer.to_string().to_lowercase()
+    );
+    assert_eq!(
+        chain.token_balance(payer).await.unwrap(),
+        before.checked_sub(PRICE).unwrap(),
+        "the wallet paid exactly the price, once"
+    );
+    agent.shutdown().await;
+}

@@ -66,6 +66,19 @@ struct Job {
     reply: oneshot::Sender<Result<Settlement, ChainError>>,
 }
 
+/// An x402 payment to settle with the token's `transferWithAuthorization`, in a transaction of its own.
+struct Transfer {
+    authorization: khachapuri_protocol::x402::Authorization,
+    signature: alloy::primitives::Bytes,
+    reply: oneshot::Sender<Result<Settlement, ChainError>>,
+}
+
+/// What the task is asked to send.
+enum Work {
+    Charge(Job),
+    Transfer(Transfer),
+}
+
 /// The pending result of a submitted charge.
 #[derive(Debug)]
 pub struct SettlementHandle(oneshot::Receiver<Result<Settlement, ChainError>>);
@@ -88,7 +101,7 @@ impl Future for SettlementHandle {
 /// is drained.
 #[derive(Clone, Debug)]
 pub struct Settler {
-    queue: mpsc::UnboundedSender<Job>,
+    queue: mpsc::UnboundedSender<Work>,
 }
 
 impl Settler {
@@ -112,8 +125,31 @@ impl Settler {
     pub fn submit(&self, charge: Charge) -> SettlementHandle {
         let (reply, rx) = oneshot::channel();
         let job = Job { charge, reply };
-        if let Err(mpsc::error::SendError(job)) = self.queue.send(job) {
+        if let Err(mpsc::error::SendError(Work::Charge(job))) = self.queue.send(Work::Charge(job)) {
             let _ = job.reply.send(Err(ChainError::Unavailable {
+                message: "the settlement sender stopped".into(),
+            }));
+        }
+        SettlementHandle(rx)
+    }
+
+    /// Queues an x402 payment (an EIP-3009 authorization and its signature) to be settled with the
+    /// token's `transferWithAuthorization`; the handle resolves when it is on chain, or with why it never
+    /// will be (a used nonce, a bad signature, a short balance: the token's reason, decoded). It goes in a
+    /// transaction of its own, sent by the same task as the batches (one nonce sequence).
+    pub fn submit_transfer(
+        &self,
+        authorization: khachapuri_protocol::x402::Authorization,
+        signature: alloy::primitives::Bytes,
+    ) -> SettlementHandle {
+        let (reply, rx) = oneshot::channel();
+        let work = Work::Transfer(Transfer {
+            authorization,
+            signature,
+            reply,
+        });
+        if let Err(mpsc::error::SendError(Work::Transfer(t))) = self.queue.send(work) {
+            let _ = t.reply.send(Err(ChainError::Unavailable {
                 message: "the settlement sender stopped".into(),
             }));
         }
@@ -161,20 +197,83 @@ struct Task {
 }
 
 impl Task {
-    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Job>) {
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Work>) {
         while let Some(first) = rx.recv().await {
-            if !self.config.linger.is_zero() {
+            // A payer waits on an x402 transfer before its program runs: no linger for those.
+            if matches!(first, Work::Charge(_)) && !self.config.linger.is_zero() {
                 tokio::time::sleep(self.config.linger).await;
             }
-            let mut jobs = vec![first];
-            while jobs.len() < self.config.max_batch.max(1) {
-                match rx.try_recv() {
-                    Ok(job) => jobs.push(job),
-                    Err(_) => break,
+            let (mut jobs, mut transfers) = (Vec::new(), Vec::new());
+            let mut next = Some(first);
+            while let Some(work) = next.take() {
+                match work {
+                    Work::Charge(job) => jobs.push(job),
+                    Work::Transfer(transfer) => transfers.push(transfer),
+                }
+                if jobs.len() < self.config.max_batch.max(1) {
+                    next = rx.try_recv().ok();
                 }
             }
-            self.batches += 1;
-            self.settle(jobs).await;
+            for transfer in transfers {
+                self.batches += 1;
+                self.transfer(transfer).await;
+            }
+            if !jobs.is_empty() {
+                self.batches += 1;
+                self.settle(jobs).await;
+            }
+        }
+    }
+
+    /// Settles one x402 payment, answering its job. A refusal by the token (found by the simulation) fails
+    /// it at once; an unreachable RPC is retried like a batch.
+    async fn transfer(&mut self, transfer: Transfer) {
+        let id = self.batches;
+        let mut attempt = 0;
+        loop {
+            let result = async {
+                let me = self.chain.address()?;
+                let a = &transfer.authorization;
+                let token = khachapuri_bindings::TestUSDC::new(
+                    self.chain.deployment().usdc,
+                    self.chain.provider(),
+                );
+                let call = token
+                    .transferWithAuthorization_0(
+                        a.from,
+                        a.to,
+                        a.value,
+                        a.valid_after,
+                        a.valid_before,
+                        a.nonce,
+                        transfer.signature.clone(),
+                    )
+                    .from(me);
+                let gas = call.estimate_gas().await?;
+                self.send_call(call.into_transaction_request(), gas).await
+            }
+            .await;
+            match result {
+                Ok(receipt) => {
+                    let settlement = Settlement {
+                        batch_id: id,
+                        receipt: Receipt::from(&receipt),
+                    };
+                    let _ = transfer.reply.send(Ok(settlement));
+                    return;
+                }
+                Err(err) => {
+                    attempt += 1;
+                    let retry =
+                        matches!(err, ChainError::Unavailable { .. } | ChainError::Rpc { .. });
+                    if !retry || attempt >= self.config.max_attempts {
+                        tracing::info!(payer = %transfer.authorization.from, %err, "x402 settlement failed");
+                        let _ = transfer.reply.send(Err(err));
+                        return;
+                    }
+                    tokio::time::sleep(self.backoff(attempt)).await;
+                }
+            }
         }
     }
 
@@ -251,6 +350,18 @@ impl Task {
         let escrow = Escrow::new(self.chain.deployment().escrow, self.chain.provider());
         let call = escrow.consumeBatch(charges).from(me);
         let gas = call.estimate_gas().await?;
+        self.send_call(call.into_transaction_request(), gas).await
+    }
+
+    /// Signs `request` with the owned nonce and fresh fees (gas limit: `gas` and a fifth), broadcasts it
+    /// and awaits its outcome: a receipt of success, or an error (a revert on chain, or a refusal that
+    /// means it never lands).
+    async fn send_call(
+        &mut self,
+        request: alloy::rpc::types::TransactionRequest,
+        gas: u64,
+    ) -> Result<alloy::rpc::types::TransactionReceipt, ChainError> {
+        let me = self.chain.address()?;
         let nonce = match self.nonce {
             Some(n) => n,
             None => {
@@ -262,8 +373,7 @@ impl Task {
             }
         };
         let fees = self.chain.provider().estimate_eip1559_fees().await?;
-        let request = call
-            .into_transaction_request()
+        let request = request
             .with_nonce(nonce)
             .with_gas_limit(gas + gas / 5)
             .with_chain_id(self.chain.deployment().chain_id)
@@ -282,7 +392,7 @@ impl Task {
                 } else {
                     Err(ChainError::Reverted {
                         reason: format!(
-                            "settlement {} reverted on chain",
+                            "transaction {} reverted on chain",
                             receipt.transaction_hash
                         ),
                         error: None,

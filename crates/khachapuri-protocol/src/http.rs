@@ -109,8 +109,9 @@ impl Default for Cors {
     }
 }
 
-/// The response headers a browser script may read: the price, the payer and the receipt.
-pub const EXPOSED_HEADERS: &str = "x-khachapuri-price, x-khachapuri-payer, x-khachapuri-receipt";
+/// The response headers a browser script may read: the price, the payer and the receipt, and x402's offer
+/// and settlement.
+pub const EXPOSED_HEADERS: &str = "x-khachapuri-price, x-khachapuri-payer, x-khachapuri-receipt, payment-required, payment-response";
 
 impl Cors {
     /// Reads an operator's setting: an origin, `*`, or `none`.
