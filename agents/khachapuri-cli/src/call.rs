@@ -1,10 +1,15 @@
 //! `khachapuri call`: like curl, adding a payer token made on the spot (limited to the function's spec,
-//! its provider, a price cap and a few minutes), so that the signer pays instead of the spec's owner.
+//! its provider, a price cap and a few minutes), so that the signer pays instead of the spec's owner; or,
+//! with `--x402`, an x402 payment from the signer's wallet (no deposit, no reserve).
 
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
 use khachapuri_protocol::http::PAYER_TOKEN_HEADER;
+use khachapuri_protocol::x402::{
+    Authorization, ExactPayload, PAYMENT_RESPONSE_HEADER, PAYMENT_SIGNATURE_HEADER, PaymentPayload,
+    PaymentRequirements, SCHEME_EXACT, SettlementResponse, TokenExtra, X402_VERSION, network,
+};
 use khachapuri_provider::{PAYER_HEADER, PRICE_HEADER, RECEIPT_HEADER};
 use serde_json::json;
 
@@ -15,6 +20,8 @@ use crate::token::sign_token;
 
 /// How long a token made for one call stays valid.
 const TOKEN_LIFETIME: Duration = Duration::from_secs(300);
+/// How long an x402 payment made for one call stays valid.
+const X402_LIFETIME: Duration = Duration::from_secs(120);
 
 /// `khachapuri call` options.
 #[derive(clap::Args, Debug)]
@@ -33,6 +40,10 @@ pub struct CallArgs {
     /// Send no payer token: the spec's owner pays, as with plain curl.
     #[arg(long)]
     owner_pays: bool,
+    /// Pay this one call with x402 from the signer's wallet USDC (an EIP-3009 authorization to the
+    /// provider's payee, settled before the program runs): no deposit or reserve needed.
+    #[arg(long, conflicts_with = "owner_pays")]
+    x402: bool,
     /// Give up after this long.
     #[arg(long, default_value = "60s")]
     timeout: String,
@@ -85,6 +96,84 @@ pub(crate) fn target(url: &reqwest::Url) -> anyhow::Result<Target> {
     Ok(Target { label, cid, base })
 }
 
+/// An x402 payment for one call at `label`'s price (read from its offer at `{base}/_provider`): an EIP-3009
+/// authorization from the signer's wallet to the provider's payee, signed in the token's domain. Refused
+/// here when the price is above `max_price` or the wallet cannot cover it.
+async fn x402_payment(
+    chain: &khachapuri_chain::Chain,
+    base: &str,
+    label: &str,
+    max_price: khachapuri_chain::Usdc,
+) -> anyhow::Result<PaymentPayload> {
+    let offer = progress::wait(
+        format!("reading `{label}`'s price"),
+        crate::deploy::fetch_offer(base),
+    )
+    .await
+    .map_err(|e| {
+        anyhow!("cannot read `{label}`'s price at {base}/_provider ({e}); is the gateway running?")
+    })?;
+    if offer.price > max_price {
+        bail!(
+            "`{label}` charges {} per call, above --max-price {max_price}; raise --max-price to pay it",
+            offer.price
+        );
+    }
+    let me = chain.address().map_err(|e| anyhow!("{e}"))?;
+    let held = chain
+        .token_balance(me)
+        .await
+        .context("reading your wallet's USDC")?;
+    if held < offer.price {
+        bail!(
+            "your wallet {me} holds {held}; this call costs {}: x402 pays from the wallet, not the escrow (get USDC \
+             into it, or pay from a reserve without --x402)",
+            offer.price
+        );
+    }
+    let domain = chain
+        .token_domain()
+        .await
+        .context("reading the token's EIP-712 domain")?;
+    let d = chain.deployment();
+    let requirements = PaymentRequirements {
+        scheme: SCHEME_EXACT.into(),
+        network: network(d.chain_id),
+        amount: offer.price.units().to_string(),
+        asset: d.usdc,
+        pay_to: offer.payee,
+        max_timeout_seconds: X402_LIFETIME.as_secs(),
+        extra: TokenExtra {
+            name: domain.name.clone().unwrap_or_default().into_owned(),
+            version: domain.version.clone().unwrap_or_default().into_owned(),
+        },
+    };
+    let authorization = Authorization {
+        from: me,
+        to: offer.payee,
+        value: offer.price.to_u256(),
+        valid_after: alloy::primitives::U256::ZERO,
+        valid_before: alloy::primitives::U256::from(
+            crate::args::unix_now() + X402_LIFETIME.as_secs(),
+        ),
+        nonce: alloy::primitives::B256::random(),
+    };
+    let signer = chain.signer().context("no signer")?;
+    let signature = authorization
+        .sign(signer, &domain)
+        .await
+        .context("signing the x402 payment")?;
+    Ok(PaymentPayload {
+        x402_version: X402_VERSION,
+        resource: None,
+        accepted: requirements,
+        payload: ExactPayload {
+            signature: signature.as_bytes().to_vec().into(),
+            authorization,
+        },
+    })
+}
+
 /// Calls a function and writes its answer to stdout.
 pub async fn call(args: CallArgs, json: bool) -> anyhow::Result<()> {
     let url = reqwest::Url::parse(&args.url).map_err(|e| {
@@ -110,9 +199,15 @@ pub async fn call(args: CallArgs, json: bool) -> anyhow::Result<()> {
             bail!("{url} does not name its provider; pass --provider LABEL (or --owner-pays)");
         };
         let chain = args.chain.connect(true).await?;
-        let (signed, _) = sign_token(&chain, &label, target.cid, max_price, TOKEN_LIFETIME).await?;
         let signer = chain.signer().context("no signer")?;
-        request = request.header(PAYER_TOKEN_HEADER, signed.encode());
+        if args.x402 {
+            let payment = x402_payment(&chain, &target.base, &label, max_price).await?;
+            request = request.header(PAYMENT_SIGNATURE_HEADER, payment.encode());
+        } else {
+            let (signed, _) =
+                sign_token(&chain, &label, target.cid, max_price, TOKEN_LIFETIME).await?;
+            request = request.header(PAYER_TOKEN_HEADER, signed.encode());
+        }
         payer = Some(signer.address());
     }
     if let Some(body) = body {
@@ -151,8 +246,12 @@ pub async fn call(args: CallArgs, json: bool) -> anyhow::Result<()> {
         answer.header(PAYER_HEADER).map(str::to_owned),
         answer.header(RECEIPT_HEADER).map(str::to_owned),
     );
+    let settled = answer
+        .header(PAYMENT_RESPONSE_HEADER)
+        .and_then(|h| SettlementResponse::decode(h).ok());
     // The same object for scripts, whether the call succeeded or not.
     let mut value = answer.to_json();
+    value["x402"] = json!(settled);
     value["price"] = json!(price);
     value["payer"] = json!(charged);
     value["receipt"] = json!(receipt);
@@ -196,11 +295,15 @@ pub async fn call(args: CallArgs, json: bool) -> anyhow::Result<()> {
             answer.print(false)?;
         }
         eprintln!(
-            "HTTP {status} · {} charged to {}",
+            "HTTP {status} · {} charged to {}{}",
             price.as_deref().unwrap_or("nothing"),
             charged
                 .or(payer.map(|p| p.to_string()))
-                .unwrap_or_else(|| "the spec's owner".into())
+                .unwrap_or_else(|| "the spec's owner".into()),
+            settled.map_or(String::new(), |s| format!(
+                " by x402 (transaction {})",
+                s.transaction
+            ))
         );
     }
     Ok(())

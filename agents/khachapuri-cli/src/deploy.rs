@@ -472,6 +472,21 @@ pub async fn publish(kubo: &KuboClient, p: Publication<'_>) -> anyhow::Result<Pu
     })
 }
 
+/// The offer a provider serves at `{base}/_provider` (its payee, price, caps and chain), or why not.
+pub(crate) async fn fetch_offer(base: &str) -> Result<Offer, String> {
+    let response = khachapuri_tls::http()
+        .get(format!("{base}/_provider"))
+        .timeout(std::time::Duration::from_secs(10))
+        .send()
+        .await
+        .map_err(|e| khachapuri_tls::error_chain(&e))?;
+    if !response.status().is_success() {
+        return Err(format!("HTTP {}", response.status()));
+    }
+    let bytes = response.bytes().await.map_err(|e| e.to_string())?;
+    serde_json::from_slice::<Offer>(&bytes).map_err(|e| e.to_string())
+}
+
 /// Reads the provider's offer (`{base}/_provider`) and refuses terms it would refuse at every call. A
 /// provider that cannot be reached is not a reason to refuse: the spec is checked again at each call.
 async fn check_offer(
@@ -483,20 +498,8 @@ async fn check_offer(
     limits: &Limits,
 ) -> anyhow::Result<Option<Offer>> {
     let url = format!("{base}/_provider");
-    let fetched = async {
-        let response = khachapuri_tls::http()
-            .get(&url)
-            .timeout(std::time::Duration::from_secs(10))
-            .send()
-            .await
-            .map_err(|e| khachapuri_tls::error_chain(&e))?;
-        if !response.status().is_success() {
-            return Err(format!("HTTP {}", response.status()));
-        }
-        let bytes = response.bytes().await.map_err(|e| e.to_string())?;
-        serde_json::from_slice::<Offer>(&bytes).map_err(|e| e.to_string())
-    };
-    let offer = match progress::wait(format!("reading `{label}`'s offer"), fetched).await {
+    let offer = match progress::wait(format!("reading `{label}`'s offer"), fetch_offer(base)).await
+    {
         Ok(offer) => offer,
         Err(e) => {
             eprintln!(

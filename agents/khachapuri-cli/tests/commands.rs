@@ -326,6 +326,17 @@ async fn a_tunneled_provider_is_set_up_deployed_to_called_and_paid() {
     assert_eq!(v["status"], 200);
     assert_eq!(v["price"], "0.02 USDC");
     assert!(v["receipt"].as_str().is_some_and(|r| !r.is_empty()));
+    // x402 through the tunnel: PAYMENT-SIGNATURE in, PAYMENT-RESPONSE out.
+    let out = ok(khachapuri(
+        dir,
+        &["call", &url, "-d", "x402", "--x402", "--json"],
+    ));
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (v["status"].as_u64(), v["x402"]["success"].as_bool()),
+        (Some(200), Some(true)),
+        "{v}"
+    );
     // Over HTTPS, through a TLS terminator in front of the gateway: trusted only when
     // KHACHAPURI_CA_CERT names its certificate.
     let backend = gateway.trim_start_matches("http://").parse().unwrap();

@@ -462,6 +462,33 @@ async fn dev_network_serves_every_example_and_stops_on_ctrl_c() {
         .await
         .unwrap();
     assert_eq!(res.status(), 200);
+    // call --x402: one call paid from the wallet with an EIP-3009 authorization, through the gateway.
+    let paid: serde_json::Value = serde_json::from_str(&ok(khachapuri(
+        dev.dir.path(),
+        &[
+            "--json",
+            "call",
+            public["url"].as_str().unwrap(),
+            "--x402",
+            "-d",
+            "w",
+        ],
+    )))
+    .unwrap();
+    assert_eq!(paid["status"], 200, "{paid}");
+    assert_eq!(paid["x402"]["success"], true, "{paid}");
+    assert_eq!(paid["price"], "0.01 USDC", "{paid}");
+    let err = fails(khachapuri(
+        dev.dir.path(),
+        &[
+            "call",
+            public["url"].as_str().unwrap(),
+            "--x402",
+            "--max-price",
+            "0.001",
+        ],
+    ));
+    assert!(err.contains("above --max-price"), "{err}");
     assert_eq!(capped["spendCap"]["periodSeconds"], 86_400, "{capped}");
     let capped_url = capped["url"].as_str().unwrap().to_owned();
     for _ in 0..2 {
@@ -588,7 +615,10 @@ async fn dev_network_serves_every_example_and_stops_on_ctrl_c() {
         &["escrow", "balance", "--provider", "dev", "--json"],
     );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v["wallet"], "897.50 USDC");
+    assert_eq!(
+        v["wallet"], "897.49 USDC",
+        "900 minted, 2.50 deposited above, 0.01 paid by x402 from the wallet"
+    );
     assert_eq!(
         v["provider"]["pricePerRequest"], "0.08 USDC",
         "the raise holds until the cut's delay passes"
@@ -604,7 +634,7 @@ async fn dev_network_serves_every_example_and_stops_on_ctrl_c() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("has 897.50 USDC, 5000.00 USDC needed; get USDC into this wallet first"),
+        stderr.contains("has 897.49 USDC, 5000.00 USDC needed; get USDC into this wallet first"),
         "{stderr}"
     );
 
