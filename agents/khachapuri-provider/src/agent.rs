@@ -94,6 +94,8 @@ struct Agent {
     caps: SpendCaps,
     /// What this agent takes as an x402 payment (`None`: the token's domain could not be read).
     x402: Option<X402>,
+    /// The chain, for x402's reads.
+    chain: Chain,
     /// Price, caps and chain, as `GET /_provider` tells them.
     offer: Offer,
 }
@@ -169,6 +171,7 @@ pub async fn start(config: Config, signer: PrivateKeySigner) -> Result<RunningAg
         revocations: Revocations::new(chain.clone()),
         caps: SpendCaps::default(),
         x402,
+        chain: chain.clone(),
         offer: offer(&config, &signer, deployment),
         config,
     });
@@ -599,9 +602,10 @@ impl Agent {
             )
             .hint("nothing was charged; ask the function's owner for its new URL"));
         }
-        // The owner's cap per period bounds what plain calls (the owner pays) may cost it.
+        // The owner's cap per period bounds what calls the owner pays may cost it (an x402 payment is
+        // signed for each call, so it needs no cap).
         let capped = match &spec.spend_cap {
-            Some(cap) if payer == spec.owner => {
+            Some(cap) if payer == spec.owner && x402.is_none() => {
                 let now = khachapuri_protocol::unix_now();
                 let taken = self
                     .caps
@@ -613,6 +617,9 @@ impl Agent {
         };
         let claimed = match (&x402, self.config.settlement) {
             (Some((payment, _)), _) => {
+                if let Some(x402) = &self.x402 {
+                    x402.precheck(&self.chain, payment).await?;
+                }
                 let value = Usdc::from_u256(payment.payload.authorization.value);
                 self.ledger
                     .pay_x402(payment, value)

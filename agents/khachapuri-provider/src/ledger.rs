@@ -350,6 +350,7 @@ impl Ledger {
                 id,
                 payer,
                 price: price.units(),
+                nonce: payment.payload.authorization.nonce,
             })
             .map_err(|e| ClaimError::Log(e.to_string()))?;
         let settled = self

@@ -54,6 +54,9 @@ pub enum Record {
         payer: Address,
         /// What the authorization moves, in USDC base units.
         price: u128,
+        /// The authorization's nonce: with `payer`, what `authorizationState` and the token's
+        /// `AuthorizationUsed` event tell about it afterwards.
+        nonce: B256,
     },
     /// Written when the log is compacted: the next sequence number, and the first block whose
     /// settlements the log may not know about (every earlier one was reconciled with the chain).

@@ -92,6 +92,45 @@ impl X402 {
         Ok(Some((payment, payer)))
     }
 
+    /// What the chain says before the transfer is queued: the nonce unused and the wallet holding the
+    /// value (read together). Junk (random or empty wallets, replays) is refused here, never reaching the
+    /// one task that sends transactions.
+    pub(crate) async fn precheck(
+        &self,
+        chain: &Chain,
+        payment: &PaymentPayload,
+    ) -> Result<(), ApiError> {
+        let a = &payment.payload.authorization;
+        let (used, held) = tokio::join!(
+            chain.authorization_state(a.from, a.nonce),
+            chain.token_balance(a.from)
+        );
+        let unavailable =
+            |e: khachapuri_chain::ChainError| ApiError::chain_unavailable(e.to_string());
+        let hint = "nothing ran and nothing was charged; sign a new payment for the offer in PAYMENT-REQUIRED";
+        if used.map_err(unavailable)? {
+            return Err(ApiError::payment_required(
+                "x402_payment_refused",
+                format!(
+                    "the authorization {} of {} was already used or cancelled (a retry of a call this payment \
+                     already paid for?)",
+                    a.nonce, a.from
+                ),
+            )
+            .hint(hint));
+        }
+        let held = held.map_err(unavailable)?;
+        let value = Usdc::from_u256(a.value);
+        if held < value {
+            return Err(ApiError::payment_required(
+                "x402_payment_refused",
+                format!("{} holds {held}; the payment moves {value}", a.from),
+            )
+            .hint("get USDC into that wallet, then sign a new payment"));
+        }
+        Ok(())
+    }
+
     /// `PAYMENT-RESPONSE` for a payment settled by `settlement`.
     pub(crate) fn response(&self, settlement: &Settlement, payer: Address) -> Option<HeaderValue> {
         let response = SettlementResponse {

@@ -1471,6 +1471,9 @@ async fn an_x402_client_pays_one_call_without_a_reserve() {
     assert!(replay.contains("already used"), "{replay}");
     let under = x402_payment(&net, PAYER, &offer, 9_999, 120).await;
     refused(under.encode(), "x402_payment_invalid").await;
+    let over = x402_payment(&net, PAYER, &offer, 20_000, 120).await;
+    let message = refused(over.encode(), "x402_payment_invalid").await;
+    assert!(message.contains("costs exactly 0.01 USDC"), "{message}");
     let expiring = x402_payment(&net, PAYER, &offer, 10_000, 5).await;
     let message = refused(expiring.encode(), "x402_payment_invalid").await;
     assert!(message.contains("too close to its end"), "{message}");
@@ -1479,10 +1482,14 @@ async fn an_x402_client_pays_one_call_without_a_reserve() {
     let elsewhere = x402_payment(&net, PAYER, &elsewhere, 10_000, 120).await;
     refused(elsewhere.encode(), "x402_payment_invalid").await;
     let mut forged = x402_payment(&net, PAYER, &offer, 10_000, 120).await;
-    forged.payload.authorization.value = U256::from(900_000);
+    forged.payload.authorization.valid_before += U256::from(3_600);
     let message = refused(forged.encode(), "x402_payment_invalid").await;
     assert!(message.contains("not signed by its payer"), "{message}");
     refused("garbage".into(), "x402_payment_invalid").await;
+    // An empty wallet's authorization is refused before anything is sent.
+    let empty = x402_payment(&net, 7, &offer, 10_000, 120).await;
+    let message = refused(empty.encode(), "x402_payment_refused").await;
+    assert!(message.contains("holds 0.00 USDC"), "{message}");
     assert_eq!(
         wallet(payer).await,
         payer_before.checked_sub(ten_thousand).unwrap()

@@ -231,6 +231,19 @@ impl Task {
         let id = self.batches;
         let mut attempt = 0;
         loop {
+            // Nobody waits for it any more (the caller went away, so its program will not run), or it
+            // would expire on the way: sending it would take the payer's money for nothing.
+            if transfer.reply.is_closed() {
+                tracing::info!(payer = %transfer.authorization.from, "x402 payment abandoned by its caller: not sent");
+                return;
+            }
+            let now = alloy::primitives::U256::from(khachapuri_protocol::unix_now() + 2);
+            if transfer.authorization.valid_before <= now {
+                let _ = transfer.reply.send(Err(ChainError::InvalidArgument(
+                    "the x402 authorization expired before it could be sent".into(),
+                )));
+                return;
+            }
             let result = async {
                 let me = self.chain.address()?;
                 let a = &transfer.authorization;

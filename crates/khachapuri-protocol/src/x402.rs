@@ -180,10 +180,10 @@ pub enum X402Error {
     /// Not what this server offered: another scheme, network, token or payee.
     #[error("the payment is not one this server accepts: {0}")]
     NotOffered(String),
-    /// The authorization pays less than asked.
-    #[error("the authorization pays {paid} base units; this call costs {asked}")]
-    Underpaid {
-        /// What it pays.
+    /// The authorization moves another amount than asked (the `exact` scheme pays exactly the amount).
+    #[error("the authorization moves {}; this call costs exactly {}", crate::Usdc::from_u256(*.paid), crate::Usdc::from_u256(*.asked))]
+    WrongAmount {
+        /// What it moves.
         paid: U256,
         /// What was asked.
         asked: U256,
@@ -260,7 +260,8 @@ impl PaymentPayload {
 
     /// Checks the payment against what this server offers (`offer`), at `now`, needing `settle_within`
     /// seconds of validity left to settle it, and recovers its payer from the signature in `domain` (the
-    /// token's). The nonce's freshness and the payer's balance are chain state: the caller reads them.
+    /// token's; a contract wallet's signature, not 65 bytes, is left to the token). The nonce's freshness
+    /// and the payer's balance are chain state: the caller reads them.
     pub fn check(
         &self,
         offer: &PaymentRequirements,
@@ -292,8 +293,8 @@ impl PaymentPayload {
             .amount
             .parse::<U256>()
             .map_err(|e| X402Error::Malformed(format!("the offer's amount: {e}")))?;
-        if auth.value < asked {
-            return Err(X402Error::Underpaid {
+        if auth.value != asked {
+            return Err(X402Error::WrongAmount {
                 paid: auth.value,
                 asked,
             });
@@ -307,6 +308,11 @@ impl PaymentPayload {
                 now,
                 too_short: auth.valid_before > now_u && too_short,
             });
+        }
+        // An EOA's signature is 65 bytes and recovers here. Any other length is a contract wallet's
+        // (ERC-1271): only the token can judge it, when the transfer is simulated before it is sent.
+        if self.payload.signature.len() != 65 {
+            return Ok(auth.from);
         }
         let signature = Signature::try_from(self.payload.signature.as_ref())
             .map_err(|_| X402Error::BadSignature { from: auth.from })?;
@@ -445,9 +451,15 @@ mod tests {
 
         // Underpaid, expired, too short to settle, another payee, another chain's domain.
         let cheap = paid(&payer, &offer, &domain, 9_999, now + 300).await;
+        let err = cheap.check(&offer, &domain, now, 30).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "the authorization moves 0.009999 USDC; this call costs exactly 0.01 USDC"
+        );
+        let dear = paid(&payer, &offer, &domain, 10_001, now + 300).await;
         assert!(matches!(
-            cheap.check(&offer, &domain, now, 30),
-            Err(X402Error::Underpaid { .. })
+            dear.check(&offer, &domain, now, 30),
+            Err(X402Error::WrongAmount { .. })
         ));
         let late = paid(&payer, &offer, &domain, 10_000, now).await;
         assert!(matches!(
