@@ -96,11 +96,18 @@ async fn an_accepted_authorization_settles_once_and_a_refused_one_never() -> Res
         .expect_err("a used nonce");
     assert!(err.to_string().contains("already used"), "{err}");
 
-    // A value raised after signing: the format and the token both refuse it.
+    // A value raised after signing: the format refuses it (not the exact price), and so does the token
+    // (the signature no longer matches); a window stretched after signing fails the signature check.
     let mut raised = authorized(&net, &offer, 10_000, now + 300).await?;
     raised.payload.authorization.value = U256::from(500_000);
     assert!(matches!(
         raised.check(&offer, &domain, now, 30),
+        Err(X402Error::WrongAmount { .. })
+    ));
+    let mut stretched = authorized(&net, &offer, 10_000, now + 300).await?;
+    stretched.payload.authorization.valid_before += U256::from(3_600);
+    assert!(matches!(
+        stretched.check(&offer, &domain, now, 30),
         Err(X402Error::BadSignature { .. })
     ));
     let err = provider
