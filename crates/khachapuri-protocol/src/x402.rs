@@ -487,13 +487,17 @@ mod tests {
                 from: payer.address()
             })
         );
-        // A value raised after signing.
-        let mut raised = payment.clone();
-        raised.payload.authorization.value = U256::from(1_000_000);
+        // A nonce changed after signing: the signature is no longer the payer's.
+        let mut altered = payment.clone();
+        altered.payload.authorization.nonce = B256::random();
         assert!(matches!(
-            raised.check(&offer, &domain, now, 30),
+            altered.check(&offer, &domain, now, 30),
             Err(X402Error::BadSignature { .. })
         ));
+        // A contract wallet's signature (not 65 bytes) is left to the token.
+        let mut wallet = payment.clone();
+        wallet.payload.signature = Bytes::from(vec![7u8; 96]);
+        assert_eq!(wallet.check(&offer, &domain, now, 30), Ok(payer.address()));
         assert!(matches!(
             PaymentPayload::decode("not base64!"),
             Err(X402Error::Malformed(_))
