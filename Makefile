@@ -15,7 +15,7 @@ CARGO   ?= cargo
 export PATH := $(BIN):$(PATH)
 
 .PHONY: help dev test bench toolchain contracts bindings examples \
-        test-contracts test-gas test-slither test-deploy test-bindings test-rust test-style
+        test-contracts test-gas test-slither test-deploy test-bindings test-rust test-style test-sdk
 
 help:
 	@echo "make dev    start the local network (anvil + contracts) and print what it started"
@@ -81,8 +81,14 @@ dev: toolchain contracts examples
 # make test: every test
 # --------------------------------------------------------------------------------------------
 
-test: test-style test-contracts test-gas test-slither test-deploy test-bindings test-rust
+test: test-style test-contracts test-gas test-slither test-deploy test-bindings test-sdk test-rust
 	@echo "==> all tests passed"
+
+# The TypeScript SDK (sdk/): compiled with the pinned tsc, its conformance tests run by node's test runner.
+test-sdk: $(STAMPS)/npm
+	@echo "==> TypeScript SDK: tsc, then its conformance tests against test/vectors/protocol.json"
+	$(BIN)/tsc -p sdk
+	node --test sdk/dist/test/
 
 test-contracts: contracts
 	@echo "==> forge test (ci profile: 10k fuzz runs, invariant depth 64)"

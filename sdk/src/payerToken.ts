@@ -1,0 +1,123 @@
+/**
+ * The payer token `kp2.` (docs/PROTOCOL.md §6): a payer's consent that one provider may charge it, per
+ * request, at most `maxPrice`, until `expiry`, for one spec (or any, `""`). Signed in the escrow's domain;
+ * the same bytes the Rust CLI makes for the same key and fields.
+ */
+import {
+  hashTypedData,
+  isAddressEqual,
+  recoverAddress,
+  type Account,
+  type Address,
+  type Hex,
+  type TypedDataDomain,
+} from "viem";
+
+import { address, base64url, bytes, concatBytes, fromBase64url, hex, readUint, uintBytes } from "./bytes.js";
+import { types } from "./eip712.js";
+
+/** The header that carries a token. */
+export const PAYER_TOKEN_HEADER = "X-Khachapuri-Payer-Token";
+
+export interface PayerTokenFields {
+  /** The provider's payee address. */
+  provider: Address;
+  /** The spec's CID (canonical), or `""` for any spec of that provider. */
+  spec: string;
+  /** The most per request, USDC base units. */
+  maxPrice: bigint;
+  /** Unix seconds. */
+  expiry: bigint;
+  /** 32 bytes telling tokens apart. */
+  session: Hex;
+}
+
+export interface PayerToken extends PayerTokenFields {
+  /** The payer the token names (`kp2.`); `undefined` for a `kp1.` token, which names nobody. */
+  payer: Address | undefined;
+  signature: Hex;
+}
+
+/** A token that does not decode. */
+export class MalformedTokenError extends Error {
+  override name = "MalformedTokenError";
+}
+
+const message = (t: PayerTokenFields) => ({
+  provider: t.provider,
+  spec: t.spec,
+  maxPrice: t.maxPrice,
+  expiry: t.expiry,
+  session: t.session,
+});
+
+/** The EIP-712 digest a token's signature is over. */
+export function payerTokenHash(domain: TypedDataDomain, fields: PayerTokenFields): Hex {
+  return hashTypedData({ domain, types, primaryType: "PayerToken", message: message(fields) });
+}
+
+/** Signs a token as `account` (a viem local account, or any account whose `signTypedData` works). */
+export async function signPayerToken(
+  account: Account,
+  domain: TypedDataDomain,
+  fields: PayerTokenFields,
+): Promise<string> {
+  if (!account.signTypedData) throw new Error("this account cannot sign typed data");
+  const signature = await account.signTypedData({ domain, types, primaryType: "PayerToken", message: message(fields) });
+  return encodePayerToken({ ...fields, payer: account.address, signature });
+}
+
+/** `kp2.` + base64url(payer ‖ provider ‖ maxPrice ‖ expiry ‖ session ‖ signature ‖ spec). */
+export function encodePayerToken(token: PayerToken): string {
+  if (!token.payer) throw new Error("a kp2. token names its payer");
+  const body = concatBytes(
+    bytes(token.payer),
+    bytes(token.provider),
+    uintBytes(token.maxPrice, 32),
+    uintBytes(token.expiry, 8),
+    bytes(token.session),
+    bytes(token.signature),
+    new TextEncoder().encode(token.spec),
+  );
+  return `kp2.${base64url(body)}`;
+}
+
+/** Reads a `kp2.` (or the first format, `kp1.`) token; a leading `Bearer ` is dropped. */
+export function decodePayerToken(text: string): PayerToken {
+  let t = text.trim();
+  if (t.startsWith("Bearer ")) t = t.slice(7).trim();
+  const named = t.startsWith("kp2.");
+  if (!named && !t.startsWith("kp1.")) throw new MalformedTokenError("not a kp2. (or kp1.) payer token");
+  let raw: Uint8Array;
+  try {
+    raw = fromBase64url(t.slice(4));
+  } catch (e) {
+    throw new MalformedTokenError(`not base64url: ${(e as Error).message}`);
+  }
+  const at = named ? 20 : 0;
+  if (raw.length < at + 157) throw new MalformedTokenError("too short");
+  let spec: string;
+  try {
+    spec = new TextDecoder("utf-8", { fatal: true }).decode(raw.slice(at + 157));
+  } catch {
+    throw new MalformedTokenError("the spec is not UTF-8");
+  }
+  return {
+    payer: named ? address(raw.slice(0, 20)) : undefined,
+    provider: address(raw.slice(at, at + 20)),
+    maxPrice: readUint(raw.slice(at + 20, at + 52)),
+    expiry: readUint(raw.slice(at + 52, at + 60)),
+    session: hex(raw.slice(at + 60, at + 92)),
+    signature: hex(raw.slice(at + 92, at + 157)),
+    spec,
+  };
+}
+
+/** Who signed `token`; for a `kp2.` token it must be the payer it names, else this throws. */
+export async function recoverPayer(domain: TypedDataDomain, token: PayerToken): Promise<Address> {
+  const signer = await recoverAddress({ hash: payerTokenHash(domain, token), signature: token.signature });
+  if (token.payer && !isAddressEqual(signer, token.payer)) {
+    throw new Error(`the token is not signed by the payer it names, ${token.payer}`);
+  }
+  return signer;
+}

@@ -1,0 +1,91 @@
+/**
+ * The deployment spec's signed terms (docs/PROTOCOL.md §4): `SpecTerms` in the escrow's domain of the
+ * spec's own `chainId` and `escrow`. `specTermsHash` is also the deployment's key in the escrow's
+ * revocations (`Escrow.revokeSpec`).
+ */
+import { hashTypedData, isAddressEqual, keccak256, recoverAddress, zeroHash, type Address, type Hex } from "viem";
+
+import { escrowDomain, types } from "./eip712.js";
+
+/** A spec as its JSON reads (amounts as decimal strings of base units). */
+export interface Spec {
+  version: number;
+  program: string;
+  entry: string;
+  env?: Record<string, string>;
+  owner: Address;
+  provider?: string | null;
+  maxPrice: string;
+  limits?: { memoryBytes: number; timeoutMs: number; outputBytes: number };
+  terms?: string;
+  chainId: number;
+  escrow: Address;
+  spendCap?: { amount: string; periodSeconds: number };
+  programKey?: Hex;
+  signature?: Hex;
+}
+
+/** The limits a spec without `limits` gets. */
+export const DEFAULT_LIMITS = { memoryBytes: 64 << 20, timeoutMs: 5_000, outputBytes: 4 << 20 };
+
+/** Compares strings by their UTF-8 bytes (the Rust side's `BTreeMap<String, _>` order). */
+function utf8Order(a: string, b: string): number {
+  const [x, y] = [new TextEncoder().encode(a), new TextEncoder().encode(b)];
+  for (let i = 0; i < Math.min(x.length, y.length); i++) {
+    if (x[i] !== y[i]) return x[i] - y[i];
+  }
+  return x.length - y.length;
+}
+
+/** The environment's canonical JSON: compact, keys sorted by UTF-8 bytes, strings escaped as serde_json does. */
+export function canonicalEnv(env: Record<string, string>): string {
+  const keys = Object.keys(env).sort(utf8Order);
+  return `{${keys.map((k) => `${JSON.stringify(k)}:${JSON.stringify(env[k])}`).join(",")}}`;
+}
+
+/** `keccak256` of the canonical environment JSON. */
+export const envDigest = (env: Record<string, string> = {}): Hex =>
+  keccak256(new TextEncoder().encode(canonicalEnv(env)));
+
+/** `keccak256` of the terms text. */
+export const termsDigest = (terms = ""): Hex => keccak256(new TextEncoder().encode(terms));
+
+/** The typed message the owner signs. */
+export function specTerms(spec: Spec) {
+  const limits = spec.limits ?? DEFAULT_LIMITS;
+  return {
+    program: spec.program,
+    entry: spec.entry,
+    envDigest: envDigest(spec.env),
+    provider: spec.provider ?? "",
+    owner: spec.owner,
+    maxPrice: BigInt(spec.maxPrice),
+    memoryBytes: BigInt(limits.memoryBytes),
+    timeoutMs: BigInt(limits.timeoutMs),
+    outputBytes: BigInt(limits.outputBytes),
+    termsDigest: termsDigest(spec.terms ?? ""),
+    spendCap: spec.spendCap ? BigInt(spec.spendCap.amount) : 0n,
+    spendPeriod: spec.spendCap ? BigInt(spec.spendCap.periodSeconds) : 0n,
+  };
+}
+
+/** The EIP-712 digest the owner signs: the spec's terms hash. */
+export function specTermsHash(spec: Spec): Hex {
+  return hashTypedData({
+    domain: escrowDomain(spec.chainId, spec.escrow),
+    types,
+    primaryType: "SpecTerms",
+    message: specTerms(spec),
+  });
+}
+
+/** Whether the spec's `signature` is its owner's over its terms. */
+export async function verifySpec(spec: Spec): Promise<boolean> {
+  if (!spec.signature || spec.signature === zeroHash) return false;
+  try {
+    const signer = await recoverAddress({ hash: specTermsHash(spec), signature: spec.signature });
+    return isAddressEqual(signer, spec.owner);
+  } catch {
+    return false;
+  }
+}
