@@ -85,8 +85,8 @@ test: test-style test-contracts test-gas test-slither test-deploy test-bindings 
 	@echo "==> all tests passed"
 
 # The TypeScript SDK (sdk/): compiled with the pinned tsc, its conformance tests run by node's test runner.
-test-sdk: $(STAMPS)/npm
-	@echo "==> TypeScript SDK: tsc, then its conformance tests against test/vectors/protocol.json"
+test-sdk: $(STAMPS)/npm contracts
+	@echo "==> TypeScript SDK: tsc, then its tests (conformance with test/vectors/protocol.json, the escrow on anvil)"
 	$(BIN)/tsc -p sdk
 	node --test sdk/dist/test/
 

@@ -13,3 +13,4 @@ export * from "./logsAccess.js";
 export * from "./envelope.js";
 export * from "./program.js";
 export { base64url, fromBase64url } from "./bytes.js";
+export * from "./escrow.js";
