@@ -14,7 +14,7 @@ VENV    := .venv
 CARGO   ?= cargo
 export PATH := $(BIN):$(PATH)
 
-.PHONY: help dev test bench toolchain contracts bindings examples \
+.PHONY: help dev test bench toolchain contracts bindings examples sdk \
         test-contracts test-gas test-slither test-deploy test-bindings test-rust test-style test-sdk
 
 help:
@@ -84,10 +84,13 @@ dev: toolchain contracts examples
 test: test-style test-contracts test-gas test-slither test-deploy test-bindings test-sdk test-rust
 	@echo "==> all tests passed"
 
-# The TypeScript SDK (sdk/): compiled with the pinned tsc, its conformance tests run by node's test runner.
-test-sdk: $(STAMPS)/npm contracts
-	@echo "==> TypeScript SDK: tsc, then its tests (conformance with test/vectors/protocol.json, the escrow on anvil)"
+# The TypeScript SDK (sdk/): compiled with the pinned tsc (the Rust tests run it against a live agent too),
+# its own tests run by node's test runner.
+sdk: $(STAMPS)/npm
 	$(BIN)/tsc -p sdk
+
+test-sdk: sdk
+	@echo "==> TypeScript SDK: its tests (conformance with test/vectors/protocol.json, the escrow on anvil)"
 	node --test sdk/dist/test/
 
 test-contracts: contracts
@@ -125,7 +128,7 @@ test-style: toolchain $(STAMPS)/rust-components
 	$(CARGO) clippy --manifest-path examples/Cargo.toml --target wasm32-wasip1 --target-dir examples/target \
 	  --release -- -D warnings
 
-test-rust: toolchain contracts examples
+test-rust: toolchain contracts examples sdk
 	@echo "==> cargo test (workspace)"
 	$(CARGO) test --workspace --all-features --locked
 

@@ -14,3 +14,4 @@ export * from "./envelope.js";
 export * from "./program.js";
 export { base64url, fromBase64url } from "./bytes.js";
 export * from "./escrow.js";
+export * from "./call.js";

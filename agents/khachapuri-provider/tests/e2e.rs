@@ -1550,3 +1550,53 @@ async fn the_x402_sdk_pays_a_function() {
     );
     agent.shutdown().await;
 }
+
+/// The TypeScript SDK (sdk/, built by `make test-sdk`) calls a live agent: a payer token it signs pays the
+/// call, the receipt verifies against the provider's payee (and not against another answer), and a token
+/// capped below the price reads as the typed reason `price_above_token`, with x402's offer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_typescript_sdk_pays_a_call_and_verifies_its_receipt() {
+    const PAYER: u32 = 3;
+    let script = workspace().join("sdk/live/call.mjs");
+    assert!(
+        workspace().join("sdk/dist/src/index.js").exists(),
+        "the SDK is not built: run `make test-sdk` (make test does, before the Rust tests)"
+    );
+    let net = Net::start().await;
+    net.fund(PAYER, Usdc::from_whole(1), PRICE, Usdc::from_whole(1))
+        .await;
+    let spec = net.spec(&example("hello"), "hello.wasm", &[], OWNER).await;
+    let cid = net.publish(&spec);
+    let agent = net.agent(SettlementMode::Batch).await;
+    let d = &net.devnet.deployment;
+    let out = tokio::process::Command::new("node")
+        .arg(&script)
+        .env("SDK_URL", url(&agent, &cid))
+        .env(
+            "SDK_KEY",
+            alloy::primitives::hex::encode_prefixed(signer(PAYER).to_bytes()),
+        )
+        .env("SDK_CHAIN_ID", d.chain_id.to_string())
+        .env("SDK_ESCROW", d.escrow.to_string())
+        .env("SDK_PAYEE", net.provider_address().to_string())
+        .output()
+        .await
+        .expect("node");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let payer = net.devnet.address(PAYER).to_string();
+    assert_eq!(v["status"], 200, "{v}");
+    assert_eq!(v["body"], "Hello, sdk!\n", "{v}");
+    assert_eq!(v["price"], "10000", "{v}");
+    assert_eq!(v["payer"], payer.as_str(), "{v}");
+    assert_eq!(v["receiptPayer"], payer.as_str(), "{v}");
+    assert_eq!(v["forged"], "the receipt covers another answer", "{v}");
+    assert_eq!(v["refused"]["status"], 402, "{v}");
+    assert_eq!(v["refused"]["code"], "price_above_token", "{v}");
+    assert_eq!(v["refused"]["x402"], true, "{v}");
+    agent.shutdown().await;
+}
