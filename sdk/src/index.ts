@@ -15,3 +15,4 @@ export * from "./program.js";
 export { base64url, fromBase64url } from "./bytes.js";
 export * from "./escrow.js";
 export * from "./call.js";
+export * from "./registry.js";

@@ -1551,9 +1551,10 @@ async fn the_x402_sdk_pays_a_function() {
     agent.shutdown().await;
 }
 
-/// The TypeScript SDK (sdk/, built by `make test-sdk`) calls a live agent: a payer token it signs pays the
-/// call, the receipt verifies against the provider's payee (and not against another answer), and a token
-/// capped below the price reads as the typed reason `price_above_token`, with x402's offer.
+/// The TypeScript SDK (sdk/, built by `make sdk`) calls a live agent: it resolves the provider's label on
+/// chain, a payer token it signs pays the call, the receipt verifies against the resolved payee (and not
+/// against another answer), and a token capped below the price reads as the typed reason
+/// `price_above_token`, with x402's offer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_typescript_sdk_pays_a_call_and_verifies_its_receipt() {
     const PAYER: u32 = 3;
@@ -1576,9 +1577,14 @@ async fn the_typescript_sdk_pays_a_call_and_verifies_its_receipt() {
             "SDK_KEY",
             alloy::primitives::hex::encode_prefixed(signer(PAYER).to_bytes()),
         )
-        .env("SDK_CHAIN_ID", d.chain_id.to_string())
-        .env("SDK_ESCROW", d.escrow.to_string())
-        .env("SDK_PAYEE", net.provider_address().to_string())
+        .env("SDK_RPC", net.devnet.anvil.url())
+        .env(
+            "SDK_DEPLOYMENT",
+            net.dir
+                .path()
+                .join(format!("deployments/{}.json", d.chain_id)),
+        )
+        .env("SDK_LABEL", LABEL)
         .output()
         .await
         .expect("node");
@@ -1598,5 +1604,23 @@ async fn the_typescript_sdk_pays_a_call_and_verifies_its_receipt() {
     assert_eq!(v["refused"]["status"], 402, "{v}");
     assert_eq!(v["refused"]["code"], "price_above_token", "{v}");
     assert_eq!(v["refused"]["x402"], true, "{v}");
+    // The payee it verified against came from the Registry and the label's resolver.
+    assert_eq!(
+        v["record"]["payee"],
+        net.provider_address().to_string().as_str(),
+        "{v}"
+    );
+    assert_eq!(
+        v["record"]["keyId"],
+        alloy::primitives::hex::encode(net.key.id()),
+        "the resolver's RSA key is the agent's"
+    );
+    assert_eq!(
+        v["unknown"],
+        format!(
+            "provider `nobody-here` is not registered on chain {}",
+            d.chain_id
+        )
+    );
     agent.shutdown().await;
 }
