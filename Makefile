@@ -87,11 +87,12 @@ test: test-style test-contracts test-gas test-slither test-deploy test-bindings 
 # The TypeScript SDK (sdk/): compiled with the pinned tsc (the Rust tests run it against a live agent too),
 # its own tests run by node's test runner.
 sdk: $(STAMPS)/npm
+	rm -rf sdk/dist
 	$(BIN)/tsc -p sdk
 
 test-sdk: sdk
 	@echo "==> TypeScript SDK: its tests (conformance with test/vectors/protocol.json, the escrow on anvil)"
-	node --test sdk/dist/test/
+	node --test sdk/dist/test/*.test.js
 
 test-contracts: contracts
 	@echo "==> forge test (ci profile: 10k fuzz runs, invariant depth 64)"

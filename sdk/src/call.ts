@@ -7,7 +7,6 @@ import type { Account, Address, Hex, TypedDataDomain } from "viem";
 
 import { PAYER_TOKEN_HEADER, signPayerToken } from "./payerToken.js";
 import { RECEIPT_HEADER, decodeReceipt, verifyReceipt, type Receipt } from "./receipt.js";
-import { parseUsdc } from "./usdc.js";
 
 /** Why a provider refused or failed a call (`error` in the protocol's error body, §9). */
 export type FailureCode =
@@ -49,12 +48,14 @@ export interface CallResult {
   status: number;
   headers: Headers;
   body: Uint8Array;
-  /** The price charged, base units, when the call was charged. */
+  /** The price charged, base units, as the receipt states it. */
   price?: bigint;
-  /** Who was charged. */
+  /** Who was charged, as the receipt states it. */
   payer?: Address;
   /** The provider's receipt, when the call was charged. */
   receipt?: Receipt;
+  /** Why a receipt header did not decode, when one did not. */
+  receiptError?: string;
   /** Why it failed, when it did (the body is the protocol's error body). */
   failure?: Failure;
   /** The request as the provider digests it, for `verifyCall`. */
@@ -75,6 +76,9 @@ export async function call(
 ): Promise<CallResult> {
   const target = new URL(url);
   const method = init.method ?? (init.body === undefined ? "GET" : "POST");
+  if ((method === "GET" || method === "HEAD") && init.body !== undefined) {
+    throw new Error(`a ${method} request has no body: use POST (or leave the body out)`);
+  }
   const body = typeof init.body === "string" ? new TextEncoder().encode(init.body) : (init.body ?? new Uint8Array());
   const headers = new Headers(init.headers);
   if (init.payer) {
@@ -94,15 +98,26 @@ export async function call(
     body: method === "GET" || method === "HEAD" ? undefined : new Uint8Array(body),
   });
   const answer = new Uint8Array(await response.arrayBuffer());
-  const price = response.headers.get("x-khachapuri-price");
-  const receipt = response.headers.get(RECEIPT_HEADER);
+  // The receipt is what the provider signed: price and payer come from it when there is one. A receipt
+  // that does not decode leaves them out, and says why, without losing the (maybe charged) answer.
+  let receipt: Receipt | undefined;
+  let receiptError: string | undefined;
+  const header = response.headers.get(RECEIPT_HEADER);
+  if (header) {
+    try {
+      receipt = decodeReceipt(header);
+    } catch (e) {
+      receiptError = (e as Error).message;
+    }
+  }
   const result: CallResult = {
     status: response.status,
     headers: response.headers,
     body: answer,
-    price: price ? parseUsdc(price) : undefined,
-    payer: (response.headers.get("x-khachapuri-payer") as Address | null) ?? undefined,
-    receipt: receipt ? decodeReceipt(receipt) : undefined,
+    price: receipt?.price,
+    payer: receipt?.payer,
+    receipt,
+    receiptError,
     request: { method, pathAndQuery: `${target.pathname}${target.search}`, body },
   };
   if (!response.ok) result.failure = failure(answer, response.status);
@@ -132,7 +147,7 @@ export async function verifyCall(
 ): Promise<void> {
   if (!result.receipt) throw new Error("the call carries no receipt (it was not charged)");
   const { method, pathAndQuery, body } = result.request;
-  const seen = prefix && pathAndQuery.startsWith(prefix) ? pathAndQuery.slice(prefix.length) : pathAndQuery;
+  const seen = prefix && pathAndQuery.startsWith(`${prefix}/`) ? pathAndQuery.slice(prefix.length) : pathAndQuery;
   await verifyReceipt(domain, result.receipt, {
     payee,
     request: { method, pathAndQuery: seen, body },

@@ -48,6 +48,7 @@ export async function openEnvelope(privateKeyPkcs8: Uint8Array, envelope: Uint8A
       "decrypt",
     ]);
     const contentKey = await subtle().decrypt({ name: "RSA-OAEP" }, rsa, view(envelope.slice(40, 40 + wrappedLength)));
+    if (contentKey.byteLength !== 32) throw undecryptable();
     const aes = await subtle().importKey("raw", contentKey, "AES-GCM", false, ["decrypt"]);
     const plain = await subtle().decrypt(
       { name: "AES-GCM", iv: view(envelope.slice(headerLength - 12, headerLength)), additionalData: view(envelope.slice(0, headerLength)) },

@@ -7,6 +7,7 @@
 import {
   BaseError,
   ContractFunctionRevertedError,
+  hashDomain,
   parseAbi,
   parseSignature,
   type Account,
@@ -16,8 +17,16 @@ import {
   type Hex,
   type PublicClient,
   type Transport,
+  type TypedDataDomain,
   type WalletClient,
 } from "viem";
+
+const DOMAIN_TYPES = [
+  { name: "name", type: "string" },
+  { name: "version", type: "string" },
+  { name: "chainId", type: "uint256" },
+  { name: "verifyingContract", type: "address" },
+] as const;
 
 import { formatUsdc } from "./usdc.js";
 
@@ -65,6 +74,8 @@ export const escrowAbi = parseAbi([
 export const usdcAbi = parseAbi([
   "function balanceOf(address owner) view returns (uint256)",
   "function nonces(address owner) view returns (uint256)",
+  "function name() view returns (string)",
+  "function DOMAIN_SEPARATOR() view returns (bytes32)",
   "function eip712Domain() view returns (bytes1 fields, string name, string version, uint256 chainId, address verifyingContract, bytes32 salt, uint256[] extensions)",
 ]);
 
@@ -179,15 +190,20 @@ export class Escrow {
     if (!this.wallet) throw new EscrowError("no wallet to sign with: pass a wallet client");
     if (amount <= 0n) throw new EscrowError("the amount is zero");
     const owner = this.wallet.account.address;
-    const usdc = this.deployment.usdc;
-    const [[, name, version, chainId, verifyingContract], nonce] = await Promise.all([
-      this.client.readContract({ address: usdc, abi: usdcAbi, functionName: "eip712Domain" }),
-      this.client.readContract({ address: usdc, abi: usdcAbi, functionName: "nonces", args: [owner] }),
-    ]);
+    let domain: TypedDataDomain;
+    let nonce: bigint;
+    try {
+      [domain, nonce] = await Promise.all([
+        this.tokenDomain(),
+        this.client.readContract({ address: this.deployment.usdc, abi: usdcAbi, functionName: "nonces", args: [owner] }),
+      ]);
+    } catch (e) {
+      throw e instanceof EscrowError ? e : explain(e);
+    }
     const until = deadline ?? BigInt(Math.floor(Date.now() / 1000) + 3600);
     const signature: Hex = await this.wallet.signTypedData({
       account: this.wallet.account,
-      domain: { name, version, chainId, verifyingContract },
+      domain,
       types: {
         Permit: [
           { name: "owner", type: "address" },
@@ -203,6 +219,32 @@ export class Escrow {
     const { r, s, v, yParity } = parseSignature(signature);
     const vByte = Number(v ?? BigInt(27 + yParity));
     return this.write("depositWithPermit", [onBehalf ?? owner, amount, until, vByte, r, s]);
+  }
+
+  /**
+   * The token's EIP-712 domain (for permits): ERC-5267 `eip712Domain()` where the token has it, else its
+   * `name()` with the version whose separator matches `DOMAIN_SEPARATOR()` (Circle's USDC: "2").
+   */
+  async tokenDomain(): Promise<TypedDataDomain> {
+    const usdc = this.deployment.usdc;
+    try {
+      const [, name, version, chainId, verifyingContract] = await this.client.readContract({
+        address: usdc,
+        abi: usdcAbi,
+        functionName: "eip712Domain",
+      });
+      return { name, version, chainId, verifyingContract };
+    } catch {
+      const [name, separator] = await Promise.all([
+        this.client.readContract({ address: usdc, abi: usdcAbi, functionName: "name" }),
+        this.client.readContract({ address: usdc, abi: usdcAbi, functionName: "DOMAIN_SEPARATOR" }),
+      ]);
+      for (const version of ["2", "1"]) {
+        const domain = { name, version, chainId: BigInt(this.deployment.chainId), verifyingContract: usdc };
+        if (hashDomain({ domain, types: { EIP712Domain: DOMAIN_TYPES } }) === separator) return domain;
+      }
+      throw new EscrowError("cannot work out the token's EIP-712 domain (no eip712Domain(), no matching separator)");
+    }
   }
 
   /** Sets the terms with `provider`: `pricePerRequest` at most, and `amount` more set aside for it. */

@@ -70,6 +70,8 @@ export async function signPayerToken(
 /** `kp2.` + base64url(payer ‖ provider ‖ maxPrice ‖ expiry ‖ session ‖ signature ‖ spec). */
 export function encodePayerToken(token: PayerToken): string {
   if (!token.payer) throw new Error("a kp2. token names its payer");
+  if (bytes(token.session).length !== 32) throw new Error("the session is 32 bytes");
+  if (bytes(token.signature).length !== 65) throw new Error("the signature is 65 bytes, r ‖ s ‖ v");
   const body = concatBytes(
     bytes(token.payer),
     bytes(token.provider),
@@ -102,6 +104,8 @@ export function decodePayerToken(text: string): PayerToken {
   } catch {
     throw new MalformedTokenError("the spec is not UTF-8");
   }
+  const v = raw[at + 156];
+  if (![0, 1, 27, 28].includes(v)) throw new MalformedTokenError(`the signature's v is ${v}, not 27 or 28`);
   return {
     payer: named ? address(raw.slice(0, 20)) : undefined,
     provider: address(raw.slice(at, at + 20)),

@@ -86,6 +86,7 @@ export async function signReceipt(
 
 /** `kr1.` + base64url(provider ‖ payer ‖ price ‖ sequence ‖ requestDigest ‖ responseDigest ‖ signature ‖ spec). */
 export function encodeReceipt(r: Receipt): string {
+  if (bytes(r.signature).length !== 65) throw new Error("the signature is 65 bytes, r ‖ s ‖ v");
   return `kr1.${base64url(
     concatBytes(
       bytes(r.provider),
@@ -100,12 +101,29 @@ export function encodeReceipt(r: Receipt): string {
   )}`;
 }
 
+/** A receipt that does not decode. */
+export class MalformedReceiptError extends Error {
+  override name = "MalformedReceiptError";
+}
+
 /** Reads a `kr1.` receipt. */
 export function decodeReceipt(text: string): Receipt {
   const t = text.trim();
-  if (!t.startsWith("kr1.")) throw new Error("not a kr1. receipt");
-  const raw = fromBase64url(t.slice(4));
-  if (raw.length < 209) throw new Error("a kr1. receipt is at least 209 bytes");
+  if (!t.startsWith("kr1.")) throw new MalformedReceiptError("not a kr1. receipt");
+  let raw: Uint8Array;
+  try {
+    raw = fromBase64url(t.slice(4));
+  } catch (e) {
+    throw new MalformedReceiptError((e as Error).message);
+  }
+  if (raw.length < 209) throw new MalformedReceiptError("a kr1. receipt is at least 209 bytes");
+  if (![0, 1, 27, 28].includes(raw[208])) throw new MalformedReceiptError(`the signature's v is ${raw[208]}`);
+  let spec: string;
+  try {
+    spec = new TextDecoder("utf-8", { fatal: true }).decode(raw.slice(209));
+  } catch {
+    throw new MalformedReceiptError("the spec is not UTF-8");
+  }
   return {
     provider: address(raw.slice(0, 20)),
     payer: address(raw.slice(20, 40)),
@@ -114,7 +132,7 @@ export function decodeReceipt(text: string): Receipt {
     requestDigest: hex(raw.slice(80, 112)),
     responseDigest: hex(raw.slice(112, 144)),
     signature: hex(raw.slice(144, 209)),
-    spec: new TextDecoder("utf-8", { fatal: true }).decode(raw.slice(209)),
+    spec,
   };
 }
 
@@ -137,14 +155,18 @@ export async function verifyReceipt(
   },
 ): Promise<void> {
   const signer = await recoverAddress({ hash: receiptHash(domain, receipt), signature: receipt.signature });
-  if (!isAddressEqual(signer, expected.payee) || !isAddressEqual(receipt.provider, expected.payee)) {
+  if (!isAddressEqual(receipt.provider, expected.payee)) {
+    throw new ReceiptError(`the receipt names provider ${receipt.provider}, not the payee ${expected.payee}`);
+  }
+  if (!isAddressEqual(signer, expected.payee)) {
     throw new ReceiptError(`the receipt is signed by ${signer}, not by the provider's payee ${expected.payee}`);
   }
   const { request, response } = expected;
-  if (receipt.requestDigest !== requestDigest(request.method, request.pathAndQuery, request.body)) {
+  const same = (a: Hex, b: Hex) => a.toLowerCase() === b.toLowerCase();
+  if (!same(receipt.requestDigest, requestDigest(request.method, request.pathAndQuery, request.body))) {
     throw new ReceiptError("the receipt covers another request");
   }
-  if (receipt.responseDigest !== responseDigest(response.status, response.body)) {
+  if (!same(receipt.responseDigest, responseDigest(response.status, response.body))) {
     throw new ReceiptError("the receipt covers another answer");
   }
 }

@@ -3,7 +3,7 @@
  * spec's own `chainId` and `escrow`. `specTermsHash` is also the deployment's key in the escrow's
  * revocations (`Escrow.revokeSpec`).
  */
-import { hashTypedData, isAddressEqual, keccak256, recoverAddress, zeroHash, type Address, type Hex } from "viem";
+import { hashTypedData, isAddressEqual, keccak256, recoverAddress, type Address, type Hex } from "viem";
 
 import { escrowDomain, types } from "./eip712.js";
 
@@ -53,18 +53,22 @@ export const termsDigest = (terms = ""): Hex => keccak256(new TextEncoder().enco
 /** The typed message the owner signs. */
 export function specTerms(spec: Spec) {
   const limits = spec.limits ?? DEFAULT_LIMITS;
+  const units = (field: string, text: string) => {
+    if (!/^\d+$/.test(text)) throw new Error(`${field} \`${text}\`: a decimal string of USDC base units, e.g. "10000"`);
+    return BigInt(text);
+  };
   return {
     program: spec.program,
     entry: spec.entry,
     envDigest: envDigest(spec.env),
     provider: spec.provider ?? "",
     owner: spec.owner,
-    maxPrice: BigInt(spec.maxPrice),
+    maxPrice: units("maxPrice", spec.maxPrice),
     memoryBytes: BigInt(limits.memoryBytes),
     timeoutMs: BigInt(limits.timeoutMs),
     outputBytes: BigInt(limits.outputBytes),
     termsDigest: termsDigest(spec.terms ?? ""),
-    spendCap: spec.spendCap ? BigInt(spec.spendCap.amount) : 0n,
+    spendCap: spec.spendCap ? units("spendCap.amount", spec.spendCap.amount) : 0n,
     spendPeriod: spec.spendCap ? BigInt(spec.spendCap.periodSeconds) : 0n,
   };
 }
@@ -81,7 +85,7 @@ export function specTermsHash(spec: Spec): Hex {
 
 /** Whether the spec's `signature` is its owner's over its terms. */
 export async function verifySpec(spec: Spec): Promise<boolean> {
-  if (!spec.signature || spec.signature === zeroHash) return false;
+  if (!spec.signature) return false;
   try {
     const signer = await recoverAddress({ hash: specTermsHash(spec), signature: spec.signature });
     return isAddressEqual(signer, spec.owner);

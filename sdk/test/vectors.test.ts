@@ -97,7 +97,7 @@ test("a receipt has the protocol's digests and bytes, and verifies against its c
   assert.equal(decoded.signature, r.signature);
   const call = { payee: r.provider, request, response: r.response };
   await verifyReceipt(domain, decoded, call);
-  await assert.rejects(verifyReceipt(domain, decoded, { ...call, payee: r.payer }), /not by the provider's payee/);
+  await assert.rejects(verifyReceipt(domain, decoded, { ...call, payee: r.payer }), /not the payee/);
   await assert.rejects(
     verifyReceipt(domain, decoded, { ...call, response: { ...r.response, body: "Gaumarjos, HI!\n" } }),
     /another answer/,
@@ -169,4 +169,19 @@ test("USDC amounts read and write as the CLI's", () => {
   assert.throws(() => parseUsdc("0.0000001"), /more than 6 decimals/);
   assert.throws(() => parseUsdc("-1"), /negative/);
   assert.throws(() => parseUsdc("1e3"), /not an amount/);
+});
+
+test("malformed tokens and receipts are refused with typed errors", async () => {
+  const { MalformedReceiptError, base64url, fromBase64url, call } = await import("../src/index.js");
+  // A token whose signature's v is not 27 or 28.
+  const raw = fromBase64url(v.payerToken.encoded.slice(4));
+  raw[20 + 156] = 5;
+  assert.throws(() => decodePayerToken(`kp2.${base64url(raw)}`), /v is 5/);
+  for (const bad of ["kr2.AAAA", "kr1.!!", "kr1.AAAA"]) {
+    assert.throws(() => decodeReceipt(bad), MalformedReceiptError, bad);
+  }
+  // Padding and non-zero trailing bits are not base64url.
+  assert.throws(() => fromBase64url("AA=="));
+  assert.throws(() => fromBase64url("AB"));
+  await assert.rejects(call("http://127.0.0.1:9/x", { method: "GET", body: "x" }), /has no body/);
 });
