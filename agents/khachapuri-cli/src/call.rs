@@ -7,8 +7,8 @@ use std::time::Duration;
 use anyhow::{Context, anyhow, bail};
 use khachapuri_protocol::http::PAYER_TOKEN_HEADER;
 use khachapuri_protocol::x402::{
-    Authorization, ExactPayload, PAYMENT_RESPONSE_HEADER, PAYMENT_SIGNATURE_HEADER, PaymentPayload,
-    PaymentRequirements, SCHEME_EXACT, SettlementResponse, TokenExtra, X402_VERSION, network,
+    PAYMENT_RESPONSE_HEADER, PAYMENT_SIGNATURE_HEADER, PaymentPayload, PaymentRequirements,
+    SettlementResponse,
 };
 use khachapuri_provider::{PAYER_HEADER, PRICE_HEADER, RECEIPT_HEADER};
 use serde_json::json;
@@ -135,43 +135,14 @@ async fn x402_payment(
         .token_domain()
         .await
         .context("reading the token's EIP-712 domain")?;
-    let d = chain.deployment();
-    let requirements = PaymentRequirements {
-        scheme: SCHEME_EXACT.into(),
-        network: network(d.chain_id),
-        amount: offer.price.units().to_string(),
-        asset: d.usdc,
-        pay_to: offer.payee,
-        max_timeout_seconds: X402_LIFETIME.as_secs(),
-        extra: TokenExtra {
-            name: domain.name.clone().unwrap_or_default().into_owned(),
-            version: domain.version.clone().unwrap_or_default().into_owned(),
-        },
-    };
-    let authorization = Authorization {
-        from: me,
-        to: offer.payee,
-        value: offer.price.to_u256(),
-        valid_after: alloy::primitives::U256::ZERO,
-        valid_before: alloy::primitives::U256::from(
-            crate::args::unix_now() + X402_LIFETIME.as_secs(),
-        ),
-        nonce: alloy::primitives::B256::random(),
-    };
+    let price = offer.price.to_u256();
+    let requirements =
+        PaymentRequirements::exact(&domain, offer.payee, price, X402_LIFETIME.as_secs());
     let signer = chain.signer().context("no signer")?;
-    let signature = authorization
-        .sign(signer, &domain)
+    let valid_before = crate::args::unix_now() + X402_LIFETIME.as_secs();
+    PaymentPayload::pay(signer, &domain, &requirements, price, valid_before)
         .await
-        .context("signing the x402 payment")?;
-    Ok(PaymentPayload {
-        x402_version: X402_VERSION,
-        resource: None,
-        accepted: requirements,
-        payload: ExactPayload {
-            signature: signature.as_bytes().to_vec().into(),
-            authorization,
-        },
-    })
+        .context("signing the x402 payment")
 }
 
 /// Calls a function and writes its answer to stdout.

@@ -6,12 +6,11 @@
 use std::time::Instant;
 
 use alloy::eips::BlockId;
-use alloy::primitives::{B256, U256};
+use alloy::primitives::U256;
 use alloy::providers::Provider;
 use khachapuri_chain::{Address, Usdc};
 use khachapuri_protocol::x402::{
-    Authorization, ExactPayload, PAYMENT_REQUIRED_HEADER, PAYMENT_SIGNATURE_HEADER, PaymentPayload,
-    PaymentRequired, X402_VERSION,
+    PAYMENT_REQUIRED_HEADER, PAYMENT_SIGNATURE_HEADER, PaymentPayload, PaymentRequired,
 };
 use khachapuri_provider::SettlementMode;
 use khachapuri_provider::testing::*;
@@ -153,24 +152,11 @@ async fn run() {
     let x402 = drive(X402_CALLS, move |_| {
         let (h, u, offer, domain) = (h.clone(), u.clone(), offer.clone(), domain.clone());
         async move {
-            let authorization = Authorization {
-                from: signer(PAYER).address(),
-                to: offer.pay_to,
-                value: U256::from(PRICE.units()),
-                valid_after: U256::ZERO,
-                valid_before: U256::from(khachapuri_protocol::unix_now() + 600),
-                nonce: B256::random(),
-            };
-            let signature = authorization.sign(&signer(PAYER), &domain).await.unwrap();
-            let payment = PaymentPayload {
-                x402_version: X402_VERSION,
-                resource: None,
-                accepted: offer,
-                payload: ExactPayload {
-                    signature: signature.as_bytes().to_vec().into(),
-                    authorization,
-                },
-            };
+            let valid_before = khachapuri_protocol::unix_now() + 600;
+            let price = U256::from(PRICE.units());
+            let payment = PaymentPayload::pay(&signer(PAYER), &domain, &offer, price, valid_before)
+                .await
+                .unwrap();
             let res = h
                 .post(u.as_str())
                 .header(PAYMENT_SIGNATURE_HEADER, payment.encode())

@@ -9,7 +9,7 @@ use axum::http::{HeaderMap, HeaderValue, Uri, header};
 use khachapuri_chain::{Address, Chain, Settlement, Usdc};
 use khachapuri_protocol::x402::{
     PAYMENT_SIGNATURE_HEADER, PaymentPayload, PaymentRequired, PaymentRequirements, Resource,
-    SCHEME_EXACT, SettlementResponse, TokenExtra, X402_VERSION, network,
+    SettlementResponse, X402_VERSION,
 };
 
 use crate::error::ApiError;
@@ -37,19 +37,8 @@ impl X402 {
                 return None;
             }
         };
-        let d = chain.deployment();
-        let offer = PaymentRequirements {
-            scheme: SCHEME_EXACT.into(),
-            network: network(d.chain_id),
-            amount: price.units().to_string(),
-            asset: d.usdc,
-            pay_to: payee,
-            max_timeout_seconds: MAX_TIMEOUT_SECONDS,
-            extra: TokenExtra {
-                name: domain.name.clone().unwrap_or_default().into_owned(),
-                version: domain.version.clone().unwrap_or_default().into_owned(),
-            },
-        };
+        let amount = khachapuri_chain::U256::from(price.units());
+        let offer = PaymentRequirements::exact(&domain, payee, amount, MAX_TIMEOUT_SECONDS);
         Some(Self { offer, domain })
     }
 

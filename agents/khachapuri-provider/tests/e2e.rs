@@ -1331,26 +1331,18 @@ async fn x402_payment(
     value: u64,
     valid_for: u64,
 ) -> khachapuri_protocol::x402::PaymentPayload {
-    use khachapuri_protocol::x402::{Authorization, ExactPayload, PaymentPayload, X402_VERSION};
     let domain = net.chain(index).token_domain().await.unwrap();
-    let authorization = Authorization {
-        from: net.devnet.address(index),
-        to: offer.pay_to,
-        value: U256::from(value),
-        valid_after: U256::ZERO,
-        valid_before: U256::from(khachapuri_protocol::unix_now() + valid_for),
-        nonce: B256::random(),
-    };
-    let signature = authorization.sign(&signer(index), &domain).await.unwrap();
-    PaymentPayload {
-        x402_version: X402_VERSION,
-        resource: None,
-        accepted: offer.clone(),
-        payload: ExactPayload {
-            signature: signature.as_bytes().to_vec().into(),
-            authorization,
-        },
-    }
+    let valid_before = khachapuri_protocol::unix_now() + valid_for;
+    let value = U256::from(value);
+    khachapuri_protocol::x402::PaymentPayload::pay(
+        &signer(index),
+        &domain,
+        offer,
+        value,
+        valid_before,
+    )
+    .await
+    .unwrap()
 }
 
 /// x402 end to end: a 402 offers one call at the price, payable with no reserve; a payment settles with the
@@ -1497,6 +1489,25 @@ async fn an_x402_client_pays_one_call_without_a_reserve() {
     assert_eq!(
         wallet(payee).await,
         payee_before.saturating_add(ten_thousand)
+    );
+    // A front-run: someone who saw the header submits the authorization first. The payee is paid once by
+    // it; the agent finds the nonce used, runs nothing and sends nothing.
+    let seen = x402_payment(&net, PAYER, &offer, 10_000, 120).await;
+    let auth = &seen.payload.authorization;
+    net.chain(8)
+        .transfer_with_authorization(auth, &seen.payload.signature)
+        .await
+        .unwrap();
+    let message = refused(seen.encode(), "x402_payment_refused").await;
+    assert!(message.contains("already used"), "{message}");
+    let twenty_thousand = Usdc::from_units(20_000);
+    assert_eq!(
+        wallet(payer).await,
+        payer_before.checked_sub(twenty_thousand).unwrap()
+    );
+    assert_eq!(
+        wallet(payee).await,
+        payee_before.saturating_add(twenty_thousand)
     );
     agent.shutdown().await;
 }

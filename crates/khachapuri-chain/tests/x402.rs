@@ -1,13 +1,10 @@
 //! x402's `exact` payment against the real token on anvil: an authorization that `khachapuri_protocol::x402`
 //! accepts is one the token settles, exactly once; what the format refuses, the token refuses too.
 
-use alloy::primitives::{B256, Bytes, U256};
+use alloy::primitives::U256;
 use khachapuri_chain::testing::{Devnet, anvil_signer};
 use khachapuri_chain::{Address, Usdc};
-use khachapuri_protocol::x402::{
-    Authorization, ExactPayload, PaymentPayload, PaymentRequirements, SCHEME_EXACT, TokenExtra,
-    X402_VERSION, X402Error, network,
-};
+use khachapuri_protocol::x402::{PaymentPayload, PaymentRequirements, X402Error};
 
 type Result<T = ()> = std::result::Result<T, Box<dyn std::error::Error>>;
 
@@ -21,24 +18,8 @@ async fn authorized(
     valid_before: u64,
 ) -> Result<PaymentPayload> {
     let domain = net.chain(PAYER).token_domain().await?;
-    let authorization = Authorization {
-        from: net.address(PAYER),
-        to: offer.pay_to,
-        value: U256::from(value),
-        valid_after: U256::ZERO,
-        valid_before: U256::from(valid_before),
-        nonce: B256::random(),
-    };
-    let signature = authorization.sign(&anvil_signer(PAYER), &domain).await?;
-    Ok(PaymentPayload {
-        x402_version: X402_VERSION,
-        resource: None,
-        accepted: offer.clone(),
-        payload: ExactPayload {
-            signature: Bytes::from(signature.as_bytes().to_vec()),
-            authorization,
-        },
-    })
+    let value = U256::from(value);
+    Ok(PaymentPayload::pay(&anvil_signer(PAYER), &domain, offer, value, valid_before).await?)
 }
 
 #[tokio::test]
@@ -47,18 +28,7 @@ async fn an_accepted_authorization_settles_once_and_a_refused_one_never() -> Res
     net.fund(PAYER, Usdc::from_whole(1)).await?;
     let provider = net.chain(PROVIDER);
     let domain = provider.token_domain().await?;
-    let offer = PaymentRequirements {
-        scheme: SCHEME_EXACT.into(),
-        network: network(net.deployment.chain_id),
-        amount: "10000".into(),
-        asset: net.deployment.usdc,
-        pay_to: net.address(PROVIDER),
-        max_timeout_seconds: 60,
-        extra: TokenExtra {
-            name: domain.name.clone().unwrap_or_default().into_owned(),
-            version: domain.version.clone().unwrap_or_default().into_owned(),
-        },
-    };
+    let offer = PaymentRequirements::exact(&domain, net.address(PROVIDER), U256::from(10_000), 60);
     assert_eq!(
         (offer.extra.name.as_str(), offer.extra.version.as_str()),
         ("USD Coin", "1")
@@ -117,6 +87,51 @@ async fn an_accepted_authorization_settles_once_and_a_refused_one_never() -> Res
     assert!(
         err.to_string().contains("not signed by the account"),
         "{err}"
+    );
+    Ok(())
+}
+
+/// The settlement task with one bad entry among its transfers: an authorization already used is refused
+/// with the token's reason, and the good ones around it land, each exactly once, on one nonce sequence.
+#[tokio::test]
+async fn a_bad_transfer_among_good_ones_fails_alone() -> Result {
+    use khachapuri_chain::{Settler, SettlerConfig};
+    let net = Devnet::start().await?;
+    net.fund(PAYER, Usdc::from_whole(1)).await?;
+    let provider = net.chain(PROVIDER);
+    let domain = provider.token_domain().await?;
+    let offer = PaymentRequirements::exact(&domain, net.address(PROVIDER), U256::from(10_000), 60);
+    let now = khachapuri_protocol::unix_now();
+    let used = authorized(&net, &offer, 10_000, now + 300).await?;
+    let a = &used.payload.authorization;
+    provider
+        .transfer_with_authorization(a, &used.payload.signature)
+        .await?;
+    let before = provider.token_balance(net.address(PAYER)).await?;
+
+    let settler = Settler::spawn(provider.clone(), SettlerConfig::default())?;
+    let first = authorized(&net, &offer, 10_000, now + 300).await?;
+    let second = authorized(&net, &offer, 10_000, now + 300).await?;
+    let handles: Vec<_> = [&first, &used, &second]
+        .into_iter()
+        .map(|p| {
+            settler.submit_transfer(p.payload.authorization.clone(), p.payload.signature.clone())
+        })
+        .collect();
+    let mut results = Vec::new();
+    for handle in handles {
+        results.push(handle.await);
+    }
+    assert!(results[0].is_ok(), "{:?}", results[0]);
+    let err = results[1].as_ref().expect_err("a used authorization");
+    assert!(err.to_string().contains("already used"), "{err}");
+    assert!(results[2].is_ok(), "{:?}", results[2]);
+    assert_eq!(
+        provider.token_balance(net.address(PAYER)).await?,
+        before
+            .checked_sub(Usdc::from_units(20_000))
+            .unwrap_or_default(),
+        "the two good ones moved the price once each"
     );
     Ok(())
 }

@@ -90,6 +90,31 @@ pub struct PaymentRequirements {
     pub extra: TokenExtra,
 }
 
+impl PaymentRequirements {
+    /// The `exact` offer of `amount` base units of the token whose EIP-712 `domain` this is (its chain,
+    /// address, name and version) to `pay_to`, to be settled within `max_timeout_seconds`.
+    pub fn exact(
+        domain: &Eip712Domain,
+        pay_to: Address,
+        amount: U256,
+        max_timeout_seconds: u64,
+    ) -> Self {
+        let chain_id = domain.chain_id.map_or(0, |id| id.saturating_to::<u64>());
+        Self {
+            scheme: SCHEME_EXACT.into(),
+            network: network(chain_id),
+            amount: amount.to_string(),
+            asset: domain.verifying_contract.unwrap_or_default(),
+            pay_to,
+            max_timeout_seconds,
+            extra: TokenExtra {
+                name: domain.name.clone().unwrap_or_default().into_owned(),
+                version: domain.version.clone().unwrap_or_default().into_owned(),
+            },
+        }
+    }
+}
+
 /// The `PAYMENT-REQUIRED` header of a 402.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -258,6 +283,36 @@ impl PaymentPayload {
         Ok(payload)
     }
 
+    /// Pays `offer` as an x402 client does: an EIP-3009 authorization from `signer` of `value` to the
+    /// offer's payee, valid from now until `valid_before` (unix seconds), with a random nonce, signed in
+    /// the token's `domain`.
+    pub async fn pay(
+        signer: &impl Signer,
+        domain: &Eip712Domain,
+        offer: &PaymentRequirements,
+        value: U256,
+        valid_before: u64,
+    ) -> Result<Self, alloy::signers::Error> {
+        let authorization = Authorization {
+            from: signer.address(),
+            to: offer.pay_to,
+            value,
+            valid_after: U256::ZERO,
+            valid_before: U256::from(valid_before),
+            nonce: B256::random(),
+        };
+        let signature = authorization.sign(signer, domain).await?;
+        Ok(Self {
+            x402_version: X402_VERSION,
+            resource: None,
+            accepted: offer.clone(),
+            payload: ExactPayload {
+                signature: Bytes::from(signature.as_bytes().to_vec()),
+                authorization,
+            },
+        })
+    }
+
     /// Checks the payment against what this server offers (`offer`), at `now`, needing `settle_within`
     /// seconds of validity left to settle it, and recovers its payer from the signature in `domain` (the
     /// token's; a contract wallet's signature, not 65 bytes, is left to the token). The nonce's freshness
@@ -389,19 +444,14 @@ mod tests {
     use super::*;
     use alloy::signers::local::PrivateKeySigner;
 
-    fn offer(pay_to: Address, asset: Address) -> PaymentRequirements {
-        PaymentRequirements {
-            scheme: SCHEME_EXACT.into(),
-            network: network(31337),
-            amount: "10000".into(),
-            asset,
-            pay_to,
-            max_timeout_seconds: 60,
-            extra: TokenExtra {
-                name: "USD Coin".into(),
-                version: "1".into(),
-            },
+    fn usdc_domain(usdc: Address, chain_id: u64) -> Eip712Domain {
+        alloy::sol_types::eip712_domain! {
+            name: "USD Coin", version: "1", chain_id: chain_id, verifying_contract: usdc,
         }
+    }
+
+    fn offer(pay_to: Address, asset: Address) -> PaymentRequirements {
+        PaymentRequirements::exact(&usdc_domain(asset, 31337), pay_to, U256::from(10_000), 60)
     }
 
     async fn paid(
@@ -411,24 +461,9 @@ mod tests {
         value: u64,
         valid_before: u64,
     ) -> PaymentPayload {
-        let authorization = Authorization {
-            from: payer.address(),
-            to: offer.pay_to,
-            value: U256::from(value),
-            valid_after: U256::ZERO,
-            valid_before: U256::from(valid_before),
-            nonce: B256::random(),
-        };
-        let signature = authorization.sign(payer, domain).await.unwrap();
-        PaymentPayload {
-            x402_version: X402_VERSION,
-            resource: None,
-            accepted: offer.clone(),
-            payload: ExactPayload {
-                signature: Bytes::from(signature.as_bytes().to_vec()),
-                authorization,
-            },
-        }
+        PaymentPayload::pay(payer, domain, offer, U256::from(value), valid_before)
+            .await
+            .unwrap()
     }
 
     #[tokio::test]
@@ -438,10 +473,16 @@ mod tests {
             Address::repeat_byte(2),
             Address::repeat_byte(3),
         );
-        let domain = alloy::sol_types::eip712_domain! {
-            name: "USD Coin", version: "1", chain_id: 31337, verifying_contract: usdc,
-        };
+        let domain = usdc_domain(usdc, 31337);
         let offer = offer(payee, usdc);
+        assert_eq!(
+            (offer.network.as_str(), offer.amount.as_str(), offer.asset),
+            ("eip155:31337", "10000", usdc)
+        );
+        assert_eq!(
+            (offer.extra.name.as_str(), offer.extra.version.as_str()),
+            ("USD Coin", "1")
+        );
         let now = 1_000_000;
         let payment = paid(&payer, &offer, &domain, 10_000, now + 300).await;
         let header = payment.encode();
@@ -478,9 +519,7 @@ mod tests {
             elsewhere.check(&offer, &domain, now, 30),
             Err(X402Error::NotOffered(_))
         ));
-        let other_chain = alloy::sol_types::eip712_domain! {
-            name: "USD Coin", version: "1", chain_id: 1, verifying_contract: usdc,
-        };
+        let other_chain = usdc_domain(usdc, 1);
         assert_eq!(
             payment.check(&offer, &other_chain, now, 30),
             Err(X402Error::BadSignature {
