@@ -14,7 +14,7 @@ VENV    := .venv
 CARGO   ?= cargo
 export PATH := $(BIN):$(PATH)
 
-.PHONY: help dev test bench toolchain contracts bindings examples sdk \
+.PHONY: help dev test bench toolchain contracts bindings examples sdk console \
         test-contracts test-gas test-slither test-deploy test-bindings test-rust test-style test-sdk
 
 help:
@@ -57,6 +57,14 @@ $(STAMPS)/wrk:
 	  apt-get update -qq && apt-get install -y -qq wrk; }
 	@touch $@
 
+# The browser tests' Chromium: Debian's headless shell (playwright-core drives it; it downloads no browser).
+$(STAMPS)/chromium:
+	@mkdir -p $(STAMPS)
+	@command -v chromium-headless-shell >/dev/null || { \
+	  echo "==> installing Debian's chromium-headless-shell (the web console's browser tests)"; \
+	  apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium-headless-shell; }
+	@touch $@
+
 toolchain: $(STAMPS)/npm $(STAMPS)/wasm32
 
 # --------------------------------------------------------------------------------------------
@@ -74,7 +82,7 @@ examples: $(STAMPS)/wasm32
 # make dev: the local network
 # --------------------------------------------------------------------------------------------
 
-dev: toolchain contracts examples
+dev: toolchain contracts examples console
 	$(CARGO) run -p khachapuri-cli --bin khachapuri -- dev
 
 # --------------------------------------------------------------------------------------------
@@ -89,6 +97,15 @@ test: test-style test-contracts test-gas test-slither test-deploy test-bindings 
 sdk: $(STAMPS)/npm
 	rm -rf sdk/dist
 	$(BIN)/tsc -p sdk
+
+# The web console (console/): type-checked, bundled with the SDK by esbuild into console/dist, which
+# `khachapuri dev` and the gateway (--console) serve at /_console/.
+console: $(STAMPS)/npm
+	$(BIN)/tsc -p console
+	rm -rf console/dist
+	$(BIN)/esbuild console/src/main.ts --bundle --format=esm --target=es2022 --minify --sourcemap \
+	  --log-level=warning --outfile=console/dist/console.js
+	cp console/index.html console/console.css console/dist/
 
 test-sdk: sdk
 	@echo "==> TypeScript SDK: its tests (conformance with test/vectors/protocol.json, the escrow on anvil)"
@@ -129,7 +146,7 @@ test-style: toolchain $(STAMPS)/rust-components
 	$(CARGO) clippy --manifest-path examples/Cargo.toml --target wasm32-wasip1 --target-dir examples/target \
 	  --release -- -D warnings
 
-test-rust: toolchain contracts examples sdk
+test-rust: toolchain contracts examples sdk console $(STAMPS)/chromium
 	@echo "==> cargo test (workspace)"
 	$(CARGO) test --workspace --all-features --locked
 

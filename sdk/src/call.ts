@@ -3,9 +3,10 @@
  * a payer is given, and reading what the provider answered: the price charged, the payer, the receipt,
  * and for a refusal its typed reason (with x402's offer on a 402).
  */
-import type { Account, Address, Hex, TypedDataDomain } from "viem";
+import type { Address, Hex, TypedDataDomain } from "viem";
 
 import { PAYER_TOKEN_HEADER, signPayerToken } from "./payerToken.js";
+import { type Signer } from "./signer.js";
 import { RECEIPT_HEADER, decodeReceipt, verifyReceipt, type Receipt } from "./receipt.js";
 
 /** Why a provider refused or failed a call (`error` in the protocol's error body, §9). */
@@ -33,7 +34,8 @@ export interface Failure {
 
 /** Who pays a call with a payer token made for it. */
 export interface Payer {
-  account: Account;
+  /** Signs the token: a viem account, or a wallet client (its user is asked). */
+  account: Signer;
   /** The escrow's domain (`escrowDomain(chainId, escrow)`). */
   domain: TypedDataDomain;
   /** The provider's payee address (its resolver's `payee`). */

@@ -7,18 +7,16 @@
 import {
   BaseError,
   ContractFunctionRevertedError,
+  UserRejectedRequestError,
+  parseAbiItem,
   hashDomain,
   parseAbi,
   parseSignature,
-  type Account,
   type Address,
-  type Chain,
   type Hash,
   type Hex,
   type PublicClient,
-  type Transport,
   type TypedDataDomain,
-  type WalletClient,
 } from "viem";
 
 const DOMAIN_TYPES = [
@@ -28,6 +26,7 @@ const DOMAIN_TYPES = [
   { name: "verifyingContract", type: "address" },
 ] as const;
 
+import { type Wallet } from "./signer.js";
 import { formatUsdc } from "./usdc.js";
 
 /** What `deployments/<chainId>.json` says (script/Deploy.s.sol; PROTOCOL §3). */
@@ -69,6 +68,13 @@ export const escrowAbi = parseAbi([
   "error Frozen(address account)",
   "error NothingPending(address provider)",
 ]);
+
+const TERMS_SET = parseAbiItem(
+  "event TermsSet(address indexed payer, address indexed provider, uint256 price, uint256 reserve)",
+);
+const CREDITS_GRANTED = parseAbiItem(
+  "event CreditsGranted(address indexed provider, address indexed user, uint256 amount)",
+);
 
 /** The token functions this SDK calls (USDC's, EIP-2612's). */
 export const usdcAbi = parseAbi([
@@ -113,6 +119,9 @@ export class EscrowError extends Error {
 /** Turns a viem error into an `EscrowError` whose message a person reads. */
 export function explain(error: unknown): EscrowError {
   if (error instanceof BaseError) {
+    if (error.walk((e) => e instanceof UserRejectedRequestError)) {
+      return new EscrowError("the wallet's user declined to sign: nothing was sent", "UserRejected");
+    }
     const reverted = error.walk((e) => e instanceof ContractFunctionRevertedError);
     if (reverted instanceof ContractFunctionRevertedError && reverted.data) {
       const { errorName, args = [] } = reverted.data;
@@ -136,8 +145,6 @@ export function explain(error: unknown): EscrowError {
   }
   return new EscrowError(String(error));
 }
-
-type Wallet = WalletClient<Transport, Chain | undefined, Account>;
 
 /** The escrow of `deployment`, read through `client`, written through `wallet` (when given). */
 export class Escrow {
@@ -177,6 +184,23 @@ export class Escrow {
     return { free, wallet, terms: { ...terms } };
   }
 
+  /**
+   * The providers `payer` has had terms or trial credits with, from the escrow's `TermsSet` and
+   * `CreditsGranted` events since its deployment block, in the order they first appeared.
+   */
+  async providersOf(payer: Address): Promise<Address[]> {
+    const fromBlock = BigInt(this.deployment.deploymentBlock ?? 0);
+    const address = this.deployment.escrow;
+    const [terms, credits] = await Promise.all([
+      this.client.getLogs({ address, event: TERMS_SET, args: { payer }, fromBlock }),
+      this.client.getLogs({ address, event: CREDITS_GRANTED, args: { user: payer }, fromBlock }),
+    ]);
+    const seen = [...terms, ...credits]
+      .sort((a, b) => Number((a.blockNumber ?? 0n) - (b.blockNumber ?? 0n)) || (a.logIndex ?? 0) - (b.logIndex ?? 0))
+      .map((log) => log.args.provider as Address);
+    return [...new Set(seen)];
+  }
+
   /** Earnings of `provider`, withdrawable by it. */
   earnings(provider: Address): Promise<bigint> {
     return this.client.readContract({ address: this.deployment.escrow, abi: escrowAbi, functionName: "earnings", args: [provider] });
@@ -201,9 +225,10 @@ export class Escrow {
       throw e instanceof EscrowError ? e : explain(e);
     }
     const until = deadline ?? BigInt(Math.floor(Date.now() / 1000) + 3600);
-    const signature: Hex = await this.wallet.signTypedData({
-      account: this.wallet.account,
-      domain,
+    const signature: Hex = await this.wallet
+      .signTypedData({
+        account: this.wallet.account,
+        domain,
       types: {
         Permit: [
           { name: "owner", type: "address" },
@@ -213,9 +238,12 @@ export class Escrow {
           { name: "deadline", type: "uint256" },
         ],
       },
-      primaryType: "Permit",
-      message: { owner, spender: this.deployment.escrow, value: amount, nonce, deadline: until },
-    });
+        primaryType: "Permit",
+        message: { owner, spender: this.deployment.escrow, value: amount, nonce, deadline: until },
+      })
+      .catch((e: unknown) => {
+        throw explain(e);
+      });
     const { r, s, v, yParity } = parseSignature(signature);
     const vByte = Number(v ?? BigInt(27 + yParity));
     return this.write("depositWithPermit", [onBehalf ?? owner, amount, until, vByte, r, s]);

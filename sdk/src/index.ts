@@ -14,5 +14,8 @@ export * from "./envelope.js";
 export * from "./program.js";
 export { base64url, fromBase64url } from "./bytes.js";
 export * from "./escrow.js";
+export * from "./deployment.js";
 export * from "./call.js";
 export * from "./registry.js";
+export * from "./signer.js";
+export * from "./deploy.js";

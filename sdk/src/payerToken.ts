@@ -7,7 +7,6 @@ import {
   hashTypedData,
   isAddressEqual,
   recoverAddress,
-  type Account,
   type Address,
   type Hex,
   type TypedDataDomain,
@@ -15,6 +14,7 @@ import {
 
 import { address, base64url, bytes, concatBytes, fromBase64url, hex, readUint, uintBytes } from "./bytes.js";
 import { types } from "./eip712.js";
+import { signTyped, signerAddress, type Signer } from "./signer.js";
 
 /** The header that carries a token. */
 export const PAYER_TOKEN_HEADER = "X-Khachapuri-Payer-Token";
@@ -56,15 +56,14 @@ export function payerTokenHash(domain: TypedDataDomain, fields: PayerTokenFields
   return hashTypedData({ domain, types, primaryType: "PayerToken", message: message(fields) });
 }
 
-/** Signs a token as `account` (a viem local account, or any account whose `signTypedData` works). */
+/** Signs a token as `signer` (a viem local account, or a wallet client whose user agrees). */
 export async function signPayerToken(
-  account: Account,
+  signer: Signer,
   domain: TypedDataDomain,
   fields: PayerTokenFields,
 ): Promise<string> {
-  if (!account.signTypedData) throw new Error("this account cannot sign typed data");
-  const signature = await account.signTypedData({ domain, types, primaryType: "PayerToken", message: message(fields) });
-  return encodePayerToken({ ...fields, payer: account.address, signature });
+  const signature = await signTyped(signer, { domain, types, primaryType: "PayerToken", message: message(fields) });
+  return encodePayerToken({ ...fields, payer: signerAddress(signer), signature });
 }
 
 /** `kp2.` + base64url(payer ‖ provider ‖ maxPrice ‖ expiry ‖ session ‖ signature ‖ spec). */

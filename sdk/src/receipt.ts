@@ -9,7 +9,6 @@ import {
   isAddressEqual,
   keccak256,
   recoverAddress,
-  type Account,
   type Address,
   type Hex,
   type TypedDataDomain,
@@ -17,6 +16,7 @@ import {
 
 import { address, base64url, bytes, concatBytes, fromBase64url, hex, readUint, uintBytes } from "./bytes.js";
 import { types } from "./eip712.js";
+import { signTyped, type Signer } from "./signer.js";
 
 /** The response header that carries a receipt. */
 export const RECEIPT_HEADER = "X-Khachapuri-Receipt";
@@ -70,12 +70,11 @@ export function receiptHash(domain: TypedDataDomain, receipt: Receipt): Hex {
 
 /** Signs a receipt as a provider's payee (what an agent does; for tests and other providers). */
 export async function signReceipt(
-  account: Account,
+  signer: Signer,
   domain: TypedDataDomain,
   receipt: Omit<Receipt, "signature">,
 ): Promise<string> {
-  if (!account.signTypedData) throw new Error("this account cannot sign typed data");
-  const signature = await account.signTypedData({
+  const signature = await signTyped(signer, {
     domain,
     types,
     primaryType: "Receipt",

@@ -6,6 +6,7 @@
 import { hashTypedData, isAddressEqual, keccak256, recoverAddress, type Address, type Hex } from "viem";
 
 import { escrowDomain, types } from "./eip712.js";
+import { signTyped, signerAddress, type Signer } from "./signer.js";
 
 /** A spec as its JSON reads (amounts as decimal strings of base units). */
 export interface Spec {
@@ -92,4 +93,18 @@ export async function verifySpec(spec: Spec): Promise<boolean> {
   } catch {
     return false;
   }
+}
+
+/** Signs the spec's terms as its owner (`signer` must be `spec.owner`); returns the spec with its signature. */
+export async function signSpec(signer: Signer, spec: Spec): Promise<Spec> {
+  if (!isAddressEqual(signerAddress(signer), spec.owner)) {
+    throw new Error(`the spec's owner is ${spec.owner} but the signer is ${signerAddress(signer)}`);
+  }
+  const signature = await signTyped(signer, {
+    domain: escrowDomain(spec.chainId, spec.escrow),
+    types,
+    primaryType: "SpecTerms",
+    message: specTerms(spec),
+  });
+  return { ...spec, signature };
 }

@@ -11,7 +11,9 @@ import {
   createWalletClient,
   http,
   parseAbi,
+  toEventSelector,
   toFunctionSelector,
+  type AbiEvent,
   type AbiFunction,
   type Address,
   type Hex,
@@ -97,6 +99,13 @@ test("every escrow function the SDK calls is in the contract's ABI", () => {
   for (const f of ours) {
     assert.ok(contract.has(toFunctionSelector(f)), `Escrow has no ${f.name}(${f.inputs.map((i) => i.type)})`);
   }
+  // The events `providersOf` reads.
+  const events = new Set(
+    (artifact("Escrow").abi as unknown as AbiEvent[]).filter((e) => e.type === "event").map((e) => toEventSelector(e)),
+  );
+  for (const e of ["TermsSet(address,address,uint256,uint256)", "CreditsGranted(address,address,uint256)"]) {
+    assert.ok(events.has(toEventSelector(e)), `Escrow has no event ${e}`);
+  }
 });
 
 test("a payer deposits with a permit, reserves, withdraws and releases; an overdraft reads as a sentence", async () => {
@@ -128,6 +137,8 @@ test("a payer deposits with a permit, reserves, withdraws and releases; an overd
   assert.equal(b.terms.pendingRelease, parseUsdc("1"));
   assert.ok(b.terms.releaseAt > 0n, "the release waits for the escrow's delay");
   assert.equal(await escrow.earnings(PROVIDER), 0n);
+  assert.deepEqual(await escrow.providersOf(PAYER.address), [PROVIDER], "the reserve's provider, found in the events");
+  assert.deepEqual(await escrow.providersOf(PROVIDER), [], "a provider that never paid has no providers");
 
   const readOnly = new Escrow(deployment, client);
   await assert.rejects(readOnly.withdraw(PAYER.address, 1n), /no wallet to sign with/);

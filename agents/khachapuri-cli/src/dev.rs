@@ -10,8 +10,8 @@ use khachapuri_chain::testing::{
     Anvil, AnvilOptions, DevnetOptions, anvil_binary, anvil_signer, deploy_all,
 };
 use khachapuri_chain::{Chain, ConnectOptions, RegistrationStep, Server, Usdc};
-use khachapuri_gateway::GatewayConfig;
 use khachapuri_gateway::chain_directory::{ChainDirectory, ChainDirectoryConfig};
+use khachapuri_gateway::{ConsoleSite, GatewayConfig};
 use khachapuri_ipfs::{FsBlockstore, KuboClient, Node};
 use khachapuri_provider::{Config, Durability, SettlementMode};
 use khachapuri_spec::{Limits, ProviderKey};
@@ -120,9 +120,17 @@ async fn serve(
         rpc_url,
         deployment: &deployment,
     };
-    let node = start_ipfs(out, state).await?;
+    // The gateway's port first: the IPFS node lets the console on the gateway's origin upload to it.
+    let gateway_port = match args.gateway_port {
+        0 => free_port()?,
+        port => port,
+    };
+    let gateway_url = format!("http://127.0.0.1:{gateway_port}");
+    let node = start_ipfs(out, state, &gateway_url).await?;
     let provider = start_provider(out, &net, cwd, state, &node).await?;
-    let (gateway, gateway_url) = start_gateway(out, args, &net).await?;
+    let console = console_site(root, &net, &node, &gateway_url)?;
+    let console_url = console.as_ref().map(|_| format!("{gateway_url}/_console/"));
+    let gateway = start_gateway(out, gateway_port, &net, console).await?;
     let funded = fund_test_account(out, &net, provider.payee.address()).await?;
     let functions = deploy_examples(
         root,
@@ -165,6 +173,7 @@ async fn serve(
             },
         ],
         functions,
+        console: console_url,
     };
     let dev_json = write_dev_json(cwd, &info)?;
     print_summary(out, &info, funded.deposit)?;
@@ -241,11 +250,13 @@ async fn deploy_contracts(
     Ok(deployment)
 }
 
-/// The embedded IPFS node, its blocks under `.khachapuri/dev/ipfs`.
-async fn start_ipfs(out: &Out, state: &Path) -> anyhow::Result<Node> {
+/// The embedded IPFS node, its blocks under `.khachapuri/dev/ipfs`; pages on `origin` (the gateway's, where
+/// the web console is) may upload to it.
+async fn start_ipfs(out: &Out, state: &Path, origin: &str) -> anyhow::Result<Node> {
     let store = FsBlockstore::open(state.join("ipfs"))
         .context("opening the IPFS store under .khachapuri/dev/ipfs")?;
-    let node = Node::start(store, 0)
+    let cors = khachapuri_protocol::http::Cors::from_setting(origin);
+    let node = Node::start_with_cors(store, 0, cors)
         .await
         .context("starting the embedded IPFS node")?;
     out.step(format!(
@@ -336,12 +347,40 @@ async fn start_provider(
     Ok(DevProviderAgent { agent, payee, key })
 }
 
-/// The gateway in path mode (`{gateway}/{label}/{cid}`), its directory read from the chain.
+/// The web console of `<root>/console/dist`, set up for this network; `None` (and a warning) when it is
+/// not built.
+fn console_site(
+    root: &Path,
+    net: &DevChain<'_>,
+    node: &Node,
+    gateway_url: &str,
+) -> anyhow::Result<Option<ConsoleSite>> {
+    let dir = root.join("console/dist");
+    if !dir.join("index.html").is_file() {
+        eprintln!(
+            "warning: the web console is not built (run `make console`); the gateway serves none"
+        );
+        return Ok(None);
+    }
+    let site = ConsoleSite::new(
+        dir,
+        serde_json::to_value(net.deployment)?,
+        Some(net.rpc_url.into()),
+        Some(node.url()),
+        Some(gateway_url.into()),
+        vec![LABEL.into()],
+    )?;
+    Ok(Some(site))
+}
+
+/// The gateway in path mode (`{gateway}/{label}/{cid}`) on `port`, its directory read from the chain, and
+/// the web console when there is one.
 async fn start_gateway(
     out: &Out,
-    args: &DevArgs,
+    port: u16,
     net: &DevChain<'_>,
-) -> anyhow::Result<(khachapuri_gateway::GatewayHandle, String)> {
+    console: Option<ConsoleSite>,
+) -> anyhow::Result<khachapuri_gateway::GatewayHandle> {
     let directory = ChainDirectory::start(
         Chain::new(
             net.rpc_url,
@@ -354,22 +393,28 @@ async fn start_gateway(
             ..ChainDirectoryConfig::default()
         },
     );
+    let has_console = console.is_some();
     let gateway = khachapuri_gateway::spawn(
-        SocketAddr::from(([127, 0, 0, 1], args.gateway_port)),
+        SocketAddr::from(([127, 0, 0, 1], port)),
         GatewayConfig {
             base_domain: Some("localhost".into()),
             gateway_id: "khachapuri-dev".into(),
+            console,
             ..GatewayConfig::default()
         },
         directory,
     )
     .await
-    .with_context(|| format!("starting the gateway on port {}", args.gateway_port))?;
+    .with_context(|| format!("starting the gateway on port {port}"))?;
     let gateway_url = format!("http://127.0.0.1:{}", gateway.addr.port());
+    let console = match has_console {
+        true => format!("; web console: {gateway_url}/_console/"),
+        false => String::new(),
+    };
     out.step(format!(
-        "gateway at {gateway_url} (path mode: {gateway_url}/{{label}}/{{cid}})"
+        "gateway at {gateway_url} (path mode: {gateway_url}/{{label}}/{{cid}}{console})"
     ));
-    Ok((gateway, gateway_url))
+    Ok(gateway)
 }
 
 /// The test account, funded and with a reserve for the provider.
@@ -516,6 +561,13 @@ fn print_summary(out: &Out, info: &DevInfo, deposit: Usdc) -> anyhow::Result<()>
     for f in &info.functions {
         println!("  # {}", f.name);
         println!("  {}", f.curl);
+    }
+    if let Some(console) = &info.console {
+        println!();
+        println!(
+            "Web console: {console} (connect a wallet to chain {} at RPC {}; the test account's key above imports into it)",
+            info.chain_id, info.rpc_url
+        );
     }
     println!();
     println!("Everything above is in {DEV_JSON}. Ctrl-C stops it.");

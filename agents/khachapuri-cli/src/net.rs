@@ -29,6 +29,9 @@ pub struct DevInfo {
     pub accounts: Vec<DevAccount>,
     /// The deployed example functions.
     pub functions: Vec<DevFunction>,
+    /// The web console served by the gateway (`{gateway}/_console/`), when it is built.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub console: Option<String>,
 }
 
 impl DevInfo {

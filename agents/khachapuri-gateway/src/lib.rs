@@ -7,6 +7,7 @@
 //! - [`directory`]: label -> [`directory::Route`] (the [`directory::Directory`] trait, a static table).
 //! - `chain_directory` (feature `chain`, on by default): the on-chain directory, cached and refreshed
 //!   from the Registry's and Resolvers' events.
+//! - [`console`]: the web console, a static site at `/_console/`.
 //! - [`server`]: the gateway itself ([`server::spawn`] starts one on a port).
 //! - [`tunnel`]: the gateway's end of the tunnels (the provider's end is `khachapuri-tunnel`).
 //! - [`proxy`]: hop-by-hop headers, `X-Forwarded-*`, JSON errors (from `khachapuri-tunnel`).
@@ -16,12 +17,14 @@
 
 #[cfg(feature = "chain")]
 pub mod chain_directory;
+pub mod console;
 pub mod directory;
 pub mod label;
 pub use khachapuri_tunnel::proxy;
 pub mod server;
 pub mod tunnel;
 
+pub use console::{ConsoleError, ConsoleSite};
 pub use directory::{DirError, Directory, Route, Server, StaticDirectory};
 pub use label::Label;
 pub use server::{Gateway, GatewayConfig, GatewayHandle, spawn};

@@ -4,7 +4,7 @@ use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use khachapuri_gateway::{Directory, Gateway, GatewayConfig, StaticDirectory};
+use khachapuri_gateway::{ConsoleSite, Directory, Gateway, GatewayConfig, StaticDirectory};
 
 /// The Khachapuri gateway: resolves provider labels and forwards requests, directly or through the
 /// providers' WebSocket tunnels (at /_tunnel).
@@ -56,6 +56,41 @@ struct Args {
     /// answered here, never forwarded.
     #[arg(long, env = "KHACHAPURI_CORS_ALLOW_ORIGIN", default_value = "*")]
     cors_allow_origin: String,
+    /// Serve the web console (a built console directory, `console/dist`: `make console`) at
+    /// /_console/; needs --rpc-url and --deployments.
+    #[arg(long, env = "KHACHAPURI_CONSOLE")]
+    console: Option<PathBuf>,
+    /// The public chain RPC URL the console tells wallets to add. Never --rpc-url by default (that one
+    /// may be private): without this, the console leaves the RPC to the wallet.
+    #[arg(long, requires = "console")]
+    console_rpc_url: Option<String>,
+    /// A Kubo RPC API URL the console's Deploy uploads to (it must allow this gateway's origin: CORS).
+    #[arg(long, requires = "console")]
+    console_ipfs_api: Option<String>,
+    /// A provider label the console suggests, repeatable.
+    #[arg(long = "console-provider", requires = "console")]
+    console_provider: Vec<String>,
+}
+
+/// The console of `--console DIR`, configured from the deployments file.
+fn console_site(args: &Args, dir: &std::path::Path) -> anyhow::Result<ConsoleSite> {
+    let (Some(_), Some(deployments)) = (&args.rpc_url, &args.deployments) else {
+        bail!(
+            "--console needs --rpc-url and --deployments deployments/<chainId>.json (the console works with the on-chain directory)"
+        )
+    };
+    let text = std::fs::read_to_string(deployments)
+        .with_context(|| format!("reading {}", deployments.display()))?;
+    let deployment: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not JSON", deployments.display()))?;
+    Ok(ConsoleSite::new(
+        dir,
+        deployment,
+        args.console_rpc_url.clone(),
+        args.console_ipfs_api.clone(),
+        None,
+        args.console_provider.clone(),
+    )?)
 }
 
 #[cfg(feature = "chain")]
@@ -91,6 +126,10 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let args = Args::parse();
+    let console = match &args.console {
+        Some(dir) => Some(console_site(&args, dir)?),
+        None => None,
+    };
     let directory: Arc<dyn Directory> = match (&args.rpc_url, &args.routes, args.route.is_empty()) {
         (Some(rpc_url), _, _) => chain_directory(rpc_url, args.deployments.as_deref())?,
         (None, None, true) => {
@@ -119,12 +158,17 @@ async fn main() -> anyhow::Result<()> {
         body_idle_timeout: Duration::from_secs(args.body_idle_timeout),
         forwarded_proto: args.forwarded_proto,
         cors: khachapuri_protocol::http::Cors::from_setting(&args.cors_allow_origin),
+        console,
         ..GatewayConfig::default()
     };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
-    tracing::info!(addr = %listener.local_addr()?, "gateway listening");
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, "gateway listening");
+    if config.console.is_some() {
+        tracing::info!("web console at http://{addr}/_console/");
+    }
     let gateway = Gateway::new(config, directory);
     let serving = tokio::spawn(gateway.clone().serve(listener));
     khachapuri_process::shutdown_signal().await;

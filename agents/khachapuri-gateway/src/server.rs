@@ -16,6 +16,7 @@ use tokio_tungstenite::{
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    console::{self, ConsoleSite},
     directory::{Directory, Route, Server},
     label::{Addressing, Label, addressing},
     proxy::{
@@ -52,6 +53,8 @@ pub struct GatewayConfig {
     pub tls: Arc<rustls::ClientConfig>,
     /// What browsers may do (CORS): preflights are answered here, never forwarded, never charged.
     pub cors: khachapuri_protocol::http::Cors,
+    /// The web console served at `/_console/` in path mode (`/` then redirects there); `None`: none.
+    pub console: Option<ConsoleSite>,
 }
 
 impl Default for GatewayConfig {
@@ -67,6 +70,7 @@ impl Default for GatewayConfig {
             tunnel_keepalive: Duration::from_secs(20),
             tls: khachapuri_tls::client_config(),
             cors: khachapuri_protocol::http::Cors::default(),
+            console: None,
         }
     }
 }
@@ -168,6 +172,10 @@ impl Gateway {
                     serde_json::json!({ "ok": true, "tunnels": self.tunnels.labels().len() });
                 return Response::new(full(body.to_string()));
             }
+            Addressing::Path { label, .. } if label == console::CONSOLE_PATH[1..] => {
+                let site = self.config.console.as_ref();
+                return console::serve(site, req.method(), req.uri().path()).await;
+            }
             Addressing::Path { label, rest } => {
                 let query = req
                     .uri()
@@ -176,6 +184,9 @@ impl Gateway {
                     .unwrap_or_default();
                 prefix = Some(format!("/{label}"));
                 (label, format!("{rest}{query}"))
+            }
+            Addressing::None if self.config.console.is_some() => {
+                return console::redirect_to_console();
             }
             Addressing::None => return self.no_label(),
         };

@@ -2,15 +2,18 @@
 //! `format=raw|car`) and the Kubo RPC calls `add`, `cat` and `block/get`.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{DefaultBodyLimit, Multipart, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, Multipart, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use bytes::Bytes;
 use cid::Cid;
+use khachapuri_protocol::http::Cors;
 use serde::Deserialize;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -39,6 +42,25 @@ pub fn router(store: FsBlockstore) -> Router {
         .with_state(store)
 }
 
+/// `router` letting the browsers `cors` allows call it: preflights are answered, answers carry
+/// `Access-Control-Allow-Origin`.
+fn with_cors(router: Router, cors: Cors) -> Router {
+    let cors = Arc::new(cors);
+    router.layer(axum::middleware::from_fn(
+        move |req: Request, next: Next| {
+            let cors = cors.clone();
+            async move {
+                if Cors::is_preflight(req.method(), req.headers()) {
+                    return cors.preflight(req.headers()).map(|()| Body::empty());
+                }
+                let mut response = next.run(req).await;
+                cors.decorate(response.headers_mut());
+                response
+            }
+        },
+    ))
+}
+
 /// A running embedded node; it stops when dropped or on [`Node::stop`].
 #[derive(Debug)]
 pub struct Node {
@@ -48,17 +70,32 @@ pub struct Node {
 }
 
 impl Node {
-    /// Serves `store` on `127.0.0.1:port` (`0` picks a free port).
+    /// Serves `store` on `127.0.0.1:port` (`0` picks a free port), to its own origin only (no CORS, as
+    /// Kubo by default).
     pub async fn start(store: FsBlockstore, port: u16) -> std::io::Result<Node> {
         Self::bind(store, SocketAddr::from(([127, 0, 0, 1], port))).await
     }
 
+    /// Like [`Node::start`], also to the browser origins `cors` allows (e.g. a web console uploading
+    /// with `/api/v0/add`): preflights are answered, answers carry `Access-Control-Allow-Origin`.
+    pub async fn start_with_cors(
+        store: FsBlockstore,
+        port: u16,
+        cors: Cors,
+    ) -> std::io::Result<Node> {
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        Self::serve(with_cors(router(store), cors), addr).await
+    }
+
     /// Serves `store` on `addr`.
     pub async fn bind(store: FsBlockstore, addr: SocketAddr) -> std::io::Result<Node> {
+        Self::serve(router(store), addr).await
+    }
+
+    async fn serve(app: Router, addr: SocketAddr) -> std::io::Result<Node> {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let (tx, rx) = oneshot::channel::<()>();
-        let app = router(store);
         let task = tokio::spawn(async move {
             axum::serve(listener, app)
                 .with_graceful_shutdown(async {
