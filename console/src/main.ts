@@ -28,6 +28,7 @@ import {
   functionUrl,
   parseDeployment,
   parseUsdc,
+  readOffer,
   resolveProvider,
   specOf,
   verifyCall,
@@ -64,6 +65,9 @@ interface Session {
   client: PublicClient;
   wallet: Wallet;
   escrow: Escrow;
+  /** The providers found in the escrow's events so far, and the block to scan from next. */
+  providers: Set<Address>;
+  scannedTo: bigint;
 }
 
 let config: ConsoleConfig;
@@ -83,15 +87,17 @@ function notice(text: string, error = false) {
 }
 
 /** An error as a sentence a person reads: the escrow's, the wallet's, or the message beneath. */
+const DECLINED = "You declined in your wallet: nothing was signed or sent.";
+
 function describe(e: unknown): string {
-  if (e instanceof EscrowError) return e.message;
+  if (e instanceof EscrowError) return e.errorName === "UserRejected" ? DECLINED : e.message;
   if (e instanceof BaseError) {
     if (e.walk((x) => x instanceof UserRejectedRequestError)) {
-      return "You declined in your wallet: nothing was signed or sent.";
+      return DECLINED;
     }
     return e.shortMessage;
   }
-  if ((e as { code?: number }).code === 4001) return "You declined in your wallet: nothing was signed or sent.";
+  if ((e as { code?: number }).code === 4001) return DECLINED;
   return e instanceof Error ? e.message : String(e);
 }
 
@@ -106,12 +112,12 @@ function onSubmit(id: string, action: (data: FormData) => Promise<string | void>
       if (!session) throw new Error("Connect a wallet first.");
       const done = await action(new FormData(form));
       if (done) notice(done);
-      await refresh();
     } catch (e) {
       notice(describe(e), true);
-    } finally {
-      button.disabled = false;
     }
+    // The figures after it (their own failure is not the action's); the button comes back once they show.
+    await refresh().catch((e) => notice(`Done, but the figures could not be read again: ${describe(e)}`, true));
+    button.disabled = false;
   });
 }
 
@@ -169,7 +175,14 @@ async function useAccount(account: Address | undefined) {
     rpcUrls: { default: { http: config.rpcUrl ? [config.rpcUrl] : [] } },
   });
   const wallet = createWalletClient({ account: getAddress(account), chain, transport: custom(ethereum) }) as Wallet;
-  session = { account: getAddress(account), client, wallet, escrow: new Escrow(config.deployment, client, wallet) };
+  session = {
+    account: getAddress(account),
+    client,
+    wallet,
+    escrow: new Escrow(config.deployment, client, wallet),
+    providers: new Set(),
+    scannedTo: BigInt(config.deployment.deploymentBlock),
+  };
   $("app").hidden = false;
   $("notice").hidden = true;
   await refresh();
@@ -234,30 +247,40 @@ function when(at: bigint): string {
 
 /** Reads the figures again every few seconds while a wallet is connected (charges land in batches). */
 setInterval(() => {
-  if (session && !refreshing) void refresh().catch(() => undefined);
+  if (session && !reading) void refresh().catch(() => undefined);
 }, 3_000);
-let refreshing = false;
+let reading = false;
+/** The newest read: an older one that finishes later (read before a transaction landed) shows nothing. */
+let newest = 0;
 
 async function refresh() {
   if (!session) return;
-  refreshing = true;
+  const mine = ++newest;
+  reading = true;
   try {
-    await show(session);
+    await show(session, mine);
   } finally {
-    refreshing = false;
+    if (mine === newest) reading = false;
   }
 }
 
-async function show(current: Session) {
+async function show(current: Session, mine: number) {
   const { account, escrow } = current;
   for (const label of config.providers) await record(label).catch(() => undefined);
   const known = [...records.values()].map((r) => r.payee);
-  const providers = [...new Set([...(await escrow.providersOf(account)), ...known])];
+  // The escrow's events are scanned once, then only from the block after the last scan.
+  const latest = await current.client.getBlockNumber();
+  if (latest >= current.scannedTo) {
+    for (const p of await escrow.providersOf(account, current.scannedTo, latest)) current.providers.add(p);
+    current.scannedTo = latest + 1n;
+  }
+  const providers = [...new Set([...current.providers, ...known])];
   const rows = await Promise.all(providers.map(async (p) => ({ provider: p, b: await escrow.balances(account, p) })));
   // The free balance and the wallet's USDC come with every provider's row (and with no provider, alone).
   const { free, wallet } = rows[0]?.b ?? (await escrow.balances(account, account));
   const earnings = await escrow.earnings(account);
-  if (session !== current) return; // the account or the chain changed while reading: its own read shows
+  // The account or the chain changed while reading, or a newer read began: that one shows.
+  if (session !== current || mine !== newest) return;
   $("wallet-usdc").textContent = formatUsdc(wallet);
   $("free-balance").textContent = formatUsdc(free);
   const body = $("reserves").querySelector("tbody")!;
@@ -272,15 +295,16 @@ async function show(current: Session) {
         const row = document.createElement("tr");
         row.dataset.provider = provider;
         const label = labelOf(provider);
-        const cells = [
-          label ? `${label} (${provider.slice(0, 8)}…)` : provider,
-          formatUsdc(t.price),
-          formatUsdc(t.reserve),
-          formatUsdc(t.credits),
-          pending.join("; ") || "none",
-        ];
-        for (const text of cells) {
+        const cells = {
+          provider: label ? `${label} (${provider.slice(0, 8)}…)` : provider,
+          price: formatUsdc(t.price),
+          reserve: formatUsdc(t.reserve),
+          credits: formatUsdc(t.credits),
+          pending: pending.join("; ") || "none",
+        };
+        for (const [field, text] of Object.entries(cells)) {
           const td = document.createElement("td");
+          td.dataset.field = field;
           td.textContent = text;
           row.append(td);
         }
@@ -307,12 +331,11 @@ async function guarded(button: HTMLButtonElement, action: () => Promise<string>)
   button.disabled = true;
   try {
     notice(await action());
-    await refresh();
   } catch (e) {
     notice(describe(e), true);
-  } finally {
-    button.disabled = false;
   }
+  await refresh().catch(() => undefined);
+  button.disabled = false;
 }
 
 // -------------------------------------------------------------------------------------------------
@@ -362,9 +385,17 @@ onSubmit("credits-form", async (data) => {
 onSubmit("call-form", async (data) => {
   const { account, wallet } = session!;
   const url = new URL(String(data.get("url")).trim());
-  specOf(url); // a URL without a spec CID is refused before anything is signed
+  // A token is signed only for this console's gateway: one sent elsewhere could be replayed there.
+  const gateway = new URL(config.gateway ?? location.origin);
+  if (url.origin !== gateway.origin) {
+    throw new Error(`${url.origin} is not this console's gateway (${gateway.origin}): call it with the URL deploy printed for this network.`);
+  }
   // Path mode: {gateway}/{label}/{cid}; the label's payee is whom the token names and who signs the receipt.
-  const label = url.pathname.split("/").filter(Boolean)[0];
+  const segments = url.pathname.split("/");
+  const at = segments.indexOf(specOf(url)); // a URL without a spec CID is refused before anything is signed
+  const label = segments[at - 1];
+  if (!label) throw new Error(`${url} names no provider before its CID: write {gateway}/{label}/{cid}.`);
+  const prefix = segments.slice(0, at).join("/");
   const provider = await record(label);
   const domain = escrowDomain(config.chainId, config.deployment.escrow);
   const result = await call(url, {
@@ -382,7 +413,7 @@ onSubmit("call-form", async (data) => {
     receipt.className = "";
   } else {
     try {
-      await verifyCall(result, domain, provider.payee, `/${label}`);
+      await verifyCall(result, domain, provider.payee, prefix);
       receipt.textContent = `verified: signed by ${label}'s payee ${provider.payee}`;
       receipt.className = "ok";
     } catch (e) {
@@ -400,12 +431,13 @@ onSubmit("deploy-form", async (data) => {
   const file = data.get("module") as File | null;
   if (!file || file.size === 0) throw new Error("Pick a .wasm module first.");
   const label = String(data.get("provider"));
+  // As the CLI's --env-file reads it: KEY=value lines, # comments and blank lines skipped.
   const env: Record<string, string> = {};
-  for (const line of String(data.get("env") ?? "").split("\n")) {
-    if (!line.trim()) continue;
+  for (const line of String(data.get("env") ?? "").split(/\r?\n/)) {
+    if (!line.trim() || line.trimStart().startsWith("#")) continue;
     const at = line.indexOf("=");
     if (at <= 0) throw new Error(`\`${line}\` is not KEY=value.`);
-    env[line.slice(0, at).trim()] = line.slice(at + 1);
+    env[line.slice(0, at)] = line.slice(at + 1);
   }
   const cap = String(data.get("cap") ?? "").trim();
   const steps = $("deploy-steps");
@@ -420,7 +452,8 @@ onSubmit("deploy-form", async (data) => {
     entry: file.name,
     env,
     maxPrice: amount(data, "maxPrice"),
-    limits: { memoryBytes: Number(data.get("memory")) << 20, timeoutMs: Number(data.get("timeout")), outputBytes: 4 << 20 },
+    limits: { memoryBytes: Number(data.get("memory")) * 2 ** 20, timeoutMs: Number(data.get("timeout")), outputBytes: 4 * 2 ** 20 },
+    offer: await readOffer(`${config.gateway ?? location.origin}/${label}`),
     spendCap: cap ? { amount: parseUsdc(cap), periodSeconds: 86_400 } : undefined,
     publicProgram: data.get("publicProgram") === "on",
     onStep: (text) => {

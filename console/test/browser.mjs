@@ -60,6 +60,15 @@ try {
 
   const notice = () => page.locator("#notice").textContent();
   const text = (id) => page.locator(id).textContent();
+  /** Waits until `selector` shows `value` (the page reads its figures again after each action). */
+  const shows = async (selector, value) => {
+    try {
+      await page.waitForFunction(([s, v]) => document.querySelector(s)?.textContent === v, [selector, value], { timeout: 15_000 });
+    } catch {
+      assert.equal(await page.locator(selector).textContent(), value, `${selector} never showed ${value}`);
+    }
+  };
+  const cell = (field) => `#reserves tr[data-provider="${provider}"] td[data-field="${field}"]`;
   /** Submits a form and waits until its button is enabled again; returns the notice. */
   const submit = async (form, fields = {}) => {
     for (const [name, value] of Object.entries(fields)) await page.fill(`${form} [name=${name}]`, value);
@@ -77,19 +86,18 @@ try {
   await page.click("#switch-chain");
   await page.waitForSelector("#app", { state: "visible" });
   await page.waitForFunction(() => document.querySelector("#free-balance").textContent.includes("USDC"));
-  assert.equal(await text("#wallet-usdc"), "20.00 USDC");
-  assert.equal(await text("#free-balance"), "0.00 USDC");
+  await shows("#wallet-usdc", "20.00 USDC");
+  await shows("#free-balance", "0.00 USDC");
 
   seen.deposit = await submit("#deposit-form", { amount: "10" });
   assert.equal(seen.deposit, "Deposited 10.00 USDC into the escrow.");
-  assert.equal(await text("#free-balance"), "10.00 USDC");
-  assert.equal(await text("#wallet-usdc"), "10.00 USDC");
+  await shows("#free-balance", "10.00 USDC");
+  await shows("#wallet-usdc", "10.00 USDC");
 
   seen.reserve = await submit("#reserve-form", { provider: "dev", price: "0.05", amount: "5" });
   assert.match(seen.reserve, /5\.00 USDC more reserved for dev, at up to 0\.05 USDC per request/);
-  assert.equal(await text("#free-balance"), "5.00 USDC");
-  const row = page.locator(`#reserves tr[data-provider="${provider}"] td`);
-  assert.equal(await row.nth(2).textContent(), "5.00 USDC");
+  await shows("#free-balance", "5.00 USDC");
+  await shows(cell("reserve"), "5.00 USDC");
 
   seen.call = await submit("#call-form", { url: hello, body: "browser", maxPrice: "0.05" });
   assert.equal(seen.call, "Called; you paid 0.01 USDC.");
@@ -103,26 +111,38 @@ try {
 
   wallet.declineNext();
   seen.declined = await submit("#deposit-form", { amount: "1" });
-  assert.equal(seen.declined, "the wallet's user declined to sign: nothing was sent");
-  assert.equal(await text("#free-balance"), "5.00 USDC");
+  assert.equal(seen.declined, "You declined in your wallet: nothing was signed or sent.");
+  await shows("#free-balance", "5.00 USDC");
   wallet.declineNext();
   seen.declinedCall = await submit("#call-form", { url: hello, body: "again", maxPrice: "0.05" });
   assert.equal(seen.declinedCall, "You declined in your wallet: nothing was signed or sent.");
+
+  // A URL on another origin gets no token: it could be replayed at the real gateway.
+  const signatures = () => wallet.state.asked.filter((m) => m === "eth_signTypedData_v4").length;
+  const signedBefore = signatures();
+  seen.foreign = await submit("#call-form", { url: hello.replace("127.0.0.1", "localhost"), body: "x", maxPrice: "0.05" });
+  assert.match(seen.foreign, /^http:\/\/localhost:\d+ is not this console's gateway/);
+  assert.equal(signatures(), signedBefore, "nothing was signed for it");
 
   seen.overdraft = await submit("#withdraw-form", { amount: "100" });
   assert.equal(seen.overdraft, "the free balance is 5.00 USDC, 100.00 USDC needed");
   seen.withdraw = await submit("#withdraw-form", { amount: "1" });
   assert.equal(seen.withdraw, "Withdrew 1.00 USDC to your wallet.");
-  assert.equal(await text("#free-balance"), "4.00 USDC");
-  assert.equal(await text("#wallet-usdc"), "11.00 USDC");
+  await shows("#free-balance", "4.00 USDC");
+  await shows("#wallet-usdc", "11.00 USDC");
 
   seen.release = await submit("#release-form", { provider: "dev", amount: "1" });
   assert.match(seen.release, /release of 1\.00 USDC from dev is scheduled/);
-  assert.match(await row.nth(4).textContent(), /^release of 1\.00 USDC at .* \(in \d+ (s|min)\)$/);
+  assert.match(await page.locator(cell("pending")).textContent(), /^release of 1\.00 USDC at .* \(in \d+ (s|min)\)$/);
 
   await page.setInputFiles("#deploy-module", MODULE);
-  await page.fill("#deploy-form [name=env]", "GREETING=Hello from the browser");
-  seen.deploy = await submit("#deploy-form");
+  await page.fill("#deploy-form [name=env]", "# the greeting\nGREETING=Hello from the browser");
+  // Below the provider's price: refused before anything is uploaded or signed.
+  seen.deployRefused = await submit("#deploy-form", { maxPrice: "0.001" });
+  assert.match(seen.deployRefused, /`dev` charges 0\.01 USDC per request, more than 0\.001 USDC/);
+  assert.equal(await page.locator("#deploy-steps li").count(), 0);
+  assert.equal(signatures(), signedBefore);
+  seen.deploy = await submit("#deploy-form", { maxPrice: "0.05" });
   assert.match(seen.deploy, /^Deployed hello\.wasm for dev/);
   seen.deploySteps = await page.locator("#deploy-steps li").allTextContents();
   seen.deployedUrl = await text("#deploy-url");
@@ -145,7 +165,7 @@ try {
   assert.equal(seen.earnings, "0.02 USDC");
   seen.earningsWithdrawn = await submit("#earnings-form", { amount: "0.02" });
   assert.equal(seen.earningsWithdrawn, "Withdrew 0.02 USDC of earnings to your wallet.");
-  assert.equal(await text("#earnings"), "0.00 USDC");
+  await shows("#earnings", "0.00 USDC");
   seen.credits = await submit("#credits-form", { user: USER, amount: "0.10" });
   assert.match(seen.credits, /Granted 0\.10 USDC of trial credits to 0x9965/);
   seen.badUser = await submit("#credits-form", { user: "alice", amount: "0.10" });

@@ -12,30 +12,80 @@ import type { Deployment } from "./escrow.js";
 import { sealProgram } from "./program.js";
 import type { ProviderRecord } from "./registry.js";
 import { signerAddress, type Signer } from "./signer.js";
-import { DEFAULT_LIMITS, signSpec, specTermsHash, type Spec } from "./spec.js";
+import { formatUsdc } from "./usdc.js";
+import { DEFAULT_LIMITS, checkSpec, signSpec, specTermsHash, type Spec } from "./spec.js";
 
 /** Why a module cannot be deployed: every provider would refuse it. */
 export class ModuleError extends Error {
   override name = "ModuleError";
 }
 
-/** Checks that `module` is a WebAssembly command (it exports `_start`), as providers require. */
+/** The names a module exports as functions, read from its export section (nothing is compiled). */
+export function exportedFunctions(module: Uint8Array): string[] {
+  const magic = [0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00];
+  if (module.length < 8 || !magic.every((b, i) => module[i] === b)) {
+    throw new ModuleError("no WebAssembly header (\\0asm, version 1)");
+  }
+  let at = 8;
+  const leb = () => {
+    let value = 0;
+    for (let shift = 0; shift < 35; shift += 7) {
+      if (at >= module.length) throw new ModuleError("cut short");
+      const b = module[at++];
+      value += (b & 0x7f) * 2 ** shift;
+      if (!(b & 0x80)) return value;
+    }
+    throw new ModuleError("a malformed LEB128 number");
+  };
+  while (at < module.length) {
+    const id = module[at++];
+    const size = leb();
+    const end = at + size;
+    if (end > module.length) throw new ModuleError(`section ${id} runs past the end`);
+    if (id === 7) {
+      const names: string[] = [];
+      for (let count = leb(); count > 0; count--) {
+        const length = leb();
+        if (at + length > end) throw new ModuleError("an export name runs past its section");
+        const name = new TextDecoder().decode(module.subarray(at, at + length));
+        at += length;
+        const kind = module[at++];
+        leb(); // index
+        if (kind === 0) names.push(name);
+      }
+      return names;
+    }
+    at = end;
+  }
+  return [];
+}
+
+/**
+ * Checks that `module` is a WebAssembly command (it exports `_start`), as providers require. It reads the
+ * export section without compiling (a browser compiles only small modules synchronously, and not every
+ * feature a provider's engine has); the provider validates the whole module when it runs it.
+ */
 export function checkModule(module: Uint8Array, name = "the module"): void {
-  let compiled: WebAssembly.Module;
+  let exports: string[];
   try {
-    compiled = new WebAssembly.Module(new Uint8Array(module));
+    exports = exportedFunctions(module);
   } catch (e) {
     throw new ModuleError(
       `${name} is not a WebAssembly module (${(e as Error).message}); build it with \`cargo build --target wasm32-wasip1 --release\``,
     );
   }
-  const start = WebAssembly.Module.exports(compiled).some((e) => e.name === "_start" && e.kind === "function");
-  if (!start) {
+  if (module.length > MAX_MODULE_BYTES) {
+    throw new ModuleError(`${name} is ${(module.length / 2 ** 20).toFixed(1)} MiB; providers take modules up to 32 MiB`);
+  }
+  if (!exports.includes("_start")) {
     throw new ModuleError(
       `${name} exports no \`_start\`: it is a library, and every provider would refuse it; build a command (a \`fn main\` binary, not a cdylib)`,
     );
   }
 }
+
+/** The largest module a provider takes (the runtime's package limit). */
+export const MAX_MODULE_BYTES = 32 << 20;
 
 const CRC_TABLE = (() => {
   const table = new Uint32Array(256);
@@ -126,6 +176,8 @@ export interface DeployOptions {
   terms?: string;
   /** The most the provider may charge the owner per period. */
   spendCap?: { amount: bigint; periodSeconds: number };
+  /** The provider's offer (`readOffer`): a spec it would refuse is refused here, before any upload. */
+  offer?: Offer;
   /** Upload the program in the clear (default: encrypted, its key inside the sealed spec). */
   publicProgram?: boolean;
   /** Told each step as it starts ("uploading the program (12.3 KiB, zipped, encrypted)"). */
@@ -150,18 +202,14 @@ const kib = (n: number) => `${(n / 1024).toFixed(1)} KiB`;
 export async function deploy(o: DeployOptions): Promise<Deployed> {
   const step = o.onStep ?? (() => {});
   checkModule(o.module, o.entry);
-  if (o.maxPrice <= 0n) throw new Error("the price per request must be above zero");
   if (o.spendCap && o.spendCap.amount < o.maxPrice) {
     throw new Error("the spending cap is below the price of one call: no call would fit in it");
   }
-  const zip = await zipModule(o.entry, o.module);
+  // Every check a provider makes before anything is uploaded or signed: the spec's fields, then its offer.
   const key = o.publicProgram ? undefined : globalThis.crypto.getRandomValues(new Uint8Array(32));
-  const program = key ? await sealProgram(key, zip) : zip;
-  step(`uploading the program (${kib(program.length)}, zipped${key ? ", encrypted" : ""})`);
-  const programCid = await ipfsAdd(o.ipfsApi, o.entry, program);
-  const spec: Spec = {
+  const unsigned: Spec = {
     version: 1,
-    program: programCid,
+    program: "",
     entry: o.entry,
     env: o.env ?? {},
     owner: signerAddress(o.owner) as Address,
@@ -174,13 +222,64 @@ export async function deploy(o: DeployOptions): Promise<Deployed> {
     ...(key ? { programKey: hex(key) } : {}),
     ...(o.spendCap ? { spendCap: { amount: o.spendCap.amount.toString(), periodSeconds: o.spendCap.periodSeconds } } : {}),
   };
+  checkSpec(unsigned);
+  if (o.offer) checkOffer(o.offer, unsigned);
+  const zip = await zipModule(o.entry, o.module);
+  const program = key ? await sealProgram(key, zip) : zip;
+  step(`uploading the program (${kib(program.length)}, zipped${key ? ", encrypted" : ""})`);
+  const spec = { ...unsigned, program: await ipfsAdd(o.ipfsApi, o.entry, program) };
   step("signing the spec's terms");
   const signed = await signSpec(o.owner, spec);
   step(`encrypting the spec to \`${o.provider.label}\`'s key`);
   const sealed = await sealEnvelope(o.provider.rsaKey, new TextEncoder().encode(JSON.stringify(signed)));
   step("uploading the spec");
   const specCid = await ipfsAdd(o.ipfsApi, "spec", sealed);
-  return { spec: specCid, program: programCid, termsHash: specTermsHash(signed), signed };
+  return { spec: specCid, program: spec.program, termsHash: specTermsHash(signed), signed };
+}
+
+/** What a provider offers (`GET {provider}/_provider`, docs/PROTOCOL.md §8): its price, caps and chain. */
+export interface Offer {
+  label: string;
+  payee: Address;
+  /** Base units, as a decimal string. */
+  price: string;
+  chainId: number;
+  escrow: Address;
+  caps: { memoryBytes: number; timeoutMs: number; outputBytes: number };
+  maxBodyBytes: number;
+}
+
+/** Reads a provider's offer from its base URL (through a gateway: `{gateway}/{label}`). */
+export async function readOffer(base: string): Promise<Offer> {
+  const url = `${base.replace(/\/+$/, "")}/_provider`;
+  const response = await fetch(url).catch((e: Error) => {
+    throw new Error(`cannot read the provider's offer at ${url} (${e.message})`);
+  });
+  if (!response.ok) throw new Error(`cannot read the provider's offer at ${url}: HTTP ${response.status}`);
+  return (await response.json()) as Offer;
+}
+
+/** Refuses a spec that `offer`'s provider would refuse at every call (`Offer::check` in Rust). */
+export function checkOffer(offer: Offer, spec: Spec): void {
+  if (offer.chainId !== spec.chainId || offer.escrow.toLowerCase() !== spec.escrow.toLowerCase()) {
+    throw new Error(`\`${offer.label}\` settles on chain ${offer.chainId} escrow ${offer.escrow}, not this one`);
+  }
+  if (BigInt(offer.price) > BigInt(spec.maxPrice)) {
+    throw new Error(
+      `\`${offer.label}\` charges ${formatUsdc(BigInt(offer.price))} per request, more than ${formatUsdc(BigInt(spec.maxPrice))}: it would refuse every call; pay it at least its price`,
+    );
+  }
+  const limits = spec.limits ?? DEFAULT_LIMITS;
+  const over = (
+    [
+      ["memory", limits.memoryBytes, offer.caps.memoryBytes],
+      ["time", limits.timeoutMs, offer.caps.timeoutMs],
+      ["output", limits.outputBytes, offer.caps.outputBytes],
+    ] as const
+  ).find(([, asked, cap]) => asked > cap);
+  if (over) {
+    throw new Error(`the spec asks for ${over[1]} of ${over[0]}; \`${offer.label}\` offers at most ${over[2]}: lower it`);
+  }
 }
 
 /** A function's URL through a gateway in path mode. */

@@ -120,7 +120,7 @@ export class EscrowError extends Error {
 export function explain(error: unknown): EscrowError {
   if (error instanceof BaseError) {
     if (error.walk((e) => e instanceof UserRejectedRequestError)) {
-      return new EscrowError("the wallet's user declined to sign: nothing was sent", "UserRejected");
+      return new EscrowError("declined in the wallet: nothing was signed or sent", "UserRejected");
     }
     const reverted = error.walk((e) => e instanceof ContractFunctionRevertedError);
     if (reverted instanceof ContractFunctionRevertedError && reverted.data) {
@@ -157,6 +157,7 @@ export class Escrow {
   private async write(functionName: string, args: readonly unknown[]): Promise<Hash> {
     const wallet = this.wallet;
     if (!wallet) throw new EscrowError("no wallet to sign with: pass a wallet client");
+    let hash: Hash | undefined;
     try {
       const { request } = await this.client.simulateContract({
         address: this.deployment.escrow,
@@ -165,12 +166,15 @@ export class Escrow {
         args: args as never,
         account: wallet.account,
       });
-      const hash = await wallet.writeContract(request as never);
+      hash = await wallet.writeContract(request as never);
       const receipt = await this.client.waitForTransactionReceipt({ hash });
       if (receipt.status !== "success") throw new EscrowError(`transaction ${hash} reverted`);
       return hash;
     } catch (e) {
-      throw e instanceof EscrowError ? e : explain(e);
+      if (e instanceof EscrowError) throw e;
+      // Sent, but not seen mined: say so with its hash, so that nobody sends it again blindly.
+      if (hash) throw new EscrowError(`transaction ${hash} was sent but its receipt could not be read (${explain(e).message}): look it up before sending again`);
+      throw explain(e);
     }
   }
 
@@ -186,14 +190,14 @@ export class Escrow {
 
   /**
    * The providers `payer` has had terms or trial credits with, from the escrow's `TermsSet` and
-   * `CreditsGranted` events since its deployment block, in the order they first appeared.
+   * `CreditsGranted` events from `fromBlock` (default: the deployment block) to `toBlock` (default: the
+   * latest), in the order they first appeared. A page that polls passes the block after its last scan.
    */
-  async providersOf(payer: Address): Promise<Address[]> {
-    const fromBlock = BigInt(this.deployment.deploymentBlock ?? 0);
+  async providersOf(payer: Address, fromBlock = BigInt(this.deployment.deploymentBlock ?? 0), toBlock?: bigint): Promise<Address[]> {
     const address = this.deployment.escrow;
     const [terms, credits] = await Promise.all([
-      this.client.getLogs({ address, event: TERMS_SET, args: { payer }, fromBlock }),
-      this.client.getLogs({ address, event: CREDITS_GRANTED, args: { user: payer }, fromBlock }),
+      this.client.getLogs({ address, event: TERMS_SET, args: { payer }, fromBlock, toBlock }),
+      this.client.getLogs({ address, event: CREDITS_GRANTED, args: { user: payer }, fromBlock, toBlock }),
     ]);
     const seen = [...terms, ...credits]
       .sort((a, b) => Number((a.blockNumber ?? 0n) - (b.blockNumber ?? 0n)) || (a.logIndex ?? 0) - (b.logIndex ?? 0))

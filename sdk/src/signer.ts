@@ -11,7 +11,14 @@ export type Wallet = WalletClient<Transport, Chain | undefined, Account>;
 /** Anything that signs EIP-712 data: a viem account or a wallet client with an account. */
 export type Signer = Account | Wallet;
 
-const isWallet = (s: Signer): s is Wallet => "transport" in s && "account" in s;
+/** A wallet client (`createWalletClient` always sets `transport`; an account never has one). */
+function isWallet(s: Signer): s is Wallet {
+  if (!("transport" in s)) return false;
+  if (!s.account) {
+    throw new Error("this wallet client has no account: create it with `account` (the wallet's address)");
+  }
+  return true;
+}
 
 /** The signer's address. */
 export function signerAddress(signer: Signer): Address {

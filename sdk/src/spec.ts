@@ -108,3 +108,42 @@ export async function signSpec(signer: Signer, spec: Spec): Promise<Spec> {
   });
   return { ...spec, signature };
 }
+
+/** A spec field that can never be valid: every provider would refuse the spec (`Spec::check` in Rust). */
+export class SpecError extends Error {
+  override name = "SpecError";
+}
+
+const U64_MAX = 2n ** 64n - 1n;
+
+/**
+ * The structural checks a provider makes of every spec, before anything is signed or uploaded:
+ * the entry a relative path without `..`, environment names of `[A-Za-z0-9_]` (as the CLI takes them),
+ * limits and the price above zero, a cap with an amount and a period.
+ */
+export function checkSpec(spec: Spec): void {
+  const fail = (field: string, reason: string): never => {
+    throw new SpecError(`${field}: ${reason}`);
+  };
+  if (!spec.entry || spec.entry.includes("..") || spec.entry.startsWith("/")) {
+    fail("entry", `\`${spec.entry}\` must be a relative path inside the program, without \`..\``);
+  }
+  for (const key of Object.keys(spec.env ?? {})) {
+    if (!/^[A-Za-z0-9_]+$/.test(key)) fail("env", `\`${key}\`: a variable name is letters, digits and _`);
+  }
+  if (!/^\d+$/.test(spec.maxPrice) || BigInt(spec.maxPrice) === 0n) fail("maxPrice", "above zero, in base units");
+  const limits = spec.limits ?? DEFAULT_LIMITS;
+  for (const [name, value] of Object.entries(limits)) {
+    if (!Number.isSafeInteger(value) || value <= 0 || BigInt(value) > U64_MAX) {
+      fail(`limits.${name}`, `${value} is not a whole number above zero`);
+    }
+  }
+  if (spec.spendCap) {
+    if (!/^\d+$/.test(spec.spendCap.amount) || BigInt(spec.spendCap.amount) === 0n) {
+      fail("spendCap", "a zero cap allows no call: leave it out for no cap");
+    }
+    if (!Number.isSafeInteger(spec.spendCap.periodSeconds) || spec.spendCap.periodSeconds <= 0) {
+      fail("spendCap", "the period must be at least one second");
+    }
+  }
+}

@@ -3,7 +3,19 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { ModuleError, checkModule, crc32, parseDeployment, zipModule } from "../src/index.js";
+import {
+  ModuleError,
+  SpecError,
+  checkModule,
+  checkOffer,
+  checkSpec,
+  crc32,
+  exportedFunctions,
+  parseDeployment,
+  zipModule,
+  type Offer,
+  type Spec,
+} from "../src/index.js";
 
 const EMPTY_MODULE = Uint8Array.of(0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00);
 // (module (func (export "_start")))
@@ -70,4 +82,52 @@ test("a deployments file reads with checksummed addresses; one without an escrow
   assert.equal(d.withdrawalDelay, 300);
   assert.throws(() => parseDeployment({ ...file, escrow: "0x12" }, "deployments/31337.json"), /deployments\/31337\.json: `escrow` is "0x12", not an address/);
   assert.throws(() => parseDeployment([]), /`chainId` is undefined, not a whole number/);
+});
+
+const SPEC: Spec = {
+  version: 1,
+  program: "bafkreidvbhs33ighmljlvr7zbv2ywwzcmp5adtf4kqvlly67cy56bdtmve",
+  entry: "hello.wasm",
+  env: { GREETING: "Gaumarjos" },
+  owner: "0x90F79bf6EB2c4f870365E785982E1f101E93b906",
+  provider: "dev",
+  maxPrice: "20000",
+  limits: { memoryBytes: 64 << 20, timeoutMs: 5000, outputBytes: 4 << 20 },
+  chainId: 31337,
+  escrow: "0xCf7Ed3AccA5a467e9e704C703E8D87F634fB0Fc9",
+};
+
+test("the exports are read from the export section, without compiling", () => {
+  assert.deepEqual(exportedFunctions(COMMAND), ["_start"]);
+  assert.deepEqual(exportedFunctions(EMPTY_MODULE), []);
+  assert.throws(() => exportedFunctions(COMMAND.slice(0, 20)), /runs past the end|cut short/);
+});
+
+test("a spec every provider would refuse is refused before anything is uploaded", () => {
+  checkSpec(SPEC);
+  const refused = (change: Partial<Spec>, reason: RegExp) =>
+    assert.throws(() => checkSpec({ ...SPEC, ...change }), (e: unknown) => e instanceof SpecError && reason.test((e as Error).message));
+  refused({ entry: "../hello.wasm" }, /^entry: .*without `\.\.`/);
+  refused({ entry: "/hello.wasm" }, /^entry:/);
+  refused({ env: { "A B": "x" } }, /^env: `A B`/);
+  refused({ maxPrice: "0" }, /^maxPrice/);
+  refused({ limits: { memoryBytes: 0, timeoutMs: 5000, outputBytes: 1 } }, /^limits\.memoryBytes: 0/);
+  refused({ limits: { memoryBytes: 2 ** 60, timeoutMs: 5000, outputBytes: 1 } }, /^limits\.memoryBytes/);
+  refused({ spendCap: { amount: "0", periodSeconds: 60 } }, /^spendCap: a zero cap/);
+});
+
+test("a spec above a provider's price or caps, or for another chain, is refused with what to change", () => {
+  const offer: Offer = {
+    label: "dev",
+    payee: "0x70997970C51812dc3A010C7d01b50e0d17dc79C8",
+    price: "10000",
+    chainId: 31337,
+    escrow: SPEC.escrow,
+    caps: { memoryBytes: 128 << 20, timeoutMs: 10_000, outputBytes: 8 << 20 },
+    maxBodyBytes: 1 << 20,
+  };
+  checkOffer(offer, SPEC);
+  assert.throws(() => checkOffer({ ...offer, price: "30000" }, SPEC), /`dev` charges 0\.03 USDC per request, more than 0\.02 USDC/);
+  assert.throws(() => checkOffer({ ...offer, caps: { ...offer.caps, timeoutMs: 1000 } }, SPEC), /asks for 5000 of time; `dev` offers at most 1000/);
+  assert.throws(() => checkOffer({ ...offer, chainId: 1 }, SPEC), /settles on chain 1/);
 });

@@ -10,6 +10,11 @@ use crate::proxy::{Body, error_response, full};
 /// The console's path prefix (path mode only; on a label's host it belongs to the label).
 pub const CONSOLE_PATH: &str = "/_console";
 
+/// The `Content-Security-Policy` of a function's answer in path mode when the gateway serves a console:
+/// its page (if it is one) runs in an opaque origin of its own, never as the console's.
+pub const FUNCTION_SANDBOX: &str =
+    "sandbox allow-scripts allow-forms allow-popups allow-downloads allow-modals";
+
 /// Largest console file served.
 pub const MAX_FILE_BYTES: u64 = 16 << 20;
 
@@ -106,10 +111,7 @@ pub async fn serve(site: Option<&ConsoleSite>, method: &Method, path: &str) -> R
             HeaderValue::from_static("application/json"),
         );
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        h.insert(
-            header::X_CONTENT_TYPE_OPTIONS,
-            HeaderValue::from_static("nosniff"),
-        );
+        protect(h);
         return response;
     }
     if !is_plain_name(name) {
@@ -124,10 +126,7 @@ pub async fn serve(site: Option<&ConsoleSite>, method: &Method, path: &str) -> R
                 HeaderValue::from_static(content_type(name)),
             );
             h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-            h.insert(
-                header::X_CONTENT_TYPE_OPTIONS,
-                HeaderValue::from_static("nosniff"),
-            );
+            protect(h);
             response
         }
         Ok(None) => not_found(path),
@@ -152,6 +151,20 @@ fn redirect(status: StatusCode, location: &'static str) -> Response<Body> {
         .headers_mut()
         .insert(header::LOCATION, HeaderValue::from_static(location));
     response
+}
+
+/// What every console file carries: its type is never sniffed, and no other page may frame it (a console
+/// in a frame could be clicked through by the page around it).
+fn protect(h: &mut http::HeaderMap) {
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("frame-ancestors 'none'"),
+    );
 }
 
 fn not_found(path: &str) -> Response<Body> {

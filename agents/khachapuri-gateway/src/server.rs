@@ -185,7 +185,10 @@ impl Gateway {
                 prefix = Some(format!("/{label}"));
                 (label, format!("{rest}{query}"))
             }
-            Addressing::None if self.config.console.is_some() => {
+            Addressing::None
+                if self.config.console.is_some()
+                    && matches!(*req.method(), http::Method::GET | http::Method::HEAD) =>
+            {
                 return console::redirect_to_console();
             }
             Addressing::None => return self.no_label(),
@@ -232,6 +235,10 @@ impl Gateway {
             host.as_deref(),
             &self.config.forwarded_proto,
         );
+        // In path mode every function answers on the gateway's origin, the console's too: a page a
+        // function serves there must not act as that origin (use the wallet the console was granted,
+        // script the console), so with a console it runs sandboxed, in an origin of its own.
+        let sandbox = prefix.is_some() && self.config.console.is_some();
         let forwarded_prefix = http::HeaderName::from_static("x-forwarded-prefix");
         match prefix.and_then(|p| http::HeaderValue::try_from(p).ok()) {
             Some(prefix) => parts.headers.insert(forwarded_prefix, prefix),
@@ -260,6 +267,12 @@ impl Gateway {
             }
         };
         strip_hop_by_hop(response.headers_mut());
+        if sandbox {
+            response.headers_mut().insert(
+                header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static(console::FUNCTION_SANDBOX),
+            );
+        }
         response
     }
 

@@ -68,6 +68,14 @@ async fn serves_the_index_the_config_and_files_by_type() {
     assert_eq!(index.status, StatusCode::OK);
     assert_eq!(index.headers["content-type"], "text/html; charset=utf-8");
     assert_eq!(index.headers["x-content-type-options"], "nosniff");
+    assert_eq!(
+        index.headers["x-frame-options"], "DENY",
+        "no page may frame the console"
+    );
+    assert_eq!(
+        index.headers["content-security-policy"],
+        "frame-ancestors 'none'"
+    );
     assert_eq!(index.headers["cache-control"], "no-cache");
     assert!(index.text().contains("<title>console</title>"));
 
@@ -113,6 +121,10 @@ async fn the_root_and_the_bare_prefix_redirect_to_the_console() {
     let root = request(&gw, "GET", "/").await;
     assert_eq!(root.status, StatusCode::SEE_OTHER);
     assert_eq!(root.headers["location"], "/_console/");
+    // Only a page load is redirected; a POST to `/` names no label, as without a console.
+    let post = request(&gw, "POST", "/").await;
+    assert_ne!(post.status, StatusCode::SEE_OTHER);
+    assert!(post.headers.get("location").is_none());
     // Labels route as before: an unknown one is still the directory's 404.
     let label = request(&gw, "GET", "/alice/bafy").await;
     assert_eq!(label.status, StatusCode::NOT_FOUND);
@@ -180,4 +192,45 @@ fn a_directory_without_an_index_is_refused() {
     std::fs::write(dir.path().join("index.html"), "x").unwrap();
     let e = ConsoleSite::new(dir.path(), serde_json::json!({}), None, None, None, vec![]);
     assert!(e.is_err(), "no chainId");
+}
+
+/// In path mode a function answers on the console's origin: with a console, its answer runs sandboxed (an
+/// opaque origin), so a page it serves cannot use the wallet the console was granted or script the console.
+#[tokio::test]
+async fn a_function_answer_beside_the_console_is_sandboxed() {
+    let upstream = spawn_upstream().await;
+    let mut directory = StaticDirectory::new();
+    directory
+        .parse_entry(&format!("alice=http://{upstream}"))
+        .unwrap();
+    let (_root, site) = site();
+    let with_console = gateway_with(
+        directory.clone(),
+        GatewayConfig {
+            console: Some(site),
+            ..GatewayConfig::default()
+        },
+    )
+    .await;
+    let answer = request(&with_console, "GET", "/alice/bafy").await;
+    assert_eq!(
+        answer.status,
+        StatusCode::CREATED,
+        "the echo upstream's answer"
+    );
+    assert_eq!(
+        answer.headers["content-security-policy"],
+        khachapuri_gateway::console::FUNCTION_SANDBOX
+    );
+    with_console.shutdown().await;
+
+    let without = gateway_with(directory, GatewayConfig::default()).await;
+    let answer = request(&without, "GET", "/alice/bafy").await;
+    assert_eq!(
+        answer.status,
+        StatusCode::CREATED,
+        "the echo upstream's answer"
+    );
+    assert!(answer.headers.get("content-security-policy").is_none());
+    without.shutdown().await;
 }

@@ -42,14 +42,39 @@ pub fn router(store: FsBlockstore) -> Router {
         .with_state(store)
 }
 
-/// `router` letting the browsers `cors` allows call it: preflights are answered, answers carry
-/// `Access-Control-Allow-Origin`.
-fn with_cors(router: Router, cors: Cors) -> Router {
+/// `router` guarded against web pages, as Kubo guards its RPC API: a request to `/api/` that carries an
+/// `Origin` other than the one `cors` allows is refused (403) before it runs. A multipart POST is a CORS
+/// "simple" request, sent without a preflight, so reading the answer is not all a page could do: it could
+/// add blocks. With `cors`, the allowed origin also gets preflights answered and answers it can read.
+fn guarded(router: Router, cors: Option<Cors>) -> Router {
     let cors = Arc::new(cors);
     router.layer(axum::middleware::from_fn(
         move |req: Request, next: Next| {
             let cors = cors.clone();
             async move {
+                let origin = req.headers().get(header::ORIGIN).cloned();
+                let allowed = |origin: &HeaderValue| {
+                    cors.as_ref()
+                        .as_ref()
+                        .and_then(|c| c.allow_origin.as_deref())
+                        .is_some_and(|a| a == "*" || a.as_bytes() == origin.as_bytes())
+                };
+                if req.uri().path().starts_with("/api/")
+                    && let Some(origin) = origin.filter(|o| !allowed(o))
+                {
+                    let origin = String::from_utf8_lossy(origin.as_bytes()).into_owned();
+                    return ApiError(
+                        StatusCode::FORBIDDEN,
+                        format!(
+                            "this node's RPC API takes no requests from the web page at {origin}; its operator \
+                             allows one origin (khachapuri dev: the gateway's, where the console is)"
+                        ),
+                    )
+                    .into_response();
+                }
+                let Some(cors) = cors.as_ref() else {
+                    return next.run(req).await;
+                };
                 if Cors::is_preflight(req.method(), req.headers()) {
                     return cors.preflight(req.headers()).map(|()| Body::empty());
                 }
@@ -84,12 +109,12 @@ impl Node {
         cors: Cors,
     ) -> std::io::Result<Node> {
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        Self::serve(with_cors(router(store), cors), addr).await
+        Self::serve(guarded(router(store), Some(cors)), addr).await
     }
 
     /// Serves `store` on `addr`.
     pub async fn bind(store: FsBlockstore, addr: SocketAddr) -> std::io::Result<Node> {
-        Self::serve(router(store), addr).await
+        Self::serve(guarded(router(store), None), addr).await
     }
 
     async fn serve(app: Router, addr: SocketAddr) -> std::io::Result<Node> {
