@@ -351,8 +351,13 @@ onSubmit("deposit-form", async (data) => {
 onSubmit("reserve-form", async (data) => {
   const provider = String(data.get("provider"));
   const [payee, price, value] = [await payeeOf(provider), amount(data, "price"), amount(data, "amount")];
+  const before = (await session!.escrow.balances(session!.account, payee)).terms.price;
   await session!.escrow.reserve(payee, price, value);
-  return `${formatUsdc(value)} more reserved for ${provider}, at up to ${formatUsdc(price)} per request.`;
+  const more = value > 0n ? `${formatUsdc(value)} more reserved for ${provider}` : `Terms with ${provider} set`;
+  if (price < before) {
+    return `${more}; the price cut to ${formatUsdc(price)} per request applies after the escrow's delay (${formatUsdc(before)} until then).`;
+  }
+  return `${more}, at up to ${formatUsdc(price)} per request.`;
 });
 
 onSubmit("release-form", async (data) => {

@@ -135,6 +135,15 @@ try {
   assert.match(seen.release, /release of 1\.00 USDC from dev is scheduled/);
   assert.match(await page.locator(cell("pending")).textContent(), /^release of 1\.00 USDC at .* \(in \d+ (s|min)\)$/);
 
+  // A price cut waits for the escrow's delay, shown beside the pending release; both can be cancelled.
+  seen.cut = await submit("#reserve-form", { provider: "dev", price: "0.02", amount: "0" });
+  assert.match(seen.cut, /^Terms with dev set; the price cut to 0\.02 USDC per request applies after the escrow's delay \(0\.05 USDC until then\)\.$/);
+  assert.match(await page.locator(cell("pending")).textContent(), /^price cut to 0\.02 USDC at .*; release of 1\.00 USDC at /);
+  await page.click(`#reserves tr[data-provider="${provider}"] button`);
+  await page.waitForFunction((c) => document.querySelector(c)?.textContent === "none", cell("pending"));
+  seen.cancelled = await notice();
+  assert.equal(seen.cancelled, "The pending changes with dev are cancelled.");
+
   await page.setInputFiles("#deploy-module", MODULE);
   await page.fill("#deploy-form [name=env]", "# the greeting\nGREETING=Hello from the browser");
   // Below the provider's price: refused before anything is uploaded or signed.
