@@ -164,8 +164,8 @@ export interface DeployOptions {
   /** The owner: signs the terms, and pays for calls that bring no payer token. */
   owner: Signer;
   deployment: Deployment;
-  /** The provider the spec is sealed to (`resolveProvider`). */
-  provider: ProviderRecord;
+  /** The provider the spec is sealed to (`resolveProvider`), or several: any of them runs it. */
+  provider: ProviderRecord | ProviderRecord[];
   /** The `.wasm` module, and its name in the zip (e.g. `hello.wasm`). */
   module: Uint8Array;
   entry: string;
@@ -176,8 +176,8 @@ export interface DeployOptions {
   terms?: string;
   /** The most the provider may charge the owner per period. */
   spendCap?: { amount: bigint; periodSeconds: number };
-  /** The provider's offer (`readOffer`): a spec it would refuse is refused here, before any upload. */
-  offer?: Offer;
+  /** The providers' offers (`readOffer`): a spec one would refuse is refused here, before any upload. */
+  offer?: Offer | Offer[];
   /** Upload the program in the clear (default: encrypted, its key inside the sealed spec). */
   publicProgram?: boolean;
   /** Told each step as it starts ("uploading the program (12.3 KiB, zipped, encrypted)"). */
@@ -201,6 +201,8 @@ const kib = (n: number) => `${(n / 1024).toFixed(1)} KiB`;
 /** Deploys a function for `provider`, as `khachapuri deploy` does. */
 export async function deploy(o: DeployOptions): Promise<Deployed> {
   const step = o.onStep ?? (() => {});
+  const providers = [o.provider].flat();
+  if (providers.length === 0) throw new Error("name at least one provider: a sealed spec needs a recipient");
   checkModule(o.module, o.entry);
   if (o.spendCap && o.spendCap.amount < o.maxPrice) {
     throw new Error("the spending cap is below the price of one call: no call would fit in it");
@@ -213,7 +215,7 @@ export async function deploy(o: DeployOptions): Promise<Deployed> {
     entry: o.entry,
     env: o.env ?? {},
     owner: signerAddress(o.owner) as Address,
-    provider: o.provider.label,
+    provider: providers.map((p) => p.label).join(","),
     maxPrice: o.maxPrice.toString(),
     limits: o.limits ?? DEFAULT_LIMITS,
     terms: o.terms ?? "",
@@ -223,15 +225,18 @@ export async function deploy(o: DeployOptions): Promise<Deployed> {
     ...(o.spendCap ? { spendCap: { amount: o.spendCap.amount.toString(), periodSeconds: o.spendCap.periodSeconds } } : {}),
   };
   checkSpec(unsigned);
-  if (o.offer) checkOffer(o.offer, unsigned);
+  for (const offer of [o.offer ?? []].flat()) checkOffer(offer, unsigned);
   const zip = await zipModule(o.entry, o.module);
   const program = key ? await sealProgram(key, zip) : zip;
   step(`uploading the program (${kib(program.length)}, zipped${key ? ", encrypted" : ""})`);
   const spec = { ...unsigned, program: await ipfsAdd(o.ipfsApi, o.entry, program) };
   step("signing the spec's terms");
   const signed = await signSpec(o.owner, spec);
-  step(`encrypting the spec to \`${o.provider.label}\`'s key`);
-  const sealed = await sealEnvelope(o.provider.rsaKey, new TextEncoder().encode(JSON.stringify(signed)));
+  step(`encrypting the spec to ${providers.map((p) => `\`${p.label}\``).join(", ")}`);
+  const sealed = await sealEnvelope(
+    providers.map((p) => p.rsaKey),
+    new TextEncoder().encode(JSON.stringify(signed)),
+  );
   step("uploading the spec");
   const specCid = await ipfsAdd(o.ipfsApi, "spec", sealed);
   return { spec: specCid, program: spec.program, termsHash: specTermsHash(signed), signed };

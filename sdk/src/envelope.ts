@@ -1,7 +1,7 @@
 /**
  * The sealed spec envelope (docs/PROTOCOL.md §5) with WebCrypto, so a browser can seal a spec to a
- * provider's RSA key (its resolver's `rsaKey` record, SPKI DER) with no Rust: RSA-OAEP-SHA256 wraps a fresh
- * AES-256-GCM key, and the header is the associated data.
+ * provider's RSA key (its resolver's `rsaKey` record, SPKI DER), or to several, with no Rust: RSA-OAEP-SHA256
+ * wraps a fresh AES-256-GCM key for each, and the header is the associated data.
  */
 import { concatBytes, uintBytes } from "./bytes.js";
 
@@ -14,40 +14,74 @@ export async function keyId(publicKeyDer: Uint8Array): Promise<Uint8Array> {
   return new Uint8Array(await subtle().digest("SHA-256", view(publicKeyDer)));
 }
 
-/** Encrypts `plaintext` (the spec's JSON) to the holder of `publicKeyDer`. */
-export async function sealEnvelope(publicKeyDer: Uint8Array, plaintext: Uint8Array): Promise<Uint8Array> {
-  const rsa = await subtle().importKey("spki", view(publicKeyDer), { name: "RSA-OAEP", hash: "SHA-256" }, false, [
-    "encrypt",
-  ]);
+/** The most recipients one envelope names. */
+export const MAX_RECIPIENTS = 16;
+
+/**
+ * Encrypts `plaintext` (the spec's JSON) to the holder of `publicKeyDer`, or once to every holder of several
+ * keys (version 2: any of them can open it).
+ */
+export async function sealEnvelope(publicKeyDer: Uint8Array | Uint8Array[], plaintext: Uint8Array): Promise<Uint8Array> {
+  const keys = Array.isArray(publicKeyDer) ? publicKeyDer : [publicKeyDer];
+  if (keys.length < 1 || keys.length > MAX_RECIPIENTS) {
+    throw new Error(`an envelope has 1 to ${MAX_RECIPIENTS} recipients, not ${keys.length}`);
+  }
   const contentKey = globalThis.crypto.getRandomValues(new Uint8Array(32));
-  const wrapped = new Uint8Array(await subtle().encrypt({ name: "RSA-OAEP" }, rsa, contentKey));
+  const parts: Uint8Array[] = [MAGIC, keys.length === 1 ? Uint8Array.of(1, 1) : Uint8Array.of(2, 1, keys.length)];
+  const ids = new Set<string>();
+  for (const der of keys) {
+    const id = await keyId(der);
+    const idHex = Array.from(id, (b) => b.toString(16).padStart(2, "0")).join("");
+    if (ids.has(idHex)) throw new Error("a recipient is named twice");
+    ids.add(idHex);
+    const rsa = await subtle().importKey("spki", view(der), { name: "RSA-OAEP", hash: "SHA-256" }, false, ["encrypt"]);
+    const wrapped = new Uint8Array(await subtle().encrypt({ name: "RSA-OAEP" }, rsa, contentKey));
+    parts.push(id, uintBytes(BigInt(wrapped.length), 2), wrapped);
+  }
   const nonce = globalThis.crypto.getRandomValues(new Uint8Array(12));
-  const header = concatBytes(
-    MAGIC,
-    Uint8Array.of(1, 1),
-    await keyId(publicKeyDer),
-    uintBytes(BigInt(wrapped.length), 2),
-    wrapped,
-    nonce,
-  );
+  const header = concatBytes(...parts, nonce);
   const aes = await subtle().importKey("raw", contentKey, "AES-GCM", false, ["encrypt"]);
   const sealed = await subtle().encrypt({ name: "AES-GCM", iv: nonce, additionalData: view(header) }, aes, view(plaintext));
   return concatBytes(header, new Uint8Array(sealed));
 }
 
-/** Opens an envelope with the recipient's PKCS#8 private key (DER). */
+/** The recipients (key id, wrapped key) an envelope lists, and where its header ends. */
+function readHeader(envelope: Uint8Array, undecryptable: () => Error) {
+  if (envelope.length < 8 || !MAGIC.every((b, i) => envelope[i] === b)) throw new Error("not an encrypted spec envelope");
+  const version = envelope[4];
+  if ((version !== 1 && version !== 2) || envelope[5] !== 1) {
+    throw new Error(`envelope version ${version}, algorithm ${envelope[5]}: not supported`);
+  }
+  const count = version === 1 ? 1 : envelope[6];
+  if (version === 2 && (count < 2 || count > MAX_RECIPIENTS)) throw undecryptable();
+  let at = version === 1 ? 6 : 7;
+  const recipients: { id: Uint8Array; wrapped: Uint8Array }[] = [];
+  for (let i = 0; i < count; i++) {
+    if (at + 34 > envelope.length) throw undecryptable();
+    const length = (envelope[at + 32] << 8) | envelope[at + 33];
+    recipients.push({ id: envelope.slice(at, at + 32), wrapped: envelope.slice(at + 34, at + 34 + length) });
+    at += 34 + length;
+  }
+  const headerLength = at + 12;
+  if (envelope.length < headerLength + 16) throw undecryptable();
+  return { recipients, headerLength };
+}
+
+/** Opens an envelope with a recipient's PKCS#8 private key (DER). */
 export async function openEnvelope(privateKeyPkcs8: Uint8Array, envelope: Uint8Array): Promise<Uint8Array> {
   const undecryptable = () => new Error("the spec could not be decrypted with this key");
-  if (envelope.length < 40 || !MAGIC.every((b, i) => envelope[i] === b)) throw new Error("not an encrypted spec envelope");
-  if (envelope[4] !== 1 || envelope[5] !== 1) throw new Error(`envelope version ${envelope[4]}, algorithm ${envelope[5]}: not supported`);
-  const wrappedLength = (envelope[38] << 8) | envelope[39];
-  const headerLength = 40 + wrappedLength + 12;
-  if (envelope.length < headerLength + 16) throw undecryptable();
+  const { recipients, headerLength } = readHeader(envelope, undecryptable);
   try {
-    const rsa = await subtle().importKey("pkcs8", view(privateKeyPkcs8), { name: "RSA-OAEP", hash: "SHA-256" }, false, [
+    const rsa = await subtle().importKey("pkcs8", view(privateKeyPkcs8), { name: "RSA-OAEP", hash: "SHA-256" }, true, [
       "decrypt",
     ]);
-    const contentKey = await subtle().decrypt({ name: "RSA-OAEP" }, rsa, view(envelope.slice(40, 40 + wrappedLength)));
+    // The key's id: SHA-256 of its public half, as SPKI DER.
+    const jwk = await subtle().exportKey("jwk", rsa);
+    const spki = await subtle().importKey("jwk", { kty: "RSA", n: jwk.n, e: jwk.e, alg: "RSA-OAEP-256", ext: true }, { name: "RSA-OAEP", hash: "SHA-256" }, true, ["encrypt"]);
+    const id = await keyId(new Uint8Array(await subtle().exportKey("spki", spki)));
+    const mine = recipients.find((r) => r.id.every((b, i) => b === id[i]));
+    if (!mine) throw undecryptable();
+    const contentKey = await subtle().decrypt({ name: "RSA-OAEP" }, rsa, view(mine.wrapped));
     if (contentKey.byteLength !== 32) throw undecryptable();
     const aes = await subtle().importKey("raw", contentKey, "AES-GCM", false, ["decrypt"]);
     const plain = await subtle().decrypt(

@@ -147,6 +147,24 @@ test("the sealed envelope opens with WebCrypto, and what WebCrypto seals opens t
   await assert.rejects(openEnvelope(privateKey, tampered), /could not be decrypted/);
 });
 
+test("an envelope for two opens with either key, and what WebCrypto seals for two opens too", async () => {
+  const e = v.envelopeToTwo;
+  const [alice, bob] = e.recipients.map((r: { privateKeyPem: string; publicKeyDer: `0x${string}` }) => ({
+    secret: pemToDer(r.privateKeyPem),
+    public: bytes(r.publicKeyDer),
+  }));
+  for (const r of [alice, bob]) {
+    assert.equal(new TextDecoder().decode(await openEnvelope(r.secret, bytes(e.sealed))), e.plaintext);
+  }
+  const sealed = await sealEnvelope([alice.public, bob.public], new TextEncoder().encode("for two"));
+  assert.deepEqual(Array.from(sealed.slice(4, 7)), [2, 1, 2], "version 2, two recipients");
+  for (const r of [alice, bob]) assert.equal(new TextDecoder().decode(await openEnvelope(r.secret, sealed)), "for two");
+  // Sealed to alice alone: bob is no recipient.
+  const aliceOnly = await sealEnvelope(alice.public, new TextEncoder().encode("for alice"));
+  await assert.rejects(openEnvelope(bob.secret, aliceOnly), /could not be decrypted/);
+  await assert.rejects(sealEnvelope([alice.public, alice.public], new Uint8Array()), /named twice/);
+});
+
 test("a private program opens with WebCrypto, and what WebCrypto seals opens too", async () => {
   const p = v.privateProgram;
   const key = bytes(p.key);

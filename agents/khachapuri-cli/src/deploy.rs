@@ -14,7 +14,7 @@ use khachapuri_ipfs::{Cid, KuboClient};
 use khachapuri_runtime::PackageLimits;
 use khachapuri_runtime::package::{check_module, unzip_module, zip_module};
 use khachapuri_spec::{
-    Limits, Offer, OfferError, ProgramKey, SPEC_VERSION, Spec, SpendCap, seal, seal_program,
+    Limits, Offer, OfferError, ProgramKey, SPEC_VERSION, Spec, SpendCap, seal_program, seal_to,
 };
 
 use crate::args::{ChainArgs, parse_duration, parse_size, parse_usdc, resolve_payee_record};
@@ -26,9 +26,10 @@ use crate::progress;
 pub struct DeployArgs {
     #[command(flatten)]
     program: ProgramArgs,
-    /// The provider label to deploy to (the spec is encrypted to its RSA key).
-    #[arg(long)]
-    provider: String,
+    /// The provider label to deploy to (the spec is encrypted to its RSA key); repeat it to deploy to
+    /// several (one spec sealed to each of their keys, any of which runs it under the same terms).
+    #[arg(long, required = true)]
+    provider: Vec<String>,
     #[command(flatten)]
     env: EnvArgs,
     /// An open deployment: the spec is not encrypted and names no provider (it holds no secrets, so
@@ -386,8 +387,8 @@ pub struct Publication<'a> {
     pub env: BTreeMap<String, String>,
     /// The owner: signs the terms and pays for calls made without a payer token.
     pub owner: &'a PrivateKeySigner,
-    /// The provider label and its RSA public key (DER) the spec is sealed to; `None`: an open spec.
-    pub provider: Option<(&'a str, &'a [u8])>,
+    /// The provider labels and their RSA public keys (DER) the spec is sealed to; none: an open spec.
+    pub providers: Vec<(&'a str, &'a [u8])>,
     /// The most the owner pays per request.
     pub max_price: Usdc,
     /// Per-request limits.
@@ -418,7 +419,8 @@ pub struct Published {
 pub async fn publish(kubo: &KuboClient, p: Publication<'_>) -> anyhow::Result<Published> {
     // A sealed spec's program is private unless the owner says otherwise: encrypted under a fresh key that
     // travels inside the spec's envelope, so IPFS holds only ciphertext.
-    let program_key = (p.provider.is_some() && !p.public_program).then(ProgramKey::generate);
+    let sealed_to = !p.providers.is_empty();
+    let program_key = (sealed_to && !p.public_program).then(ProgramKey::generate);
     let (zip, what) = match &program_key {
         Some(key) => (
             seal_program(key, &p.package.zip).context("encrypting the program")?,
@@ -444,7 +446,10 @@ pub async fn publish(kubo: &KuboClient, p: Publication<'_>) -> anyhow::Result<Pu
         entry: p.package.entry.clone(),
         env: p.env,
         owner: p.owner.address(),
-        provider: p.provider.map(|(label, _)| label.to_owned()),
+        provider: sealed_to.then(|| {
+            let labels: Vec<&str> = p.providers.iter().map(|(label, _)| *label).collect();
+            labels.join(",")
+        }),
         max_price: U256::from(p.max_price.units()),
         limits: p.limits,
         terms: p.terms,
@@ -456,10 +461,17 @@ pub async fn publish(kubo: &KuboClient, p: Publication<'_>) -> anyhow::Result<Pu
     };
     spec.sign(p.owner).await.context("signing the spec")?;
     let terms_hash = spec.terms_hash();
-    let sealed = match p.provider {
-        None => spec.to_json(),
-        Some((label, key)) => seal(key, &spec.to_json())
-            .map_err(|e| anyhow!("encrypting the spec to `{label}`'s RSA key: {e}"))?,
+    let sealed = match sealed_to {
+        false => spec.to_json(),
+        true => {
+            let keys: Vec<&[u8]> = p.providers.iter().map(|(_, key)| *key).collect();
+            seal_to(&keys, &spec.to_json()).map_err(|e| {
+                anyhow!(
+                    "encrypting the spec to {}: {e}",
+                    spec.provider.as_deref().unwrap_or_default()
+                )
+            })?
+        }
     };
     let spec_cid = progress::wait("uploading the spec", kubo.add("spec", sealed.into()))
         .await
@@ -579,41 +591,46 @@ pub async fn deploy(args: DeployArgs, json: bool) -> anyhow::Result<()> {
         anyhow!("no IPFS node to upload to: pass --ipfs http://127.0.0.1:5001 (a Kubo RPC URL), or run `khachapuri dev`")
     })?;
     let chain = args.chain.connect(true).await?;
-    let record = resolve_payee_record(&chain, &args.provider).await?;
     let owner = chain.signer().context("no signer")?.clone();
-    // Where the function will answer: `{base}/{cid}`.
-    let base = match (
-        args.gateway
-            .clone()
-            .or_else(|| dev.as_ref().map(|d| d.gateway.clone())),
-        &record.server,
-    ) {
-        (Some(gateway), _) => format!("{}/{}", gateway.trim_end_matches('/'), args.provider),
-        (None, Server::Url(server)) => server.trim_end_matches('/').to_owned(),
-        (None, Server::Tunnel) => format!("https://{}.khachapuri.xyz", args.provider),
-    };
-    // What the provider would refuse at call time, refused now, before anything is uploaded.
-    let offer = check_offer(
-        &base,
-        &args.provider,
-        record.payee,
-        chain.deployment(),
-        price,
-        &limits,
-    )
-    .await?;
-    if let Some(offer) = &offer {
-        if let Some(cap) = &spend_cap
-            && cap.amount < offer.price.to_u256()
-        {
-            bail!(
-                "--spend-cap {cap} is below `{}`'s price of {} per request: no call you pay would fit; \
-                 raise the cap to at least the price",
-                args.provider,
-                offer.price
-            );
+    let gateway = args
+        .gateway
+        .clone()
+        .or_else(|| dev.as_ref().map(|d| d.gateway.clone()));
+    // Each provider: its records, where the function will answer (`{base}/{cid}`), and what it would
+    // refuse at call time, refused now, before anything is uploaded.
+    let mut targets = Vec::with_capacity(args.provider.len());
+    for label in &args.provider {
+        if args.provider.iter().filter(|l| *l == label).count() > 1 {
+            bail!("--provider {label} is given twice");
         }
-        warn_if_owner_cannot_pay(&chain, &args.provider, record.payee, offer.price).await;
+        let record = resolve_payee_record(&chain, label).await?;
+        let base = match (&gateway, &record.server) {
+            (Some(gateway), _) => format!("{}/{label}", gateway.trim_end_matches('/')),
+            (None, Server::Url(server)) => server.trim_end_matches('/').to_owned(),
+            (None, Server::Tunnel) => format!("https://{label}.khachapuri.xyz"),
+        };
+        let offer = check_offer(
+            &base,
+            label,
+            record.payee,
+            chain.deployment(),
+            price,
+            &limits,
+        )
+        .await?;
+        if let Some(offer) = &offer {
+            if let Some(cap) = &spend_cap
+                && cap.amount < offer.price.to_u256()
+            {
+                bail!(
+                    "--spend-cap {cap} is below `{label}`'s price of {} per request: no call you pay would fit; \
+                     raise the cap to at least the price",
+                    offer.price
+                );
+            }
+            warn_if_owner_cannot_pay(&chain, label, record.payee, offer.price).await;
+        }
+        targets.push((label.as_str(), record, base));
     }
 
     let package = args.program.package()?;
@@ -623,8 +640,13 @@ pub async fn deploy(args: DeployArgs, json: bool) -> anyhow::Result<()> {
             package: &package,
             env,
             owner: &owner,
-            provider: (!args.open)
-                .then_some((args.provider.as_str(), &record.rsa_public_key_der[..])),
+            providers: match args.open {
+                true => Vec::new(),
+                false => targets
+                    .iter()
+                    .map(|(label, record, _)| (*label, &record.rsa_public_key_der[..]))
+                    .collect(),
+            },
             max_price: price,
             limits,
             terms: args.terms.clone(),
@@ -636,23 +658,31 @@ pub async fn deploy(args: DeployArgs, json: bool) -> anyhow::Result<()> {
     .await
     .map_err(|e| anyhow!("{e} (IPFS node {ipfs})"))?;
     let cid = published.spec;
-    let url = format!("{base}/{cid}");
-    // The URL is live from here on: a record that cannot be written is a warning, never a lost URL.
-    let deployed = crate::deployments::Deployed::new(&published, &args.provider, &url);
-    if let Err(e) = std::env::current_dir()
-        .map_err(anyhow::Error::from)
-        .and_then(|dir| crate::deployments::record(&dir, &deployed))
-    {
-        eprintln!(
-            "warning: {e:#}; `khachapuri deployments` will not list {url}: keep it, and its terms hash {} to \
-             revoke it",
-            published.terms_hash
-        );
+    let urls: Vec<String> = targets
+        .iter()
+        .map(|(_, _, base)| format!("{base}/{cid}"))
+        .collect();
+    // The URLs are live from here on: a record that cannot be written is a warning, never a lost URL.
+    for ((label, _, _), url) in targets.iter().zip(&urls) {
+        let deployed = crate::deployments::Deployed::new(&published, label, url);
+        if let Err(e) = std::env::current_dir()
+            .map_err(anyhow::Error::from)
+            .and_then(|dir| crate::deployments::record(&dir, &deployed))
+        {
+            eprintln!(
+                "warning: {e:#}; `khachapuri deployments` will not list {url}: keep it, and its terms hash {} \
+                 to revoke it",
+                published.terms_hash
+            );
+        }
     }
+    let url = &urls[0];
+    let labels = args.provider.join("`, `");
     if json {
         let v = serde_json::json!({
             "cid": cid.to_string(), "program": published.program.to_string(), "entry": package.entry,
-            "url": url, "owner": owner.address().to_string(), "maxPrice": price.to_string(),
+            "url": url, "urls": urls, "providers": args.provider,
+            "owner": owner.address().to_string(), "maxPrice": price.to_string(),
             "limits": limits, "open": args.open, "termsHash": published.terms_hash.to_string(),
             "spendCap": spend_cap,
             "privateProgram": published.signed.program_key.is_some(),
@@ -663,7 +693,7 @@ pub async fn deploy(args: DeployArgs, json: bool) -> anyhow::Result<()> {
             "program {} uploaded{}; spec signed by {} (pays up to {price} per request{}){}",
             published.program,
             if published.signed.program_key.is_some() {
-                " encrypted (readable only by the spec's provider)"
+                " encrypted (readable only by the spec's providers)"
             } else {
                 " in the clear"
             },
@@ -672,10 +702,12 @@ pub async fn deploy(args: DeployArgs, json: bool) -> anyhow::Result<()> {
             if args.open {
                 ", open to any provider".to_owned()
             } else {
-                format!(", encrypted to `{}`", args.provider)
+                format!(", encrypted to `{labels}`")
             }
         );
-        println!("{url}");
+        for url in &urls {
+            println!("{url}");
+        }
         eprintln!("call it:    curl -d 'hi' {url}");
         eprintln!("its logs:   khachapuri logs {url}");
         eprintln!("revoke it:  khachapuri revoke {url}   (for good: the URL spends your money)");

@@ -335,6 +335,7 @@ async fn start_provider(
         tunnel: None,
         cors: Default::default(),
         module_cache: Default::default(),
+        open_specs: Default::default(),
     };
     let agent = khachapuri_provider::start(config, payee.clone())
         .await
@@ -493,7 +494,7 @@ async fn deploy_examples(
                 package: &package,
                 env,
                 owner: &funded.account,
-                provider: Some((LABEL, provider.key.public_key_der())),
+                providers: vec![(LABEL, provider.key.public_key_der())],
                 max_price: funded.max_price,
                 limits: Limits {
                     memory_bytes: 64 << 20,

@@ -322,6 +322,33 @@ async fn dev_network_serves_every_example_and_stops_on_ctrl_c() {
     );
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--env `GREETING`: write KEY=VALUE"));
+    let err = fails(khachapuri(
+        dev.dir.path(),
+        &[
+            "deploy",
+            wasm.to_str().unwrap(),
+            "--provider",
+            "dev",
+            "--provider",
+            "dev",
+        ],
+    ));
+    assert!(err.contains("--provider dev is given twice"), "{err}");
+    let err = fails(khachapuri(
+        dev.dir.path(),
+        &[
+            "deploy",
+            wasm.to_str().unwrap(),
+            "--provider",
+            "dev",
+            "--provider",
+            "nobody",
+        ],
+    ));
+    assert!(
+        err.contains("nobody"),
+        "every provider is resolved before anything is uploaded: {err}"
+    );
     // What the provider would refuse at every call is refused at deploy, from its offer.
     let offer: serde_json::Value = http
         .get(format!("{gateway}/dev/_provider"))

@@ -25,7 +25,7 @@ use tokio::{net::TcpListener, sync::watch};
 
 use crate::{
     caps::{Reached, SpendCaps},
-    config::{Config, ModuleCache, SettlementMode},
+    config::{Config, ModuleCache, OpenSpecs, SettlementMode},
     error::ApiError,
     ledger::{ClaimError, Ledger, LedgerConfig},
     logs::SpecLogs,
@@ -838,21 +838,40 @@ impl Agent {
     fn check_spec(&self, verified: &VerifiedSpec) -> Result<(), ApiError> {
         let spec = &verified.spec;
         match &spec.provider {
-            Some(label) if *label != self.config.label => {
+            Some(labels) if !spec.is_for(&self.config.label) => {
+                let first = spec.providers().next().unwrap_or_default();
+                let meant = match labels.contains(',') {
+                    true => format!("providers `{}`", labels.replace(',', "`, `")),
+                    false => format!("provider `{labels}`"),
+                };
                 return Err(ApiError::unprocessable(
                     "not_for_this_provider",
                     format!(
-                        "the spec is meant for provider `{label}`, this is `{}`",
+                        "the spec is meant for {meant}, this is `{}`",
                         self.config.label
                     ),
                 )
-                .hint(format!("call https://{label}.khachapuri.xyz/<cid> instead")));
+                .hint(format!("call https://{first}.khachapuri.xyz/<cid> instead")));
             }
             None if verified.encrypted => {
                 return Err(ApiError::unprocessable(
                     "invalid_spec",
                     "an encrypted spec must name the provider it was encrypted for",
                 ));
+            }
+            None if self.config.open_specs == OpenSpecs::Refuse => {
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "open_specs_refused",
+                    format!(
+                        "provider `{}` runs only specs sealed to it, and this one is open",
+                        self.config.label
+                    ),
+                )
+                .hint(format!(
+                    "deploy it sealed: khachapuri deploy ... --provider {}",
+                    self.config.label
+                )));
             }
             _ => {}
         }

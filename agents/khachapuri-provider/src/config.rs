@@ -35,6 +35,17 @@ pub enum ModuleCache {
     Memory,
 }
 
+/// Whether the agent runs open specs (unencrypted, naming no provider: anyone's program, in the clear).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum OpenSpecs {
+    /// Runs them, under their owner's signed terms like any other.
+    #[default]
+    Run,
+    /// Runs only specs sealed to this provider (`403 open_specs_refused` otherwise).
+    Refuse,
+}
+
 /// Everything `khachapuri-provider` (and `khachapuri provider up`) accepts. Every field is optional here;
 /// [`ProviderArgs::resolve`] applies the file and the defaults.
 #[derive(Debug, Clone, Default, clap::Args, Deserialize)]
@@ -132,6 +143,10 @@ pub struct ProviderArgs {
     /// Preflights are answered without running or charging anything.
     #[arg(long, env = "KHACHAPURI_CORS_ALLOW_ORIGIN")]
     pub cors_allow_origin: Option<String>,
+    /// Open specs (deployed with `--open`: no provider named, nothing encrypted): `run` them, or
+    /// `refuse` them and run only specs sealed to this provider [default: run].
+    #[arg(long, env = "KHACHAPURI_OPEN_SPECS")]
+    pub open_specs: Option<OpenSpecs>,
 }
 
 /// What a known network supplies when neither the flags nor the file say: where its chain and its IPFS
@@ -185,6 +200,8 @@ pub struct Config {
     pub cors: khachapuri_protocol::http::Cors,
     /// Where compiled modules are kept.
     pub module_cache: ModuleCache,
+    /// Whether open specs run.
+    pub open_specs: OpenSpecs,
 }
 
 /// A configuration that cannot be used, with what to change.
@@ -404,6 +421,7 @@ impl ProviderArgs {
                 runtime.output_bytes,
             )?,
             module_cache: self.module_cache.or(file.module_cache).unwrap_or_default(),
+            open_specs: self.open_specs.or(file.open_specs).unwrap_or_default(),
             cors: self
                 .cors_allow_origin
                 .as_deref()

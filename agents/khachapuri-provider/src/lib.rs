@@ -28,7 +28,8 @@ mod x402;
 
 pub use agent::{PAYER_HEADER, PRICE_HEADER, RECEIPT_HEADER, RunningAgent, StartError, start};
 pub use config::{
-    Config, ConfigError, ModuleCache, Network, ProviderArgs, Secret, Setting, SettlementMode,
+    Config, ConfigError, ModuleCache, Network, OpenSpecs, ProviderArgs, Secret, Setting,
+    SettlementMode,
 };
 pub use error::ApiError;
 pub use khachapuri_protocol::receipt::{self, Receipt, ReceiptSigner, SignedReceipt};

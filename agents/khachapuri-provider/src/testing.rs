@@ -93,6 +93,7 @@ impl Net {
             tunnel: None,
             cors: Default::default(),
             module_cache: Default::default(),
+            open_specs: Default::default(),
             settlement,
             batch_max: 5000,
             batch_linger: Duration::from_millis(50),
@@ -102,6 +103,57 @@ impl Net {
             max_timeout: Duration::from_secs(2),
             max_output_bytes: 1 << 20,
         }
+    }
+
+    /// Registers another provider, `label`, paid to anvil account `index`, with an RSA key of its own in
+    /// `{dir}/data-{label}` (which reads the same IPFS store); its agent starts with [`Net::start_other`].
+    pub async fn register_other(&self, label: &str, index: u32) -> Other {
+        let data_dir = self.dir.path().join(format!("data-{label}"));
+        std::fs::create_dir_all(&data_dir).unwrap();
+        std::os::unix::fs::symlink(self.dir.path().join("data/ipfs"), data_dir.join("ipfs"))
+            .unwrap();
+        let key = ProviderKey::load_or_generate(&data_dir.join("rsa.pem")).expect("rsa key");
+        let chain = self.devnet.chain(index);
+        let resolver = chain
+            .deploy_resolver(
+                self.devnet.address(index),
+                &khachapuri_chain::Server::Url("http://127.0.0.1:0".into()),
+                key.public_key_der().to_vec().into(),
+            )
+            .await
+            .expect("resolver");
+        chain
+            .register_label(label, resolver, |_| {})
+            .await
+            .expect("register");
+        Other {
+            label: label.into(),
+            index,
+            key,
+            data_dir,
+        }
+    }
+
+    /// Starts the agent of a provider made by [`Net::register_other`], settings as `config` changes them.
+    pub async fn start_other(
+        &self,
+        other: &Other,
+        config: impl FnOnce(&mut Config),
+    ) -> RunningAgent {
+        let mut c = self.config(SettlementMode::Batch);
+        c.label = other.label.clone();
+        c.data_dir = other.data_dir.clone();
+        config(&mut c);
+        crate::start(c, anvil_signer(other.index))
+            .await
+            .expect("agent")
+    }
+
+    /// Encrypts `spec` to every key of `recipients` (one envelope) and stores it.
+    pub fn publish_to(&self, spec: &Spec, recipients: &[&ProviderKey]) -> String {
+        let keys: Vec<&[u8]> = recipients.iter().map(|k| k.public_key_der()).collect();
+        let sealed = khachapuri_spec::seal_to(&keys, &spec.to_json()).expect("seal");
+        self.store.put(&sealed).expect("put spec").cid.to_string()
     }
 
     pub async fn agent(&self, settlement: SettlementMode) -> RunningAgent {
@@ -207,6 +259,14 @@ impl Net {
         .await
         .expect("sign a payer token")
     }
+}
+
+/// Another provider of a [`Net`]: its label, its payee's anvil account, its RSA key and data directory.
+pub struct Other {
+    pub label: String,
+    pub index: u32,
+    pub key: ProviderKey,
+    pub data_dir: PathBuf,
 }
 
 pub fn signer(index: u32) -> PrivateKeySigner {

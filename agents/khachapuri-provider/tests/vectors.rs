@@ -198,6 +198,32 @@ fn envelope(previous: Option<&Value>) -> Value {
     })
 }
 
+/// An envelope sealed to two recipients (version 2): made once with two fresh keys; afterwards only opened.
+fn envelope_to_two(previous: Option<&Value>) -> Value {
+    if let Some(v) = previous {
+        return v.clone();
+    }
+    let keys = [
+        ProviderKey::generate().unwrap(),
+        ProviderKey::generate().unwrap(),
+    ];
+    let plaintext = "{\"a sealed\":\"spec for two\"}";
+    let sealed = khachapuri_spec::seal_to(
+        &[keys[0].public_key_der(), keys[1].public_key_der()],
+        plaintext.as_bytes(),
+    )
+    .unwrap();
+    json!({
+        "recipients": keys.iter().map(|k| json!({
+            "privateKeyPem": k.to_pem().unwrap(),
+            "publicKeyDer": h(k.public_key_der()),
+            "keyId": h(k.id()),
+        })).collect::<Vec<_>>(),
+        "plaintext": plaintext,
+        "sealed": h(sealed),
+    })
+}
+
 /// A private program sealed in 1 KiB chunks (three: 1024, 1024 and 452 bytes): made once (the nonce prefix is
 /// random); afterwards only opened.
 fn private_program(previous: Option<&Value>) -> Value {
@@ -224,6 +250,7 @@ async fn this_implementation_makes_exactly_the_protocols_vectors() {
     computed["envelope"] = envelope(file.as_ref().and_then(|f| f.get("envelope")));
     computed["privateProgram"] =
         private_program(file.as_ref().and_then(|f| f.get("privateProgram")));
+    computed["envelopeToTwo"] = envelope_to_two(file.as_ref().and_then(|f| f.get("envelopeToTwo")));
     if std::env::var_os("KHACHAPURI_BLESS_VECTORS").is_some() {
         std::fs::create_dir_all(path().parent().unwrap()).unwrap();
         std::fs::write(
@@ -245,6 +272,7 @@ async fn this_implementation_makes_exactly_the_protocols_vectors() {
         "logsAccess",
         "envelope",
         "privateProgram",
+        "envelopeToTwo",
     ] {
         assert_eq!(
             computed[section], file[section],
@@ -348,6 +376,22 @@ async fn the_vectors_decode_and_verify() {
         khachapuri_spec::open(&[key], &tampered).is_err(),
         "a flipped bit is refused"
     );
+
+    let two = &v["envelopeToTwo"];
+    let sealed = hex::decode(two["sealed"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        &sealed[..7],
+        b"KPSE\x02\x01\x02",
+        "version 2, two recipients"
+    );
+    for r in two["recipients"].as_array().unwrap() {
+        let key = ProviderKey::from_pem(r["privateKeyPem"].as_str().unwrap()).unwrap();
+        assert_eq!(
+            khachapuri_spec::open(&[key], &sealed).unwrap(),
+            two["plaintext"].as_str().unwrap().as_bytes(),
+            "each recipient opens it"
+        );
+    }
 
     let p = &v["privateProgram"];
     let key: [u8; 32] = hex::decode(p["key"].as_str().unwrap())

@@ -1,19 +1,22 @@
 //! The encrypted spec: a hybrid envelope, since RSA alone cannot hold a spec.
 //!
-//! A random AES-256-GCM key encrypts the payload; RSA-OAEP-SHA256 wraps that key for the provider's public
-//! key. Layout (all integers big-endian):
+//! A random AES-256-GCM key encrypts the payload; RSA-OAEP-SHA256 wraps that key for each recipient's
+//! public key: one provider (version 1), or several that may all run the spec (version 2). Layouts (all
+//! integers big-endian):
 //!
 //! ```text
-//! magic "KPSE" | version u8 = 1 | alg u8 = 1 (RSA-OAEP-SHA256 + AES-256-GCM) | key id [32] (sha256 of SPKI DER)
-//! | wrapped key length u16 | wrapped key | nonce [12] | ciphertext with its 16-byte tag
+//! v1: magic "KPSE" | version u8 = 1 | alg u8 = 1 (RSA-OAEP-SHA256 + AES-256-GCM) | key id [32] (sha256 of SPKI DER)
+//!     | wrapped key length u16 | wrapped key | nonce [12] | ciphertext with its 16-byte tag
+//! v2: magic "KPSE" | version u8 = 2 | alg u8 = 1 | recipients u8 (2..=16)
+//!     | recipients × (key id [32] | wrapped key length u16 | wrapped key) | nonce [12] | ciphertext with its tag
 //! ```
 //!
 //! Everything before the ciphertext is the header, authenticated as AES-GCM associated data, so no header
-//! byte can be changed without the open failing. Unknown versions and algorithms are refused before any
-//! decryption, and so is a key id this provider does not hold ([`EnvelopeError::AnotherKey`]: the id is in
-//! the clear). Every failure after that looks the same ([`EnvelopeError::Undecryptable`]): a caller learns
-//! nothing from which step failed (the `rsa` crate's 0.10 release fixes the Marvin timing attack,
-//! RUSTSEC-2023-0071).
+//! byte can be changed without the open failing (nor a recipient added, dropped or swapped). Unknown
+//! versions and algorithms are refused before any decryption, and so is an envelope that names no key this
+//! provider holds ([`EnvelopeError::AnotherKey`]: the ids are in the clear). Every failure after that looks
+//! the same ([`EnvelopeError::Undecryptable`]): a caller learns nothing from which step failed (the `rsa`
+//! crate's 0.10 release fixes the Marvin timing attack, RUSTSEC-2023-0071).
 
 use aes_gcm::{
     Aes256Gcm, Key, Nonce,
@@ -25,12 +28,16 @@ use crate::keys::{KeyError, ProviderKey, key_id, public_key_from_der};
 
 /// The envelope's first bytes.
 pub const MAGIC: &[u8; 4] = b"KPSE";
-/// The only envelope version this build reads and writes.
+/// The envelope version with one recipient.
 pub const VERSION: u8 = 1;
+/// The envelope version with several recipients.
+pub const VERSION_MANY: u8 = 2;
+/// The most recipients one envelope names.
+pub const MAX_RECIPIENTS: usize = 16;
 /// RSA-OAEP-SHA256 key wrap with AES-256-GCM content encryption.
 pub const ALG_RSA_OAEP_SHA256_A256GCM: u8 = 1;
 const NONCE_LEN: usize = 12;
-const FIXED_HEADER: usize = 4 + 1 + 1 + 32 + 2;
+const ID_LEN: usize = 32;
 
 /// Why an envelope could not be sealed or opened.
 #[derive(Debug, thiserror::Error)]
@@ -40,20 +47,21 @@ pub enum EnvelopeError {
     NotEnvelope,
     /// A newer or unknown envelope format.
     #[error(
-        "envelope version {0} is not supported (this build reads version {VERSION}); upgrade the agent"
+        "envelope version {0} is not supported (this build reads versions {VERSION} and {VERSION_MANY}); \
+         upgrade the agent"
     )]
     UnsupportedVersion(u8),
     /// An unknown algorithm identifier.
     #[error("envelope algorithm {0} is not supported")]
     UnsupportedAlgorithm(u8),
-    /// Sealed to an RSA key this provider does not hold: its key rotated since, or the spec was meant for
-    /// another provider. The key id is in the clear header, so saying so reveals nothing.
+    /// Sealed to RSA keys this provider does not hold: its key rotated since, or the spec was meant for
+    /// other providers. The key ids are in the clear header, so saying so reveals nothing.
     #[error(
         "the spec is sealed to another RSA key (key id {key_id}), not this provider's current one: sealed \
          before the provider rotated its key, or for another provider"
     )]
     AnotherKey {
-        /// The envelope's key id, hex.
+        /// The envelope's key ids, hex, comma-separated.
         key_id: String,
     },
     /// Any failure to decrypt: wrong key, tampered bytes, truncated envelope. Deliberately uninformative.
@@ -74,23 +82,43 @@ pub fn is_envelope(bytes: &[u8]) -> bool {
 
 /// Encrypts `plaintext` for the holder of `public_key_der` (a resolver's SPKI DER record).
 pub fn seal(public_key_der: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, EnvelopeError> {
-    let public: PublicKey = public_key_from_der(public_key_der)?;
-    let key = Key::<Aes256Gcm>::generate();
-    let nonce = Nonce::generate();
-    let wrapped = public
-        .oaep_encrypt::<Sha256>(key.as_slice())
-        .map_err(|e| EnvelopeError::Seal(e.to_string()))?;
-    let wrapped_len = u16::try_from(wrapped.len())
-        .map_err(|_| EnvelopeError::Seal("RSA key too large".into()))?;
+    seal_to(&[public_key_der], plaintext)
+}
 
-    let mut out =
-        Vec::with_capacity(FIXED_HEADER + wrapped.len() + NONCE_LEN + plaintext.len() + 16);
+/// Encrypts `plaintext` once for every holder of `recipients` (SPKI DER): version 1 for one recipient,
+/// version 2 for several (at most [`MAX_RECIPIENTS`], each once). Any of them can open it.
+pub fn seal_to(recipients: &[&[u8]], plaintext: &[u8]) -> Result<Vec<u8>, EnvelopeError> {
+    if recipients.is_empty() || recipients.len() > MAX_RECIPIENTS {
+        return Err(EnvelopeError::Seal(format!(
+            "an envelope has 1 to {MAX_RECIPIENTS} recipients, not {}",
+            recipients.len()
+        )));
+    }
+    let key = Key::<Aes256Gcm>::generate();
+    let mut out = Vec::with_capacity(8 + recipients.len() * 450 + NONCE_LEN + plaintext.len() + 16);
     out.extend_from_slice(MAGIC);
-    out.push(VERSION);
-    out.push(ALG_RSA_OAEP_SHA256_A256GCM);
-    out.extend_from_slice(&key_id(public_key_der));
-    out.extend_from_slice(&wrapped_len.to_be_bytes());
-    out.extend_from_slice(&wrapped);
+    match recipients.len() {
+        1 => out.extend_from_slice(&[VERSION, ALG_RSA_OAEP_SHA256_A256GCM]),
+        n => out.extend_from_slice(&[VERSION_MANY, ALG_RSA_OAEP_SHA256_A256GCM, n as u8]),
+    }
+    let mut ids = Vec::with_capacity(recipients.len());
+    for der in recipients {
+        let public: PublicKey = public_key_from_der(der)?;
+        let id = key_id(der);
+        if ids.contains(&id) {
+            return Err(EnvelopeError::Seal("a recipient is named twice".into()));
+        }
+        ids.push(id);
+        let wrapped = public
+            .oaep_encrypt::<Sha256>(key.as_slice())
+            .map_err(|e| EnvelopeError::Seal(e.to_string()))?;
+        let wrapped_len = u16::try_from(wrapped.len())
+            .map_err(|_| EnvelopeError::Seal("RSA key too large".into()))?;
+        out.extend_from_slice(&id);
+        out.extend_from_slice(&wrapped_len.to_be_bytes());
+        out.extend_from_slice(&wrapped);
+    }
+    let nonce = Nonce::generate();
     out.extend_from_slice(nonce.as_slice());
     let ciphertext = Aes256Gcm::new(&key)
         .encrypt(
@@ -106,13 +134,20 @@ pub fn seal(public_key_der: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, Envelope
 }
 
 /// The parsed, not yet authenticated, header of an envelope.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Header<'a> {
+    /// Who can open it, in the order the envelope lists them.
+    pub recipients: Vec<Recipient<'a>>,
+    nonce: &'a [u8],
+    header_len: usize,
+}
+
+/// One recipient of an envelope.
+#[derive(Debug, Clone, Copy)]
+pub struct Recipient<'a> {
     /// sha256 of the recipient's public key DER.
     pub key_id: &'a [u8; 32],
     wrapped: &'a [u8],
-    nonce: &'a [u8],
-    header_len: usize,
 }
 
 /// Parses the header, refusing unknown versions and algorithms before any cryptography.
@@ -121,29 +156,47 @@ pub fn header(envelope: &[u8]) -> Result<Header<'_>, EnvelopeError> {
         return Err(EnvelopeError::NotEnvelope);
     }
     let version = *envelope.get(4).ok_or(EnvelopeError::Undecryptable)?;
-    if version != VERSION {
+    if version != VERSION && version != VERSION_MANY {
         return Err(EnvelopeError::UnsupportedVersion(version));
     }
     let alg = *envelope.get(5).ok_or(EnvelopeError::Undecryptable)?;
     if alg != ALG_RSA_OAEP_SHA256_A256GCM {
         return Err(EnvelopeError::UnsupportedAlgorithm(alg));
     }
-    let fixed = envelope
-        .get(..FIXED_HEADER)
-        .ok_or(EnvelopeError::Undecryptable)?;
-    let key_id: &[u8; 32] = fixed[6..38]
-        .try_into()
-        .map_err(|_| EnvelopeError::Undecryptable)?;
-    let wrapped_len = usize::from(u16::from_be_bytes([fixed[38], fixed[39]]));
-    let wrapped_end = FIXED_HEADER + wrapped_len;
-    let header_len = wrapped_end + NONCE_LEN;
+    let (count, mut at) = match version {
+        VERSION => (1, 6),
+        _ => {
+            let n = usize::from(*envelope.get(6).ok_or(EnvelopeError::Undecryptable)?);
+            if !(2..=MAX_RECIPIENTS).contains(&n) {
+                return Err(EnvelopeError::Undecryptable);
+            }
+            (n, 7)
+        }
+    };
+    let mut recipients = Vec::with_capacity(count);
+    for _ in 0..count {
+        let id_end = at + ID_LEN;
+        let key_id: &[u8; 32] = envelope
+            .get(at..id_end)
+            .and_then(|id| id.try_into().ok())
+            .ok_or(EnvelopeError::Undecryptable)?;
+        let len = envelope
+            .get(id_end..id_end + 2)
+            .map(|l| usize::from(u16::from_be_bytes([l[0], l[1]])))
+            .ok_or(EnvelopeError::Undecryptable)?;
+        let wrapped = envelope
+            .get(id_end + 2..id_end + 2 + len)
+            .ok_or(EnvelopeError::Undecryptable)?;
+        recipients.push(Recipient { key_id, wrapped });
+        at = id_end + 2 + len;
+    }
+    let header_len = at + NONCE_LEN;
     if envelope.len() < header_len + 16 {
         return Err(EnvelopeError::Undecryptable);
     }
     Ok(Header {
-        key_id,
-        wrapped: &envelope[FIXED_HEADER..wrapped_end],
-        nonce: &envelope[wrapped_end..header_len],
+        recipients,
+        nonce: &envelope[at..header_len],
         header_len,
     })
 }
@@ -151,15 +204,26 @@ pub fn header(envelope: &[u8]) -> Result<Header<'_>, EnvelopeError> {
 /// Decrypts an envelope with one of the provider's keys (several during a rotation), chosen by key id.
 pub fn open(keys: &[ProviderKey], envelope: &[u8]) -> Result<Vec<u8>, EnvelopeError> {
     let header = header(envelope)?;
-    let key = keys
+    let (key, recipient) = header
+        .recipients
         .iter()
-        .find(|k| k.id() == header.key_id)
+        .find_map(|r| keys.iter().find(|k| k.id() == r.key_id).map(|k| (k, r)))
         .ok_or_else(|| EnvelopeError::AnotherKey {
-            key_id: header.key_id.iter().map(|b| format!("{b:02x}")).collect(),
+            key_id: header
+                .recipients
+                .iter()
+                .map(|r| {
+                    r.key_id
+                        .iter()
+                        .map(|b| format!("{b:02x}"))
+                        .collect::<String>()
+                })
+                .collect::<Vec<_>>()
+                .join(", "),
         })?;
     let content_key = key
         .private()
-        .oaep_decrypt::<Sha256>(header.wrapped)
+        .oaep_decrypt::<Sha256>(recipient.wrapped)
         .map_err(|_| EnvelopeError::Undecryptable)?;
     if content_key.len() != 32 {
         return Err(EnvelopeError::Undecryptable);

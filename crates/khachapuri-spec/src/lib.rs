@@ -12,7 +12,7 @@ pub mod offer;
 pub mod program;
 pub mod spec;
 
-pub use envelope::{EnvelopeError, is_envelope, open, seal};
+pub use envelope::{EnvelopeError, is_envelope, open, seal, seal_to};
 pub use keys::{KeyError, ProviderKey, key_id};
 pub use offer::{Caps, Offer, OfferError};
 pub use program::{

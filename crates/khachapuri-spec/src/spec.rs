@@ -85,7 +85,8 @@ pub struct Spec {
     pub env: BTreeMap<String, String>,
     /// Who signed the terms; pays for calls that present no payer token.
     pub owner: Address,
-    /// The provider label this spec is meant for; `None` for an open deployment any provider may run.
+    /// The provider label this spec is meant for, or several separated by commas ([`Spec::providers`]);
+    /// `None` for an open deployment any provider may run.
     #[serde(default)]
     pub provider: Option<String>,
     /// The most the owner pays per request, in USDC base units (6 decimals), as a decimal string.
@@ -166,6 +167,17 @@ impl Spec {
         Ok(spec)
     }
 
+    /// The labels the spec is meant for: `provider` holds one, or several separated by commas
+    /// (`alice,bob`: a spec sealed to each of them, any of which may run it); none for an open spec.
+    pub fn providers(&self) -> impl Iterator<Item = &str> {
+        self.provider.iter().flat_map(|p| p.split(','))
+    }
+
+    /// Whether provider `label` is one the spec is meant for.
+    pub fn is_for(&self, label: &str) -> bool {
+        self.providers().any(|p| p == label)
+    }
+
     /// The JSON bytes of the spec.
     pub fn to_json(&self) -> Vec<u8> {
         serde_json::to_vec_pretty(self).unwrap_or_default()
@@ -194,11 +206,26 @@ impl Spec {
         if self.max_price.is_zero() {
             return invalid("maxPrice", "zero: a provider would never run it");
         }
-        if let Some(label) = &self.provider
-            && let Err(khachapuri_protocol::InvalidLabel { reason, .. }) =
+        let mut named: Vec<&str> = Vec::new();
+        for label in self.providers() {
+            if let Err(khachapuri_protocol::InvalidLabel { reason, .. }) =
                 khachapuri_protocol::validate_label(label)
-        {
-            return invalid("provider", &format!("not a provider label: {reason}"));
+            {
+                return invalid(
+                    "provider",
+                    &format!("`{label}` is not a provider label: {reason}"),
+                );
+            }
+            if named.contains(&label) {
+                return invalid("provider", &format!("`{label}` is named twice"));
+            }
+            named.push(label);
+        }
+        if named.len() > crate::envelope::MAX_RECIPIENTS {
+            return invalid(
+                "provider",
+                &format!("at most {} providers", crate::envelope::MAX_RECIPIENTS),
+            );
         }
         for key in self.env.keys() {
             if key.is_empty() || key.contains('=') || key.contains('\0') {

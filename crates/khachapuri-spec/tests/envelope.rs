@@ -1,6 +1,6 @@
 //! The envelope against real RSA keys: round trips, and every kind of bad input fails closed.
 
-use khachapuri_spec::{EnvelopeError, ProviderKey, envelope, is_envelope, open, seal};
+use khachapuri_spec::{EnvelopeError, ProviderKey, envelope, is_envelope, open, seal, seal_to};
 
 fn keys() -> (ProviderKey, ProviderKey) {
     (
@@ -19,7 +19,10 @@ fn round_trip_and_header_fields() {
         !sealed.windows(6).any(|w| w == b"s3cret"),
         "plaintext leaked into the envelope"
     );
-    assert_eq!(envelope::header(&sealed).expect("header").key_id, key.id());
+    let header = envelope::header(&sealed).expect("header");
+    assert_eq!(header.recipients.len(), 1);
+    assert_eq!(header.recipients[0].key_id, key.id());
+    assert_eq!(sealed[4], 1, "one recipient: version 1, as before");
     assert_eq!(
         open(std::slice::from_ref(&key), &sealed).expect("open"),
         plain
@@ -91,11 +94,15 @@ fn truncations_and_garbage_fail_closed() {
         Err(EnvelopeError::NotEnvelope)
     ));
     let mut future = sealed.clone();
-    future[4] = 2;
+    future[4] = 3;
     assert!(matches!(
-        open(&[key], &future),
-        Err(EnvelopeError::UnsupportedVersion(2))
+        open(std::slice::from_ref(&key), &future),
+        Err(EnvelopeError::UnsupportedVersion(3))
     ));
+    // A version-1 envelope relabelled as version 2 reads its key id as a count: it fails closed.
+    let mut relabelled = sealed.clone();
+    relabelled[4] = 2;
+    assert!(open(&[key], &relabelled).is_err());
 }
 
 #[test]
@@ -104,4 +111,104 @@ fn seal_refuses_a_bad_public_key() {
         seal(b"not a key", b"x"),
         Err(EnvelopeError::Key(_))
     ));
+}
+
+/// Three fresh keys: `alice` and `bob` are recipients, `carol` is not.
+fn three() -> [ProviderKey; 3] {
+    [(); 3].map(|()| ProviderKey::generate().expect("keygen"))
+}
+
+#[test]
+fn every_recipient_opens_a_spec_sealed_to_several_and_no_one_else_does() {
+    let [alice, bob, carol] = three();
+    let plain = br#"{"env":{"API_KEY":"s3cret"}}"#;
+    let sealed = seal_to(&[alice.public_key_der(), bob.public_key_der()], plain).expect("seal");
+    assert_eq!(
+        &sealed[..7],
+        b"KPSE\x02\x01\x02",
+        "version 2, two recipients"
+    );
+    let header = envelope::header(&sealed).expect("header");
+    let ids: Vec<_> = header.recipients.iter().map(|r| *r.key_id).collect();
+    assert_eq!(ids, [*alice.id(), *bob.id()]);
+    assert_eq!(
+        open(std::slice::from_ref(&alice), &sealed).expect("alice"),
+        plain
+    );
+    assert_eq!(
+        open(std::slice::from_ref(&bob), &sealed).expect("bob"),
+        plain
+    );
+    let err = open(std::slice::from_ref(&carol), &sealed).expect_err("carol is no recipient");
+    assert!(matches!(err, EnvelopeError::AnotherKey { .. }), "{err}");
+    let hex = |id: &[u8; 32]| id.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    assert!(
+        err.to_string().contains(&hex(alice.id())) && err.to_string().contains(&hex(bob.id())),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_recipient_list_cannot_be_changed_without_the_open_failing() {
+    let [alice, bob, carol] = three();
+    let sealed = seal_to(&[alice.public_key_der(), bob.public_key_der()], b"spec").expect("seal");
+    // Every header byte is authenticated: flip each one, and bob (the second recipient) fails.
+    let header_len = sealed.len() - (b"spec".len() + 16);
+    for i in 4..header_len {
+        let mut bad = sealed.clone();
+        bad[i] ^= 0x01;
+        assert!(
+            open(std::slice::from_ref(&bob), &bad).is_err(),
+            "header byte {i} changed, still opens"
+        );
+    }
+    // A recipient dropped (bob's wrapped key cut out, count 1) or added (carol's entry from another
+    // envelope spliced in) fails too.
+    let other = seal_to(&[carol.public_key_der(), alice.public_key_der()], b"spec").expect("seal");
+    // Where the first `n` recipient entries of a version-2 envelope end (id, length, wrapped key each).
+    let entry = |env: &[u8], n: usize| {
+        (0..n).fold(7, |at, _| {
+            at + 34 + usize::from(u16::from_be_bytes([env[at + 32], env[at + 33]]))
+        })
+    };
+    let (first_end, second_end) = (entry(&sealed, 1), entry(&sealed, 2));
+    let mut dropped = sealed[..first_end].to_vec();
+    dropped[6] = 1;
+    dropped.extend_from_slice(&sealed[second_end..]);
+    assert!(
+        open(std::slice::from_ref(&alice), &dropped).is_err(),
+        "a count of one is no version 2"
+    );
+    let mut added = sealed[..second_end].to_vec();
+    added[6] = 3;
+    added.extend_from_slice(&other[7..entry(&other, 1)]);
+    added.extend_from_slice(&sealed[second_end..]);
+    assert!(
+        open(std::slice::from_ref(&carol), &added).is_err(),
+        "a spliced-in recipient cannot open it"
+    );
+    assert!(
+        open(std::slice::from_ref(&alice), &added).is_err(),
+        "nor can the others, once it is spliced"
+    );
+}
+
+#[test]
+fn sealing_refuses_no_recipient_too_many_or_one_twice() {
+    let [alice, bob, _] = three();
+    assert!(matches!(seal_to(&[], b"x"), Err(EnvelopeError::Seal(_))));
+    let twice = seal_to(
+        &[
+            alice.public_key_der(),
+            bob.public_key_der(),
+            alice.public_key_der(),
+        ],
+        b"x",
+    );
+    assert!(
+        matches!(twice, Err(EnvelopeError::Seal(ref m)) if m.contains("twice")),
+        "{twice:?}"
+    );
+    let many = vec![alice.public_key_der(); envelope::MAX_RECIPIENTS + 1];
+    assert!(matches!(seal_to(&many, b"x"), Err(EnvelopeError::Seal(_))));
 }

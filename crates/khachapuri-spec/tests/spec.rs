@@ -105,6 +105,22 @@ fn refuses_unknown_versions_and_fields() {
 fn refuses_invalid_fields() {
     for (from, to, field) in [
         (r#""provider":"alice""#, r#""provider":"Alice""#, "provider"),
+        (
+            r#""provider":"alice""#,
+            r#""provider":"alice,bob,""#,
+            "provider",
+        ),
+        (
+            r#""provider":"alice""#,
+            r#""provider":"alice,alice""#,
+            "provider",
+        ),
+        (
+            r#""provider":"alice""#,
+            r#""provider":"alice, bob""#,
+            "provider",
+        ),
+        (r#""provider":"alice""#, r#""provider":"""#, "provider"),
         (r#""maxPrice":"10000""#, r#""maxPrice":"0""#, "maxPrice"),
         (
             r#""entry":"hello.wasm""#,
@@ -182,4 +198,31 @@ async fn signature_covers_every_term() {
         spec.clone().sign(&stranger).await.is_err(),
         "signed with a key that is not the owner's"
     );
+}
+
+#[test]
+fn a_spec_names_one_provider_or_several() {
+    let one = Spec::from_json(json(1).as_bytes()).expect("one provider");
+    assert_eq!(one.providers().collect::<Vec<_>>(), ["alice"]);
+    assert!(one.is_for("alice") && !one.is_for("bob") && !one.is_for("ali"));
+    let two = json(1).replace(r#""provider":"alice""#, r#""provider":"alice,bob""#);
+    let two = Spec::from_json(two.as_bytes()).expect("two providers");
+    assert_eq!(two.providers().collect::<Vec<_>>(), ["alice", "bob"]);
+    assert!(two.is_for("alice") && two.is_for("bob") && !two.is_for("alice,bob"));
+    let labels: Vec<String> = (0..17).map(|i| format!("p{i}")).collect();
+    let many = json(1).replace(
+        r#""provider":"alice""#,
+        &format!(r#""provider":"{}""#, labels.join(",")),
+    );
+    assert!(matches!(
+        Spec::from_json(many.as_bytes()),
+        Err(SpecError::Invalid {
+            field: "provider",
+            ..
+        })
+    ));
+    let open = json(1).replace(r#""provider":"alice""#, r#""provider":null"#);
+    let open = Spec::from_json(open.as_bytes()).expect("an open spec");
+    assert_eq!(open.providers().count(), 0);
+    assert!(!open.is_for("alice"));
 }
