@@ -225,7 +225,15 @@ export async function deploy(o: DeployOptions): Promise<Deployed> {
     ...(o.spendCap ? { spendCap: { amount: o.spendCap.amount.toString(), periodSeconds: o.spendCap.periodSeconds } } : {}),
   };
   checkSpec(unsigned);
-  for (const offer of [o.offer ?? []].flat()) checkOffer(offer, unsigned);
+  // Each provider's offer, matched by label (an offer for no provider named is a mistake, not a check).
+  for (const offer of [o.offer ?? []].flat()) {
+    if (!providers.some((p) => p.label === offer.label)) {
+      throw new Error(`the offer of \`${offer.label}\` is for none of the providers deployed to`);
+    }
+    checkOffer(offer, unsigned);
+  }
+  const ids = new Set(providers.map((p) => Array.from(p.rsaKey).join(",")));
+  if (ids.size !== providers.length) throw new Error("two of the providers publish the same RSA key: deploy to one of them");
   const zip = await zipModule(o.entry, o.module);
   const program = key ? await sealProgram(key, zip) : zip;
   step(`uploading the program (${kib(program.length)}, zipped${key ? ", encrypted" : ""})`);
@@ -252,6 +260,8 @@ export interface Offer {
   escrow: Address;
   caps: { memoryBytes: number; timeoutMs: number; outputBytes: number };
   maxBodyBytes: number;
+  /** Whether it runs specs in the clear (absent: it does). */
+  openSpecs?: boolean;
 }
 
 /** Reads a provider's offer from its base URL (through a gateway: `{gateway}/{label}`). */

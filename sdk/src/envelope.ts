@@ -38,6 +38,7 @@ export async function sealEnvelope(publicKeyDer: Uint8Array | Uint8Array[], plai
     const wrapped = new Uint8Array(await subtle().encrypt({ name: "RSA-OAEP" }, rsa, contentKey));
     parts.push(id, uintBytes(BigInt(wrapped.length), 2), wrapped);
   }
+  if (keys.length > 1) parts.push(await commitment(contentKey));
   const nonce = globalThis.crypto.getRandomValues(new Uint8Array(12));
   const header = concatBytes(...parts, nonce);
   const aes = await subtle().importKey("raw", contentKey, "AES-GCM", false, ["encrypt"]);
@@ -45,7 +46,18 @@ export async function sealEnvelope(publicKeyDer: Uint8Array | Uint8Array[], plai
   return concatBytes(header, new Uint8Array(sealed));
 }
 
-/** The recipients (key id, wrapped key) an envelope lists, and where its header ends. */
+/** Version 2's commitment to the content key: every recipient must unwrap the same key. */
+async function commitment(contentKey: Uint8Array): Promise<Uint8Array> {
+  const domain = new TextEncoder().encode("khachapuri envelope key");
+  return new Uint8Array(await subtle().digest("SHA-256", view(concatBytes(domain, contentKey))));
+}
+
+/** Sealed to keys the opener does not hold (their ids are in the clear header). */
+export class AnotherKeyError extends Error {
+  override name = "AnotherKeyError";
+}
+
+/** The recipients (key id, wrapped key) an envelope lists, its key commitment, and where its header ends. */
 function readHeader(envelope: Uint8Array, undecryptable: () => Error) {
   if (envelope.length < 8 || !MAGIC.every((b, i) => envelope[i] === b)) throw new Error("not an encrypted spec envelope");
   const version = envelope[4];
@@ -62,27 +74,36 @@ function readHeader(envelope: Uint8Array, undecryptable: () => Error) {
     recipients.push({ id: envelope.slice(at, at + 32), wrapped: envelope.slice(at + 34, at + 34 + length) });
     at += 34 + length;
   }
+  let committed: Uint8Array | undefined;
+  if (version === 2) {
+    committed = envelope.slice(at, at + 32);
+    at += 32;
+  }
   const headerLength = at + 12;
   if (envelope.length < headerLength + 16) throw undecryptable();
-  return { recipients, headerLength };
+  return { recipients, committed, headerLength };
 }
 
 /** Opens an envelope with a recipient's PKCS#8 private key (DER). */
 export async function openEnvelope(privateKeyPkcs8: Uint8Array, envelope: Uint8Array): Promise<Uint8Array> {
   const undecryptable = () => new Error("the spec could not be decrypted with this key");
-  const { recipients, headerLength } = readHeader(envelope, undecryptable);
+  const { recipients, committed, headerLength } = readHeader(envelope, undecryptable);
+  const id = await keyId(await publicKeyOf(privateKeyPkcs8).catch(() => Promise.reject(new Error("not an RSA private key (PKCS#8 DER)"))));
+  const mine = recipients.find((r) => r.id.every((b, i) => b === id[i]));
+  if (!mine) {
+    const ids = recipients.map((r) => Array.from(r.id, (b) => b.toString(16).padStart(2, "0")).join(""));
+    throw new AnotherKeyError(`the spec is sealed to another RSA key (key id ${ids.join(", ")}), not this one`);
+  }
   try {
-    const rsa = await subtle().importKey("pkcs8", view(privateKeyPkcs8), { name: "RSA-OAEP", hash: "SHA-256" }, true, [
+    const rsa = await subtle().importKey("pkcs8", view(privateKeyPkcs8), { name: "RSA-OAEP", hash: "SHA-256" }, false, [
       "decrypt",
     ]);
-    // The key's id: SHA-256 of its public half, as SPKI DER.
-    const jwk = await subtle().exportKey("jwk", rsa);
-    const spki = await subtle().importKey("jwk", { kty: "RSA", n: jwk.n, e: jwk.e, alg: "RSA-OAEP-256", ext: true }, { name: "RSA-OAEP", hash: "SHA-256" }, true, ["encrypt"]);
-    const id = await keyId(new Uint8Array(await subtle().exportKey("spki", spki)));
-    const mine = recipients.find((r) => r.id.every((b, i) => b === id[i]));
-    if (!mine) throw undecryptable();
-    const contentKey = await subtle().decrypt({ name: "RSA-OAEP" }, rsa, view(mine.wrapped));
+    const contentKey = new Uint8Array(await subtle().decrypt({ name: "RSA-OAEP" }, rsa, view(mine.wrapped)));
     if (contentKey.byteLength !== 32) throw undecryptable();
+    if (committed) {
+      const actual = await commitment(contentKey);
+      if (actual.some((b, i) => b !== committed[i])) throw undecryptable();
+    }
     const aes = await subtle().importKey("raw", contentKey, "AES-GCM", false, ["decrypt"]);
     const plain = await subtle().decrypt(
       { name: "AES-GCM", iv: view(envelope.slice(headerLength - 12, headerLength)), additionalData: view(envelope.slice(0, headerLength)) },
@@ -93,6 +114,17 @@ export async function openEnvelope(privateKeyPkcs8: Uint8Array, envelope: Uint8A
   } catch {
     throw undecryptable();
   }
+}
+
+/**
+ * The SPKI DER of a PKCS#8 RSA private key's public half (what its key id hashes): the private key is
+ * imported extractable only inside this function, to read its modulus and exponent.
+ */
+async function publicKeyOf(privateKeyPkcs8: Uint8Array): Promise<Uint8Array> {
+  const rsa = await subtle().importKey("pkcs8", view(privateKeyPkcs8), { name: "RSA-OAEP", hash: "SHA-256" }, true, ["decrypt"]);
+  const { n, e } = await subtle().exportKey("jwk", rsa);
+  const pub = await subtle().importKey("jwk", { kty: "RSA", n, e, alg: "RSA-OAEP-256", ext: true }, { name: "RSA-OAEP", hash: "SHA-256" }, true, ["encrypt"]);
+  return new Uint8Array(await subtle().exportKey("spki", pub));
 }
 
 /** The DER inside a PEM block (`-----BEGIN ...-----`). */

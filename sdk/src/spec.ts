@@ -128,6 +128,17 @@ export function checkSpec(spec: Spec): void {
   if (!spec.entry || spec.entry.includes("..") || spec.entry.startsWith("/")) {
     fail("entry", `\`${spec.entry}\` must be a relative path inside the program, without \`..\``);
   }
+  // `provider`: one label or several, comma-separated (a spec sealed to each), each a label once.
+  if (spec.provider != null) {
+    const labels = spec.provider.split(",");
+    if (labels.length > 16) fail("provider", `${labels.length} providers: a spec is sealed to at most 16`);
+    for (const [i, label] of labels.entries()) {
+      if (!/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/.test(label) || label.slice(2, 4) === "--") {
+        fail("provider", `\`${label}\` is not a provider label (lower-case letters, digits and -)`);
+      }
+      if (labels.indexOf(label) !== i) fail("provider", `\`${label}\` is named twice`);
+    }
+  }
   for (const key of Object.keys(spec.env ?? {})) {
     if (!/^[A-Za-z0-9_]+$/.test(key)) fail("env", `\`${key}\`: a variable name is letters, digits and _`);
   }

@@ -114,6 +114,11 @@ test("a spec every provider would refuse is refused before anything is uploaded"
   refused({ limits: { memoryBytes: 0, timeoutMs: 5000, outputBytes: 1 } }, /^limits\.memoryBytes: 0/);
   refused({ limits: { memoryBytes: 2 ** 60, timeoutMs: 5000, outputBytes: 1 } }, /^limits\.memoryBytes/);
   refused({ spendCap: { amount: "0", periodSeconds: 60 } }, /^spendCap: a zero cap/);
+  checkSpec({ ...SPEC, provider: "dev,bob" });
+  refused({ provider: "dev,dev" }, /^provider: `dev` is named twice/);
+  refused({ provider: "dev, bob" }, /^provider: ` bob` is not a provider label/);
+  refused({ provider: "Dev" }, /^provider: `Dev`/);
+  refused({ provider: Array.from({ length: 17 }, (_, i) => `p${i}`).join(",") }, /^provider: 17 providers/);
 });
 
 test("a spec above a provider's price or caps, or for another chain, is refused with what to change", () => {

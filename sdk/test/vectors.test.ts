@@ -16,6 +16,7 @@ import {
   formatUsdc,
   keyId,
   MalformedTokenError,
+  AnotherKeyError,
   openEnvelope,
   openProgram,
   parseUsdc,
@@ -153,15 +154,20 @@ test("an envelope for two opens with either key, and what WebCrypto seals for tw
     secret: pemToDer(r.privateKeyPem),
     public: bytes(r.publicKeyDer),
   }));
-  for (const r of [alice, bob]) {
-    assert.equal(new TextDecoder().decode(await openEnvelope(r.secret, bytes(e.sealed))), e.plaintext);
+  const sealedByRust = bytes(e.sealed);
+  for (const [i, r] of [alice, bob].entries()) {
+    assert.equal(new TextDecoder().decode(await openEnvelope(r.secret, sealedByRust)), e.plaintext);
+    // The key id is SHA-256 of the SPKI DER, and the header lists the recipients' ids in order.
+    assert.equal(hex(await keyId(r.public)), e.recipients[i].keyId);
+    const at = 7 + i * (32 + 2 + 384); // 3072-bit keys: 384-byte wrapped keys
+    assert.equal(hex(sealedByRust.slice(at, at + 32)), e.recipients[i].keyId);
   }
   const sealed = await sealEnvelope([alice.public, bob.public], new TextEncoder().encode("for two"));
   assert.deepEqual(Array.from(sealed.slice(4, 7)), [2, 1, 2], "version 2, two recipients");
   for (const r of [alice, bob]) assert.equal(new TextDecoder().decode(await openEnvelope(r.secret, sealed)), "for two");
   // Sealed to alice alone: bob is no recipient.
   const aliceOnly = await sealEnvelope(alice.public, new TextEncoder().encode("for alice"));
-  await assert.rejects(openEnvelope(bob.secret, aliceOnly), /could not be decrypted/);
+  await assert.rejects(openEnvelope(bob.secret, aliceOnly), (err: unknown) => err instanceof AnotherKeyError && /sealed to another RSA key/.test((err as Error).message));
   await assert.rejects(sealEnvelope([alice.public, alice.public], new Uint8Array()), /named twice/);
 });
 

@@ -598,7 +598,8 @@ pub async fn deploy(args: DeployArgs, json: bool) -> anyhow::Result<()> {
         .or_else(|| dev.as_ref().map(|d| d.gateway.clone()));
     // Each provider: its records, where the function will answer (`{base}/{cid}`), and what it would
     // refuse at call time, refused now, before anything is uploaded.
-    let mut targets = Vec::with_capacity(args.provider.len());
+    let mut targets: Vec<(&str, khachapuri_chain::ProviderRecord, String)> =
+        Vec::with_capacity(args.provider.len());
     for label in &args.provider {
         if args.provider.iter().filter(|l| *l == label).count() > 1 {
             bail!("--provider {label} is given twice");
@@ -619,6 +620,12 @@ pub async fn deploy(args: DeployArgs, json: bool) -> anyhow::Result<()> {
         )
         .await?;
         if let Some(offer) = &offer {
+            if args.open && !offer.open_specs {
+                bail!(
+                    "`{label}` runs only specs sealed to it (its operator refuses open specs): drop --open to seal \
+                     the spec to it"
+                );
+            }
             if let Some(cap) = &spend_cap
                 && cap.amount < offer.price.to_u256()
             {
@@ -630,7 +637,23 @@ pub async fn deploy(args: DeployArgs, json: bool) -> anyhow::Result<()> {
             }
             warn_if_owner_cannot_pay(&chain, label, record.payee, offer.price).await;
         }
+        if let Some((other, _, _)) = targets
+            .iter()
+            .find(|(_, r, _)| r.rsa_public_key_der == record.rsa_public_key_der)
+        {
+            bail!(
+                "`{other}` and `{label}` publish the same RSA key: one envelope entry would serve both; deploy to \
+                 one of them"
+            );
+        }
         targets.push((label.as_str(), record, base));
+    }
+    if targets.len() > khachapuri_spec::envelope::MAX_RECIPIENTS {
+        bail!(
+            "{} providers: a spec is sealed to at most {}",
+            targets.len(),
+            khachapuri_spec::envelope::MAX_RECIPIENTS
+        );
     }
 
     let package = args.program.package()?;

@@ -432,6 +432,7 @@ fn offer(
             output_bytes: bytes(config.max_output_bytes),
         },
         max_body_bytes: bytes(config.max_body_bytes),
+        open_specs: config.open_specs == OpenSpecs::Run,
     }
 }
 
@@ -859,12 +860,12 @@ impl Agent {
                     "an encrypted spec must name the provider it was encrypted for",
                 ));
             }
-            None if self.config.open_specs == OpenSpecs::Refuse => {
+            _ if !verified.encrypted && self.config.open_specs == OpenSpecs::Refuse => {
                 return Err(ApiError::new(
                     StatusCode::FORBIDDEN,
                     "open_specs_refused",
                     format!(
-                        "provider `{}` runs only specs sealed to it, and this one is open",
+                        "provider `{}` runs only specs sealed to it, and this one is in the clear",
                         self.config.label
                     ),
                 )

@@ -103,6 +103,12 @@ impl SpecStore {
             }
             match envelope::open(&self.keys, bytes) {
                 Ok(plain) => plain,
+                // Named no key of ours: no RSA work was done, so it costs the failure budget nothing (a
+                // wrong URL for a spec sealed to other providers must not rate-limit everyone else).
+                Err(err @ envelope::EnvelopeError::AnotherKey { .. }) => {
+                    return Err(ApiError::unprocessable("undecryptable_spec", err.to_string())
+                        .hint("call it through one of the providers it was deployed to, or redeploy it to this one with `khachapuri deploy --provider <label>` (its resolver's rsaKey record)"));
+                }
                 Err(err) => {
                     self.failures_lock().take();
                     return Err(ApiError::unprocessable("undecryptable_spec", err.to_string())

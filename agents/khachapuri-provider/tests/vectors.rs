@@ -384,8 +384,21 @@ async fn the_vectors_decode_and_verify() {
         b"KPSE\x02\x01\x02",
         "version 2, two recipients"
     );
-    for r in two["recipients"].as_array().unwrap() {
+    let header = khachapuri_spec::envelope::header(&sealed).unwrap();
+    for (i, r) in two["recipients"].as_array().unwrap().iter().enumerate() {
+        let der = hex::decode(r["publicKeyDer"].as_str().unwrap()).unwrap();
+        assert_eq!(
+            h(khachapuri_spec::key_id(&der)),
+            r["keyId"],
+            "the key id is SHA-256 of the SPKI DER"
+        );
+        assert_eq!(
+            h(header.recipients[i].key_id),
+            r["keyId"],
+            "listed in order"
+        );
         let key = ProviderKey::from_pem(r["privateKeyPem"].as_str().unwrap()).unwrap();
+        assert_eq!(key.public_key_der(), &der[..]);
         assert_eq!(
             khachapuri_spec::open(&[key], &sealed).unwrap(),
             two["plaintext"].as_str().unwrap().as_bytes(),

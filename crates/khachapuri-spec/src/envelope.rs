@@ -8,8 +8,13 @@
 //! v1: magic "KPSE" | version u8 = 1 | alg u8 = 1 (RSA-OAEP-SHA256 + AES-256-GCM) | key id [32] (sha256 of SPKI DER)
 //!     | wrapped key length u16 | wrapped key | nonce [12] | ciphertext with its 16-byte tag
 //! v2: magic "KPSE" | version u8 = 2 | alg u8 = 1 | recipients u8 (2..=16)
-//!     | recipients × (key id [32] | wrapped key length u16 | wrapped key) | nonce [12] | ciphertext with its tag
+//!     | recipients × (key id [32] | wrapped key length u16 | wrapped key)
+//!     | key commitment [32] = sha256("khachapuri envelope key" ‖ content key) | nonce [12] | ciphertext with its tag
 //! ```
+//!
+//! The commitment binds every recipient to one content key: AES-GCM alone is not key-committing, so
+//! without it a deployer could wrap a different key for each recipient and craft one ciphertext that opens
+//! to a different spec for each under the same CID.
 //!
 //! Everything before the ciphertext is the header, authenticated as AES-GCM associated data, so no header
 //! byte can be changed without the open failing (nor a recipient added, dropped or swapped). Unknown
@@ -22,7 +27,10 @@ use aes_gcm::{
     Aes256Gcm, Key, Nonce,
     aead::{Aead, Generate, KeyInit, Payload},
 };
-use rsa::{PublicKey, sha2::Sha256};
+use rsa::{
+    PublicKey,
+    sha2::{Digest, Sha256},
+};
 
 use crate::keys::{KeyError, ProviderKey, key_id, public_key_from_der};
 
@@ -38,6 +46,16 @@ pub const MAX_RECIPIENTS: usize = 16;
 pub const ALG_RSA_OAEP_SHA256_A256GCM: u8 = 1;
 const NONCE_LEN: usize = 12;
 const ID_LEN: usize = 32;
+const COMMITMENT_LEN: usize = 32;
+
+/// What a version-2 header commits to: the content key, under its own domain.
+fn commitment(content_key: &[u8]) -> [u8; COMMITMENT_LEN] {
+    Sha256::new()
+        .chain_update(b"khachapuri envelope key")
+        .chain_update(content_key)
+        .finalize()
+        .into()
+}
 
 /// Why an envelope could not be sealed or opened.
 #[derive(Debug, thiserror::Error)]
@@ -118,6 +136,9 @@ pub fn seal_to(recipients: &[&[u8]], plaintext: &[u8]) -> Result<Vec<u8>, Envelo
         out.extend_from_slice(&wrapped_len.to_be_bytes());
         out.extend_from_slice(&wrapped);
     }
+    if recipients.len() > 1 {
+        out.extend_from_slice(&commitment(key.as_slice()));
+    }
     let nonce = Nonce::generate();
     out.extend_from_slice(nonce.as_slice());
     let ciphertext = Aes256Gcm::new(&key)
@@ -138,6 +159,8 @@ pub fn seal_to(recipients: &[&[u8]], plaintext: &[u8]) -> Result<Vec<u8>, Envelo
 pub struct Header<'a> {
     /// Who can open it, in the order the envelope lists them.
     pub recipients: Vec<Recipient<'a>>,
+    /// Version 2: the commitment to the content key every recipient must unwrap.
+    commitment: Option<&'a [u8]>,
     nonce: &'a [u8],
     header_len: usize,
 }
@@ -190,12 +213,22 @@ pub fn header(envelope: &[u8]) -> Result<Header<'_>, EnvelopeError> {
         recipients.push(Recipient { key_id, wrapped });
         at = id_end + 2 + len;
     }
+    let commitment = match version {
+        VERSION => None,
+        _ => {
+            let end = at + COMMITMENT_LEN;
+            let c = envelope.get(at..end).ok_or(EnvelopeError::Undecryptable)?;
+            at = end;
+            Some(c)
+        }
+    };
     let header_len = at + NONCE_LEN;
     if envelope.len() < header_len + 16 {
         return Err(EnvelopeError::Undecryptable);
     }
     Ok(Header {
         recipients,
+        commitment,
         nonce: &envelope[at..header_len],
         header_len,
     })
@@ -227,6 +260,17 @@ pub fn open(keys: &[ProviderKey], envelope: &[u8]) -> Result<Vec<u8>, EnvelopeEr
         .map_err(|_| EnvelopeError::Undecryptable)?;
     if content_key.len() != 32 {
         return Err(EnvelopeError::Undecryptable);
+    }
+    // Every recipient must hold the key the header commits to (compared in constant time).
+    if let Some(expected) = header.commitment {
+        let actual = commitment(&content_key);
+        let differ = expected
+            .iter()
+            .zip(actual)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+        if differ != 0 {
+            return Err(EnvelopeError::Undecryptable);
+        }
     }
     let nonce = Nonce::try_from(header.nonce).map_err(|_| EnvelopeError::Undecryptable)?;
     let cipher =

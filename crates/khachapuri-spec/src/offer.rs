@@ -27,6 +27,13 @@ pub struct Offer {
     pub caps: Caps,
     /// The largest request body it reads, bytes.
     pub max_body_bytes: u64,
+    /// Whether it runs specs in the clear (open deployments); an agent that does not say runs them.
+    #[serde(default = "runs_open_specs")]
+    pub open_specs: bool,
+}
+
+fn runs_open_specs() -> bool {
+    true
 }
 
 /// A provider's caps on a spec's [`Limits`]. Unlike the spec's limits, unknown fields are ignored: a cap
@@ -138,6 +145,7 @@ mod tests {
                 output_bytes: 16 << 20,
             },
             max_body_bytes: 1 << 20,
+            open_specs: true,
         }
     }
 

@@ -151,8 +151,22 @@ fn every_recipient_opens_a_spec_sealed_to_several_and_no_one_else_does() {
 #[test]
 fn a_recipient_list_cannot_be_changed_without_the_open_failing() {
     let [alice, bob, carol] = three();
-    let sealed = seal_to(&[alice.public_key_der(), bob.public_key_der()], b"spec").expect("seal");
-    // Every header byte is authenticated: flip each one, and bob (the second recipient) fails.
+    let sealed = seal_to(
+        &[
+            alice.public_key_der(),
+            bob.public_key_der(),
+            carol.public_key_der(),
+        ],
+        b"spec",
+    )
+    .expect("seal");
+    // Where the first `n` recipient entries of a version-2 envelope end (id, length, wrapped key each).
+    let entry = |env: &[u8], n: usize| {
+        (0..n).fold(7, |at, _| {
+            at + 34 + usize::from(u16::from_be_bytes([env[at + 32], env[at + 33]]))
+        })
+    };
+    // Every header byte is authenticated: flip each one, and the others' opens fail.
     let header_len = sealed.len() - (b"spec".len() + 16);
     for i in 4..header_len {
         let mut bad = sealed.clone();
@@ -162,35 +176,50 @@ fn a_recipient_list_cannot_be_changed_without_the_open_failing() {
             "header byte {i} changed, still opens"
         );
     }
-    // A recipient dropped (bob's wrapped key cut out, count 1) or added (carol's entry from another
-    // envelope spliced in) fails too.
-    let other = seal_to(&[carol.public_key_der(), alice.public_key_der()], b"spec").expect("seal");
-    // Where the first `n` recipient entries of a version-2 envelope end (id, length, wrapped key each).
-    let entry = |env: &[u8], n: usize| {
-        (0..n).fold(7, |at, _| {
-            at + 34 + usize::from(u16::from_be_bytes([env[at + 32], env[at + 33]]))
-        })
-    };
-    let (first_end, second_end) = (entry(&sealed, 1), entry(&sealed, 2));
-    let mut dropped = sealed[..first_end].to_vec();
-    dropped[6] = 1;
-    dropped.extend_from_slice(&sealed[second_end..]);
-    assert!(
-        open(std::slice::from_ref(&alice), &dropped).is_err(),
-        "a count of one is no version 2"
+    // Carol dropped (count 3 → 2, her entry cut out): a well-formed version 2 that alice and bob still
+    // parse, and that no longer authenticates.
+    let mut dropped = sealed[..entry(&sealed, 2)].to_vec();
+    dropped[6] = 2;
+    dropped.extend_from_slice(&sealed[entry(&sealed, 3)..]);
+    assert_eq!(
+        envelope::header(&dropped).expect("parses").recipients.len(),
+        2
     );
-    let mut added = sealed[..second_end].to_vec();
-    added[6] = 3;
+    for key in [&alice, &bob] {
+        let err = open(std::slice::from_ref(key), &dropped).expect_err("a recipient dropped");
+        assert!(matches!(err, EnvelopeError::Undecryptable), "{err}");
+    }
+    // An entry from another envelope spliced in (dave's wrapped key for another content key): dave is
+    // refused, and so is everyone else.
+    let dave = ProviderKey::generate().expect("keygen");
+    let other = seal_to(&[dave.public_key_der(), alice.public_key_der()], b"spec").expect("seal");
+    let mut added = sealed[..entry(&sealed, 3)].to_vec();
+    added[6] = 4;
     added.extend_from_slice(&other[7..entry(&other, 1)]);
-    added.extend_from_slice(&sealed[second_end..]);
-    assert!(
-        open(std::slice::from_ref(&carol), &added).is_err(),
-        "a spliced-in recipient cannot open it"
-    );
-    assert!(
-        open(std::slice::from_ref(&alice), &added).is_err(),
-        "nor can the others, once it is spliced"
-    );
+    added.extend_from_slice(&sealed[entry(&sealed, 3)..]);
+    for key in [&dave, &alice] {
+        let err = open(std::slice::from_ref(key), &added).expect_err("a recipient spliced in");
+        assert!(matches!(err, EnvelopeError::Undecryptable), "{err}");
+    }
+}
+
+#[test]
+fn a_version_2_envelope_cut_anywhere_fails_closed() {
+    let [alice, bob, _] = three();
+    let sealed =
+        seal_to(&[alice.public_key_der(), bob.public_key_der()], b"the spec").expect("seal");
+    for len in 0..sealed.len() {
+        let err = open(std::slice::from_ref(&bob), &sealed[..len]).expect_err("cut short");
+        assert!(
+            matches!(
+                err,
+                EnvelopeError::NotEnvelope
+                    | EnvelopeError::Undecryptable
+                    | EnvelopeError::AnotherKey { .. }
+            ),
+            "cut to {len}: {err}"
+        );
+    }
 }
 
 #[test]
@@ -210,5 +239,7 @@ fn sealing_refuses_no_recipient_too_many_or_one_twice() {
         "{twice:?}"
     );
     let many = vec![alice.public_key_der(); envelope::MAX_RECIPIENTS + 1];
-    assert!(matches!(seal_to(&many, b"x"), Err(EnvelopeError::Seal(_))));
+    assert!(
+        matches!(seal_to(&many, b"x"), Err(EnvelopeError::Seal(ref m)) if m.contains("1 to 16 recipients, not 17"))
+    );
 }
