@@ -82,8 +82,11 @@ examples: $(STAMPS)/wasm32
 # make dev: the local network
 # --------------------------------------------------------------------------------------------
 
+# The binaries are built as `make test` builds them (the whole workspace, every feature; script/same-graph.sh
+# keeps the two builds' features equal), so `make dev` after `make test` compiles nothing again.
 dev: toolchain contracts examples console
-	$(CARGO) run -p khachapuri-cli --bin khachapuri -- dev
+	$(CARGO) build --workspace --all-features --locked --bins
+	$${CARGO_TARGET_DIR:-target}/debug/khachapuri dev
 
 # --------------------------------------------------------------------------------------------
 # make test: every test
@@ -145,6 +148,7 @@ test-style: toolchain $(STAMPS)/rust-components
 	$(CARGO) clippy --workspace --all-targets --all-features --locked -- -D warnings
 	$(CARGO) clippy --manifest-path examples/Cargo.toml --target wasm32-wasip1 --target-dir examples/target \
 	  --release -- -D warnings
+	script/same-graph.sh
 
 test-rust: toolchain contracts examples sdk console $(STAMPS)/chromium
 	@echo "==> cargo test (workspace)"

@@ -29,6 +29,18 @@ async fn call(
     (status, res.text().await.unwrap(), price)
 }
 
+/// The owner deposits, and reserves ten calls' worth with alice and with each of `others` (anvil accounts).
+async fn owner_pays_at(net: &Net, others: &[u32]) {
+    let reserve = Usdc::from_units(10 * PRICE.units());
+    net.fund(OWNER, Usdc::from_whole(1), PRICE, reserve).await;
+    for &other in others {
+        net.chain(OWNER)
+            .reserve(net.devnet.address(other), PRICE, reserve)
+            .await
+            .unwrap();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_spec_sealed_to_two_providers_runs_at_both_and_nowhere_else() {
     let net = Net::start().await;
@@ -49,29 +61,7 @@ async fn a_spec_sealed_to_two_providers_runs_at_both_and_nowhere_else() {
     let cid = net.publish_to(&spec, &[&net.key, &bob.key]);
 
     // The owner pays at both: a reserve with each provider.
-    net.fund(
-        OWNER,
-        Usdc::from_whole(1),
-        PRICE,
-        Usdc::from_units(10 * PRICE.units()),
-    )
-    .await;
-    net.chain(OWNER)
-        .reserve(
-            net.devnet.address(BOB),
-            PRICE,
-            Usdc::from_units(10 * PRICE.units()),
-        )
-        .await
-        .unwrap();
-    net.chain(OWNER)
-        .reserve(
-            net.devnet.address(CAROL),
-            PRICE,
-            Usdc::from_units(10 * PRICE.units()),
-        )
-        .await
-        .unwrap();
+    owner_pays_at(&net, &[BOB, CAROL]).await;
 
     let alice_agent = net.agent(SettlementMode::Batch).await;
     let bob_agent = net.start_other(&bob, |_| {}).await;
@@ -136,21 +126,7 @@ async fn an_open_spec_runs_only_where_its_operator_allows_open_specs() {
     spec.provider = None;
     spec.sign(&signer(OWNER)).await.unwrap();
     let cid = net.publish_open(&spec);
-    net.fund(
-        OWNER,
-        Usdc::from_whole(1),
-        PRICE,
-        Usdc::from_units(10 * PRICE.units()),
-    )
-    .await;
-    net.chain(OWNER)
-        .reserve(
-            net.devnet.address(BOB),
-            PRICE,
-            Usdc::from_units(10 * PRICE.units()),
-        )
-        .await
-        .unwrap();
+    owner_pays_at(&net, &[BOB]).await;
 
     let alice_agent = net.agent(SettlementMode::Batch).await; // open specs: run (the default)
     let bob_agent = net
