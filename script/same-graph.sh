@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-features() { cargo tree --workspace --all-features --locked --offline -f '{p}|{f}' --prefix none "$@" | sed 's/ (\*)$//' | sort -u; }
+features() { cargo tree --workspace --all-features --locked -f '{p}|{f}' --prefix none "$@" | sed 's/ (\*)$//' | sort -u; }
 features > "$tmp/test"
 features -e no-dev > "$tmp/plain"
 # A crate may be built twice (for the target and for build scripts): compare each crate's set of builds,
