@@ -13,7 +13,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{repo, start_dev};
+use common::{get_json, repo, start_dev};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wallet_user_deposits_reserves_calls_and_deploys_from_the_console() {
@@ -30,15 +30,7 @@ async fn a_wallet_user_deposits_reserves_calls_and_deploys_from_the_console() {
     assert_eq!(console, format!("{gateway}/_console/"));
 
     // What the console reads first: where it is, and where to upload.
-    let http = khachapuri_tls::http();
-    let config: serde_json::Value = http
-        .get(format!("{console}config.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let config = get_json(&format!("{console}config.json")).await;
     assert_eq!(config["chainId"], 31337);
     assert_eq!(config["deployment"]["escrow"], info["contracts"]["escrow"]);
     assert_eq!(config["ipfsApi"], info["ipfs"]);
@@ -74,7 +66,12 @@ async fn a_wallet_user_deposits_reserves_calls_and_deploys_from_the_console() {
 
     // The URL the browser deployed answers a caller with no wallet at all: its owner pays.
     let url = seen["deployedUrl"].as_str().unwrap();
-    let response = http.post(url).body("curl").send().await.unwrap();
+    let response = khachapuri_tls::http()
+        .post(url)
+        .body("curl")
+        .send()
+        .await
+        .unwrap();
     let status = response.status();
     let receipt = response.headers().get("x-khachapuri-receipt").cloned();
     let body = response.text().await.unwrap();

@@ -8,7 +8,7 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{fails, khachapuri, khachapuri_env, ok, repo, start_dev};
+use common::{fails, get_json, khachapuri, khachapuri_env, ok, repo, start_dev};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dev_network_serves_every_example_and_stops_on_ctrl_c() {
@@ -322,43 +322,21 @@ async fn dev_network_serves_every_example_and_stops_on_ctrl_c() {
     );
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--env `GREETING`: write KEY=VALUE"));
-    let err = fails(khachapuri(
-        dev.dir.path(),
-        &[
-            "deploy",
-            wasm.to_str().unwrap(),
-            "--provider",
-            "dev",
-            "--provider",
-            "dev",
-        ],
-    ));
-    assert!(err.contains("--provider dev is given twice"), "{err}");
-    let err = fails(khachapuri(
-        dev.dir.path(),
-        &[
-            "deploy",
-            wasm.to_str().unwrap(),
-            "--provider",
-            "dev",
-            "--provider",
-            "nobody",
-        ],
-    ));
-    assert!(err.contains("provider `nobody` is not registered"), "{err}");
-    assert!(
-        !err.contains("uploading"),
-        "every provider is resolved before anything is uploaded: {err}"
-    );
+    // Every provider is resolved before anything is uploaded.
+    for (second, refusal) in [
+        ("dev", "--provider dev is given twice"),
+        ("nobody", "provider `nobody` is not registered"),
+    ] {
+        let wasm = wasm.to_str().unwrap();
+        let err = fails(khachapuri(
+            dev.dir.path(),
+            &["deploy", wasm, "--provider", "dev", "--provider", second],
+        ));
+        assert!(err.contains(refusal), "{err}");
+        assert!(!err.contains("uploading"), "{err}");
+    }
     // What the provider would refuse at every call is refused at deploy, from its offer.
-    let offer: serde_json::Value = http
-        .get(format!("{gateway}/dev/_provider"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let offer = get_json(&format!("{gateway}/dev/_provider")).await;
     assert_eq!(
         (offer["label"].as_str(), offer["price"].as_str()),
         (Some("dev"), Some("10000"))

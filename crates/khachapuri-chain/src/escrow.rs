@@ -127,7 +127,7 @@ impl Chain {
         Escrow::new(self.deployment().escrow, self.provider())
     }
 
-    fn token(&self) -> TestUSDC::TestUSDCInstance<&alloy::providers::DynProvider> {
+    pub(crate) fn token(&self) -> TestUSDC::TestUSDCInstance<&alloy::providers::DynProvider> {
         TestUSDC::new(self.deployment().usdc, self.provider())
     }
 
@@ -398,17 +398,8 @@ impl Chain {
         authorization: &khachapuri_protocol::x402::Authorization,
         signature: &alloy::primitives::Bytes,
     ) -> Result<Receipt, ChainError> {
-        let a = authorization;
         let token = self.token();
-        let call = token.transferWithAuthorization_0(
-            a.from,
-            a.to,
-            a.value,
-            a.valid_after,
-            a.valid_before,
-            a.nonce,
-            signature.clone(),
-        );
+        let call = transfer_with_authorization_call(&token, authorization, signature);
         Ok((&self.send(call).await?).into())
     }
 
@@ -547,4 +538,22 @@ impl Chain {
             )),
         }
     }
+}
+
+/// The token call that settles an x402 payment: EIP-3009 `transferWithAuthorization` in its bytes-signature
+/// form, as signed. [`Chain::transfer_with_authorization`] and the settlement task both send it.
+pub(crate) fn transfer_with_authorization_call<'a, P: alloy::providers::Provider>(
+    token: &'a TestUSDC::TestUSDCInstance<P>,
+    a: &khachapuri_protocol::x402::Authorization,
+    signature: &alloy::primitives::Bytes,
+) -> alloy::contract::SolCallBuilder<&'a P, TestUSDC::transferWithAuthorization_0Call> {
+    token.transferWithAuthorization_0(
+        a.from,
+        a.to,
+        a.value,
+        a.valid_after,
+        a.valid_before,
+        a.nonce,
+        signature.clone(),
+    )
 }

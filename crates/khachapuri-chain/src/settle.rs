@@ -246,22 +246,13 @@ impl Task {
             }
             let result = async {
                 let me = self.chain.address()?;
-                let a = &transfer.authorization;
-                let token = khachapuri_bindings::TestUSDC::new(
-                    self.chain.deployment().usdc,
-                    self.chain.provider(),
-                );
-                let call = token
-                    .transferWithAuthorization_0(
-                        a.from,
-                        a.to,
-                        a.value,
-                        a.valid_after,
-                        a.valid_before,
-                        a.nonce,
-                        transfer.signature.clone(),
-                    )
-                    .from(me);
+                let token = self.chain.token();
+                let call = crate::escrow::transfer_with_authorization_call(
+                    &token,
+                    &transfer.authorization,
+                    &transfer.signature,
+                )
+                .from(me);
                 let gas = call.estimate_gas().await?;
                 self.send_call(call.into_transaction_request(), gas).await
             }

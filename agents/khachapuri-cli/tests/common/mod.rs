@@ -103,3 +103,15 @@ pub fn fails(out: Output) -> String {
     );
     String::from_utf8(out.stderr).unwrap()
 }
+
+/// `GET url`, read as JSON.
+pub async fn get_json(url: &str) -> serde_json::Value {
+    khachapuri_tls::http()
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
