@@ -701,10 +701,15 @@ pub async fn deploy(args: DeployArgs, json: bool) -> anyhow::Result<()> {
     }
     let url = &urls[0];
     let labels = args.provider.join("`, `");
+    // Several runners (or any, for an open spec): the gateway picks one per call, and fails over.
+    let routed = match (&gateway, targets.len() > 1 || args.open) {
+        (Some(gateway), true) => Some(format!("{}/{cid}", gateway.trim_end_matches('/'))),
+        _ => None,
+    };
     if json {
         let v = serde_json::json!({
             "cid": cid.to_string(), "program": published.program.to_string(), "entry": package.entry,
-            "url": url, "urls": urls, "providers": args.provider,
+            "url": url, "urls": urls, "routedUrl": routed, "providers": args.provider,
             "owner": owner.address().to_string(), "maxPrice": price.to_string(),
             "limits": limits, "open": args.open, "termsHash": published.terms_hash.to_string(),
             "spendCap": spend_cap,
@@ -732,6 +737,11 @@ pub async fn deploy(args: DeployArgs, json: bool) -> anyhow::Result<()> {
             println!("{url}");
         }
         eprintln!("call it:    curl -d 'hi' {url}");
+        if let Some(routed) = &routed {
+            eprintln!(
+                "any runner: curl -i -d 'hi' {routed}   (the gateway picks one, and fails over)"
+            );
+        }
         eprintln!("its logs:   khachapuri logs {url}");
         eprintln!("revoke it:  khachapuri revoke {url}   (for good: the URL spends your money)");
         eprintln!("all yours:  khachapuri deployments");

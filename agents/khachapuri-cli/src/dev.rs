@@ -25,9 +25,14 @@ use crate::net::{
 /// The dev network's provider label.
 pub const LABEL: &str = "dev";
 const PAYEE: u32 = 1;
+/// The second provider, behind the gateway's tunnel (as a provider behind NAT would be).
+const TUNNELED: &str = "tun";
+const TUNNELED_PAYEE: u32 = 3;
 const TEST_ACCOUNT: u32 = 2;
 const PRICE: Usdc = Usdc::from_units(10_000); // 0.01 USDC
 const EXAMPLES: [&str; 4] = ["hello", "echo", "json-transform", "cpu-heavy"];
+/// hello sealed to both providers, called without naming one (the gateway routes it, and fails over).
+const ROUTED: &str = "hello-any-provider";
 
 /// `khachapuri dev` options.
 #[derive(clap::Args, Debug)]
@@ -127,23 +132,41 @@ async fn serve(
     };
     let gateway_url = format!("http://127.0.0.1:{gateway_port}");
     let node = start_ipfs(out, state, &gateway_url).await?;
-    let provider = start_provider(out, &net, cwd, state, &node).await?;
     let console = console_site(root, &net, &node, &gateway_url)?;
     let console_url = console.as_ref().map(|_| format!("{gateway_url}/_console/"));
-    let gateway = start_gateway(out, gateway_port, &net, console).await?;
-    let funded = fund_test_account(out, &net, provider.payee.address()).await?;
+    let gateway = start_gateway(out, gateway_port, &net, &node, console).await?;
+    // Both providers register in the same commitment wait; `tun` then dials the gateway's tunnel.
+    let tunnel = format!("ws://127.0.0.1:{gateway_port}/_tunnel");
+    let (provider, tunneled) = tokio::try_join!(
+        start_provider(out, &net, cwd, state, &node, LABEL, PAYEE, None),
+        start_provider(
+            out,
+            &net,
+            cwd,
+            state,
+            &node,
+            TUNNELED,
+            TUNNELED_PAYEE,
+            Some(tunnel)
+        ),
+    )?;
+    // Routing knows both before the first call (it reads its table again every second anyway).
+    gateway.gateway.refresh_providers().await;
+    let payees = [provider.payee.address(), tunneled.payee.address()];
+    let funded = fund_test_account(out, &net, &payees).await?;
     let functions = deploy_examples(
         root,
         cwd,
         &node,
-        &provider,
+        &[&provider, &tunneled],
         &funded,
         &deployment,
         &gateway_url,
     )
     .await?;
     out.step(format!(
-        "{} example functions deployed (specs signed by the test account, encrypted to `{LABEL}`)",
+        "{} example functions deployed (specs signed by the test account, encrypted to `{LABEL}`; \
+         {ROUTED} to `{LABEL}` and `{TUNNELED}`)",
         functions.len()
     ));
 
@@ -182,17 +205,23 @@ async fn serve(
     if !out.json {
         println!();
     }
-    out.step("stopping: gateway, provider (settling every claim), IPFS node, anvil");
+    out.step("stopping: providers (settling every claim), gateway, IPFS node, anvil");
     let _ = std::fs::remove_file(&dev_json);
+    tunneled.agent.shutdown().await;
     gateway.shutdown().await;
     provider.agent.shutdown().await;
-    let earned = net
-        .chain(0)?
-        .earnings(provider.payee.address())
-        .await
-        .map(|u| u.to_string())
-        .unwrap_or_else(|e| format!("unknown ({e})"));
-    out.step(format!("provider `{LABEL}` earned {earned}"));
+    for (label, payee) in [
+        (provider.label, provider.payee.address()),
+        (tunneled.label, tunneled.payee.address()),
+    ] {
+        let earned = net
+            .chain(0)?
+            .earnings(payee)
+            .await
+            .map(|u| u.to_string())
+            .unwrap_or_else(|e| format!("unknown ({e})"));
+        out.step(format!("provider `{label}` earned {earned}"));
+    }
     let _ = node.stop().await;
     Ok(())
 }
@@ -266,47 +295,60 @@ async fn start_ipfs(out: &Out, state: &Path, origin: &str) -> anyhow::Result<Nod
     Ok(node)
 }
 
-/// The dev provider: registered on chain, its agent running.
+/// A dev provider: registered on chain, its agent running.
 struct DevProviderAgent {
+    label: &'static str,
     agent: khachapuri_provider::RunningAgent,
     payee: khachapuri_chain::PrivateKeySigner,
     key: ProviderKey,
 }
 
-/// Registers the label `dev` (its RSA key, a local URL) and starts its agent.
+/// Registers `label` (its RSA key; a local URL, or `tunnel:` when it dials the gateway's `tunnel`) for
+/// anvil account `payee` and starts its agent.
+#[allow(clippy::too_many_arguments)]
 async fn start_provider(
     out: &Out,
     net: &DevChain<'_>,
     cwd: &Path,
     state: &Path,
     node: &Node,
+    label: &'static str,
+    payee: u32,
+    tunnel: Option<String>,
 ) -> anyhow::Result<DevProviderAgent> {
-    let data_dir = state.join("provider");
+    let data_dir = match label {
+        LABEL => state.join("provider"),
+        other => state.join(format!("provider-{other}")),
+    };
     std::fs::create_dir_all(&data_dir)?;
     // A fresh chain: claims a previous run left refer to a chain that is gone.
     let _ = std::fs::remove_file(data_dir.join("claims.wal"));
     let key = ProviderKey::load_or_generate(&data_dir.join("rsa.pem"))
         .context("the provider's RSA key")?;
     let provider_port = free_port()?;
-    let provider_url = format!("http://127.0.0.1:{provider_port}");
-    let payee = anvil_signer(PAYEE);
-    net.chain(PAYEE)?
+    let server = match &tunnel {
+        Some(_) => Server::Tunnel,
+        None => Server::Url(format!("http://127.0.0.1:{provider_port}")),
+    };
+    let index = payee;
+    let payee = anvil_signer(index);
+    net.chain(index)?
         .register_provider(
-            LABEL,
+            label,
             payee.address(),
-            &Server::Url(provider_url),
+            &server,
             key.public_key_der().to_vec().into(),
             |step| match step {
                 RegistrationStep::Committed { .. } => {
-                    out.step(format!("label `{LABEL}`: committed"))
+                    out.step(format!("label `{label}`: committed"))
                 }
                 RegistrationStep::ResolverDeployed { resolver } => {
-                    out.step(format!("label `{LABEL}`: resolver {resolver} deployed"))
+                    out.step(format!("label `{label}`: resolver {resolver} deployed"))
                 }
                 RegistrationStep::Waiting { seconds_left } => out.step(format!(
-                    "label `{LABEL}`: waiting {seconds_left} s for the commitment to age"
+                    "label `{label}`: waiting {seconds_left} s for the commitment to age"
                 )),
-                RegistrationStep::Registered => out.step(format!("label `{LABEL}`: registered")),
+                RegistrationStep::Registered => out.step(format!("label `{label}`: registered")),
             },
         )
         .await
@@ -314,7 +356,7 @@ async fn start_provider(
 
     let maxima = khachapuri_runtime::Limits::default();
     let config = Config {
-        label: LABEL.into(),
+        label: label.into(),
         listen: SocketAddr::from(([127, 0, 0, 1], provider_port)),
         rpc_url: net.rpc_url.into(),
         deployments: cwd.join("deployments"),
@@ -332,20 +374,36 @@ async fn start_provider(
         max_memory_bytes: maxima.memory_bytes,
         max_timeout: maxima.deadline,
         max_output_bytes: maxima.output_bytes,
-        tunnel: None,
+        tunnel,
         cors: Default::default(),
         module_cache: Default::default(),
         open_specs: Default::default(),
     };
     let agent = khachapuri_provider::start(config, payee.clone())
         .await
-        .context("starting the provider agent")?;
+        .with_context(|| format!("starting the agent of provider `{label}`"))?;
+    let reached = match &agent.tunnel {
+        Some(tunnel) => {
+            tunnel
+                .wait_connected(Duration::from_secs(10))
+                .await
+                .map_err(|status| {
+                    anyhow::anyhow!("provider `{label}`: its tunnel did not connect: {status:?}")
+                })?;
+            "behind the gateway's tunnel".to_owned()
+        }
+        None => format!("at http://{}", agent.addr),
+    };
     out.step(format!(
-        "provider `{LABEL}` at http://{} (payee {}, {PRICE} per request)",
-        agent.addr,
+        "provider `{label}` {reached} (payee {}, {PRICE} per request)",
         payee.address()
     ));
-    Ok(DevProviderAgent { agent, payee, key })
+    Ok(DevProviderAgent {
+        label,
+        agent,
+        payee,
+        key,
+    })
 }
 
 /// The web console of `<root>/console/dist`, set up for this network; `None` (and a warning) when it is
@@ -380,15 +438,23 @@ async fn start_gateway(
     out: &Out,
     port: u16,
     net: &DevChain<'_>,
+    node: &Node,
     console: Option<ConsoleSite>,
 ) -> anyhow::Result<khachapuri_gateway::GatewayHandle> {
+    let chain = Chain::new(
+        net.rpc_url,
+        None,
+        net.deployment.clone(),
+        ConnectOptions::default(),
+    )?;
+    let routing = khachapuri_gateway::RoutingConfig {
+        ipfs: vec![khachapuri_ipfs::Source::Gateway(node.url())],
+        refresh: Duration::from_secs(1),
+        terms: Some(std::sync::Arc::new(chain.clone())),
+        ..Default::default()
+    };
     let directory = ChainDirectory::start(
-        Chain::new(
-            net.rpc_url,
-            None,
-            net.deployment.clone(),
-            ConnectOptions::default(),
-        )?,
+        chain,
         ChainDirectoryConfig {
             poll_interval: Duration::from_millis(500),
             ..ChainDirectoryConfig::default()
@@ -401,6 +467,7 @@ async fn start_gateway(
             base_domain: Some("localhost".into()),
             gateway_id: "khachapuri-dev".into(),
             console,
+            routing: Some(routing),
             ..GatewayConfig::default()
         },
         directory,
@@ -413,7 +480,7 @@ async fn start_gateway(
         false => String::new(),
     };
     out.step(format!(
-        "gateway at {gateway_url} (path mode: {gateway_url}/{{label}}/{{cid}}{console})"
+        "gateway at {gateway_url} (any provider: {gateway_url}/{{cid}}; one: {gateway_url}/{{label}}/{{cid}}{console})"
     ));
     Ok(gateway)
 }
@@ -425,16 +492,16 @@ struct Funded {
     max_price: Usdc,
 }
 
-/// Mints test USDC to the test account, deposits some and reserves part of it for the provider.
+/// Mints test USDC to the test account, deposits some and reserves part of it for each provider.
 async fn fund_test_account(
     out: &Out,
     net: &DevChain<'_>,
-    payee: khachapuri_chain::Address,
+    payees: &[khachapuri_chain::Address],
 ) -> anyhow::Result<Funded> {
     let test = anvil_signer(TEST_ACCOUNT);
     let minted = Usdc::from_whole(1_000);
     let deposit = Usdc::from_whole(100);
-    let reserve = Usdc::from_whole(50);
+    let reserve = Usdc::from_whole(25);
     net.chain(0)?
         .mint_test_usdc(test.address(), minted)
         .await
@@ -445,12 +512,15 @@ async fn fund_test_account(
         .await
         .context("depositing into the escrow")?;
     let max_price = Usdc::from_units(50_000);
-    test_chain
-        .reserve(payee, max_price, reserve)
-        .await
-        .context("reserving for the provider")?;
+    for payee in payees {
+        test_chain
+            .reserve(*payee, max_price, reserve)
+            .await
+            .context("reserving for a provider")?;
+    }
     out.step(format!(
-        "test account {} funded: {minted} minted, {deposit} deposited, {reserve} of it reserved for provider `{LABEL}` at up to {max_price} per request",
+        "test account {} funded: {minted} minted, {deposit} deposited, {reserve} of it reserved for each provider \
+         (`{LABEL}`, `{TUNNELED}`) at up to {max_price} per request",
         test.address()
     ));
     Ok(Funded {
@@ -460,12 +530,13 @@ async fn fund_test_account(
     })
 }
 
-/// Publishes each built example as a spec signed by the test account and sealed to the provider.
+/// Publishes each built example as a spec signed by the test account and sealed to the first provider;
+/// and hello once more, sealed to every provider, called without naming one.
 async fn deploy_examples(
     root: &Path,
     cwd: &Path,
     node: &Node,
-    provider: &DevProviderAgent,
+    providers: &[&DevProviderAgent],
     funded: &Funded,
     deployment: &khachapuri_chain::Deployment,
     gateway_url: &str,
@@ -473,9 +544,15 @@ async fn deploy_examples(
     let kubo = KuboClient::new(node.url());
     // This chain is new: the records of an earlier dev chain name deployments it does not have.
     crate::deployments::forget(cwd, deployment.chain_id, deployment.escrow)?;
+    let jobs = EXAMPLES
+        .iter()
+        .map(|name| (*name, *name, &providers[..1]))
+        .chain([(ROUTED, "hello", providers)]);
     let mut functions = Vec::new();
-    for name in EXAMPLES {
-        let path = root.join(format!("examples/target/wasm32-wasip1/release/{name}.wasm"));
+    for (name, example, runners) in jobs {
+        let path = root.join(format!(
+            "examples/target/wasm32-wasip1/release/{example}.wasm"
+        ));
         if !path.exists() {
             eprintln!(
                 "warning: skipping example `{name}`: {} is missing (build the examples with `make examples`)",
@@ -483,7 +560,7 @@ async fn deploy_examples(
             );
             continue;
         }
-        let env: BTreeMap<String, String> = match name {
+        let env: BTreeMap<String, String> = match example {
             "hello" => [("GREETING".to_string(), "Hello from Khachapuri".to_string())].into(),
             _ => BTreeMap::new(),
         };
@@ -494,7 +571,10 @@ async fn deploy_examples(
                 package: &package,
                 env,
                 owner: &funded.account,
-                providers: vec![(LABEL, provider.key.public_key_der())],
+                providers: runners
+                    .iter()
+                    .map(|p| (p.label, p.key.public_key_der()))
+                    .collect(),
                 max_price: funded.max_price,
                 limits: Limits {
                     memory_bytes: 64 << 20,
@@ -510,12 +590,24 @@ async fn deploy_examples(
         .await
         .with_context(|| format!("deploying the example {name}"))?;
         let cid = published.spec.to_string();
-        let url = format!("{gateway_url}/{LABEL}/{cid}");
-        if let Err(e) = crate::deployments::record(cwd, &Deployed::new(&published, LABEL, &url)) {
-            eprintln!("warning: {e:#}; `khachapuri deployments` will not list the example {name}");
+        for runner in runners {
+            let url = format!("{gateway_url}/{}/{cid}", runner.label);
+            if let Err(e) =
+                crate::deployments::record(cwd, &Deployed::new(&published, runner.label, &url))
+            {
+                eprintln!(
+                    "warning: {e:#}; `khachapuri deployments` will not list the example {name}"
+                );
+            }
         }
+        // One runner: its label's URL; several: the gateway picks one.
+        let url = match runners {
+            [one] => format!("{gateway_url}/{}/{cid}", one.label),
+            _ => format!("{gateway_url}/{cid}"),
+        };
         let curl = match name {
             "hello" => format!("curl -d 'Khachapuri' {url}"),
+            ROUTED => format!("curl -i -d 'any provider' {url}"),
             "echo" => format!("curl -d 'ping' '{url}/some/path?x=1'"),
             "json-transform" => format!(
                 "curl -H 'content-type: application/json' -d '{{\"name\":\"khachapuri\",\"tags\":[\"wasm\",\"ipfs\"]}}' {url}"

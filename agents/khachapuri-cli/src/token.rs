@@ -5,6 +5,7 @@ use std::time::Duration;
 use alloy::primitives::{Address, B256, U256};
 use anyhow::{Context, bail};
 use khachapuri_chain::{Chain, PayerToken, SignedPayerToken, Usdc};
+use khachapuri_protocol::eip712::ANY_PROVIDER;
 
 use crate::args::{ChainArgs, at, parse_duration, parse_usdc, resolve_payee, unix_now};
 
@@ -12,8 +13,12 @@ use crate::args::{ChainArgs, at, parse_duration, parse_usdc, resolve_payee, unix
 #[derive(clap::Args, Debug)]
 pub struct TokenArgs {
     /// The provider label the token is for (its payee is read from chain).
-    #[arg(long)]
-    provider: String,
+    #[arg(long, required_unless_present = "any_provider")]
+    provider: Option<String>,
+    /// For any provider instead of one: for calls the gateway routes (`{gateway}/{cid}`). Only providers
+    /// you reserved with (or that granted you credits) can charge it, within those terms.
+    #[arg(long, conflicts_with = "provider")]
+    any_provider: bool,
     /// The spec CID the token is limited to [default: any spec].
     #[arg(long)]
     spec: Option<String>,
@@ -37,6 +42,18 @@ pub(crate) async fn sign_token(
     lifetime: Duration,
 ) -> anyhow::Result<(SignedPayerToken, Address)> {
     let payee = resolve_payee(chain, label).await?;
+    let signed = sign_for(chain, payee, spec, max_price, lifetime).await?;
+    Ok((signed, payee))
+}
+
+/// A payer token signed by `chain`'s signer for the provider paid at `payee` ([`ANY_PROVIDER`]: any).
+async fn sign_for(
+    chain: &Chain,
+    payee: Address,
+    spec: String,
+    max_price: Usdc,
+    lifetime: Duration,
+) -> anyhow::Result<SignedPayerToken> {
     let token = PayerToken {
         provider: payee,
         spec,
@@ -45,11 +62,10 @@ pub(crate) async fn sign_token(
         session: B256::random(),
     };
     let signer = chain.signer().context("no signer")?;
-    let signed = token
+    token
         .sign(signer, &chain.domain())
         .await
-        .context("signing the payer token")?;
-    Ok((signed, payee))
+        .context("signing the payer token")
 }
 
 /// Prints a payer token.
@@ -63,14 +79,18 @@ pub async fn token(args: TokenArgs, json: bool) -> anyhow::Result<()> {
         );
     }
     let chain = args.chain.connect(true).await?;
-    let (signed, payee) = sign_token(
-        &chain,
-        &args.provider,
-        args.spec.clone().unwrap_or_default(),
-        max_price,
-        lifetime,
-    )
-    .await?;
+    let spec = args.spec.clone().unwrap_or_default();
+    let (signed, payee) = match &args.provider {
+        Some(label) => sign_token(&chain, label, spec, max_price, lifetime).await?,
+        None => (
+            sign_for(&chain, ANY_PROVIDER, spec, max_price, lifetime).await?,
+            ANY_PROVIDER,
+        ),
+    };
+    let provider = args.provider.as_deref().map_or_else(
+        || "any provider you reserved with".to_owned(),
+        |label| format!("`{label}`"),
+    );
     let signer = chain.signer().context("no signer")?;
     let expiry = signed.token.expiry;
     let encoded = signed.encode();
@@ -79,6 +99,7 @@ pub async fn token(args: TokenArgs, json: bool) -> anyhow::Result<()> {
             "token": encoded,
             "payer": signer.address().to_string(),
             "provider": args.provider,
+            "anyProvider": args.provider.is_none(),
             "payee": payee.to_string(),
             "spec": args.spec,
             "maxPrice": max_price.to_string(),
@@ -89,9 +110,8 @@ pub async fn token(args: TokenArgs, json: bool) -> anyhow::Result<()> {
     } else {
         println!("{encoded}");
         eprintln!(
-            "payer {} lets `{}` charge up to {max_price} per request{} until {} (unix {expiry}); use it as:\n  curl -H 'X-Khachapuri-Payer-Token: {encoded}' ...",
+            "payer {} lets {provider} charge up to {max_price} per request{} until {} (unix {expiry}); use it as:\n  curl -H 'X-Khachapuri-Payer-Token: {encoded}' ...",
             signer.address(),
-            args.provider,
             args.spec
                 .as_deref()
                 .map(|s| format!(" for spec {s}"))

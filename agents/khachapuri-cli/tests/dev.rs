@@ -47,11 +47,70 @@ async fn dev_network_serves_every_example_and_stops_on_ctrl_c() {
         .iter()
         .map(|f| f["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["hello", "echo", "json-transform", "cpu-heavy"]);
+    assert_eq!(
+        names,
+        [
+            "hello",
+            "echo",
+            "json-transform",
+            "cpu-heavy",
+            "hello-any-provider"
+        ]
+    );
 
     let gateway = info["gateway"].as_str().unwrap();
     let http = khachapuri_tls::http();
-    for f in functions {
+    // hello sealed to both providers (`dev` at its URL, `tun` behind the tunnel), called without naming one.
+    let routed = functions[4]["url"].as_str().unwrap();
+    assert_eq!(
+        routed,
+        format!("{gateway}/{}", functions[4]["cid"].as_str().unwrap())
+    );
+    let mut answered_by = std::collections::BTreeSet::new();
+    for _ in 0..24 {
+        let res = http.post(routed).body("anyone").send().await.unwrap();
+        assert_eq!(res.status(), 200);
+        let provider = res.headers()["x-khachapuri-provider"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert_eq!(res.headers()["x-khachapuri-charged"], "yes");
+        assert_eq!(
+            res.text().await.unwrap(),
+            "Hello from Khachapuri, anyone!\n"
+        );
+        answered_by.insert(provider);
+    }
+    assert_eq!(
+        answered_by.into_iter().collect::<Vec<_>>(),
+        ["dev", "tun"],
+        "both providers take routed calls"
+    );
+    // A token for any provider pays for a routed call wherever it lands.
+    let any = ok(khachapuri(
+        dev.dir.path(),
+        &["token", "--any-provider", "--json"],
+    ));
+    let any: serde_json::Value = serde_json::from_str(&any).unwrap();
+    assert_eq!(any["payee"], "0x0000000000000000000000000000000000000000");
+    for _ in 0..4 {
+        let res = http
+            .post(routed)
+            .header("x-khachapuri-payer-token", any["token"].as_str().unwrap())
+            .body("token")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        assert_eq!(
+            res.headers()["x-khachapuri-payer"]
+                .to_str()
+                .unwrap()
+                .to_lowercase(),
+            any["payer"].as_str().unwrap().to_lowercase()
+        );
+    }
+    for f in &functions[..4] {
         let url = f["url"].as_str().unwrap();
         assert!(
             url.starts_with(&format!("{gateway}/dev/")),
@@ -188,7 +247,7 @@ async fn dev_network_serves_every_example_and_stops_on_ctrl_c() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["wallet"], "900.00 USDC");
     assert_eq!(v["provider"]["pricePerRequest"], "0.05 USDC");
-    assert_eq!(v["provider"]["reserve"], "50.00 USDC");
+    assert_eq!(v["provider"]["reserve"], "25.00 USDC");
     assert!(v["free"].as_str().unwrap().ends_with(" USDC"));
     // Text names providers by label, their address beside it.
     let text = ok(khachapuri(dev.dir.path(), &["escrow", "balance"]));
@@ -731,10 +790,19 @@ async fn dev_network_serves_every_example_and_stops_on_ctrl_c() {
         stdout.contains("curl -d 'Khachapuri' http://127.0.0.1:"),
         "{stdout}"
     );
-    assert!(
-        stdout.contains("provider `dev` earned 0.10 USDC"),
-        "ten paid calls settled on Ctrl-C (two of them within the spending cap): {stdout}"
-    );
+    // Ten paid calls at `dev` (two of them within the spending cap) and 28 routed ones, at `dev` or
+    // `tun`: all settled on Ctrl-C.
+    let earned = |label: &str| -> f64 {
+        let line = format!("provider `{label}` earned ");
+        let at = stdout
+            .find(&line)
+            .unwrap_or_else(|| panic!("{label}: {stdout}"))
+            + line.len();
+        stdout[at..].split(' ').next().unwrap().parse().unwrap()
+    };
+    let total = earned("dev") + earned("tun");
+    assert!((total - 0.38).abs() < 1e-9, "{total}: {stdout}");
+    assert!(earned("dev") >= 0.10, "{stdout}");
     assert!(!dev.dir.path().join(".khachapuri/dev.json").exists());
 }
 

@@ -64,16 +64,20 @@ pub struct ChainDirectory {
     chain: Chain,
     config: ChainDirectoryConfig,
     cache: Mutex<HashMap<Label, Cached>>,
+    /// Every label registered so far, and the first block not yet read for `Registered` events.
+    registered: tokio::sync::Mutex<(std::collections::BTreeSet<Label>, u64)>,
 }
 
 impl ChainDirectory {
     /// A directory over `chain` (no signer needed), with its log watcher running on a spawned task
     /// until the directory is dropped.
     pub fn start(chain: Chain, config: ChainDirectoryConfig) -> Arc<Self> {
+        let from = chain.deployment().deployment_block;
         let dir = Arc::new(Self {
             chain,
             config,
             cache: Mutex::default(),
+            registered: tokio::sync::Mutex::new((Default::default(), from)),
         });
         tokio::spawn(watch(Arc::downgrade(&dir)));
         dir
@@ -107,6 +111,7 @@ impl ChainDirectory {
                     Some(Route {
                         server,
                         payee: Some(record.payee),
+                        key_id: Some(khachapuri_spec::key_id(&record.rsa_public_key_der)),
                     }),
                     Some(record.resolver),
                 )
@@ -152,9 +157,52 @@ impl ChainDirectory {
     }
 }
 
+impl ChainDirectory {
+    /// Every registered label: the Registry's `Registered` events, read onwards from where the last call
+    /// stopped (from the deployment block the first time), at most `max_block_range` blocks per request.
+    async fn registered(&self) -> Result<Vec<Label>, DirError> {
+        use alloy::sol_types::SolEvent;
+        use khachapuri_bindings::Registry;
+        let unavailable = |e: String| DirError::Unavailable(e);
+        let provider = self.chain.provider();
+        let mut registered = self.registered.lock().await;
+        let head = provider
+            .get_block_number()
+            .await
+            .map_err(|e| unavailable(e.to_string()))?;
+        while registered.1 <= head {
+            let from = registered.1;
+            let to = head.min(from.saturating_add(self.config.max_block_range - 1));
+            let filter = Filter::new()
+                .address(self.chain.deployment().registry)
+                .event_signature(Registry::Registered::SIGNATURE_HASH)
+                .from_block(from)
+                .to_block(to);
+            let logs = provider
+                .get_logs(&filter)
+                .await
+                .map_err(|e| unavailable(e.to_string()))?;
+            for log in logs {
+                let label = Registry::Registered::decode_log_data(log.data())
+                    .ok()
+                    .and_then(|r| Label::new(&r.label).ok());
+                if let Some(label) = label {
+                    registered.0.insert(label);
+                }
+            }
+            registered.1 = to + 1;
+        }
+        Ok(registered.0.iter().cloned().collect())
+    }
+}
+
 impl Directory for ChainDirectory {
     fn lookup<'a>(&'a self, label: &'a Label) -> BoxFuture<'a, Result<Option<Route>, DirError>> {
         Box::pin(self.resolve(label))
+    }
+
+    fn labels(&self) -> BoxFuture<'_, Result<Vec<Label>, DirError>> {
+        Box::pin(self.registered())
     }
 }
 

@@ -19,6 +19,9 @@ pub struct Route {
     pub server: Server,
     /// The address whose key may open this label's tunnel (the resolver's payee). `None`: nobody may.
     pub payee: Option<Address>,
+    /// The id of the RSA key specs are sealed to (`sha256` of its DER, docs/PROTOCOL.md §5): a sealed spec
+    /// is routed to the labels whose key it names. `None`: unknown (a static route), never a recipient.
+    pub key_id: Option<khachapuri_spec::KeyId>,
 }
 
 /// A directory lookup failed (not "unknown label": that is `Ok(None)`).
@@ -37,11 +40,19 @@ pub enum DirError {
 pub trait Directory: Send + Sync + 'static {
     /// The route of `label`, `Ok(None)` if it is not registered.
     fn lookup<'a>(&'a self, label: &'a Label) -> BoxFuture<'a, Result<Option<Route>, DirError>>;
+
+    /// Every label the directory knows of (registered, whatever its route is now): where routed calls
+    /// look for providers.
+    fn labels(&self) -> BoxFuture<'_, Result<Vec<Label>, DirError>>;
 }
 
 impl<D: Directory + ?Sized> Directory for Arc<D> {
     fn lookup<'a>(&'a self, label: &'a Label) -> BoxFuture<'a, Result<Option<Route>, DirError>> {
         (**self).lookup(label)
+    }
+
+    fn labels(&self) -> BoxFuture<'_, Result<Vec<Label>, DirError>> {
+        (**self).labels()
     }
 }
 
@@ -112,7 +123,14 @@ impl StaticDirectory {
 
     /// Adds (or replaces) a route.
     pub fn insert(&mut self, label: Label, server: Server, payee: Option<Address>) -> &mut Self {
-        self.routes.insert(label, Route { server, payee });
+        self.routes.insert(
+            label,
+            Route {
+                server,
+                payee,
+                key_id: None,
+            },
+        );
         self
     }
 
@@ -172,6 +190,14 @@ impl StaticDirectory {
 impl Directory for StaticDirectory {
     fn lookup<'a>(&'a self, label: &'a Label) -> BoxFuture<'a, Result<Option<Route>, DirError>> {
         Box::pin(futures::future::ready(Ok(self.routes.get(label).cloned())))
+    }
+
+    fn labels(&self) -> BoxFuture<'_, Result<Vec<Label>, DirError>> {
+        Box::pin(futures::future::ready(Ok(self
+            .routes
+            .keys()
+            .cloned()
+            .collect())))
     }
 }
 

@@ -8,6 +8,8 @@
 //! - `chain_directory` (feature `chain`, on by default): the on-chain directory, cached and refreshed
 //!   from the Registry's and Resolvers' events.
 //! - [`console`]: the web console, a static site at `/_console/`.
+//! - [`routing`]: calls that name no provider (`{gateway}/{cid}`): who can run the spec, who is paid,
+//!   which provider first, and failover before any charge.
 //! - [`server`]: the gateway itself ([`server::spawn`] starts one on a port).
 //! - [`tunnel`]: the gateway's end of the tunnels (the provider's end is `khachapuri-tunnel`).
 //! - [`proxy`]: hop-by-hop headers, `X-Forwarded-*`, JSON errors (from `khachapuri-tunnel`).
@@ -21,10 +23,12 @@ pub mod console;
 pub mod directory;
 pub mod label;
 pub use khachapuri_tunnel::proxy;
+pub mod routing;
 pub mod server;
 pub mod tunnel;
 
 pub use console::{ConsoleError, ConsoleSite};
 pub use directory::{DirError, Directory, Route, Server, StaticDirectory};
 pub use label::Label;
+pub use routing::{Router, RoutingConfig};
 pub use server::{Gateway, GatewayConfig, GatewayHandle, spawn};

@@ -4,7 +4,10 @@ use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use khachapuri_gateway::{ConsoleSite, Directory, Gateway, GatewayConfig, StaticDirectory};
+use khachapuri_gateway::{
+    ConsoleSite, Directory, Gateway, GatewayConfig, RoutingConfig, StaticDirectory,
+    routing::PayerTerms,
+};
 
 /// The Khachapuri gateway: resolves provider labels and forwards requests, directly or through the
 /// providers' WebSocket tunnels (at /_tunnel).
@@ -70,6 +73,16 @@ struct Args {
     /// A provider label the console suggests, repeatable.
     #[arg(long = "console-provider", requires = "console")]
     console_provider: Vec<String>,
+    /// Where to read specs for calls that name no provider (`/{cid}`), repeatable: `kubo=URL` (a Kubo
+    /// RPC API) or `gateway=URL` (a trustless gateway). Without it, such calls are refused.
+    #[arg(long = "ipfs", env = "KHACHAPURI_GATEWAY_IPFS", value_delimiter = ',')]
+    ipfs: Vec<String>,
+    /// Most providers one routed call is tried at (the next only when one failed before charging).
+    #[arg(long, default_value_t = 3)]
+    route_tries: usize,
+    /// Largest body of a routed call, bytes (it is kept for the next provider).
+    #[arg(long, default_value_t = 1 << 20)]
+    route_max_body: usize,
 }
 
 /// The console of `--console DIR`, configured from the deployments file.
@@ -93,11 +106,14 @@ fn console_site(args: &Args, dir: &std::path::Path) -> anyhow::Result<ConsoleSit
     )?)
 }
 
+/// The directory, and where routing reads payers' terms.
+type Chained = (Arc<dyn Directory>, Option<Arc<dyn PayerTerms>>);
+
 #[cfg(feature = "chain")]
 fn chain_directory(
     rpc_url: &str,
     deployments: Option<&std::path::Path>,
-) -> anyhow::Result<Arc<dyn Directory>> {
+) -> anyhow::Result<Chained> {
     use khachapuri_chain::{Chain, ConnectOptions, Deployment};
     use khachapuri_gateway::chain_directory::{ChainDirectory, ChainDirectoryConfig};
     let Some(path) = deployments else {
@@ -107,14 +123,13 @@ fn chain_directory(
         Deployment::read(path).with_context(|| format!("reading {}", path.display()))?;
     tracing::info!(registry = %deployment.registry, chain_id = deployment.chain_id, "resolving labels on-chain");
     let chain = Chain::new(rpc_url, None, deployment, ConnectOptions::default())?;
-    Ok(ChainDirectory::start(
-        chain,
-        ChainDirectoryConfig::default(),
-    ))
+    let terms: Arc<dyn PayerTerms> = Arc::new(chain.clone());
+    let directory = ChainDirectory::start(chain, ChainDirectoryConfig::default());
+    Ok((directory, Some(terms)))
 }
 
 #[cfg(not(feature = "chain"))]
-fn chain_directory(_: &str, _: Option<&std::path::Path>) -> anyhow::Result<Arc<dyn Directory>> {
+fn chain_directory(_: &str, _: Option<&std::path::Path>) -> anyhow::Result<Chained> {
     bail!("this build has no on-chain directory: rebuild with the `chain` feature")
 }
 
@@ -130,7 +145,7 @@ async fn main() -> anyhow::Result<()> {
         Some(dir) => Some(console_site(&args, dir)?),
         None => None,
     };
-    let directory: Arc<dyn Directory> = match (&args.rpc_url, &args.routes, args.route.is_empty()) {
+    let (directory, terms): Chained = match (&args.rpc_url, &args.routes, args.route.is_empty()) {
         (Some(rpc_url), _, _) => chain_directory(rpc_url, args.deployments.as_deref())?,
         (None, None, true) => {
             bail!("give a directory: --routes FILE, --route LABEL=SERVER, or --rpc-url")
@@ -144,8 +159,28 @@ async fn main() -> anyhow::Result<()> {
                 dir.parse_entry(entry)
                     .with_context(|| format!("--route {entry}"))?;
             }
-            Arc::new(dir)
+            (Arc::new(dir), None)
         }
+    };
+    let routing = match args.ipfs.is_empty() {
+        true => None,
+        false => Some(RoutingConfig {
+            ipfs: args
+                .ipfs
+                .iter()
+                .map(|s| match s.as_str() {
+                    "local" => bail!(
+                        "--ipfs: the gateway has no local store; give kubo=URL or gateway=URL"
+                    ),
+                    s => khachapuri_ipfs::Source::parse(s, std::path::Path::new("."))
+                        .map_err(anyhow::Error::msg),
+                })
+                .collect::<anyhow::Result<_>>()?,
+            max_tries: args.route_tries,
+            max_body_bytes: args.route_max_body,
+            terms,
+            ..RoutingConfig::default()
+        }),
     };
     let config = GatewayConfig {
         gateway_id: args
@@ -159,6 +194,7 @@ async fn main() -> anyhow::Result<()> {
         forwarded_proto: args.forwarded_proto,
         cors: khachapuri_protocol::http::Cors::from_setting(&args.cors_allow_origin),
         console,
+        routing,
         ..GatewayConfig::default()
     };
     let listener = tokio::net::TcpListener::bind(args.listen)
@@ -166,6 +202,9 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("binding {}", args.listen))?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "gateway listening");
+    if let Some(routing) = &config.routing {
+        tracing::info!(sources = ?routing.ipfs, "routing calls that name no provider: http://{addr}/{{cid}}");
+    }
     if config.console.is_some() {
         tracing::info!("web console at http://{addr}/_console/");
     }

@@ -23,6 +23,7 @@ use crate::{
         Body, ForwardClient, add_forwarded, boxed, error_chain, error_response, forward_client,
         full, idle_limited, is_timeout, join_url, strip_hop_by_hop,
     },
+    routing::{PROVIDERS_PATH, Router, RoutingConfig},
     tunnel::{
         TUNNEL_PATH,
         server::{TunnelServerConfig, TunnelTable, serve_tunnel},
@@ -55,6 +56,8 @@ pub struct GatewayConfig {
     pub cors: khachapuri_protocol::http::Cors,
     /// The web console served at `/_console/` in path mode (`/` then redirects there); `None`: none.
     pub console: Option<ConsoleSite>,
+    /// Routing of calls that name no provider (`{gateway}/{cid}`); `None`: such calls are refused.
+    pub routing: Option<RoutingConfig>,
 }
 
 impl Default for GatewayConfig {
@@ -71,16 +74,18 @@ impl Default for GatewayConfig {
             tls: khachapuri_tls::client_config(),
             cors: khachapuri_protocol::http::Cors::default(),
             console: None,
+            routing: None,
         }
     }
 }
 
 /// The gateway: a directory, an HTTP client to providers, and the live tunnels.
 pub struct Gateway {
-    config: GatewayConfig,
-    directory: Arc<dyn Directory>,
+    pub(crate) config: GatewayConfig,
+    pub(crate) directory: Arc<dyn Directory>,
     client: ForwardClient,
-    tunnels: Arc<TunnelTable>,
+    pub(crate) tunnels: Arc<TunnelTable>,
+    pub(crate) router: Option<Router>,
     shutdown: CancellationToken,
 }
 
@@ -88,11 +93,13 @@ impl Gateway {
     /// A gateway over `directory`.
     pub fn new(config: GatewayConfig, directory: Arc<dyn Directory>) -> Arc<Self> {
         let client = forward_client(config.tls.clone(), Some(config.connect_timeout));
+        let router = config.routing.clone().map(Router::new);
         Arc::new(Self {
             config,
             directory,
             client,
             tunnels: Arc::default(),
+            router,
             shutdown: CancellationToken::new(),
         })
     }
@@ -107,8 +114,20 @@ impl Gateway {
         self.shutdown.cancel();
     }
 
-    /// Accepts connections on `listener` until [`Gateway::shutdown`].
+    pub(crate) fn shutdown_token(&self) -> &CancellationToken {
+        &self.shutdown
+    }
+
+    /// The router of calls that name no provider, when routing is on.
+    pub fn router(&self) -> Option<&Router> {
+        self.router.as_ref()
+    }
+
+    /// Accepts connections on `listener` until [`Gateway::shutdown`] (and keeps the routing table fresh).
     pub async fn serve(self: Arc<Self>, listener: TcpListener) {
+        if self.router.is_some() {
+            tokio::spawn(self.clone().refresh_providers_until_shutdown());
+        }
         loop {
             let (stream, remote) = tokio::select! {
                 accepted = listener.accept() => match accepted {
@@ -175,6 +194,24 @@ impl Gateway {
             Addressing::Path { label, .. } if label == console::CONSOLE_PATH[1..] => {
                 let site = self.config.console.as_ref();
                 return console::serve(site, req.method(), req.uri().path()).await;
+            }
+            Addressing::Path { label, .. } if label == PROVIDERS_PATH[1..] => {
+                return self.providers_json();
+            }
+            // `/{cid}...`: a call that names no provider (a label is never a CID).
+            Addressing::Path { label, .. } if khachapuri_ipfs::parse_cid(&label).is_ok() => {
+                if khachapuri_protocol::http::Cors::is_preflight(req.method(), req.headers()) {
+                    return self.config.cors.preflight(req.headers()).map(|()| full(""));
+                }
+                let sandbox = self.config.console.is_some();
+                let mut response = self.route_call(req, remote, host.as_deref()).await;
+                if sandbox {
+                    response.headers_mut().insert(
+                        header::CONTENT_SECURITY_POLICY,
+                        HeaderValue::from_static(console::FUNCTION_SANDBOX),
+                    );
+                }
+                return response;
             }
             Addressing::Path { label, rest } => {
                 let query = req
@@ -276,7 +313,7 @@ impl Gateway {
         response
     }
 
-    async fn forward(
+    pub(crate) async fn forward(
         &self,
         label: &Label,
         route: &Route,
@@ -313,10 +350,8 @@ impl Gateway {
                     .parse::<Uri>()
                     .map_err(|_| ForwardError::BadUrl)?;
                 *req.version_mut() = http::Version::HTTP_2;
-                sender
-                    .ready()
-                    .await
-                    .map_err(|e| ForwardError::Broken(e.to_string()))?;
+                // A tunnel that closed before this request went out: nothing was sent.
+                sender.ready().await.map_err(|_| ForwardError::NoTunnel)?;
                 sender
                     .send_request(req)
                     .await
@@ -376,7 +411,7 @@ impl Gateway {
         response
     }
 
-    fn no_label(&self) -> Response<Body> {
+    pub(crate) fn no_label(&self) -> Response<Body> {
         let hint = match &self.config.base_domain {
             Some(base) => format!("call http(s)://{{label}}.{base}/{{cid}} or /{{label}}/{{cid}}"),
             None => "call /{label}/{cid}".to_owned(),
@@ -390,7 +425,7 @@ impl Gateway {
     }
 }
 
-enum ForwardError {
+pub(crate) enum ForwardError {
     BadUrl,
     ConnectTimeout,
     Unreachable(String),
@@ -399,7 +434,24 @@ enum ForwardError {
 }
 
 impl ForwardError {
-    fn into_response(self, label: &Label) -> Response<Body> {
+    /// Whether the request surely never reached the provider (so another may be tried): every failure
+    /// but a connection that broke once the request was on its way.
+    pub(crate) fn before_sending(&self) -> bool {
+        !matches!(self, Self::Broken(_))
+    }
+
+    /// What went wrong, in a few words.
+    pub(crate) fn reason(&self) -> String {
+        match self {
+            Self::BadUrl => "its server URL is unusable".into(),
+            Self::ConnectTimeout => "connecting timed out".into(),
+            Self::Unreachable(e) => format!("unreachable ({e})"),
+            Self::Broken(e) => format!("failed mid-request ({e})"),
+            Self::NoTunnel => "its tunnel is down".into(),
+        }
+    }
+
+    pub(crate) fn into_response(self, label: &Label) -> Response<Body> {
         match self {
             Self::BadUrl => error_response(
                 StatusCode::BAD_GATEWAY,

@@ -16,7 +16,7 @@ use khachapuri_chain::{
     Address, Chain, ChainError, PrivateKeySigner, Settler, SettlerConfig, SignedPayerToken,
     TokenError, Usdc, eip712,
 };
-use khachapuri_ipfs::{Fetcher, FsBlockstore, Source};
+use khachapuri_ipfs::{Fetcher, Source};
 use khachapuri_protocol::http::Cors;
 use khachapuri_protocol::logs::{LOGS_ACCESS_HEADER, LogEntry, LogsAccessError, SignedLogsAccess};
 use khachapuri_runtime::{Runtime, RuntimeConfig};
@@ -360,22 +360,11 @@ fn serve(
 }
 
 fn sources(config: &Config) -> Result<Vec<Source>, StartError> {
+    let local = config.data_dir.join("ipfs");
     config
         .ipfs
         .iter()
-        .map(|s| match s.split_once('=') {
-            None if s == "local" => FsBlockstore::open(config.data_dir.join("ipfs"))
-                .map(Source::Local)
-                .map_err(|source| StartError::Io {
-                    what: "open the local IPFS store".into(),
-                    source,
-                }),
-            Some(("kubo", url)) => Ok(Source::Kubo(url.to_owned())),
-            Some(("gateway", url)) => Ok(Source::Gateway(url.to_owned())),
-            _ => Err(StartError::Config(format!(
-                "IPFS source `{s}`: expected `local`, `kubo=URL` or `gateway=URL`"
-            ))),
-        })
+        .map(|s| Source::parse(s, &local).map_err(StartError::Config))
         .collect()
 }
 
@@ -499,6 +488,16 @@ async fn call(State(agent): State<Arc<Agent>>, request: Request) -> Response {
             response
         }
     };
+    // Every answer says whether it was charged: exactly those past the claim carry a price (§8, §9), and a
+    // gateway fails over to another provider only on `no`.
+    let charged = match response.headers().contains_key(PRICE_HEADER) {
+        true => "yes",
+        false => "no",
+    };
+    response.headers_mut().insert(
+        HeaderName::from_static(khachapuri_protocol::http::CHARGED_HEADER),
+        HeaderValue::from_static(charged),
+    );
     cors.decorate(response.headers_mut());
     agent.metrics.request(response.status().as_u16());
     response

@@ -14,8 +14,7 @@ use khachapuri_spec::{ProviderKey, Spec, envelope};
 
 use crate::{error::ApiError, lru::Lru};
 
-/// The largest spec (encrypted or not) the agent fetches.
-pub const MAX_SPEC_BYTES: u64 = 256 << 10;
+pub use khachapuri_spec::MAX_SPEC_BYTES;
 
 /// A spec that passed every check that does not depend on the request.
 #[derive(Debug)]

@@ -93,6 +93,15 @@ impl Terms {
         Usdc::from_units(self.reserve.units().saturating_sub(releasing))
     }
 
+    /// Whether one request at `price` fits these terms as the escrow charges them (credits first, then the
+    /// price and the reserve a claim made now can count on), before any unsettled claim of a provider: a
+    /// router's first filter; the provider itself counts its unsettled claims too.
+    pub fn covers(&self, price: Usdc) -> bool {
+        !self.frozen
+            && (self.credits >= price
+                || (self.claimable_price() >= price && self.claimable_reserve() >= price))
+    }
+
     /// Whether the payer has set anything up with this provider.
     pub fn is_empty(&self) -> bool {
         Self {

@@ -71,6 +71,23 @@ pub enum Source {
     Gateway(String),
 }
 
+impl Source {
+    /// Reads a source as the agents' `--ipfs` flags write it: `local` (the blockstore under `local_root`),
+    /// `kubo=URL` or `gateway=URL`.
+    pub fn parse(text: &str, local_root: &std::path::Path) -> Result<Self, String> {
+        match text.split_once('=') {
+            None if text == "local" => FsBlockstore::open(local_root)
+                .map(Source::Local)
+                .map_err(|e| format!("opening the local IPFS store {}: {e}", local_root.display())),
+            Some(("kubo", url)) => Ok(Source::Kubo(url.to_owned())),
+            Some(("gateway", url)) => Ok(Source::Gateway(url.to_owned())),
+            _ => Err(format!(
+                "IPFS source `{text}`: expected `local`, `kubo=URL` or `gateway=URL`"
+            )),
+        }
+    }
+}
+
 impl std::fmt::Display for Source {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

@@ -20,8 +20,9 @@ pub const TOKEN_PREFIX: &str = "kp2.";
 pub const LEGACY_TOKEN_PREFIX: &str = "kp1.";
 
 alloy::sol! {
-    /// A payer's consent: `provider` may charge it at most `maxPrice` per request for `spec` (a spec CID, or
-    /// "" for any spec) until `expiry` (unix seconds). `session` tells tokens apart.
+    /// A payer's consent: `provider` (a payee address, or zero for any provider) may charge it at most
+    /// `maxPrice` per request for `spec` (a spec CID, or "" for any spec) until `expiry` (unix seconds).
+    /// `session` tells tokens apart.
     #[derive(Debug, PartialEq, Eq)]
     struct PayerToken {
         address provider;
@@ -59,6 +60,19 @@ alloy::sol! {
         uint256 value;
         uint256 nonce;
         uint256 deadline;
+    }
+}
+
+/// A token's `provider` that lets any provider charge: routed calls (docs/PROTOCOL.md §10 "Routing by CID")
+/// go to whichever provider the gateway picks. What it can cost stays bounded on chain: only a provider the
+/// payer reserved with (or that granted it credits) can charge, and only within those terms.
+pub const ANY_PROVIDER: Address = Address::ZERO;
+
+impl PayerToken {
+    /// Whether the provider paid at `payee` may charge under this token: it names `payee`, or
+    /// [`ANY_PROVIDER`].
+    pub fn is_for(&self, payee: Address) -> bool {
+        self.provider == payee || self.provider == ANY_PROVIDER
     }
 }
 
@@ -277,7 +291,7 @@ impl SignedPayerToken {
                 now,
             });
         }
-        if t.provider != provider {
+        if !t.is_for(provider) {
             return Err(TokenError::WrongProvider {
                 token: t.provider,
                 expected: provider,
@@ -377,9 +391,19 @@ mod tests {
             Err(TokenError::Expired { .. })
         ));
         assert!(matches!(
-            signed.verify(&d, Address::ZERO, "bafyspec", price, 1),
+            signed.verify(&d, Address::repeat_byte(8), "bafyspec", price, 1),
             Err(TokenError::WrongProvider { .. })
         ));
+        // A token for any provider passes at every payee; the payer is still its signer.
+        let mut anyone = token("bafyspec");
+        anyone.provider = ANY_PROVIDER;
+        let anyone = anyone.sign(&payer, &d).await?;
+        for provider in [p, Address::repeat_byte(8)] {
+            assert_eq!(
+                anyone.verify(&d, provider, "bafyspec", price, 1)?,
+                payer.address()
+            );
+        }
         assert!(matches!(
             signed.verify(&d, p, "bafyother", price, 1),
             Err(TokenError::SpecMismatch { .. })

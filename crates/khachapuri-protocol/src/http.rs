@@ -10,6 +10,12 @@ pub const PAYER_HEADER: &str = "x-khachapuri-payer";
 /// Response: the provider's signed receipt, `kr1.…` ([`crate::receipt::SignedReceipt::encode`]).
 pub const RECEIPT_HEADER: &str = "x-khachapuri-receipt";
 
+/// Response: whether the provider charged for this request, `yes` or `no`, on every answer of an agent
+/// (its errors too). A gateway tries another provider only after `no` (docs/PROTOCOL.md §10 "Failover").
+pub const CHARGED_HEADER: &str = "x-khachapuri-charged";
+/// Response, added by a gateway to a routed call: the label of the provider that answered.
+pub const PROVIDER_HEADER: &str = "x-khachapuri-provider";
+
 /// Request: the payer token (`kp2.…`, docs/PROTOCOL.md §6). `Authorization: Bearer kp1.…`/`kp2.…` is still
 /// read; any other `Authorization` is the program's.
 pub const PAYER_TOKEN_HEADER: &str = "x-khachapuri-payer-token";
@@ -111,7 +117,7 @@ impl Default for Cors {
 
 /// The response headers a browser script may read: the price, the payer and the receipt, and x402's offer
 /// and settlement.
-pub const EXPOSED_HEADERS: &str = "x-khachapuri-price, x-khachapuri-payer, x-khachapuri-receipt, payment-required, payment-response";
+pub const EXPOSED_HEADERS: &str = "x-khachapuri-price, x-khachapuri-payer, x-khachapuri-receipt, x-khachapuri-charged, x-khachapuri-provider, payment-required, payment-response";
 
 impl Cors {
     /// Reads an operator's setting: an origin, `*`, or `none`.
