@@ -19,8 +19,15 @@ import { signTyped, signerAddress, type Signer } from "./signer.js";
 /** The header that carries a token. */
 export const PAYER_TOKEN_HEADER = "X-Khachapuri-Payer-Token";
 
+/**
+ * A token's `provider` for any provider: for calls a gateway routes (`{gateway}/{cid}`). Whoever holds such a
+ * token can spend it at every provider the payer reserved with (or that granted it credits), within those
+ * terms, until it expires: limit it to one spec and a short lifetime.
+ */
+export const ANY_PROVIDER: Address = "0x0000000000000000000000000000000000000000";
+
 export interface PayerTokenFields {
-  /** The provider's payee address. */
+  /** The provider's payee address, or {@link ANY_PROVIDER}. */
   provider: Address;
   /** The spec's CID (canonical), or `""` for any spec of that provider. */
   spec: string;

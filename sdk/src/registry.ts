@@ -49,5 +49,9 @@ export async function resolveProvider(
     abi: resolverAbi,
     functionName: "records",
   });
+  // A zero payee is no provider's, and a payer token made out to it reads as one for any provider.
+  if (payee === zeroAddress) {
+    throw new Error(`the resolver of \`${label}\` (${resolver}) names no payee: not a usable provider`);
+  }
   return { label, resolver, payee, server, rsaKey: bytes(publicKeyDer), keyVersion };
 }

@@ -85,7 +85,9 @@ pub(crate) fn target(url: &reqwest::Url) -> anyhow::Result<Target> {
         url.host_str()
             .filter(|host| !host.starts_with('[') && host.parse::<std::net::IpAddr>().is_err())
             .and_then(|host| host.split_once('.'))
-            .filter(|(_, rest)| !rest.is_empty())
+            // `alice.khachapuri.xyz` or `alice.localhost` names `alice`; `khachapuri.xyz` itself names no
+            // provider (a routed call).
+            .filter(|(_, rest)| rest.contains('.') || *rest == "localhost")
             .map(|(first, _)| first.to_owned())
     };
     let mut base = url.clone();
@@ -166,17 +168,32 @@ pub async fn call(args: CallArgs, json: bool) -> anyhow::Result<()> {
     let mut payer = None;
     if !args.owner_pays {
         let target = target(&url)?;
-        let Some(label) = args.provider.clone().or(target.label) else {
-            bail!("{url} does not name its provider; pass --provider LABEL (or --owner-pays)");
-        };
         let chain = args.chain.connect(true).await?;
         let signer = chain.signer().context("no signer")?;
-        if args.x402 {
-            let payment = x402_payment(&chain, &target.base, &label, max_price).await?;
+        let label = args.provider.clone().or(target.label);
+        if let (None, true) = (&label, args.x402) {
+            bail!(
+                "{url} names no provider, and an x402 payment pays one: pass --provider LABEL, or pay from a \
+                 reserve without --x402"
+            );
+        }
+        if let Some(label) = label.as_ref().filter(|_| args.x402) {
+            let payment = x402_payment(&chain, &target.base, label, max_price).await?;
             request = request.header(PAYMENT_SIGNATURE_HEADER, payment.encode());
-        } else {
+        } else if let Some(label) = label {
             let (signed, _) =
                 sign_token(&chain, &label, target.cid, max_price, TOKEN_LIFETIME).await?;
+            request = request.header(PAYER_TOKEN_HEADER, signed.encode());
+        } else {
+            // A routed call: whichever provider the gateway picks, for this spec only, for minutes.
+            let signed = crate::token::sign_for(
+                &chain,
+                khachapuri_protocol::eip712::ANY_PROVIDER,
+                target.cid,
+                max_price,
+                TOKEN_LIFETIME,
+            )
+            .await?;
             request = request.header(PAYER_TOKEN_HEADER, signed.encode());
         }
         payer = Some(signer.address());
@@ -320,6 +337,13 @@ mod tests {
                 base: "http://127.0.0.1:9000".into(),
             }
         );
+        // The base domain itself names no provider: a routed call (an any-provider token pays it).
+        assert_eq!(
+            t(&format!("https://khachapuri.xyz/{CID}")).unwrap().label,
+            None
+        );
+        let local = t(&format!("http://alice.localhost:8080/{CID}")).unwrap();
+        assert_eq!(local.label.as_deref(), Some("alice"));
         assert!(t("http://127.0.0.1:8080/dev/not-a-cid").is_err());
     }
 }

@@ -47,7 +47,7 @@ pub(crate) async fn sign_token(
 }
 
 /// A payer token signed by `chain`'s signer for the provider paid at `payee` ([`ANY_PROVIDER`]: any).
-async fn sign_for(
+pub(crate) async fn sign_for(
     chain: &Chain,
     payee: Address,
     spec: String,

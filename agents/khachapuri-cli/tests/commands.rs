@@ -485,8 +485,8 @@ async fn a_tunneled_provider_is_set_up_deployed_to_called_and_paid() {
         "{later}"
     );
     assert!(
-        later["providers"].as_array().is_some_and(|p| p.len() == 2),
-        "dev and alice: {later}"
+        later["providers"].as_array().is_some_and(|p| p.len() == 3),
+        "dev, tun and alice: {later}"
     );
     // Without a flag the token's permit is used (it has one); --approve sends the approval instead.
     let v: serde_json::Value =

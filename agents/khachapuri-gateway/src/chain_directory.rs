@@ -172,7 +172,7 @@ impl ChainDirectory {
             .map_err(|e| unavailable(e.to_string()))?;
         while registered.1 <= head {
             let from = registered.1;
-            let to = head.min(from.saturating_add(self.config.max_block_range - 1));
+            let to = head.min(from.saturating_add(self.config.max_block_range.max(1) - 1));
             let filter = Filter::new()
                 .address(self.chain.deployment().registry)
                 .event_signature(Registry::Registered::SIGNATURE_HASH)

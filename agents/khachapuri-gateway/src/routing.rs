@@ -83,6 +83,10 @@ pub trait PayerTerms: Send + Sync + 'static {
         payee: Address,
         price: Usdc,
     ) -> BoxFuture<'_, Result<bool, String>>;
+
+    /// The escrow's EIP-712 domain: a payer token's signer is recovered in it before its payer is
+    /// trusted to pick providers.
+    fn domain(&self) -> alloy::sol_types::Eip712Domain;
 }
 
 #[cfg(feature = "chain")]
@@ -100,6 +104,10 @@ impl PayerTerms for khachapuri_chain::Chain {
                 .map_err(|e| e.to_string())
         })
     }
+
+    fn domain(&self) -> alloy::sol_types::Eip712Domain {
+        khachapuri_chain::Chain::domain(self)
+    }
 }
 
 /// What routing needs of a spec.
@@ -109,6 +117,25 @@ pub enum SpecFacts {
     Sealed(Vec<KeyId>),
     /// In the clear.
     Open(Box<Spec>),
+}
+
+/// How a routed call pays.
+#[derive(Debug, Clone)]
+pub enum Payment {
+    /// No payment of its own: the spec's owner pays.
+    Owner,
+    /// A payer token; `payer` is its signer, recovered when the gateway reads terms, else as it names.
+    Token {
+        /// The token.
+        token: Box<SignedPayerToken>,
+        /// Who pays.
+        payer: Option<Address>,
+    },
+    /// An x402 payment, made out to one payee: only that provider can take it.
+    X402 {
+        /// The payee the authorization pays.
+        pay_to: Address,
+    },
 }
 
 /// A provider the table knows, as of the last refresh.
@@ -203,6 +230,8 @@ pub enum NoCandidate {
     NotReserved {
         /// The payer.
         payer: Address,
+        /// Whether the spec's owner pays (the call brings no payment of its own).
+        owner_pays: bool,
         /// The runners available now, and their prices.
         runners: Vec<(Label, Usdc)>,
         /// Why the other runners are not available now (empty: all are).
@@ -215,6 +244,10 @@ pub struct Router {
     pub(crate) config: RoutingConfig,
     fetcher: Fetcher,
     providers: Mutex<Arc<Vec<Known>>>,
+    /// RSA key ids that more than one label publishes: none of those labels is a recipient by that key.
+    shared_keys: Mutex<HashSet<KeyId>>,
+    /// Whether the table was read at least once.
+    ready: std::sync::atomic::AtomicBool,
     health: Mutex<HashMap<Label, Health>>,
     specs: Mutex<HashMap<Cid, Arc<Result<SpecFacts, String>>>>,
     /// Refusals of a spec by a provider, remembered until the instant.
@@ -232,6 +265,10 @@ type TermsKey = (Address, Address, Usdc);
 const MAX_CACHED: usize = 4096;
 /// How long a read of a payer's terms is trusted.
 const TERMS_TTL: Duration = Duration::from_secs(2);
+/// Most time to read a payer's terms with one provider.
+const TERMS_TIMEOUT: Duration = Duration::from_secs(2);
+/// Most time to read a spec.
+const SPEC_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -251,6 +288,8 @@ impl Router {
             fetcher: Fetcher::new(config.ipfs.clone()),
             config,
             providers: Mutex::default(),
+            shared_keys: Mutex::default(),
+            ready: std::sync::atomic::AtomicBool::new(false),
             health: Mutex::default(),
             specs: Mutex::default(),
             refusals: Mutex::default(),
@@ -264,9 +303,28 @@ impl Router {
         lock(&self.providers).clone()
     }
 
-    /// Replaces the table.
+    /// Replaces the table. A key id that several labels publish counts for none of them: anyone can copy
+    /// a provider's public key into its own resolver, and must not receive that provider's sealed specs.
     pub fn set_providers(&self, providers: Vec<Known>) {
+        let mut seen = HashSet::new();
+        let mut shared = HashSet::new();
+        for id in providers.iter().filter_map(|k| k.route.key_id) {
+            if !seen.insert(id) {
+                tracing::warn!(key = %alloy::hex::encode(id), "several labels publish one RSA key: routing sends sealed specs to none of them");
+                shared.insert(id);
+            }
+        }
+        *lock(&self.shared_keys) = shared;
         *lock(&self.providers) = Arc::new(providers);
+        self.ready.store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Whether `known`'s RSA key is published by another label too.
+    pub fn key_is_shared(&self, known: &Known) -> bool {
+        known
+            .route
+            .key_id
+            .is_some_and(|id| lock(&self.shared_keys).contains(&id))
     }
 
     /// What this gateway saw of `label`.
@@ -279,30 +337,38 @@ impl Router {
         if let Some(hit) = lock(&self.specs).get(cid) {
             return Ok(hit.clone());
         }
-        let bytes = self
-            .fetcher
-            .get(cid, khachapuri_spec::MAX_SPEC_BYTES)
-            .await?;
+        let fetch = self.fetcher.get(cid, khachapuri_spec::MAX_SPEC_BYTES);
+        let bytes = tokio::time::timeout(SPEC_TIMEOUT, fetch)
+            .await
+            .map_err(|_| {
+                FetchError::Remote(format!("no IPFS source answered within {SPEC_TIMEOUT:?}"))
+            })??;
         let facts = Arc::new(read_facts(&bytes));
         bounded_insert(&mut lock(&self.specs), *cid, facts.clone());
         Ok(facts)
     }
 
-    /// The payer of a call to `cid` carrying `token`: the one the token names, else the owner (an open
-    /// spec's, or a sealed spec's as its earlier answers showed). `None`: not known yet.
+    /// The payer of a call to `cid` paid by `payment`, and whether it was learned (a sealed spec's owner,
+    /// as its earlier answers named it) rather than read. `None`: not known (x402 pays no reserve).
     pub fn payer(
         &self,
         cid: &Cid,
         facts: &SpecFacts,
-        token: Option<&SignedPayerToken>,
-    ) -> Option<Address> {
-        if let Some(token) = token {
-            return token.payer;
+        payment: &Payment,
+    ) -> Option<(Address, bool)> {
+        match (payment, facts) {
+            (Payment::Token { payer, .. }, _) => payer.map(|p| (p, false)),
+            (Payment::X402 { .. }, _) => None,
+            (Payment::Owner, SpecFacts::Open(spec)) => Some((spec.owner, false)),
+            (Payment::Owner, SpecFacts::Sealed(_)) => {
+                lock(&self.owners).get(cid).map(|p| (*p, true))
+            }
         }
-        match facts {
-            SpecFacts::Open(spec) => Some(spec.owner),
-            SpecFacts::Sealed(_) => lock(&self.owners).get(cid).copied(),
-        }
+    }
+
+    /// Forgets a sealed spec's learned owner.
+    fn forget_owner(&self, cid: &Cid) {
+        lock(&self.owners).remove(cid);
     }
 
     /// Remembers who a sealed spec's owner-paid call was charged to.
@@ -316,9 +382,18 @@ impl Router {
         &self,
         cid: &Cid,
         facts: &SpecFacts,
-        token: Option<&SignedPayerToken>,
+        payment: &Payment,
         live: impl Fn(&Label) -> bool,
     ) -> Result<Vec<(Known, Usdc)>, NoCandidate> {
+        if !self.ready.load(std::sync::atomic::Ordering::Acquire) {
+            return Err(NoCandidate::NoneAvailable(
+                "this gateway has not read its provider table yet".into(),
+            ));
+        }
+        let token = match payment {
+            Payment::Token { token, .. } => Some(&**token),
+            _ => None,
+        };
         let table = self.providers();
         let now = Instant::now();
         // Who runs this spec at all.
@@ -327,6 +402,7 @@ impl Router {
             .filter(|k| match facts {
                 SpecFacts::Sealed(recipients) => {
                     k.route.key_id.is_some_and(|id| recipients.contains(&id))
+                        && !self.key_is_shared(k)
                 }
                 // An operator who refuses open specs refuses them whatever they name; an unreadable offer
                 // is told apart below.
@@ -335,17 +411,21 @@ impl Router {
                         && k.offer.as_ref().map_or(true, |o| o.open_specs)
                 }
             })
-            .filter(|k| match token.map(|t| t.token.provider) {
-                Some(named) if named != khachapuri_protocol::eip712::ANY_PROVIDER => {
-                    k.route.payee == Some(named)
+            .filter(|k| match payment {
+                Payment::Token { token, .. }
+                    if token.token.provider != khachapuri_protocol::eip712::ANY_PROVIDER =>
+                {
+                    k.route.payee == Some(token.token.provider)
                 }
+                Payment::X402 { pay_to } => k.route.payee == Some(*pay_to),
                 _ => true,
             })
             .collect();
         if runners.is_empty() {
             return Err(NoCandidate::NoRunner(match facts {
                 SpecFacts::Sealed(r) => format!(
-                    "it is sealed to {} key(s), and no registered provider has one of them",
+                    "it is sealed to {} key(s), and no registered provider (that the payment names) holds one \
+                     of them alone",
                     r.len()
                 ),
                 SpecFacts::Open(spec) => match &spec.provider {
@@ -403,24 +483,37 @@ impl Router {
             return Err(NoCandidate::NoneAvailable(why_not.join("; ")));
         }
         // Whose terms with the payer cover the price.
-        let payer = self.payer(cid, facts, token);
-        if let (Some(payer), Some(_)) = (payer, &self.config.terms) {
-            let mut covered = Vec::with_capacity(able.len());
-            for (k, price) in &able {
-                let Some(payee) = k.route.payee else { continue };
-                // A read that fails leaves the provider in: it checks the terms itself, and fails closed.
-                if self.covers(payer, payee, *price).await.unwrap_or(true) {
-                    covered.push((k.clone(), *price));
+        let payer = self.payer(cid, facts, payment);
+        if let (Some((payer, learned)), Some(_)) = (payer, &self.config.terms) {
+            // Read in parallel, each bounded; a read that fails leaves the provider in: it checks the
+            // terms itself, and fails closed.
+            let reads = able.iter().map(|(k, price)| async move {
+                let Some(payee) = k.route.payee else {
+                    return false;
+                };
+                let read = tokio::time::timeout(TERMS_TIMEOUT, self.covers(payer, payee, *price));
+                read.await.ok().and_then(Result::ok).unwrap_or(true)
+            });
+            let verdicts = futures::future::join_all(reads).await;
+            let covered: Vec<(Known, Usdc)> = able
+                .iter()
+                .zip(verdicts)
+                .filter(|(_, covers)| *covers)
+                .map(|(a, _)| a.clone())
+                .collect();
+            match (covered.is_empty(), learned) {
+                (false, _) => able = covered,
+                // A learned owner is only a provider's word: when it rules everyone out, it is dropped.
+                (true, true) => self.forget_owner(cid),
+                (true, false) => {
+                    return Err(NoCandidate::NotReserved {
+                        payer,
+                        owner_pays: matches!(payment, Payment::Owner),
+                        runners: able.into_iter().map(|(k, p)| (k.label, p)).collect(),
+                        unavailable: why_not.join("; "),
+                    });
                 }
             }
-            if covered.is_empty() {
-                return Err(NoCandidate::NotReserved {
-                    payer,
-                    runners: able.into_iter().map(|(k, p)| (k.label, p)).collect(),
-                    unavailable: why_not.join("; "),
-                });
-            }
-            able = covered;
         }
         Ok(self.rank(able, now))
     }
@@ -524,6 +617,7 @@ fn read_facts(bytes: &[u8]) -> Result<SpecFacts, String> {
 // ---------------------------------------------------------------------------------------------------------
 
 use bytes::Bytes;
+use futures::StreamExt;
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -541,6 +635,8 @@ pub const PROVIDERS_PATH: &str = "/_providers";
 const MAX_REFUSAL_BYTES: usize = 64 << 10;
 /// Largest offer read.
 const MAX_OFFER_BYTES: usize = 16 << 10;
+/// Offers read at once when the table is refreshed.
+const OFFER_READS: usize = 8;
 
 impl Gateway {
     /// Reads the provider table again every `refresh`, until the gateway shuts down.
@@ -565,22 +661,28 @@ impl Gateway {
                 return tracing::warn!(error = %e, "cannot list providers; routing keeps its table");
             }
         };
-        let reads = labels.iter().map(|label| async move {
-            let route = self.directory.lookup(label).await.ok().flatten()?;
-            let offer = self.read_offer(label, &route).await;
+        // A few at a time, each bounded: one slow provider cannot hold the table back.
+        let reads = labels.iter().cloned().map(|label| self.read_known(label));
+        let table: Vec<Known> = futures::stream::iter(reads)
+            .buffer_unordered(OFFER_READS)
+            .filter_map(|k| async move { k })
+            .collect()
+            .await;
+        router.retain(&labels.into_iter().collect());
+        router.set_providers(table);
+    }
+
+    /// `label`'s route and offer, as the table keeps them; `None`: not registered now.
+    fn read_known(&self, label: Label) -> BoxFuture<'_, Option<Known>> {
+        Box::pin(async move {
+            let route = self.directory.lookup(&label).await.ok().flatten()?;
+            let offer = self.read_offer(&label, &route).await;
             Some(Known {
-                label: label.clone(),
+                label,
                 route,
                 offer,
             })
-        });
-        let table: Vec<Known> = futures::future::join_all(reads)
-            .await
-            .into_iter()
-            .flatten()
-            .collect();
-        router.retain(&labels.into_iter().collect());
-        router.set_providers(table);
+        })
     }
 
     /// `GET /_provider` of `label`, directly or down its tunnel; an offer that names another label or
@@ -592,19 +694,22 @@ impl Gateway {
         let request = Request::get("/_provider")
             .body(full(""))
             .map_err(|e| e.to_string())?;
-        let response = tokio::time::timeout(
-            router.config.offer_timeout,
-            self.forward(label, route, "/_provider".into(), request),
-        )
-        .await
-        .map_err(|_| "its offer did not arrive in time".to_owned())?
-        .map_err(|e| e.reason())?;
-        if response.status() != StatusCode::OK {
-            return Err(format!("its offer answered {}", response.status()));
-        }
-        let body = collect(boxed(response.into_body()), MAX_OFFER_BYTES)
+        // The whole read, head and body, within the offer timeout.
+        let read = async {
+            let response = self
+                .forward(label, route, "/_provider".into(), request)
+                .await
+                .map_err(|e| e.reason())?;
+            if response.status() != StatusCode::OK {
+                return Err(format!("its offer answered {}", response.status()));
+            }
+            collect(boxed(response.into_body()), MAX_OFFER_BYTES)
+                .await
+                .map_err(|e| format!("reading its offer: {e}"))
+        };
+        let body = tokio::time::timeout(router.config.offer_timeout, read)
             .await
-            .map_err(|e| format!("reading its offer: {e}"))?;
+            .map_err(|_| "its offer did not arrive in time".to_owned())??;
         let offer: Offer =
             serde_json::from_slice(&body).map_err(|e| format!("its offer is unreadable: {e}"))?;
         if offer.label != label.as_str() || Some(offer.payee) != route.payee {
@@ -635,6 +740,7 @@ impl Gateway {
                     },
                     "payee": k.route.payee,
                     "reachable": k.offer.is_ok() && (!tunneled || live.contains(&k.label)),
+                    "keyShared": router.key_is_shared(k),
                     "offer": k.offer.as_ref().ok(),
                     "offerError": k.offer.as_ref().err(),
                     "price": k.offer.as_ref().ok().map(|o| o.price.to_string()),
@@ -697,13 +803,13 @@ impl Gateway {
                 );
             }
         };
-        let token = match read_token(req.headers()) {
-            Ok(token) => token,
+        let payment = match router.payment(req.headers()) {
+            Ok(payment) => payment,
             Err(response) => return *response,
         };
         let live = self.tunnels.labels();
         let candidates = match router
-            .candidates(&cid, facts, token.as_ref(), |l| live.contains(l))
+            .candidates(&cid, facts, &payment, |l| live.contains(l))
             .await
         {
             Ok(candidates) => candidates,
@@ -773,12 +879,7 @@ impl Gateway {
                 }
                 // It may be running: never sent again.
                 Ok(Err(e)) => return named(e.into_response(&label), &label),
-                Err(_) => {
-                    return named(
-                        provider_timeout(&label, self.config.response_timeout),
-                        &label,
-                    );
-                }
+                Err(_) => return named(provider_timeout(&label, left), &label),
             };
             let took = started.elapsed();
             let charged = response
@@ -797,7 +898,9 @@ impl Gateway {
                 let code = serde_json::from_slice::<ErrorBody>(&bytes)
                     .map(|b| b.error)
                     .unwrap_or_default();
-                let answer = Response::from_parts(head, full(bytes));
+                let mut answer = Response::from_parts(head, full(bytes));
+                strip_hop_by_hop(answer.headers_mut());
+                answer.headers_mut().remove(header::CONTENT_LENGTH);
                 if is_provider_specific(&code) {
                     tracing::info!(%label, %cid, %code, "provider refused without charging; trying the next");
                     router.refused(&cid, &label, &code, took);
@@ -809,7 +912,7 @@ impl Gateway {
                 return named(answer, &label);
             }
             router.answered(&label, took);
-            if token.is_none()
+            if matches!(payment, Payment::Owner)
                 && matches!(facts, SpecFacts::Sealed(_))
                 && charged == Some(b"yes")
                 && let Some(payer) = response
@@ -886,6 +989,59 @@ fn provider_timeout(label: &Label, after: Duration) -> Response<Body> {
     )
 }
 
+impl Router {
+    /// How a routed call pays: an x402 payment (to one payee), a payer token (its signer recovered when
+    /// the gateway reads terms), or neither (the owner). The provider checks all of it again.
+    fn payment(&self, headers: &http::HeaderMap) -> Result<Payment, Box<Response<Body>>> {
+        let x402 = headers.get(khachapuri_protocol::x402::PAYMENT_SIGNATURE_HEADER);
+        let token = read_token(headers)?;
+        match (x402, token) {
+            (Some(_), Some(_)) => Err(Box::new(error_response(
+                StatusCode::BAD_REQUEST,
+                "two_payments",
+                "the request brings both a payer token and an x402 payment",
+                "send one of them",
+            ))),
+            (Some(value), None) => {
+                let payload = value
+                    .to_str()
+                    .ok()
+                    .and_then(|v| khachapuri_protocol::x402::PaymentPayload::decode(v).ok());
+                match payload {
+                    Some(p) => Ok(Payment::X402 {
+                        pay_to: p.payload.authorization.to,
+                    }),
+                    None => Err(Box::new(error_response(
+                        StatusCode::BAD_REQUEST,
+                        "x402_payment_invalid",
+                        "the PAYMENT-SIGNATURE header is not an x402 version 2 payment",
+                        "sign the payment the 402's PAYMENT-REQUIRED asks for",
+                    ))),
+                }
+            }
+            (None, Some(token)) => {
+                // The payer a token names picks providers only once its signature says it is theirs.
+                let payer = match &self.config.terms {
+                    Some(terms) => Some(token.recover(&terms.domain()).map_err(|e| {
+                        Box::new(error_response(
+                            StatusCode::UNAUTHORIZED,
+                            "bad_token_signature",
+                            &e.to_string(),
+                            "make a new token with `khachapuri token`",
+                        ))
+                    })?),
+                    None => token.payer,
+                };
+                Ok(Payment::Token {
+                    token: Box::new(token),
+                    payer,
+                })
+            }
+            (None, None) => Ok(Payment::Owner),
+        }
+    }
+}
+
 /// The request's payer token, decoded: a routed call picks providers by it (the provider checks it again).
 fn read_token(headers: &http::HeaderMap) -> Result<Option<SignedPayerToken>, Box<Response<Body>>> {
     let malformed = |message: String| {
@@ -956,6 +1112,7 @@ fn no_candidate(cid: &Cid, none: NoCandidate) -> Response<Body> {
         ),
         NoCandidate::NotReserved {
             payer,
+            owner_pays,
             runners,
             unavailable,
         } => {
@@ -978,10 +1135,172 @@ fn no_candidate(cid: &Cid, none: NoCandidate) -> Response<Body> {
                         false => format!("; not available now: {unavailable}"),
                     }
                 ),
-                &format!(
-                    "reserve with one of them: `khachapuri escrow reserve --provider {label} --price {price} --amount {price}`"
-                ),
+                &match owner_pays {
+                    true => format!(
+                        "the function's owner pays for calls without a payment of their own: pay yourself with a \
+                         payer token (`khachapuri token --any-provider --spec {cid}`, sent as \
+                         X-Khachapuri-Payer-Token), or the owner reserves with one of them: `khachapuri escrow \
+                         reserve --provider {label} --price {price} --amount {price}`"
+                    ),
+                    false => format!(
+                        "reserve with one of them: `khachapuri escrow reserve --provider {label} --price {price} \
+                         --amount {price}`"
+                    ),
+                },
             )
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::directory::Server;
+
+    fn known(label: &str, key: u8, price: u128, open_specs: bool) -> Known {
+        let payee = Address::repeat_byte(key);
+        Known {
+            label: Label::new(label).unwrap(),
+            route: Route {
+                server: Server::Url(format!("http://{label}.test")),
+                payee: Some(payee),
+                key_id: Some([key; 32]),
+            },
+            offer: Ok(Offer {
+                label: label.into(),
+                payee,
+                price: Usdc::from_units(price),
+                chain_id: 31337,
+                escrow: Address::repeat_byte(0xee),
+                caps: khachapuri_spec::Caps {
+                    memory_bytes: 1 << 30,
+                    timeout_ms: 60_000,
+                    output_bytes: 1 << 30,
+                },
+                max_body_bytes: 1 << 20,
+                open_specs,
+            }),
+        }
+    }
+
+    fn cid() -> Cid {
+        khachapuri_ipfs::parse_cid("bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku")
+            .unwrap()
+    }
+
+    fn labels(c: &[(Known, Usdc)]) -> Vec<&str> {
+        c.iter().map(|(k, _)| k.label.as_str()).collect()
+    }
+
+    #[tokio::test]
+    async fn sealed_specs_go_to_their_recipients_cheapest_first_and_never_by_a_copied_key() {
+        let router = Router::new(RoutingConfig::default());
+        let sealed = SpecFacts::Sealed(vec![[1; 32], [2; 32]]);
+        let live = |_: &Label| true;
+        assert!(
+            matches!(
+                router
+                    .candidates(&cid(), &sealed, &Payment::Owner, live)
+                    .await,
+                Err(NoCandidate::NoneAvailable(_))
+            ),
+            "no table read yet: retry, not 404"
+        );
+        router.set_providers(vec![
+            known("alice", 1, 20, true),
+            known("bob", 2, 10, true),
+            known("carol", 3, 5, true),
+        ]);
+        let c = router
+            .candidates(&cid(), &sealed, &Payment::Owner, live)
+            .await
+            .unwrap();
+        assert_eq!(
+            labels(&c),
+            ["bob", "alice"],
+            "recipients only, the cheapest first"
+        );
+        // mallory publishes bob's key: neither is bob's recipient any more.
+        let mut mallory = known("mallory", 2, 1, true);
+        mallory.label = Label::new("mallory").unwrap();
+        router.set_providers(vec![
+            known("alice", 1, 20, true),
+            known("bob", 2, 10, true),
+            mallory,
+        ]);
+        let c = router
+            .candidates(&cid(), &sealed, &Payment::Owner, live)
+            .await
+            .unwrap();
+        assert_eq!(labels(&c), ["alice"]);
+        // An x402 payment goes to the provider it pays, and nowhere else.
+        let to_alice = Payment::X402 {
+            pay_to: Address::repeat_byte(1),
+        };
+        let c = router
+            .candidates(&cid(), &sealed, &to_alice, live)
+            .await
+            .unwrap();
+        assert_eq!(labels(&c), ["alice"]);
+        let to_carol = Payment::X402 {
+            pay_to: Address::repeat_byte(3),
+        };
+        assert!(matches!(
+            router.candidates(&cid(), &sealed, &to_carol, live).await,
+            Err(NoCandidate::NoRunner(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn refusals_of_the_spec_and_dead_providers_are_tried_last_or_not_at_all() {
+        let router = Router::new(RoutingConfig::default());
+        router.set_providers(vec![known("alice", 1, 10, true), known("bob", 2, 10, true)]);
+        let sealed = SpecFacts::Sealed(vec![[1; 32], [2; 32]]);
+        let live = |_: &Label| true;
+        let alice = Label::new("alice").unwrap();
+        router.unreachable(&alice);
+        for _ in 0..20 {
+            let c = router
+                .candidates(&cid(), &sealed, &Payment::Owner, live)
+                .await
+                .unwrap();
+            assert_eq!(
+                labels(&c),
+                ["bob", "alice"],
+                "a provider that was unreachable goes last"
+            );
+        }
+        router.refused(
+            &cid(),
+            &Label::new("bob").unwrap(),
+            "undecryptable_spec",
+            Duration::ZERO,
+        );
+        let c = router
+            .candidates(&cid(), &sealed, &Payment::Owner, live)
+            .await
+            .unwrap();
+        assert_eq!(
+            labels(&c),
+            ["alice"],
+            "bob refused this spec: left out for a while"
+        );
+        // A refusal that is the caller's, not bob's, is not provider-specific and not remembered.
+        assert!(!is_provider_specific("bad_spec_signature"));
+        assert!(!is_provider_specific("spec_revoked"));
+        assert!(is_provider_specific("insufficient_reserve"));
+    }
+
+    #[test]
+    fn spec_bytes_read_as_recipients_or_an_open_spec() {
+        let key = khachapuri_spec::ProviderKey::generate().unwrap();
+        let sealed = khachapuri_spec::seal(key.public_key_der(), b"{}").unwrap();
+        match read_facts(&sealed).unwrap() {
+            SpecFacts::Sealed(ids) => assert_eq!(ids, [*key.id()]),
+            other => panic!("{other:?}"),
+        }
+        assert!(read_facts(b"not a spec").is_err());
+        assert!(read_facts(b"KPSE\x09").is_err(), "a broken envelope");
     }
 }

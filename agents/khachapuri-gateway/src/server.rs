@@ -199,7 +199,9 @@ impl Gateway {
                 return self.providers_json();
             }
             // `/{cid}...`: a call that names no provider (a label is never a CID).
-            Addressing::Path { label, .. } if khachapuri_ipfs::parse_cid(&label).is_ok() => {
+            Addressing::Path { label, .. }
+                if self.router.is_some() && khachapuri_ipfs::parse_cid(&label).is_ok() =>
+            {
                 if khachapuri_protocol::http::Cors::is_preflight(req.method(), req.headers()) {
                     return self.config.cors.preflight(req.headers()).map(|()| full(""));
                 }
@@ -325,13 +327,15 @@ impl Gateway {
                 *req.uri_mut() = join_url(base, &path_and_query)
                     .parse::<Uri>()
                     .map_err(|_| ForwardError::BadUrl)?;
+                // Only a failure to connect is surely before sending; a timeout on an open connection
+                // (the kernel's, mid-request) is not.
                 self.client.request(req).await.map_err(|e| {
-                    if is_timeout(&e) {
-                        ForwardError::ConnectTimeout
-                    } else if e.is_connect() {
-                        ForwardError::Unreachable(error_chain(&e))
-                    } else {
+                    if !e.is_connect() {
                         ForwardError::Broken(error_chain(&e))
+                    } else if is_timeout(&e) {
+                        ForwardError::ConnectTimeout
+                    } else {
+                        ForwardError::Unreachable(error_chain(&e))
                     }
                 })
             }

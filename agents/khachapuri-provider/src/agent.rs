@@ -464,9 +464,11 @@ async fn call(State(agent): State<Arc<Agent>>, request: Request) -> Response {
         .hint("retry in a few seconds")),
         false => agent.serve(request).await,
     };
+    let mut charged = false;
     let mut response = match served {
         Ok(response) => response,
         Err(err) => {
+            charged = err.charged;
             agent.metrics.refusal(err.code);
             if err.status.is_server_error() {
                 tracing::warn!(status = %err.status, code = err.code, message = %err.message, "request failed");
@@ -488,9 +490,9 @@ async fn call(State(agent): State<Arc<Agent>>, request: Request) -> Response {
             response
         }
     };
-    // Every answer says whether it was charged: exactly those past the claim carry a price (§8, §9), and a
-    // gateway fails over to another provider only on `no`.
-    let charged = match response.headers().contains_key(PRICE_HEADER) {
+    // Every answer says whether it may have been charged: those past the claim (they carry a price, §8,
+    // §9, or failed after it); a gateway fails over to another provider only on `no`.
+    let charged = match charged || response.headers().contains_key(PRICE_HEADER) {
         true => "yes",
         false => "no",
     };
@@ -723,6 +725,7 @@ impl Agent {
                 }
                 return failed.body(Body::from(answer)).map_err(|e| {
                     ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+                        .charged()
                 });
             }
         };
@@ -759,6 +762,7 @@ impl Agent {
         out.body(Body::from(Bytes::from(response.body)))
             .map_err(|e| {
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+                    .charged()
             })
     }
 
@@ -1025,6 +1029,9 @@ fn claim_error(err: ClaimError, label: &str, price: Usdc) -> ApiError {
     match &err {
         ClaimError::Chain(_) => ApiError::chain_unavailable(err.to_string()),
         ClaimError::Log(_) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", err.to_string()),
+        ClaimError::Unsettled(_) => {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", err.to_string()).charged()
+        }
         ClaimError::NotApproved { .. } => {
             ApiError::payment_required(err.code(), err.to_string()).hint(reserve(price))
         }

@@ -22,6 +22,9 @@ pub struct ApiError {
     pub hint: Option<String>,
     /// Seconds until a retry can succeed (`Retry-After`), when the refusal ends at a known time.
     pub retry_after: Option<u64>,
+    /// The request may have been charged (an error after the claim): `X-Khachapuri-Charged: yes`, so
+    /// that nobody sends it again elsewhere.
+    pub charged: bool,
 }
 
 impl ApiError {
@@ -33,7 +36,14 @@ impl ApiError {
             message: message.into(),
             hint: None,
             retry_after: None,
+            charged: false,
         }
+    }
+
+    /// Marks an error that came after the claim: the request may have been charged.
+    pub fn charged(mut self) -> Self {
+        self.charged = true;
+        self
     }
 
     /// Adds what the caller should do next.

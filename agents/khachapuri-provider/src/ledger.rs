@@ -71,6 +71,9 @@ pub enum ClaimError {
     /// The claim could not be logged.
     #[error("cannot log the claim: {0}")]
     Log(String),
+    /// The claim was logged, and its settlement's outcome is unknown (sync mode): it may be charged.
+    #[error("the claim's settlement ended without an outcome: {0}")]
+    Unsettled(String),
 }
 
 fn pending_note(cut_at: Option<u64>) -> String {
@@ -101,7 +104,7 @@ impl ClaimError {
             Self::Refused(_) => "settlement_refused",
             Self::X402Refused(_) => "x402_payment_refused",
             Self::Chain(_) => "chain_unavailable",
-            Self::Log(_) => "internal",
+            Self::Log(_) | Self::Unsettled(_) => "internal",
         }
     }
 }
@@ -287,7 +290,7 @@ impl Ledger {
             Ok(Ok(_)) => Ok(claimed),
             Ok(Err(err)) if err.is_unavailable() => Err(ClaimError::Chain(err.to_string())),
             Ok(Err(err)) => Err(ClaimError::Refused(err.to_string())),
-            Err(join) => Err(ClaimError::Log(join.to_string())),
+            Err(join) => Err(ClaimError::Unsettled(join.to_string())),
         }
     }
 

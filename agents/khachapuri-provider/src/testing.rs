@@ -272,3 +272,81 @@ pub struct Other {
 pub fn signer(index: u32) -> PrivateKeySigner {
     anvil_signer(index)
 }
+
+/// A provider agent running as its own process (the `khachapuri-provider` binary), so that a test can
+/// SIGKILL it.
+pub struct ProcessAgent {
+    pub child: std::process::Child,
+    /// Its base URL, from the line it prints when it listens.
+    pub url: String,
+}
+
+impl ProcessAgent {
+    /// Runs `bin` (a test's `env!("CARGO_BIN_EXE_khachapuri-provider")`) as provider `label` of `net`,
+    /// paid to anvil account `index`, its data in `data_dir`, on a free port, settling `linger_ms` after a
+    /// claim; returns once it listens.
+    pub fn spawn(
+        net: &Net,
+        bin: &str,
+        label: &str,
+        index: u32,
+        data_dir: &std::path::Path,
+        linger_ms: u64,
+    ) -> Self {
+        use std::io::BufRead as _;
+        let key = signer(index).to_bytes();
+        let mut child = std::process::Command::new(bin)
+            .env(khachapuri_protocol::http::PRIVATE_KEY_ENV, key.to_string())
+            .env("RUST_LOG", "warn")
+            .args([
+                "--label",
+                label,
+                "--listen",
+                "127.0.0.1:0",
+                "--price",
+                "0.01",
+            ])
+            .args(["--ipfs", "local", "--rpc-url", &net.devnet.anvil.url()])
+            .arg("--deployments")
+            .arg(net.dir.path().join("deployments"))
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(["--batch-linger-ms", &linger_ms.to_string()])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn the agent");
+        let stdout = child.stdout.take().unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .unwrap();
+        let url = line
+            .trim()
+            .strip_prefix("provider agent listening on ")
+            .unwrap_or_else(|| panic!("the agent printed {line:?}"))
+            .to_owned();
+        Self { child, url }
+    }
+
+    /// SIGKILL: no shutdown, no settlement.
+    pub fn kill(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// SIGTERM, as an operator stops it: it settles what it claimed, then exits.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for ProcessAgent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

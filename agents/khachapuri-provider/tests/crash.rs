@@ -2,56 +2,24 @@
 //! even when a settlement landed on chain but the dying agent never logged it.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::{
-    io::{BufRead, BufReader},
-    process::{Child, Command, Stdio},
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use khachapuri_chain::{Charge, Usdc};
 use khachapuri_provider::testing::*;
 
-struct Agent {
-    child: Child,
-    url: String,
+fn spawn(net: &Net, linger_ms: u64) -> ProcessAgent {
+    let bin = env!("CARGO_BIN_EXE_khachapuri-provider");
+    ProcessAgent::spawn(
+        net,
+        bin,
+        LABEL,
+        PROVIDER,
+        &net.dir.path().join("data"),
+        linger_ms,
+    )
 }
 
-fn spawn(net: &Net, linger_ms: u64) -> Agent {
-    let key = signer(PROVIDER).to_bytes();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_khachapuri-provider"))
-        .env("KHACHAPURI_PRIVATE_KEY", key.to_string())
-        .env("RUST_LOG", "warn")
-        .args([
-            "--label",
-            LABEL,
-            "--listen",
-            "127.0.0.1:0",
-            "--price",
-            "0.01",
-            "--ipfs",
-            "local",
-        ])
-        .args(["--rpc-url", &net.devnet.anvil.url()])
-        .arg("--deployments")
-        .arg(net.dir.path().join("deployments"))
-        .arg("--data-dir")
-        .arg(net.dir.path().join("data"))
-        .args(["--batch-linger-ms", &linger_ms.to_string()])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn the agent");
-    let stdout = child.stdout.take().unwrap();
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).unwrap();
-    let url = line
-        .trim()
-        .strip_prefix("provider agent listening on ")
-        .expect(&line)
-        .to_owned();
-    Agent { child, url }
-}
-
-async fn call(agent: &Agent, cid: &str) {
+async fn call(agent: &ProcessAgent, cid: &str) {
     let res = khachapuri_tls::http()
         .post(format!("{}/{cid}", agent.url))
         .body("x")
@@ -86,8 +54,7 @@ async fn sigkill_loses_no_claim_and_charges_none_twice() {
     for _ in 0..5 {
         call(&agent, &cid).await;
     }
-    agent.child.kill().unwrap(); // SIGKILL
-    agent.child.wait().unwrap();
+    agent.kill();
     assert_eq!(
         net.chain(0).earnings(net.provider_address()).await.unwrap(),
         Usdc::ZERO
@@ -113,11 +80,7 @@ async fn sigkill_loses_no_claim_and_charges_none_twice() {
         call(&agent, &cid).await;
     }
     // SIGTERM: graceful shutdown settles what was claimed.
-    Command::new("kill")
-        .args(["-TERM", &agent.child.id().to_string()])
-        .status()
-        .unwrap();
-    let status = agent.child.wait().unwrap();
+    let status = agent.terminate();
     assert!(status.success(), "{status:?}");
     assert_eq!(
         net.chain(0).earnings(net.provider_address()).await.unwrap(),
@@ -131,8 +94,7 @@ async fn sigkill_loses_no_claim_and_charges_none_twice() {
     // A third start finds nothing open and charges nothing.
     let mut agent = spawn(&net, 0);
     tokio::time::sleep(Duration::from_millis(500)).await;
-    agent.child.kill().unwrap();
-    agent.child.wait().unwrap();
+    agent.kill();
     assert_eq!(
         net.chain(0).earnings(net.provider_address()).await.unwrap(),
         Usdc::from_units(7 * price)

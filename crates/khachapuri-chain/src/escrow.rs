@@ -97,9 +97,12 @@ impl Terms {
     /// price and the reserve a claim made now can count on), before any unsettled claim of a provider: a
     /// router's first filter; the provider itself counts its unsettled claims too.
     pub fn covers(&self, price: Usdc) -> bool {
+        // Credits pay first; whatever they leave comes from the reserve, at a price the terms allow.
+        let from_reserve = price.units().saturating_sub(self.credits.units());
         !self.frozen
-            && (self.credits >= price
-                || (self.claimable_price() >= price && self.claimable_reserve() >= price))
+            && (from_reserve == 0
+                || (self.claimable_price() >= price
+                    && self.claimable_reserve().units() >= from_reserve))
     }
 
     /// Whether the payer has set anything up with this provider.
@@ -565,4 +568,71 @@ pub(crate) fn transfer_with_authorization_call<'a, P: alloy::providers::Provider
         a.nonce,
         signature.clone(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn units(n: u128) -> Usdc {
+        Usdc::from_units(n)
+    }
+
+    #[test]
+    fn covers_reads_terms_as_the_escrow_charges_them() {
+        let price = units(100);
+        let none = Terms::default();
+        assert!(!none.covers(price), "no terms");
+        let reserved = Terms {
+            price_per_request: price,
+            reserve: price,
+            ..Terms::default()
+        };
+        assert!(reserved.covers(price));
+        assert!(!reserved.covers(units(101)), "a price above the terms");
+        // Credits pay first, whatever the terms; what they leave needs the price and the reserve.
+        let credits = Terms {
+            credits: price,
+            ..Terms::default()
+        };
+        assert!(credits.covers(price));
+        let split = Terms {
+            credits: units(40),
+            reserve: units(60),
+            price_per_request: price,
+            ..Terms::default()
+        };
+        assert!(split.covers(price));
+        assert!(
+            !Terms {
+                reserve: units(59),
+                ..split
+            }
+            .covers(price)
+        );
+        // A pending cut and a pending release count as in force; a frozen payer pays nothing.
+        let cut = Terms {
+            price_cut: Some(Scheduled {
+                amount: units(50),
+                at: 1,
+            }),
+            ..reserved
+        };
+        assert!(!cut.covers(price));
+        let release = Terms {
+            release: Some(Scheduled {
+                amount: units(1),
+                at: 1,
+            }),
+            ..reserved
+        };
+        assert!(!release.covers(price));
+        assert!(
+            !Terms {
+                frozen: true,
+                ..reserved
+            }
+            .covers(price)
+        );
+    }
 }

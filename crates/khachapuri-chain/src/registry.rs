@@ -75,6 +75,13 @@ impl Chain {
                 return Err(err);
             }
         };
+        // Our Resolver refuses a zero payee; another contract might answer one. A provider no key speaks
+        // for is unusable, and a payer token made out to it would read as one for any provider.
+        if records.payee_ == Address::ZERO {
+            return Err(ChainError::Decode(format!(
+                "the resolver of `{label}` ({resolver}) names no payee (the zero address): not a usable provider"
+            )));
+        }
         Ok(ProviderRecord {
             label: label.to_owned(),
             resolver,
