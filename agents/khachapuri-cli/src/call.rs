@@ -27,13 +27,18 @@ const X402_LIFETIME: Duration = Duration::from_secs(120);
 #[derive(clap::Args, Debug)]
 pub struct CallArgs {
     /// The function's URL as `deploy` printed it: `{gateway}/{label}/{cid}[/path][?query]`,
-    /// `https://{label}.{domain}/{cid}...`, or an agent's own `{url}/{cid}` (with --provider).
+    /// `https://{label}.{domain}/{cid}...`, `{gateway}/{cid}` (routed: any provider), or an agent's own
+    /// `{url}/{cid}`.
     url: String,
     #[command(flatten)]
     request: RequestArgs,
     /// The provider's label, when the URL does not carry it.
     #[arg(long)]
     provider: Option<String>,
+    /// Pay whichever provider answers (a token for any provider, for this spec only), whatever the URL's
+    /// host looks like: for a routed URL on a gateway whose host has a subdomain.
+    #[arg(long, conflicts_with_all = ["provider", "x402"])]
+    any_provider: bool,
     /// The most this call may cost, USDC.
     #[arg(long, default_value = "0.05")]
     max_price: String,
@@ -170,7 +175,10 @@ pub async fn call(args: CallArgs, json: bool) -> anyhow::Result<()> {
         let target = target(&url)?;
         let chain = args.chain.connect(true).await?;
         let signer = chain.signer().context("no signer")?;
-        let label = args.provider.clone().or(target.label);
+        let label = match args.any_provider {
+            true => None,
+            false => args.provider.clone().or(target.label),
+        };
         if let (None, true) = (&label, args.x402) {
             bail!(
                 "{url} names no provider, and an x402 payment pays one: pass --provider LABEL, or pay from a \

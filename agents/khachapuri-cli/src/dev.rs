@@ -450,7 +450,7 @@ async fn start_gateway(
     let routing = khachapuri_gateway::RoutingConfig {
         ipfs: vec![khachapuri_ipfs::Source::Gateway(node.url())],
         refresh: Duration::from_secs(1),
-        terms: Some(std::sync::Arc::new(chain.clone())),
+        chain: Some(khachapuri_gateway::routing::ChainReads::new(chain.clone())),
         ..Default::default()
     };
     let directory = ChainDirectory::start(

@@ -24,6 +24,7 @@ mod net;
 mod new;
 mod progress;
 mod provider;
+mod providers;
 mod request;
 mod revoke;
 mod run;
@@ -67,6 +68,9 @@ enum Command {
     Revoke(revoke::RevokeArgs),
     /// Make a payer token for `curl -H "X-Khachapuri-Payer-Token: ..."`.
     Token(token::TokenArgs),
+    /// List the registered providers with their reputation and its parts: what they settled on chain,
+    /// and what a gateway saw of them.
+    Providers(providers::ProvidersArgs),
     /// Escrow: deposit, reserve for a provider, release, withdraw, balances.
     Escrow {
         #[command(subcommand)]
@@ -109,6 +113,7 @@ fn main() -> std::process::ExitCode {
             Command::Deploy(args) => deploy::deploy(*args, json).await,
             Command::Call(args) => call::call(*args, json).await,
             Command::Token(args) => token::token(args, json).await,
+            Command::Providers(args) => providers::providers(args, json).await,
             Command::Escrow { command } => escrow::escrow(command, json).await,
             Command::Provider { command } => provider::provider(command, json).await,
         }

@@ -531,8 +531,64 @@ async fn a_tunneled_provider_is_set_up_deployed_to_called_and_paid() {
 
     // A graceful stop settles alice's claims; her earnings: 4 paid calls at 0.02 (the 402 cost nothing, the
     // trial call earns nothing), which she withdraws.
+    // The failover a newcomer tries (README): one function deployed to `dev` and alice, called without
+    // naming either; alice stops; the calls go on being answered.
+    let out = ok(khachapuri(
+        dir,
+        &[
+            "deploy",
+            hello.to_str().unwrap(),
+            "--provider",
+            "dev",
+            "--provider",
+            "alice",
+            "--env",
+            "GREETING=Both",
+            "--json",
+        ],
+    ));
+    let both: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let routed = both["routedUrl"].as_str().unwrap().to_owned();
+    assert_eq!(
+        routed,
+        format!("{gateway}/{}", both["cid"].as_str().unwrap())
+    );
+    let routed_call = |body: &'static str| {
+        let routed = routed.clone();
+        async move {
+            let res = khachapuri_tls::http()
+                .post(&routed)
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            let provider = res.headers()["x-khachapuri-provider"]
+                .to_str()
+                .unwrap()
+                .to_owned();
+            (res.status().as_u16(), provider, res.text().await.unwrap())
+        }
+    };
+    // The cheaper runner first: `dev` at 0.01 USDC, alice at 0.02.
+    assert_eq!(
+        routed_call("both").await,
+        (200, "dev".to_owned(), "Both, both!\n".to_owned())
+    );
+    // `call` pays for a URL naming no provider with a token for any provider, for this spec only.
+    assert_eq!(
+        ok(khachapuri(dir, &["call", &routed, "-d", "token"])),
+        "Both, token!\n"
+    );
+
     let rest = up.stop();
     assert!(rest.contains("through the gateway tunnel"), "{rest}");
+    for _ in 0..3 {
+        assert_eq!(
+            routed_call("after").await.0,
+            200,
+            "alice stopped, dev answers"
+        );
+    }
     let out = ok(khachapuri_env(
         dir,
         &["provider", "earnings", "--json"],

@@ -10,24 +10,18 @@
 //! ratios. The gateway's own bench (`khachapuri-gateway`) measures it against a no-op upstream.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::{convert::Infallible, process::Command, time::Duration};
+use std::{convert::Infallible, time::Duration};
 
 use alloy::primitives::{B256, U256};
 use khachapuri_chain::{PayerToken, Usdc, eip712};
 use khachapuri_provider::SettlementMode;
 use khachapuri_provider::testing::*;
 
-const DURATION: &str = "8s";
-const CONNECTIONS: &str = "16";
+mod common;
+use common::{CONNECTIONS, DURATION, Figures, which_wrk, wrk, wrk_with};
+
 /// The caller paying with a token (an anvil account other than the provider and the owner).
 const PAYER: u32 = 3;
-
-#[derive(Debug, serde::Serialize)]
-struct Figures {
-    requests_per_second: f64,
-    p50_ms: f64,
-    p99_ms: f64,
-}
 
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -193,69 +187,6 @@ async fn run() {
         serde_json::to_vec_pretty(&json).unwrap(),
     )
     .unwrap();
-}
-
-fn which_wrk() {
-    if Command::new("wrk").arg("--version").output().is_err() {
-        panic!("wrk is not installed: `make bench` installs it (apt-get install wrk)");
-    }
-}
-
-/// Runs wrk against `url` and parses its summary.
-fn wrk(url: &str, script: &std::path::Path) -> Figures {
-    wrk_with(url, script, "2", CONNECTIONS)
-}
-
-/// Runs wrk with `threads` threads and `connections` connections.
-fn wrk_with(url: &str, script: &std::path::Path, threads: &str, connections: &str) -> Figures {
-    let out = Command::new("wrk")
-        .args([
-            "-t",
-            threads,
-            "-c",
-            connections,
-            "-d",
-            DURATION,
-            "--latency",
-            "-s",
-        ])
-        .arg(script)
-        .arg(url)
-        .output()
-        .expect("run wrk");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        !text.contains("Non-2xx"),
-        "wrk saw failed requests:\n{text}"
-    );
-    let field = |prefix: &str| -> f64 {
-        let line = text
-            .lines()
-            .map(str::trim)
-            .find(|l| l.starts_with(prefix))
-            .unwrap_or_else(|| panic!("no `{prefix}` in:\n{text}"));
-        let value = line.split_whitespace().nth(1).unwrap();
-        parse_duration_ms(value).unwrap_or_else(|| value.parse().unwrap())
-    };
-    Figures {
-        requests_per_second: field("Requests/sec:"),
-        p50_ms: field("50%"),
-        p99_ms: field("99%"),
-    }
-}
-
-/// `123.45us` / `1.20ms` / `2.00s` → milliseconds.
-fn parse_duration_ms(v: &str) -> Option<f64> {
-    let (num, scale) = if let Some(n) = v.strip_suffix("us") {
-        (n, 1e-3)
-    } else if let Some(n) = v.strip_suffix("ms") {
-        (n, 1.0)
-    } else if let Some(n) = v.strip_suffix('s') {
-        (n, 1e3)
-    } else {
-        return None;
-    };
-    num.parse::<f64>().ok().map(|n| n * scale)
 }
 
 /// Serves `service` over HTTP/1.1 on a free loopback port.

@@ -6,7 +6,7 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use khachapuri_gateway::{
     ConsoleSite, Directory, Gateway, GatewayConfig, RoutingConfig, StaticDirectory,
-    routing::PayerTerms,
+    routing::ChainView,
 };
 
 /// The Khachapuri gateway: resolves provider labels and forwards requests, directly or through the
@@ -107,7 +107,7 @@ fn console_site(args: &Args, dir: &std::path::Path) -> anyhow::Result<ConsoleSit
 }
 
 /// The directory, and where routing reads payers' terms.
-type Chained = (Arc<dyn Directory>, Option<Arc<dyn PayerTerms>>);
+type Chained = (Arc<dyn Directory>, Option<Arc<dyn ChainView>>);
 
 #[cfg(feature = "chain")]
 fn chain_directory(
@@ -123,9 +123,9 @@ fn chain_directory(
         Deployment::read(path).with_context(|| format!("reading {}", path.display()))?;
     tracing::info!(registry = %deployment.registry, chain_id = deployment.chain_id, "resolving labels on-chain");
     let chain = Chain::new(rpc_url, None, deployment, ConnectOptions::default())?;
-    let terms: Arc<dyn PayerTerms> = Arc::new(chain.clone());
+    let reads: Arc<dyn ChainView> = khachapuri_gateway::routing::ChainReads::new(chain.clone());
     let directory = ChainDirectory::start(chain, ChainDirectoryConfig::default());
-    Ok((directory, Some(terms)))
+    Ok((directory, Some(reads)))
 }
 
 #[cfg(not(feature = "chain"))]
@@ -145,7 +145,7 @@ async fn main() -> anyhow::Result<()> {
         Some(dir) => Some(console_site(&args, dir)?),
         None => None,
     };
-    let (directory, terms): Chained = match (&args.rpc_url, &args.routes, args.route.is_empty()) {
+    let (directory, chain): Chained = match (&args.rpc_url, &args.routes, args.route.is_empty()) {
         (Some(rpc_url), _, _) => chain_directory(rpc_url, args.deployments.as_deref())?,
         (None, None, true) => {
             bail!("give a directory: --routes FILE, --route LABEL=SERVER, or --rpc-url")
@@ -178,7 +178,7 @@ async fn main() -> anyhow::Result<()> {
                 .collect::<anyhow::Result<_>>()?,
             max_tries: args.route_tries,
             max_body_bytes: args.route_max_body,
-            terms,
+            chain,
             ..RoutingConfig::default()
         }),
     };

@@ -26,7 +26,7 @@ use std::{
 use alloy::primitives::Address;
 use futures::future::BoxFuture;
 use khachapuri_ipfs::{Cid, FetchError, Fetcher, Source};
-use khachapuri_protocol::{SignedPayerToken, Usdc};
+use khachapuri_protocol::{SignedPayerToken, Usdc, reputation::Record};
 use khachapuri_spec::{KeyId, Offer, Spec, envelope};
 
 use crate::{directory::Route, label::Label};
@@ -45,8 +45,9 @@ pub struct RoutingConfig {
     pub refresh: Duration,
     /// Most time to read one provider's offer.
     pub offer_timeout: Duration,
-    /// Reads a payer's terms with a provider; `None`: no payer filter (the providers refuse what they must).
-    pub terms: Option<Arc<dyn PayerTerms>>,
+    /// What routing reads from the chain: payers' terms, the escrow's domain, providers' records
+    /// ([`ChainReads`]). `None`: no payer filter (the providers refuse what they must), no reputation.
+    pub chain: Option<Arc<dyn ChainView>>,
 }
 
 impl Default for RoutingConfig {
@@ -57,7 +58,7 @@ impl Default for RoutingConfig {
             max_body_bytes: 1 << 20,
             refresh: Duration::from_secs(5),
             offer_timeout: Duration::from_secs(2),
-            terms: None,
+            chain: None,
         }
     }
 }
@@ -69,13 +70,13 @@ impl std::fmt::Debug for RoutingConfig {
             .field("max_tries", &self.max_tries)
             .field("max_body_bytes", &self.max_body_bytes)
             .field("refresh", &self.refresh)
-            .field("terms", &self.terms.is_some())
+            .field("chain", &self.chain.is_some())
             .finish()
     }
 }
 
-/// A payer's terms with a provider, as the escrow holds them.
-pub trait PayerTerms: Send + Sync + 'static {
+/// What routing reads from the chain.
+pub trait ChainView: Send + Sync + 'static {
     /// Whether one request at `price` by provider `payee` fits `payer`'s terms with it.
     fn covers(
         &self,
@@ -87,10 +88,35 @@ pub trait PayerTerms: Send + Sync + 'static {
     /// The escrow's EIP-712 domain: a payer token's signer is recovered in it before its payer is
     /// trusted to pick providers.
     fn domain(&self) -> alloy::sol_types::Eip712Domain;
+
+    /// The records of providers (payee, label) from public data, read onwards since the last call.
+    fn records(
+        &self,
+        providers: Vec<(Address, Label)>,
+    ) -> BoxFuture<'_, Result<Vec<Record>, String>>;
+}
+
+/// The chain as routing reads it: a [`khachapuri_chain::Chain`] and its reputation scan.
+#[cfg(feature = "chain")]
+pub struct ChainReads {
+    chain: khachapuri_chain::Chain,
+    scan: tokio::sync::Mutex<khachapuri_chain::reputation::Scan>,
 }
 
 #[cfg(feature = "chain")]
-impl PayerTerms for khachapuri_chain::Chain {
+impl ChainReads {
+    /// Reads through `chain` (no signer needed).
+    pub fn new(chain: khachapuri_chain::Chain) -> Arc<Self> {
+        let scan = khachapuri_chain::reputation::Scan::new(&chain);
+        Arc::new(Self {
+            chain,
+            scan: tokio::sync::Mutex::new(scan),
+        })
+    }
+}
+
+#[cfg(feature = "chain")]
+impl ChainView for ChainReads {
     fn covers(
         &self,
         payer: Address,
@@ -98,7 +124,8 @@ impl PayerTerms for khachapuri_chain::Chain {
         price: Usdc,
     ) -> BoxFuture<'_, Result<bool, String>> {
         Box::pin(async move {
-            self.terms(payer, payee)
+            self.chain
+                .terms(payer, payee)
                 .await
                 .map(|terms| terms.covers(price))
                 .map_err(|e| e.to_string())
@@ -106,7 +133,22 @@ impl PayerTerms for khachapuri_chain::Chain {
     }
 
     fn domain(&self) -> alloy::sol_types::Eip712Domain {
-        khachapuri_chain::Chain::domain(self)
+        self.chain.domain()
+    }
+
+    fn records(
+        &self,
+        providers: Vec<(Address, Label)>,
+    ) -> BoxFuture<'_, Result<Vec<Record>, String>> {
+        Box::pin(async move {
+            let mut scan = self.scan.lock().await;
+            scan.update(&self.chain).await.map_err(|e| e.to_string())?;
+            let mut records = Vec::with_capacity(providers.len());
+            for (payee, label) in providers {
+                records.push(scan.record(&self.chain, payee, label.as_str()).await);
+            }
+            Ok(records)
+        })
     }
 }
 
@@ -147,6 +189,8 @@ pub struct Known {
     pub route: Route,
     /// Its offer (`GET /_provider`), or why it could not be read.
     pub offer: Result<Offer, String>,
+    /// What the chain says of it (settled requests, payers, age), when the gateway reads the chain.
+    pub record: Option<Record>,
 }
 
 /// What this gateway saw of a provider's answers.
@@ -161,6 +205,14 @@ pub struct Health {
     pub refused: u64,
     /// Moving average of the time to its response head, milliseconds.
     pub latency_ms: Option<f64>,
+    /// Charged answers whose receipt the gateway checked.
+    pub receipts: u64,
+    /// Of those, receipts that did not verify: not signed by its payee, or naming another provider,
+    /// payer, spec or price than the answer.
+    pub bad_receipts: u64,
+    /// Receipts for another request digest than the one the gateway sent: shown, not scored (a proxy in
+    /// front of an honest agent may rewrite a path it digests).
+    pub digest_mismatches: u64,
     /// Skipped until then after failing to connect (backing off, 1 s doubling to 30 s).
     #[serde(skip)]
     down_until: Option<Instant>,
@@ -178,6 +230,16 @@ impl Health {
         // Unknown latency counts as 1 ms: a newcomer gets a fair share and is measured.
         let latency = self.latency_ms.unwrap_or(1.0).max(0.05);
         self.availability().powi(2) / latency
+    }
+
+    /// What the reputation reads of it.
+    pub fn seen(&self) -> khachapuri_protocol::reputation::Seen {
+        khachapuri_protocol::reputation::Seen {
+            answered: self.answered,
+            unreachable: self.unreachable,
+            receipts: self.receipts,
+            bad_receipts: self.bad_receipts,
+        }
     }
 
     fn is_down(&self, now: Instant) -> bool {
@@ -265,6 +327,8 @@ type TermsKey = (Address, Address, Usdc);
 const MAX_CACHED: usize = 4096;
 /// How long a read of a payer's terms is trusted.
 const TERMS_TTL: Duration = Duration::from_secs(2);
+/// Most providers whose terms one call reads (the cheapest).
+const MAX_TERMS_READS: usize = 8;
 /// Most time to read a payer's terms with one provider.
 const TERMS_TIMEOUT: Duration = Duration::from_secs(2);
 /// Most time to read a spec.
@@ -483,8 +547,12 @@ impl Router {
             return Err(NoCandidate::NoneAvailable(why_not.join("; ")));
         }
         // Whose terms with the payer cover the price.
+        // A call tries at most a few providers: the terms of the cheapest few are all it needs, and a token
+        // from a fresh key cannot make the gateway read more.
+        able.sort_by_key(|(_, price)| *price);
+        able.truncate(MAX_TERMS_READS);
         let payer = self.payer(cid, facts, payment);
-        if let (Some((payer, learned)), Some(_)) = (payer, &self.config.terms) {
+        if let (Some((payer, learned)), Some(_)) = (payer, &self.config.chain) {
             // Read in parallel, each bounded; a read that fails leaves the provider in: it checks the
             // terms itself, and fails closed.
             let reads = able.iter().map(|(k, price)| async move {
@@ -525,7 +593,11 @@ impl Router {
         {
             return Ok(*covers);
         }
-        let terms = self.config.terms.as_ref().ok_or("no terms source")?;
+        let terms = self
+            .config
+            .chain
+            .as_ref()
+            .ok_or("no chain to read terms from")?;
         let covers = terms.covers(payer, payee, price).await?;
         bounded_insert(&mut lock(&self.terms), key, (covers, Instant::now()));
         Ok(covers)
@@ -540,9 +612,13 @@ impl Router {
             .iter()
             .map(|(k, _)| {
                 let h = health.get(&k.label).cloned().unwrap_or_default();
-                // Efraimidis–Spirakis: u^(1/w) sorted high to low draws by weight without replacement.
+                // Reputation beside speed: the chain's part scales the weight by 0.5 to 1, and receipts
+                // that fail take most of it.
+                let weight = h.weight() * reputation(k, &h).routing.max(1e-9);
+                // Efraimidis–Spirakis: ln(u)/w sorted high to low (as u^(1/w), without its underflow)
+                // draws by weight without replacement.
                 let u: f64 = rand::random::<f64>().max(f64::MIN_POSITIVE);
-                (k.label.clone(), (h.is_down(now), u.powf(1.0 / h.weight())))
+                (k.label.clone(), (h.is_down(now), u.ln() / weight))
             })
             .collect();
         drop(health);
@@ -571,6 +647,18 @@ impl Router {
         h.backoff = Duration::ZERO;
     }
 
+    /// `label`'s receipt on a charged answer, as checked.
+    pub fn receipt(&self, label: &Label, checked: &Result<(), ReceiptMismatch>) {
+        let mut health = lock(&self.health);
+        let h = health.entry(label.clone()).or_default();
+        h.receipts += 1;
+        match checked {
+            Ok(()) => {}
+            Err(ReceiptMismatch::Digest) => h.digest_mismatches += 1,
+            Err(ReceiptMismatch::Terms(_)) => h.bad_receipts += 1,
+        }
+    }
+
     /// `label` could not be reached: skipped for a while (1 s, doubling to 30 s while it stays down).
     pub fn unreachable(&self, label: &Label) {
         let mut health = lock(&self.health);
@@ -597,6 +685,14 @@ impl Router {
     pub fn retain(&self, labels: &HashSet<Label>) {
         lock(&self.health).retain(|l, _| labels.contains(l));
     }
+}
+
+/// `known`'s reputation as this gateway weighs it: its chain record (none read: a newcomer's) and what
+/// the gateway saw of it.
+pub fn reputation(known: &Known, health: &Health) -> khachapuri_protocol::reputation::Score {
+    let record = known.record.clone().unwrap_or_default();
+    let now = khachapuri_protocol::unix_now();
+    khachapuri_protocol::reputation::score(&record, now, &health.seen())
 }
 
 /// Reads a spec's bytes as routing needs them: a sealed envelope's recipients, or the open spec.
@@ -668,8 +764,36 @@ impl Gateway {
             .filter_map(|k| async move { k })
             .collect()
             .await;
-        router.retain(&labels.into_iter().collect());
-        router.set_providers(table);
+        // The table serves at once, with the records it had; the chain's records follow.
+        let mut table = table;
+        let previous = router.providers();
+        for k in &mut table {
+            k.record = previous
+                .iter()
+                .find(|p| p.label == k.label)
+                .and_then(|p| p.record.clone());
+        }
+        router.retain(&labels.iter().cloned().collect());
+        router.set_providers(table.clone());
+        if let Some(chain) = &router.config.chain {
+            let who: Vec<(Address, Label)> = table
+                .iter()
+                .filter_map(|k| Some((k.route.payee?, k.label.clone())))
+                .collect();
+            match chain.records(who.clone()).await {
+                Ok(records) => {
+                    let records: HashMap<Label, Record> =
+                        who.into_iter().map(|(_, l)| l).zip(records).collect();
+                    for k in &mut table {
+                        k.record = records.get(&k.label).cloned();
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read providers' records; reputation waits")
+                }
+            }
+            router.set_providers(table);
+        }
     }
 
     /// `label`'s route and offer, as the table keeps them; `None`: not registered now.
@@ -681,6 +805,7 @@ impl Gateway {
                 label,
                 route,
                 offer,
+                record: None,
             })
         })
     }
@@ -745,6 +870,8 @@ impl Gateway {
                     "offerError": k.offer.as_ref().err(),
                     "price": k.offer.as_ref().ok().map(|o| o.price.to_string()),
                     "observed": router.health(&k.label),
+                    "record": k.record,
+                    "reputation": reputation(k, &router.health(&k.label)),
                 })
             })
             .collect();
@@ -912,7 +1039,32 @@ impl Gateway {
                 return named(answer, &label);
             }
             router.answered(&label, took);
-            if matches!(payment, Payment::Owner)
+            // A charge the answer declares (its price) comes with a receipt the gateway can check.
+            let checked = match (&router.config.chain, known.route.payee) {
+                (Some(chain), Some(payee))
+                    if charged == Some(b"yes")
+                        && response
+                            .headers()
+                            .contains_key(khachapuri_protocol::http::PRICE_HEADER) =>
+                {
+                    let digest = khachapuri_protocol::receipt::request_digest(
+                        parts.method.as_str(),
+                        &path_and_query,
+                        &body,
+                    );
+                    let checked =
+                        check_receipt(response.headers(), &chain.domain(), payee, &cid, digest);
+                    if let Err(why) = &checked {
+                        tracing::warn!(%label, %cid, ?why, "a receipt that does not verify");
+                    }
+                    router.receipt(&label, &checked);
+                    Some(checked.is_ok())
+                }
+                _ => None,
+            };
+            // Only an answer whose receipt verified teaches who a sealed spec's owner is.
+            if checked == Some(true)
+                && matches!(payment, Payment::Owner)
                 && matches!(facts, SpecFacts::Sealed(_))
                 && charged == Some(b"yes")
                 && let Some(payer) = response
@@ -961,6 +1113,48 @@ async fn collect(mut body: Body, max: usize) -> Result<Bytes, crate::proxy::BoxE
         }
     }
     Ok(bytes.freeze())
+}
+
+/// How a receipt failed the gateway's check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReceiptMismatch {
+    /// Missing, or not signed by the payee, or naming another provider, payer, spec or price.
+    Terms(&'static str),
+    /// For another request digest than the gateway sent (a proxy may have rewritten the path).
+    Digest,
+}
+
+/// Verifies a charged answer's receipt against what the gateway sent and was told: signed by the
+/// provider's payee, for this spec, at the price and payer the answer names, and for this request.
+fn check_receipt(
+    headers: &http::HeaderMap,
+    domain: &alloy::sol_types::Eip712Domain,
+    payee: Address,
+    cid: &Cid,
+    request_digest: alloy::primitives::B256,
+) -> Result<(), ReceiptMismatch> {
+    use khachapuri_protocol::{http as wire, receipt};
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let signed = text(wire::RECEIPT_HEADER)
+        .and_then(receipt::SignedReceipt::decode)
+        .ok_or(ReceiptMismatch::Terms("missing or unreadable"))?;
+    let spec = cid.to_string();
+    let expected = receipt::Expected {
+        provider: payee,
+        spec: &spec,
+        payer: text(PAYER_HEADER).and_then(|v| v.parse().ok()),
+        price: text(wire::PRICE_HEADER)
+            .and_then(|v| v.parse::<Usdc>().ok())
+            .map(Usdc::to_u256),
+        request_digest: None,
+    };
+    signed
+        .verify(domain, &expected)
+        .map_err(ReceiptMismatch::Terms)?;
+    match signed.receipt.requestDigest == request_digest {
+        true => Ok(()),
+        false => Err(ReceiptMismatch::Digest),
+    }
 }
 
 /// Adds the label of the provider that answered.
@@ -1021,7 +1215,7 @@ impl Router {
             }
             (None, Some(token)) => {
                 // The payer a token names picks providers only once its signature says it is theirs.
-                let payer = match &self.config.terms {
+                let payer = match &self.config.chain {
                     Some(terms) => Some(token.recover(&terms.domain()).map_err(|e| {
                         Box::new(error_response(
                             StatusCode::UNAUTHORIZED,
@@ -1181,6 +1375,7 @@ mod tests {
                 max_body_bytes: 1 << 20,
                 open_specs,
             }),
+            record: None,
         }
     }
 

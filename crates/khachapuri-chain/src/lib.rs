@@ -21,6 +21,7 @@ mod deployment;
 mod error;
 mod escrow;
 mod registry;
+pub mod reputation;
 mod settle;
 #[cfg(feature = "testing")]
 pub mod testing;

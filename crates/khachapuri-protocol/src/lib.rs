@@ -18,6 +18,7 @@ pub mod label;
 pub mod logs;
 pub mod measure;
 pub mod receipt;
+pub mod reputation;
 pub mod server;
 pub mod tunnel;
 pub mod usdc;

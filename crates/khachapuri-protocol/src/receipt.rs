@@ -163,6 +163,53 @@ impl SignedReceipt {
         sig.recover_address_from_prehash(&self.receipt.eip712_signing_hash(domain))
             .ok()
     }
+
+    /// Checks it against what the checker knows of the call: signed in `domain` by `expected.provider`,
+    /// and every field it names that the checker knows ([`Expected`]); the first mismatch found.
+    pub fn verify(
+        &self,
+        domain: &Eip712Domain,
+        expected: &Expected<'_>,
+    ) -> Result<(), &'static str> {
+        let r = &self.receipt;
+        if self.signer(domain) != Some(expected.provider) {
+            return Err("not signed by the provider's payee");
+        }
+        if r.provider != expected.provider {
+            return Err("names another provider");
+        }
+        if expected.payer.is_some_and(|p| p != r.payer) {
+            return Err("names another payer than the answer");
+        }
+        if r.spec != expected.spec {
+            return Err("names another spec");
+        }
+        if expected.price.is_some_and(|p| p != r.price) {
+            return Err("names another price than the answer");
+        }
+        if expected
+            .request_digest
+            .is_some_and(|d| d != r.requestDigest)
+        {
+            return Err("is for another request");
+        }
+        Ok(())
+    }
+}
+
+/// What a checker knows of a call, to verify its receipt against ([`SignedReceipt::verify`]).
+#[derive(Debug, Clone)]
+pub struct Expected<'a> {
+    /// The provider's payee.
+    pub provider: Address,
+    /// The spec's CID, canonical.
+    pub spec: &'a str,
+    /// The payer the answer named (`X-Khachapuri-Payer`), if known.
+    pub payer: Option<Address>,
+    /// The price the answer named (`X-Khachapuri-Price`), base units, if known.
+    pub price: Option<U256>,
+    /// [`request_digest`] of the request sent, if known.
+    pub request_digest: Option<B256>,
 }
 
 #[cfg(test)]
@@ -200,6 +247,57 @@ mod tests {
             assert_eq!(SignedReceipt::decode(&header), Some(signed));
             assert_eq!(SignedReceipt::decode(&header[..120]), None, "truncated");
             assert_eq!(SignedReceipt::decode(&header[4..]), None, "no prefix");
+        }
+    }
+
+    #[test]
+    fn a_receipt_verifies_only_against_its_own_call() {
+        let domain = crate::eip712::domain(31337, Address::repeat_byte(0xe5));
+        let key = PrivateKeySigner::random();
+        let digest = request_digest("POST", "/bafy", b"hi");
+        let receipt = Receipt {
+            provider: key.address(),
+            payer: Address::repeat_byte(7),
+            spec: "bafy".into(),
+            price: U256::from(10_000),
+            sequence: 1,
+            requestDigest: digest,
+            responseDigest: B256::ZERO,
+        };
+        let signed = ReceiptSigner::new(&key, domain.clone()).sign(receipt);
+        let expected = Expected {
+            provider: key.address(),
+            spec: "bafy",
+            payer: Some(Address::repeat_byte(7)),
+            price: Some(U256::from(10_000)),
+            request_digest: Some(digest),
+        };
+        assert_eq!(signed.verify(&domain, &expected), Ok(()));
+        let other = crate::eip712::domain(1, Address::repeat_byte(0xe5));
+        assert!(signed.verify(&other, &expected).is_err(), "another domain");
+        for wrong in [
+            Expected {
+                provider: Address::repeat_byte(1),
+                ..expected.clone()
+            },
+            Expected {
+                payer: Some(Address::repeat_byte(8)),
+                ..expected.clone()
+            },
+            Expected {
+                spec: "bafyother",
+                ..expected.clone()
+            },
+            Expected {
+                price: Some(U256::from(1)),
+                ..expected.clone()
+            },
+            Expected {
+                request_digest: Some(request_digest("POST", "/bafy", b"ho")),
+                ..expected.clone()
+            },
+        ] {
+            assert!(signed.verify(&domain, &wrong).is_err(), "{wrong:?}");
         }
     }
 }

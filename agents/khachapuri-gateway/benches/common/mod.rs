@@ -1,0 +1,81 @@
+//! wrk, run and read: what every bench of this crate measures HTTP with.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::Command;
+
+/// How long each wrk run lasts.
+pub const DURATION: &str = "8s";
+/// wrk's connections.
+pub const CONNECTIONS: &str = "16";
+
+/// One wrk run's figures.
+#[derive(Debug, serde::Serialize)]
+pub struct Figures {
+    pub requests_per_second: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+}
+
+/// Panics with what to do when wrk is missing.
+pub fn which_wrk() {
+    if Command::new("wrk").arg("--version").output().is_err() {
+        panic!("wrk is not installed: `make bench` installs it (apt-get install wrk)");
+    }
+}
+
+/// Runs wrk against `url` and parses its summary.
+pub fn wrk(url: &str, script: &std::path::Path) -> Figures {
+    wrk_with(url, script, "2", CONNECTIONS)
+}
+
+/// Runs wrk with `threads` threads and `connections` connections.
+pub fn wrk_with(url: &str, script: &std::path::Path, threads: &str, connections: &str) -> Figures {
+    let out = Command::new("wrk")
+        .args([
+            "-t",
+            threads,
+            "-c",
+            connections,
+            "-d",
+            DURATION,
+            "--latency",
+            "-s",
+        ])
+        .arg(script)
+        .arg(url)
+        .output()
+        .expect("run wrk");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !text.contains("Non-2xx"),
+        "wrk saw failed requests:\n{text}"
+    );
+    let field = |prefix: &str| -> f64 {
+        let line = text
+            .lines()
+            .map(str::trim)
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no `{prefix}` in:\n{text}"));
+        let value = line.split_whitespace().nth(1).unwrap();
+        parse_duration_ms(value).unwrap_or_else(|| value.parse().unwrap())
+    };
+    Figures {
+        requests_per_second: field("Requests/sec:"),
+        p50_ms: field("50%"),
+        p99_ms: field("99%"),
+    }
+}
+
+/// `123.45us` / `1.20ms` / `2.00s` → milliseconds.
+fn parse_duration_ms(v: &str) -> Option<f64> {
+    let (num, scale) = if let Some(n) = v.strip_suffix("us") {
+        (n, 1e-3)
+    } else if let Some(n) = v.strip_suffix("ms") {
+        (n, 1.0)
+    } else if let Some(n) = v.strip_suffix('s') {
+        (n, 1e3)
+    } else {
+        return None;
+    };
+    num.parse::<f64>().ok().map(|n| n * scale)
+}
