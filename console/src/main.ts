@@ -19,8 +19,10 @@ import {
 } from "viem";
 
 import {
+  ANY_PROVIDER,
   Escrow,
   EscrowError,
+  PROVIDER_HEADER,
   call,
   deploy,
   escrowDomain,
@@ -395,18 +397,21 @@ onSubmit("call-form", async (data) => {
   if (url.origin !== gateway.origin) {
     throw new Error(`${url.origin} is not this console's gateway (${gateway.origin}): call it with the URL deploy printed for this network.`);
   }
-  // Path mode: {gateway}/{label}/{cid}; the label's payee is whom the token names and who signs the receipt.
+  // Path mode: {gateway}/{label}/{cid}, the label's payee named by the token and signing the receipt; or
+  // {gateway}/{cid}, routed: the token is for any provider (this spec only), and the receipt is checked
+  // against the payee of the provider the gateway names in its answer.
   const segments = url.pathname.split("/");
   const at = segments.indexOf(specOf(url)); // a URL without a spec CID is refused before anything is signed
-  const label = segments[at - 1];
-  if (!label) throw new Error(`${url} names no provider before its CID: write {gateway}/{label}/{cid}.`);
+  const named = at > 1 ? segments[at - 1] : undefined;
   const prefix = segments.slice(0, at).join("/");
-  const provider = await record(label);
   const domain = escrowDomain(config.chainId, config.deployment.escrow);
+  const payee = named ? (await record(named)).payee : ANY_PROVIDER;
   const result = await call(url, {
     body: String(data.get("body") ?? ""),
-    payer: { account: wallet, domain, provider: provider.payee, maxPrice: amount(data, "maxPrice") },
+    payer: { account: wallet, domain, provider: payee, maxPrice: amount(data, "maxPrice") },
   });
+  const label = named ?? result.headers.get(PROVIDER_HEADER) ?? undefined;
+  const provider = label ? await record(label) : undefined;
   $("call-result").hidden = false;
   $("call-status").textContent = `${result.status}${result.failure ? `: ${result.failure.message}` : ""}`;
   $("call-price").textContent = result.price === undefined ? "not charged" : formatUsdc(result.price);
@@ -418,6 +423,7 @@ onSubmit("call-form", async (data) => {
     receipt.className = "";
   } else {
     try {
+      if (!provider) throw new Error("the answer names no provider to check its receipt against");
       await verifyCall(result, domain, provider.payee, prefix);
       receipt.textContent = `verified: signed by ${label}'s payee ${provider.payee}`;
       receipt.className = "ok";

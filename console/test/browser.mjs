@@ -22,6 +22,8 @@ const provider = dev.accounts.find((a) => a.label === "provider").address;
 // anvil's account 5: not used by `khachapuri dev`, so it starts with no USDC and nothing in the escrow.
 const USER = "0x9965507D1a55bcC2695C58ba16FB37d819B0A4dc";
 const hello = dev.functions.find((f) => f.name === "hello").url;
+// Sealed to both dev providers, and named by neither: the gateway routes it.
+const routed = dev.functions.find((f) => f.name === "hello-any-provider").url;
 
 // The user's USDC, minted by anvil's account 0 (TestUSDC's mint is open on a local network).
 const minter = createWalletClient({ account: "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266", transport: http(dev.rpcUrl) });
@@ -109,6 +111,13 @@ try {
   seen.screenshot = join(SCREENSHOTS, "paid-call.png");
   await page.screenshot({ path: seen.screenshot, fullPage: true });
 
+  // A routed call: a token for any provider (this spec only); the wallet has a reserve with dev alone, so
+  // the gateway sends it to dev, and the receipt is checked against the provider the answer names.
+  seen.routed = await submit("#call-form", { url: routed, body: "anyone", maxPrice: "0.05" });
+  assert.equal(seen.routed, "Called; you paid 0.01 USDC.");
+  assert.equal(await text("#call-answer"), "Hello from Khachapuri, anyone!\n");
+  assert.match(await text("#call-receipt"), new RegExp(`^verified: signed by dev's payee ${provider}$`));
+
   wallet.declineNext();
   seen.declined = await submit("#deposit-form", { amount: "1" });
   assert.equal(seen.declined, "You declined in your wallet: nothing was signed or sent.");
@@ -169,11 +178,11 @@ try {
   await page.waitForFunction(() => /\d/.test(document.querySelector("#earnings").textContent));
   // The paid call's charge reaches the escrow with the agent's next settlement batch.
   // (the page reads its figures again every few seconds)
-  await page.waitForFunction(() => document.querySelector("#earnings").textContent === "0.02 USDC", null, { timeout: 60_000, polling: 500 });
+  await page.waitForFunction(() => document.querySelector("#earnings").textContent === "0.03 USDC", null, { timeout: 60_000, polling: 500 });
   seen.earnings = await text("#earnings");
-  assert.equal(seen.earnings, "0.02 USDC");
-  seen.earningsWithdrawn = await submit("#earnings-form", { amount: "0.02" });
-  assert.equal(seen.earningsWithdrawn, "Withdrew 0.02 USDC of earnings to your wallet.");
+  assert.equal(seen.earnings, "0.03 USDC");
+  seen.earningsWithdrawn = await submit("#earnings-form", { amount: "0.03" });
+  assert.equal(seen.earningsWithdrawn, "Withdrew 0.03 USDC of earnings to your wallet.");
   await shows("#earnings", "0.00 USDC");
   seen.credits = await submit("#credits-form", { user: USER, amount: "0.10" });
   assert.match(seen.credits, /Granted 0\.10 USDC of trial credits to 0x9965/);

@@ -9,6 +9,11 @@ import { PAYER_TOKEN_HEADER, signPayerToken } from "./payerToken.js";
 import { type Signer } from "./signer.js";
 import { RECEIPT_HEADER, decodeReceipt, verifyReceipt, type Receipt } from "./receipt.js";
 
+/** The header a gateway adds to a routed call's answer (`{gateway}/{cid}`): the label that answered. */
+export const PROVIDER_HEADER = "X-Khachapuri-Provider";
+/** The header every provider answer carries: `yes` when the request was charged, `no` otherwise. */
+export const CHARGED_HEADER = "X-Khachapuri-Charged";
+
 /** Why a provider refused or failed a call (`error` in the protocol's error body, §9). */
 export type FailureCode =
   | "not_approved"

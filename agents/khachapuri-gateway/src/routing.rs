@@ -100,6 +100,7 @@ pub trait ChainView: Send + Sync + 'static {
 #[cfg(feature = "chain")]
 pub struct ChainReads {
     chain: khachapuri_chain::Chain,
+    domain: alloy::sol_types::Eip712Domain,
     scan: tokio::sync::Mutex<khachapuri_chain::reputation::Scan>,
 }
 
@@ -109,6 +110,7 @@ impl ChainReads {
     pub fn new(chain: khachapuri_chain::Chain) -> Arc<Self> {
         let scan = khachapuri_chain::reputation::Scan::new(&chain);
         Arc::new(Self {
+            domain: chain.domain(),
             chain,
             scan: tokio::sync::Mutex::new(scan),
         })
@@ -133,7 +135,7 @@ impl ChainView for ChainReads {
     }
 
     fn domain(&self) -> alloy::sol_types::Eip712Domain {
-        self.chain.domain()
+        self.domain.clone()
     }
 
     fn records(
@@ -327,6 +329,10 @@ type TermsKey = (Address, Address, Usdc);
 const MAX_CACHED: usize = 4096;
 /// How long a read of a payer's terms is trusted.
 const TERMS_TTL: Duration = Duration::from_secs(2);
+/// Receipts of a provider checked one by one before sampling starts.
+const RECEIPTS_ALWAYS_CHECKED: u64 = 64;
+/// Past those, one receipt in this many is checked.
+const RECEIPT_SAMPLING: u32 = 16;
 /// Most providers whose terms one call reads (the cheapest).
 const MAX_TERMS_READS: usize = 8;
 /// Most time to read a payer's terms with one provider.
@@ -645,6 +651,14 @@ impl Router {
         });
         h.down_until = None;
         h.backoff = Duration::ZERO;
+    }
+
+    /// Whether to check `label`'s next receipt: every one of its first [`RECEIPTS_ALWAYS_CHECKED`], then one
+    /// in [`RECEIPT_SAMPLING`] at random (recovering a signature costs more than the rest of a routed call;
+    /// a random sample keeps the share of bad receipts unbiased).
+    pub fn sample_receipt(&self, label: &Label) -> bool {
+        let checked = lock(&self.health).get(label).map_or(0, |h| h.receipts);
+        checked < RECEIPTS_ALWAYS_CHECKED || rand::random::<u32>().is_multiple_of(RECEIPT_SAMPLING)
     }
 
     /// `label`'s receipt on a charged answer, as checked.
@@ -1043,6 +1057,7 @@ impl Gateway {
             let checked = match (&router.config.chain, known.route.payee) {
                 (Some(chain), Some(payee))
                     if charged == Some(b"yes")
+                        && router.sample_receipt(&label)
                         && response
                             .headers()
                             .contains_key(khachapuri_protocol::http::PRICE_HEADER) =>
