@@ -150,6 +150,7 @@ async fn serve(
             Some(tunnel)
         ),
     )?;
+    wait_for_tunnel(&gateway, TUNNELED, state).await?;
     // Routing knows both before the first call (it reads its table again every second anyway).
     gateway.gateway.refresh_providers().await;
     let payees = [provider.payee.address(), tunneled.payee.address()];
@@ -175,12 +176,8 @@ async fn serve(
         chain_id: deployment.chain_id,
         contracts: serde_json::to_value(&deployment)?,
         gateway: gateway_url.clone(),
-        provider: DevProvider {
-            label: LABEL.into(),
-            url: format!("http://{}", provider.agent.addr),
-            payee: provider.payee.address().to_string(),
-            price: PRICE.to_string(),
-        },
+        provider: provider.info(),
+        providers: vec![provider.info(), tunneled.info()],
         ipfs: node.url(),
         accounts: vec![
             DevAccount {
@@ -207,13 +204,14 @@ async fn serve(
     }
     out.step("stopping: providers (settling every claim), gateway, IPFS node, anvil");
     let _ = std::fs::remove_file(&dev_json);
-    tunneled.agent.shutdown().await;
-    gateway.shutdown().await;
-    provider.agent.shutdown().await;
-    for (label, payee) in [
+    let earners = [
         (provider.label, provider.payee.address()),
         (tunneled.label, tunneled.payee.address()),
-    ] {
+    ];
+    tunneled.stop().await;
+    gateway.shutdown().await;
+    provider.stop().await;
+    for (label, payee) in earners {
         let earned = net
             .chain(0)?
             .earnings(payee)
@@ -298,13 +296,56 @@ async fn start_ipfs(out: &Out, state: &Path, origin: &str) -> anyhow::Result<Nod
 /// A dev provider: registered on chain, its agent running.
 struct DevProviderAgent {
     label: &'static str,
-    agent: khachapuri_provider::RunningAgent,
+    agent: DevAgent,
     payee: khachapuri_chain::PrivateKeySigner,
     key: ProviderKey,
 }
 
+/// A dev provider's agent: in this process, or in its own (`khachapuri provider up`), which a newcomer can
+/// stop to watch a routed call go to the other provider.
+enum DevAgent {
+    Here(khachapuri_provider::RunningAgent),
+    Process(std::process::Child),
+}
+
+impl DevProviderAgent {
+    /// What dev.json says of it.
+    fn info(&self) -> DevProvider {
+        let (url, pid) = match &self.agent {
+            DevAgent::Here(agent) => (format!("http://{}", agent.addr), None),
+            DevAgent::Process(child) => ("tunnel:".into(), Some(child.id())),
+        };
+        DevProvider {
+            label: self.label.into(),
+            url,
+            payee: self.payee.address().to_string(),
+            price: PRICE.to_string(),
+            pid,
+        }
+    }
+
+    /// Stops it as an operator would: it settles what it claimed (unless it was stopped already).
+    async fn stop(self) {
+        match self.agent {
+            DevAgent::Here(agent) => agent.shutdown().await,
+            DevAgent::Process(mut child) => {
+                let stopped = tokio::task::spawn_blocking(move || {
+                    khachapuri_process::terminate(&mut child, Duration::from_secs(30))
+                })
+                .await;
+                if let Ok(Ok(status)) = stopped
+                    && !status.success()
+                    && status.code().is_some()
+                {
+                    eprintln!("warning: provider `{}` exited with {status}", self.label);
+                }
+            }
+        }
+    }
+}
+
 /// Registers `label` (its RSA key; a local URL, or `tunnel:` when it dials the gateway's `tunnel`) for
-/// anvil account `payee` and starts its agent.
+/// anvil account `payee` and starts its agent: here, or behind the tunnel in its own process.
 #[allow(clippy::too_many_arguments)]
 async fn start_provider(
     out: &Out,
@@ -354,45 +395,47 @@ async fn start_provider(
         .await
         .context("registering the provider label")?;
 
-    let maxima = khachapuri_runtime::Limits::default();
-    let config = Config {
-        label: label.into(),
-        listen: SocketAddr::from(([127, 0, 0, 1], provider_port)),
-        rpc_url: net.rpc_url.into(),
-        deployments: cwd.join("deployments"),
-        data_dir,
-        signer: khachapuri_chain::SignerSource::Env(
-            khachapuri_protocol::http::PRIVATE_KEY_ENV.into(),
-        ),
-        price: PRICE,
-        ipfs: vec![format!("gateway={}", node.url())],
-        settlement: SettlementMode::Batch,
-        batch_max: 200,
-        batch_linger: Duration::from_millis(1000),
-        wal_durability: Durability::Interval,
-        max_body_bytes: 1 << 20,
-        max_memory_bytes: maxima.memory_bytes,
-        max_timeout: maxima.deadline,
-        max_output_bytes: maxima.output_bytes,
-        tunnel,
-        cors: Default::default(),
-        module_cache: Default::default(),
-        open_specs: Default::default(),
-    };
-    let agent = khachapuri_provider::start(config, payee.clone())
-        .await
-        .with_context(|| format!("starting the agent of provider `{label}`"))?;
-    let reached = match &agent.tunnel {
+    let (agent, reached) = match tunnel {
         Some(tunnel) => {
-            tunnel
-                .wait_connected(Duration::from_secs(10))
-                .await
-                .map_err(|status| {
-                    anyhow::anyhow!("provider `{label}`: its tunnel did not connect: {status:?}")
-                })?;
-            "behind the gateway's tunnel".to_owned()
+            let child = spawn_agent(net, cwd, state, node, label, &payee, &data_dir, &tunnel)?;
+            let reached = format!(
+                "behind the gateway's tunnel, in its own process (pid {})",
+                child.id()
+            );
+            (DevAgent::Process(child), reached)
         }
-        None => format!("at http://{}", agent.addr),
+        None => {
+            let maxima = khachapuri_runtime::Limits::default();
+            let config = Config {
+                label: label.into(),
+                listen: SocketAddr::from(([127, 0, 0, 1], provider_port)),
+                rpc_url: net.rpc_url.into(),
+                deployments: cwd.join("deployments"),
+                data_dir,
+                signer: khachapuri_chain::SignerSource::Env(
+                    khachapuri_protocol::http::PRIVATE_KEY_ENV.into(),
+                ),
+                price: PRICE,
+                ipfs: vec![format!("gateway={}", node.url())],
+                settlement: SettlementMode::Batch,
+                batch_max: 200,
+                batch_linger: Duration::from_millis(1000),
+                wal_durability: Durability::Interval,
+                max_body_bytes: 1 << 20,
+                max_memory_bytes: maxima.memory_bytes,
+                max_timeout: maxima.deadline,
+                max_output_bytes: maxima.output_bytes,
+                tunnel: None,
+                cors: Default::default(),
+                module_cache: Default::default(),
+                open_specs: Default::default(),
+            };
+            let agent = khachapuri_provider::start(config, payee.clone())
+                .await
+                .with_context(|| format!("starting the agent of provider `{label}`"))?;
+            let reached = format!("at http://{}", agent.addr);
+            (DevAgent::Here(agent), reached)
+        }
     };
     out.step(format!(
         "provider `{label}` {reached} (payee {}, {PRICE} per request)",
@@ -404,6 +447,112 @@ async fn start_provider(
         payee,
         key,
     })
+}
+
+/// Runs provider `label`'s agent in its own process, `khachapuri provider up` from this very binary, dialing
+/// the gateway's `tunnel`; its output goes to `.khachapuri/dev/provider-{label}.log`. It dies with this
+/// process. Spawned on the thread that runs `khachapuri dev` (the main one), which lives as long as it.
+#[allow(clippy::too_many_arguments)]
+fn spawn_agent(
+    net: &DevChain<'_>,
+    cwd: &Path,
+    state: &Path,
+    node: &Node,
+    label: &str,
+    payee: &khachapuri_chain::PrivateKeySigner,
+    data_dir: &Path,
+    tunnel: &str,
+) -> anyhow::Result<std::process::Child> {
+    use std::io::BufRead as _;
+    let exe =
+        std::env::current_exe().context("cannot find this binary to run the provider agent")?;
+    let log_path = state.join(format!("provider-{label}.log"));
+    // Its settings are the flags below, never a provider.toml a newcomer wrote in this directory.
+    let config = state.join(format!("provider-{label}.toml"));
+    std::fs::write(
+        &config,
+        "# khachapuri dev runs this provider with flags only\n",
+    )
+    .with_context(|| format!("cannot write {}", config.display()))?;
+    let log = std::fs::File::create(&log_path)
+        .with_context(|| format!("cannot write {}", log_path.display()))?;
+    let mut command = std::process::Command::new(exe);
+    command
+        .args([
+            "provider",
+            "up",
+            "--label",
+            label,
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--config")
+        .arg(&config)
+        .args(["--price", &PRICE.to_string(), "--rpc-url", net.rpc_url])
+        .arg("--deployments")
+        .arg(cwd.join("deployments"))
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args([
+            "--ipfs",
+            &format!("gateway={}", node.url()),
+            "--tunnel",
+            tunnel,
+        ])
+        .args(["--batch-linger-ms", "1000"])
+        .env(
+            khachapuri_protocol::http::PRIVATE_KEY_ENV,
+            format!("0x{}", hex::encode(payee.to_bytes())),
+        )
+        .env("RUST_LOG", "warn")
+        .current_dir(cwd)
+        .stdout(std::process::Stdio::piped())
+        .stderr(log.try_clone()?);
+    khachapuri_process::die_with_parent(&mut command);
+    let mut child = command
+        .spawn()
+        .with_context(|| format!("starting provider `{label}`'s agent"))?;
+    let mut stdout = std::io::BufReader::new(child.stdout.take().context("no stdout")?);
+    let mut line = String::new();
+    stdout.read_line(&mut line)?;
+    if !line.starts_with("provider agent listening on ") {
+        let _ = khachapuri_process::terminate(&mut child, Duration::from_secs(5));
+        bail!(
+            "provider `{label}`'s agent did not start (its output is in {})",
+            log_path.display()
+        );
+    }
+    // What it prints later goes to its log, not to a closed pipe.
+    std::thread::spawn(move || {
+        let mut log = log;
+        let _ = std::io::copy(&mut stdout, &mut log);
+    });
+    Ok(child)
+}
+
+/// Waits until `label`'s agent holds its tunnel to `gateway`.
+async fn wait_for_tunnel(
+    gateway: &khachapuri_gateway::GatewayHandle,
+    label: &str,
+    state: &Path,
+) -> anyhow::Result<()> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !gateway
+        .gateway
+        .tunnels()
+        .labels()
+        .iter()
+        .any(|l| l.as_str() == label)
+    {
+        if std::time::Instant::now() > deadline {
+            bail!(
+                "provider `{label}` did not open its tunnel within 20 s (its output is in {})",
+                state.join(format!("provider-{label}.log")).display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
 }
 
 /// The web console of `<root>/console/dist`, set up for this network; `None` (and a warning) when it is
@@ -654,6 +803,17 @@ fn print_summary(out: &Out, info: &DevInfo, deposit: Usdc) -> anyhow::Result<()>
     for f in &info.functions {
         println!("  # {}", f.name);
         println!("  {}", f.curl);
+    }
+    // A provider going away, for whoever wants to watch routing fail over.
+    for p in &info.providers {
+        if let Some(pid) = p.pid {
+            println!();
+            println!(
+                "Provider `{}` runs behind the gateway's tunnel in its own process: `kill {pid}` stops it, and \
+                 {ROUTED} goes on answering, from `{LABEL}`.",
+                p.label
+            );
+        }
     }
     if let Some(console) = &info.console {
         println!();

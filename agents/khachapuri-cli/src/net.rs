@@ -21,8 +21,11 @@ pub struct DevInfo {
     pub contracts: serde_json::Value,
     /// The gateway's base URL (path mode: `{gateway}/{label}/{cid}`).
     pub gateway: String,
-    /// The provider agent.
+    /// The first provider (`dev`, at its URL).
     pub provider: DevProvider,
+    /// Every provider: `dev`, and `tun` behind the gateway's tunnel, in its own process.
+    #[serde(default)]
+    pub providers: Vec<DevProvider>,
     /// The embedded IPFS node (trustless gateway + Kubo RPC).
     pub ipfs: String,
     /// Funded test accounts.
@@ -47,12 +50,16 @@ impl DevInfo {
 pub struct DevProvider {
     /// Its label.
     pub label: String,
-    /// Its agent's URL.
+    /// Its agent's URL (`tunnel:` behind the gateway's tunnel).
     pub url: String,
     /// Its payee address.
     pub payee: String,
     /// Its price per request.
     pub price: String,
+    /// The process its agent runs in, when it is not `khachapuri dev` itself: stopping it (`kill PID`) is a
+    /// provider going away.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
 }
 
 /// A funded account.

@@ -150,6 +150,39 @@ async fn dev_network_serves_every_example_and_stops_on_ctrl_c() {
         "{text}"
     );
 
+    // A provider goes away: `tun` runs in its own process; stopped, the routed function goes on answering.
+    let tun = info["providers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["label"] == "tun")
+        .unwrap();
+    assert_eq!(tun["url"], "tunnel:");
+    let pid = tun["pid"]
+        .as_u64()
+        .expect("tun runs in its own process")
+        .to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while get_json(&format!("{gateway}/_health")).await["tunnels"] != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "tun's tunnel outlived its process"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for _ in 0..6 {
+        let res = http.post(routed).body("still").send().await.unwrap();
+        assert_eq!(res.status(), 200);
+        assert_eq!(res.headers()["x-khachapuri-provider"], "dev");
+    }
+
     for f in &functions[..4] {
         let url = f["url"].as_str().unwrap();
         assert!(
@@ -837,8 +870,8 @@ async fn dev_network_serves_every_example_and_stops_on_ctrl_c() {
         stdout.contains("curl -d 'Khachapuri' http://127.0.0.1:"),
         "{stdout}"
     );
-    // Ten paid calls at `dev` (two of them within the spending cap) and 28 routed ones, at `dev` or
-    // `tun`: all settled on Ctrl-C.
+    // Ten paid calls at `dev` (two of them within the spending cap), 28 routed ones at `dev` or `tun`, and
+    // 6 at `dev` once `tun` stopped: all settled (tun's when it stopped, the rest on Ctrl-C).
     let earned = |label: &str| -> f64 {
         let line = format!("provider `{label}` earned ");
         let at = stdout
@@ -848,7 +881,7 @@ async fn dev_network_serves_every_example_and_stops_on_ctrl_c() {
         stdout[at..].split(' ').next().unwrap().parse().unwrap()
     };
     let total = earned("dev") + earned("tun");
-    assert!((total - 0.38).abs() < 1e-9, "{total}: {stdout}");
+    assert!((total - 0.44).abs() < 1e-9, "{total}: {stdout}");
     assert!(earned("dev") >= 0.10, "{stdout}");
     assert!(!dev.dir.path().join(".khachapuri/dev.json").exists());
 }
@@ -888,6 +921,9 @@ fn a_sigkilled_dev_network_leaves_no_process_behind() {
             "{what} is up first"
         );
     }
+    let tun = info["providers"][1]["pid"].as_u64().expect("tun's process");
+    let proc = std::path::PathBuf::from(format!("/proc/{tun}"));
+    assert!(proc.exists(), "tun's agent is up first");
     let status = Command::new("kill")
         .args(["-KILL", &dev.child.id().to_string()])
         .status()
@@ -903,5 +939,13 @@ fn a_sigkilled_dev_network_leaves_no_process_behind() {
             );
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+    // The provider that ran in its own process dies with it too.
+    while proc.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "tun's agent outlived `khachapuri dev`"
+        );
+        std::thread::sleep(Duration::from_millis(100));
     }
 }

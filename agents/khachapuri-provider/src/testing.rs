@@ -336,11 +336,7 @@ impl ProcessAgent {
 
     /// SIGTERM, as an operator stops it: it settles what it claimed, then exits.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
-        std::process::Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        self.child.wait().unwrap()
+        khachapuri_process::terminate(&mut self.child, Duration::from_secs(60)).unwrap()
     }
 }
 
