@@ -18,7 +18,7 @@ use khachapuri_provider::SettlementMode;
 use khachapuri_provider::testing::*;
 
 mod common;
-use common::{CONNECTIONS, DURATION, Figures, which_wrk, wrk, wrk_with};
+use common::{CONNECTIONS, DURATION, Figures, which_wrk, write_figures, wrk, wrk_with};
 
 /// The caller paying with a token (an anvil account other than the provider and the owner).
 const PAYER: u32 = 3;
@@ -180,13 +180,7 @@ async fn run() {
         "earned_usdc": earned.to_string(),
         "final_settlement_ms": settle_ms,
     });
-    let dir = workspace().join("target/bench");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(
-        dir.join("provider.json"),
-        serde_json::to_vec_pretty(&json).unwrap(),
-    )
-    .unwrap();
+    write_figures("provider", &json);
 }
 
 /// Serves `service` over HTTP/1.1 on a free loopback port.

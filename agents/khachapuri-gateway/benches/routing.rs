@@ -19,7 +19,7 @@ use khachapuri_ipfs::Source;
 use khachapuri_provider::{SettlementMode, testing::*};
 
 mod common;
-use common::{CONNECTIONS, DURATION, which_wrk, wrk};
+use common::{CONNECTIONS, DURATION, which_wrk, write_figures, wrk};
 
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -193,13 +193,7 @@ async fn run() {
         "connections": CONNECTIONS,
         "duration": DURATION,
     });
-    let dir = workspace().join("target/bench");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(
-        dir.join("routing.json"),
-        serde_json::to_vec_pretty(&json).unwrap(),
-    )
-    .unwrap();
+    write_figures("routing", &json);
     alice.shutdown().await;
     bob_agent.shutdown().await;
 }

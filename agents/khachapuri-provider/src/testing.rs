@@ -261,6 +261,28 @@ impl Net {
     }
 }
 
+impl Net {
+    /// A payer token signed by account `index` for any provider (routed calls) and any spec: at most
+    /// [`PRICE`] a call, valid for five minutes; encoded.
+    pub async fn any_provider_token(&self, index: u32) -> String {
+        let d = &self.devnet.deployment;
+        khachapuri_chain::PayerToken {
+            provider: khachapuri_protocol::eip712::ANY_PROVIDER,
+            spec: String::new(),
+            maxPrice: U256::from(PRICE.units()),
+            expiry: khachapuri_protocol::unix_now() + 300,
+            session: alloy::primitives::B256::random(),
+        }
+        .sign(
+            &signer(index),
+            &khachapuri_chain::eip712::domain(d.chain_id, d.escrow),
+        )
+        .await
+        .expect("sign a payer token")
+        .encode()
+    }
+}
+
 /// Another provider of a [`Net`]: its label, its payee's anvil account, its RSA key and data directory.
 pub struct Other {
     pub label: String,

@@ -259,21 +259,7 @@ async fn routed_calls_go_to_runners_the_payer_reserved_with_and_survive_a_provid
     assert!(open_runners >= 2, "{served:?}");
 
     // A token for any provider, by a payer with terms at bob only: every call goes to bob.
-    let d = &net.devnet.deployment;
-    let token = khachapuri_chain::PayerToken {
-        provider: khachapuri_protocol::eip712::ANY_PROVIDER,
-        spec: String::new(),
-        maxPrice: PRICE.to_u256(),
-        expiry: khachapuri_protocol::unix_now() + 300,
-        session: Default::default(),
-    }
-    .sign(
-        &signer(STRANGER),
-        &khachapuri_chain::eip712::domain(d.chain_id, d.escrow),
-    )
-    .await
-    .unwrap()
-    .encode();
+    let token = net.any_provider_token(STRANGER).await;
     for _ in 0..10 {
         let r = call(&gw, &open, Some(&token)).await;
         assert_eq!((r.status, r.provider.as_str()), (200, "bob"), "{}", r.body);
@@ -285,20 +271,7 @@ async fn routed_calls_go_to_runners_the_payer_reserved_with_and_survive_a_provid
     }
 
     // A payer with terms nowhere is refused by the gateway, before any provider sees the call.
-    let nobody = khachapuri_chain::PayerToken {
-        provider: khachapuri_protocol::eip712::ANY_PROVIDER,
-        spec: String::new(),
-        maxPrice: PRICE.to_u256(),
-        expiry: khachapuri_protocol::unix_now() + 300,
-        session: Default::default(),
-    }
-    .sign(
-        &signer(6),
-        &khachapuri_chain::eip712::domain(d.chain_id, d.escrow),
-    )
-    .await
-    .unwrap()
-    .encode();
+    let nobody = net.any_provider_token(6).await;
     let r = call(&gw, &open, Some(&nobody)).await;
     let body: serde_json::Value = serde_json::from_str(&r.body).unwrap();
     assert_eq!(

@@ -16,6 +16,17 @@ pub struct Figures {
     pub p99_ms: f64,
 }
 
+/// Writes a bench's figures to `target/bench/{name}.json`.
+pub fn write_figures(name: &str, figures: &serde_json::Value) {
+    let dir = khachapuri_provider::testing::workspace().join("target/bench");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join(format!("{name}.json")),
+        serde_json::to_vec_pretty(figures).unwrap(),
+    )
+    .unwrap();
+}
+
 /// Panics with what to do when wrk is missing.
 pub fn which_wrk() {
     if Command::new("wrk").arg("--version").output().is_err() {
