@@ -112,6 +112,7 @@ impl ChainDirectory {
                         server,
                         payee: Some(record.payee),
                         key_id: Some(khachapuri_spec::key_id(&record.rsa_public_key_der)),
+                        rsa_key: Some(record.rsa_public_key_der.clone()),
                     }),
                     Some(record.resolver),
                 )

@@ -22,6 +22,8 @@ pub struct Route {
     /// The id of the RSA key specs are sealed to (`sha256` of its DER, docs/PROTOCOL.md §5): a sealed spec
     /// is routed to the labels whose key it names. `None`: unknown (a static route), never a recipient.
     pub key_id: Option<khachapuri_spec::KeyId>,
+    /// That RSA key's DER (SPKI), to check a provider's key proof against. `None` with `key_id`.
+    pub rsa_key: Option<alloy::primitives::Bytes>,
 }
 
 /// A directory lookup failed (not "unknown label": that is `Ok(None)`).
@@ -129,6 +131,7 @@ impl StaticDirectory {
                 server,
                 payee,
                 key_id: None,
+                rsa_key: None,
             },
         );
         self

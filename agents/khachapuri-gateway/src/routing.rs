@@ -193,6 +193,9 @@ pub struct Known {
     pub offer: Result<Offer, String>,
     /// What the chain says of it (settled requests, payers, age), when the gateway reads the chain.
     pub record: Option<Record>,
+    /// Whether its offer proves it holds the RSA key its resolver publishes (`keyProof`): only then is it
+    /// a recipient of the specs sealed to that key.
+    pub key_proven: bool,
 }
 
 /// What this gateway saw of a provider's answers.
@@ -308,8 +311,7 @@ pub struct Router {
     pub(crate) config: RoutingConfig,
     fetcher: Fetcher,
     providers: Mutex<Arc<Vec<Known>>>,
-    /// RSA key ids that more than one label publishes: none of those labels is a recipient by that key.
-    shared_keys: Mutex<HashSet<KeyId>>,
+
     /// Whether the table was read at least once.
     ready: std::sync::atomic::AtomicBool,
     health: Mutex<HashMap<Label, Health>>,
@@ -358,7 +360,7 @@ impl Router {
             fetcher: Fetcher::new(config.ipfs.clone()),
             config,
             providers: Mutex::default(),
-            shared_keys: Mutex::default(),
+
             ready: std::sync::atomic::AtomicBool::new(false),
             health: Mutex::default(),
             specs: Mutex::default(),
@@ -373,28 +375,10 @@ impl Router {
         lock(&self.providers).clone()
     }
 
-    /// Replaces the table. A key id that several labels publish counts for none of them: anyone can copy
-    /// a provider's public key into its own resolver, and must not receive that provider's sealed specs.
+    /// Replaces the table.
     pub fn set_providers(&self, providers: Vec<Known>) {
-        let mut seen = HashSet::new();
-        let mut shared = HashSet::new();
-        for id in providers.iter().filter_map(|k| k.route.key_id) {
-            if !seen.insert(id) {
-                tracing::warn!(key = %alloy::hex::encode(id), "several labels publish one RSA key: routing sends sealed specs to none of them");
-                shared.insert(id);
-            }
-        }
-        *lock(&self.shared_keys) = shared;
         *lock(&self.providers) = Arc::new(providers);
         self.ready.store(true, std::sync::atomic::Ordering::Release);
-    }
-
-    /// Whether `known`'s RSA key is published by another label too.
-    pub fn key_is_shared(&self, known: &Known) -> bool {
-        known
-            .route
-            .key_id
-            .is_some_and(|id| lock(&self.shared_keys).contains(&id))
     }
 
     /// What this gateway saw of `label`.
@@ -470,9 +454,10 @@ impl Router {
         let runners: Vec<&Known> = table
             .iter()
             .filter(|k| match facts {
+                // Anyone can copy a provider's public key into a resolver of its own; only a label whose offer
+                // proves it holds the key is a recipient by it.
                 SpecFacts::Sealed(recipients) => {
-                    k.route.key_id.is_some_and(|id| recipients.contains(&id))
-                        && !self.key_is_shared(k)
+                    k.key_proven && k.route.key_id.is_some_and(|id| recipients.contains(&id))
                 }
                 // An operator who refuses open specs refuses them whatever they name; an unreadable offer
                 // is told apart below.
@@ -494,8 +479,8 @@ impl Router {
         if runners.is_empty() {
             return Err(NoCandidate::NoRunner(match facts {
                 SpecFacts::Sealed(r) => format!(
-                    "it is sealed to {} key(s), and no registered provider (that the payment names) holds one \
-                     of them alone",
+                    "it is sealed to {} key(s), and no registered provider (that the payment names) proves it \
+                     holds one of them",
                     r.len()
                 ),
                 SpecFacts::Open(spec) => match &spec.provider {
@@ -815,11 +800,26 @@ impl Gateway {
         Box::pin(async move {
             let route = self.directory.lookup(&label).await.ok().flatten()?;
             let offer = self.read_offer(&label, &route).await;
+            let key_proven = match (&offer, &route.rsa_key, route.payee) {
+                (Ok(offer), Some(der), Some(payee)) => {
+                    offer.key_proof.as_ref().is_some_and(|proof| {
+                        khachapuri_spec::verify_proof(
+                            der,
+                            label.as_str(),
+                            payee,
+                            offer.chain_id,
+                            proof,
+                        )
+                    })
+                }
+                _ => false,
+            };
             Some(Known {
                 label,
                 route,
                 offer,
                 record: None,
+                key_proven,
             })
         })
     }
@@ -879,7 +879,7 @@ impl Gateway {
                     },
                     "payee": k.route.payee,
                     "reachable": k.offer.is_ok() && (!tunneled || live.contains(&k.label)),
-                    "keyShared": router.key_is_shared(k),
+                    "keyProven": k.key_proven,
                     "offer": k.offer.as_ref().ok(),
                     "offerError": k.offer.as_ref().err(),
                     "price": k.offer.as_ref().ok().map(|o| o.price.to_string()),
@@ -1375,6 +1375,7 @@ mod tests {
                 server: Server::Url(format!("http://{label}.test")),
                 payee: Some(payee),
                 key_id: Some([key; 32]),
+                rsa_key: None,
             },
             offer: Ok(Offer {
                 label: label.into(),
@@ -1389,8 +1390,10 @@ mod tests {
                 },
                 max_body_bytes: 1 << 20,
                 open_specs,
+                key_proof: None,
             }),
             record: None,
+            key_proven: true,
         }
     }
 
@@ -1404,7 +1407,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn sealed_specs_go_to_their_recipients_cheapest_first_and_never_by_a_copied_key() {
+    async fn sealed_specs_go_to_their_recipients_cheapest_first_and_never_by_an_unproven_key() {
         let router = Router::new(RoutingConfig::default());
         let sealed = SpecFacts::Sealed(vec![[1; 32], [2; 32]]);
         let live = |_: &Label| true;
@@ -1431,9 +1434,9 @@ mod tests {
             ["bob", "alice"],
             "recipients only, the cheapest first"
         );
-        // mallory publishes bob's key: neither is bob's recipient any more.
+        // mallory publishes bob's key, cheaper, and cannot prove it: bob keeps his calls, mallory gets none.
         let mut mallory = known("mallory", 2, 1, true);
-        mallory.label = Label::new("mallory").unwrap();
+        mallory.key_proven = false;
         router.set_providers(vec![
             known("alice", 1, 20, true),
             known("bob", 2, 10, true),
@@ -1443,7 +1446,7 @@ mod tests {
             .candidates(&cid(), &sealed, &Payment::Owner, live)
             .await
             .unwrap();
-        assert_eq!(labels(&c), ["alice"]);
+        assert_eq!(labels(&c), ["bob", "alice"]);
         // An x402 payment goes to the provider it pays, and nowhere else.
         let to_alice = Payment::X402 {
             pay_to: Address::repeat_byte(1),

@@ -162,7 +162,7 @@ pub async fn start(config: Config, signer: PrivateKeySigner) -> Result<RunningAg
         receipts: ReceiptSigner::new(&signer, domain.clone()),
         domain,
         tokens: std::sync::Mutex::new(Lru::new(TOKEN_CACHE)),
-        specs: SpecStore::new(fetcher.clone(), vec![key], 1024),
+        specs: SpecStore::new(fetcher.clone(), vec![key.clone()], 1024),
         fetcher,
         runtime: Arc::new(runtime),
         ledger,
@@ -172,7 +172,7 @@ pub async fn start(config: Config, signer: PrivateKeySigner) -> Result<RunningAg
         caps: SpendCaps::default(),
         x402,
         chain: chain.clone(),
-        offer: offer(&config, &signer, deployment),
+        offer: offer(&config, &signer, deployment, &key),
         config,
     });
 
@@ -407,6 +407,7 @@ fn offer(
     config: &Config,
     signer: &PrivateKeySigner,
     deployment: &khachapuri_chain::Deployment,
+    key: &ProviderKey,
 ) -> Offer {
     let bytes = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
     Offer {
@@ -422,6 +423,14 @@ fn offer(
         },
         max_body_bytes: bytes(config.max_body_bytes),
         open_specs: config.open_specs == OpenSpecs::Run,
+        // Without it, gateways route it no sealed spec: a signing failure is worth a warning, not a stop.
+        key_proof: match key.prove(&config.label, signer.address(), deployment.chain_id) {
+            Ok(proof) => Some(proof.into()),
+            Err(e) => {
+                tracing::warn!(%e, "no key proof in the offer: gateways will not route sealed specs here");
+                None
+            }
+        },
     }
 }
 

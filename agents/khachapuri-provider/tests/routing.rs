@@ -217,6 +217,10 @@ async fn routed_calls_go_to_runners_the_payer_reserved_with_and_survive_a_provid
     let sealed = hello(&net, "Sealed", Some("alice,bob"), &[&net.key, &bob.key]).await;
     let open = hello(&net, "Open", None, &[]).await;
     until_reachable(&gw, &["alice", "bob", "carol"]).await;
+    // Each offer proves the RSA key its resolver publishes: each is a recipient by its key.
+    for p in providers_table(&gw).await["providers"].as_array().unwrap() {
+        assert_eq!(p["keyProven"], true, "{p}");
+    }
 
     let mut served: BTreeMap<String, u32> = BTreeMap::new();
     // The calls answered 200, by provider and payer.
@@ -499,7 +503,9 @@ async fn a_provider_sigkilled_mid_run_loses_no_call_and_charges_none_twice() {
     );
     assert!(at_bob > 0, "bob served before it died");
     assert!(after >= 10, "calls went on after the kill: {after}");
-    assert!(lost <= 2, "at most the calls bob held when it died: {lost}");
+    // Each client may lose the call bob held when it died, and one sent on a connection the dead process
+    // left open before the gateway saw it close (it may have been read: never sent again).
+    assert!(lost <= 4, "at most two calls per client: {lost}");
 
     // bob restarts on its log: what it claimed before dying settles; then both stop, settling the rest.
     let mut bob_agent = ProcessAgent::spawn(&net, bin, "bob", 3, &bob.data_dir, 0);

@@ -40,6 +40,73 @@ pub enum KeyError {
     Generate(String),
 }
 
+/// The text a key proof signs: the label, its payee and the chain. A proof shows that whoever holds the
+/// RSA key speaks for this label on this chain (docs/PROTOCOL.md §10 "Routing by CID"): a label that copies
+/// another provider's public key cannot make one.
+fn proof_message(label: &str, payee: alloy::primitives::Address, chain_id: u64) -> String {
+    format!("khachapuri key proof\nlabel: {label}\npayee: {payee}\nchain: {chain_id}")
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod proof_tests {
+    use super::*;
+    use alloy::primitives::Address;
+
+    #[test]
+    fn a_key_proof_holds_for_its_label_payee_chain_and_key_only() {
+        let key = ProviderKey::generate().unwrap();
+        let other = ProviderKey::generate().unwrap();
+        let payee = Address::repeat_byte(7);
+        let proof = key.prove("alice", payee, 31337).unwrap();
+        let der = key.public_key_der();
+        assert!(verify_proof(der, "alice", payee, 31337, &proof));
+        assert!(
+            !verify_proof(der, "mallory", payee, 31337, &proof),
+            "another label"
+        );
+        assert!(
+            !verify_proof(der, "alice", Address::repeat_byte(8), 31337, &proof),
+            "another payee"
+        );
+        assert!(
+            !verify_proof(der, "alice", payee, 1, &proof),
+            "another chain"
+        );
+        assert!(
+            !verify_proof(other.public_key_der(), "alice", payee, 31337, &proof),
+            "another key"
+        );
+        assert!(
+            !verify_proof(der, "alice", payee, 31337, &proof[1..]),
+            "cut"
+        );
+        assert!(!verify_proof(b"not a key", "alice", payee, 31337, &proof));
+    }
+}
+
+/// Whether `proof` is the key proof of the RSA key `public_key_der` for `label`, paid at `payee`, on
+/// `chain_id` (RSASSA-PKCS1-v1_5 with SHA-256, [`ProviderKey::prove`]).
+pub fn verify_proof(
+    public_key_der: &[u8],
+    label: &str,
+    payee: alloy::primitives::Address,
+    chain_id: u64,
+    proof: &[u8],
+) -> bool {
+    use rsa::signature::Verifier as _;
+    let (Ok(public), Ok(signature)) = (
+        public_key_from_der(public_key_der),
+        rsa::pkcs1v15::Signature::try_from(proof),
+    ) else {
+        return false;
+    };
+    let message = proof_message(label, payee, chain_id);
+    rsa::pkcs1v15::VerifyingKey::<Sha256>::new(public)
+        .verify(message.as_bytes(), &signature)
+        .is_ok()
+}
+
 /// `sha256(SPKI DER)`: names the key an envelope was sealed to.
 pub type KeyId = [u8; 32];
 
@@ -153,6 +220,22 @@ impl ProviderKey {
     /// `sha256` of the public key DER.
     pub fn id(&self) -> &KeyId {
         &self.id
+    }
+
+    /// Signs the key proof for `label`, paid at `payee`, on `chain_id` ([`verify_proof`]): what the agent's
+    /// offer carries, so that a gateway routes sealed specs only to labels that hold their key.
+    pub fn prove(
+        &self,
+        label: &str,
+        payee: alloy::primitives::Address,
+        chain_id: u64,
+    ) -> Result<Vec<u8>, KeyError> {
+        use rsa::signature::{SignatureEncoding as _, Signer as _};
+        let message = proof_message(label, payee, chain_id);
+        rsa::pkcs1v15::SigningKey::<Sha256>::new(self.private.clone())
+            .try_sign(message.as_bytes())
+            .map(|signature| signature.to_vec())
+            .map_err(|e| KeyError::Generate(format!("signing the key proof: {e}")))
     }
 
     pub(crate) fn private(&self) -> &PrivateKey {

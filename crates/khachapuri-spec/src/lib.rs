@@ -13,7 +13,7 @@ pub mod program;
 pub mod spec;
 
 pub use envelope::{EnvelopeError, is_envelope, open, seal, seal_to};
-pub use keys::{KeyError, KeyId, ProviderKey, key_id};
+pub use keys::{KeyError, KeyId, ProviderKey, key_id, verify_proof};
 
 /// The largest spec, sealed or open, that a provider or a gateway fetches (docs/PROTOCOL.md §4).
 pub const MAX_SPEC_BYTES: u64 = 256 << 10;

@@ -30,6 +30,10 @@ pub struct Offer {
     /// Whether it runs specs in the clear (open deployments); an agent that does not say runs them.
     #[serde(default = "runs_open_specs")]
     pub open_specs: bool,
+    /// Its key proof ([`crate::ProviderKey::prove`]): signed by the RSA key its resolver publishes, over its
+    /// label, payee and chain. A gateway routes sealed specs only to labels whose offer proves their key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_proof: Option<alloy::primitives::Bytes>,
 }
 
 fn runs_open_specs() -> bool {
@@ -146,6 +150,7 @@ mod tests {
             },
             max_body_bytes: 1 << 20,
             open_specs: true,
+            key_proof: None,
         }
     }
 
