@@ -29,12 +29,6 @@ fn main() {
     runtime.block_on(run());
 }
 
-async fn point(net: &Net, label: &str, index: u32, server: Server) {
-    let chain = net.chain(index);
-    let resolver = chain.resolve_label(label).await.unwrap().resolver;
-    chain.set_server(resolver, &server).await.unwrap();
-}
-
 async fn run() {
     which_wrk();
     let net = Net::start().await;
@@ -67,8 +61,7 @@ async fn run() {
     let alice = khachapuri_provider::start(config, signer(PROVIDER))
         .await
         .unwrap();
-    point(
-        &net,
+    net.point(
         LABEL,
         PROVIDER,
         Server::Url(format!("http://{}", alice.addr)),
@@ -101,13 +94,8 @@ async fn run() {
         .start_other(&bob, |c| c.batch_linger = Duration::from_millis(200))
         .await;
     let proxy = Proxy::start(bob_agent.addr).await;
-    point(
-        &net,
-        "bob",
-        3,
-        Server::Url(format!("http://{}", proxy.addr)),
-    )
-    .await;
+    net.point("bob", 3, Server::Url(format!("http://{}", proxy.addr)))
+        .await;
     until_reachable(&gw, 2).await;
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let client = {

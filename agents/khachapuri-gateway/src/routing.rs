@@ -226,15 +226,16 @@ pub struct Health {
 }
 
 impl Health {
-    /// The share of calls it was reachable for, smoothed so that a newcomer starts near 1.
-    pub fn availability(&self) -> f64 {
+    /// The share of calls it was reachable for, smoothed so that a newcomer starts near 1: what the ranking
+    /// weighs (the reputation shows the share seen, [`Health::seen`]).
+    pub fn smoothed_availability(&self) -> f64 {
         (self.answered as f64 + 1.0) / ((self.answered + self.unreachable) as f64 + 1.0)
     }
 
     fn weight(&self) -> f64 {
         // Unknown latency counts as 1 ms: a newcomer gets a fair share and is measured.
         let latency = self.latency_ms.unwrap_or(1.0).max(0.05);
-        self.availability().powi(2) / latency
+        self.smoothed_availability().powi(2) / latency
     }
 
     /// What the reputation reads of it.
@@ -320,6 +321,8 @@ pub struct Router {
     refusals: Mutex<HashMap<(Cid, Label), Instant>>,
     /// The payer a sealed spec's calls without a token were charged to (its owner): learned from answers.
     owners: Mutex<HashMap<Cid, Address>>,
+    /// Payer tokens' signers, by the token's text.
+    signers: Mutex<HashMap<String, Address>>,
     /// Whether (payer, payee, price) was covered, and when that was read.
     terms: Mutex<HashMap<TermsKey, (bool, Instant)>>,
 }
@@ -366,6 +369,7 @@ impl Router {
             specs: Mutex::default(),
             refusals: Mutex::default(),
             owners: Mutex::default(),
+            signers: Mutex::default(),
             terms: Mutex::default(),
         }
     }
@@ -1230,15 +1234,28 @@ impl Router {
             }
             (None, Some(token)) => {
                 // The payer a token names picks providers only once its signature says it is theirs.
+                // A caller sends one token many times: its signer is recovered once.
                 let payer = match &self.config.chain {
-                    Some(terms) => Some(token.recover(&terms.domain()).map_err(|e| {
-                        Box::new(error_response(
-                            StatusCode::UNAUTHORIZED,
-                            "bad_token_signature",
-                            &e.to_string(),
-                            "make a new token with `khachapuri token`",
-                        ))
-                    })?),
+                    Some(chain) => {
+                        let text = token.encode();
+                        let known = lock(&self.signers).get(&text).copied();
+                        let signer = match known {
+                            Some(signer) => signer,
+                            None => {
+                                let signer = token.recover(&chain.domain()).map_err(|e| {
+                                    Box::new(error_response(
+                                        StatusCode::UNAUTHORIZED,
+                                        "bad_token_signature",
+                                        &e.to_string(),
+                                        "make a new token with `khachapuri token`",
+                                    ))
+                                })?;
+                                bounded_insert(&mut lock(&self.signers), text, signer);
+                                signer
+                            }
+                        };
+                        Some(signer)
+                    }
                     None => token.payer,
                 };
                 Ok(Payment::Token {

@@ -244,9 +244,26 @@ impl Net {
     /// A payer token signed by account `index` for `spec` at this provider: at most [`PRICE`] a call, valid
     /// for five minutes, a session of its own.
     pub async fn payer_token(&self, index: u32, spec: &str) -> khachapuri_chain::SignedPayerToken {
+        self.payer_token_for(index, self.provider_address(), spec)
+            .await
+    }
+
+    /// [`Net::payer_token`] for any provider (routed calls) and any spec; encoded.
+    pub async fn any_provider_token(&self, index: u32) -> String {
+        self.payer_token_for(index, khachapuri_protocol::eip712::ANY_PROVIDER, "")
+            .await
+            .encode()
+    }
+
+    async fn payer_token_for(
+        &self,
+        index: u32,
+        provider: Address,
+        spec: &str,
+    ) -> khachapuri_chain::SignedPayerToken {
         let d = &self.devnet.deployment;
         khachapuri_chain::PayerToken {
-            provider: self.provider_address(),
+            provider,
             spec: spec.into(),
             maxPrice: U256::from(PRICE.units()),
             expiry: khachapuri_protocol::unix_now() + 300,
@@ -259,27 +276,15 @@ impl Net {
         .await
         .expect("sign a payer token")
     }
-}
 
-impl Net {
-    /// A payer token signed by account `index` for any provider (routed calls) and any spec: at most
-    /// [`PRICE`] a call, valid for five minutes; encoded.
-    pub async fn any_provider_token(&self, index: u32) -> String {
-        let d = &self.devnet.deployment;
-        khachapuri_chain::PayerToken {
-            provider: khachapuri_protocol::eip712::ANY_PROVIDER,
-            spec: String::new(),
-            maxPrice: U256::from(PRICE.units()),
-            expiry: khachapuri_protocol::unix_now() + 300,
-            session: alloy::primitives::B256::random(),
-        }
-        .sign(
-            &signer(index),
-            &khachapuri_chain::eip712::domain(d.chain_id, d.escrow),
-        )
-        .await
-        .expect("sign a payer token")
-        .encode()
+    /// Points `label`'s resolver (owned by anvil account `index`) at `server`.
+    pub async fn point(&self, label: &str, index: u32, server: khachapuri_chain::Server) {
+        let chain = self.chain(index);
+        let resolver = chain.resolve_label(label).await.expect("resolve").resolver;
+        chain
+            .set_server(resolver, &server)
+            .await
+            .expect("set server");
     }
 }
 

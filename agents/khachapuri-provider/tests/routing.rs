@@ -19,13 +19,6 @@ use khachapuri_provider::{SettlementMode, testing::*};
 /// Another payer, with terms at bob only.
 const STRANGER: u32 = 5;
 
-/// Points `label`'s resolver (owned by anvil account `index`) at `server`.
-async fn point(net: &Net, label: &str, index: u32, server: Server) {
-    let chain = net.chain(index);
-    let resolver = chain.resolve_label(label).await.unwrap().resolver;
-    chain.set_server(resolver, &server).await.unwrap();
-}
-
 struct Reply {
     status: u16,
     provider: String,
@@ -169,22 +162,16 @@ async fn routed_calls_go_to_runners_the_payer_reserved_with_and_survive_a_provid
 
     // alice and bob serve at their URLs; carol behind the tunnel.
     let alice_agent = net.agent(SettlementMode::Batch).await;
-    point(
-        &net,
+    net.point(
         LABEL,
         PROVIDER,
         Server::Url(format!("http://{}", alice_agent.addr)),
     )
     .await;
     let bob_agent = net.start_other(&bob, |_| {}).await;
-    point(
-        &net,
-        "bob",
-        3,
-        Server::Url(format!("http://{}", bob_agent.addr)),
-    )
-    .await;
-    point(&net, "carol", 4, Server::Tunnel).await;
+    net.point("bob", 3, Server::Url(format!("http://{}", bob_agent.addr)))
+        .await;
+    net.point("carol", 4, Server::Tunnel).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let tunnel = format!("ws://{gw}/_tunnel");
     let carol_agent = net.start_other(&carol, |c| c.tunnel = Some(tunnel)).await;
@@ -349,13 +336,8 @@ async fn routed_calls_go_to_runners_the_payer_reserved_with_and_survive_a_provid
     let bob_agent = net
         .start_other(&bob, |c| c.price = Usdc::from_units(60_000))
         .await;
-    point(
-        &net,
-        "bob",
-        3,
-        Server::Url(format!("http://{}", bob_agent.addr)),
-    )
-    .await;
+    net.point("bob", 3, Server::Url(format!("http://{}", bob_agent.addr)))
+        .await;
     until_reachable(&gw, &["alice", "bob", "carol"]).await;
     for cid in [&sealed, &open] {
         for _ in 0..10 {
@@ -447,8 +429,10 @@ async fn a_provider_sigkilled_mid_run_loses_no_call_and_charges_none_twice() {
     let alice_dir = net.dir.path().join("data");
     let mut alice = ProcessAgent::spawn(&net, bin, LABEL, PROVIDER, &alice_dir, 200);
     let mut bob_agent = ProcessAgent::spawn(&net, bin, "bob", 3, &bob.data_dir, 200);
-    point(&net, LABEL, PROVIDER, Server::Url(alice.url.clone())).await;
-    point(&net, "bob", 3, Server::Url(bob_agent.url.clone())).await;
+    net.point(LABEL, PROVIDER, Server::Url(alice.url.clone()))
+        .await;
+    net.point("bob", 3, Server::Url(bob_agent.url.clone()))
+        .await;
     let gateway = routed_gateway(&net).await;
     let gw = gateway.addr.to_string();
     owner_reserves_at(&net, &[PROVIDER, 3], Usdc::from_whole(100)).await;
@@ -564,14 +548,14 @@ async fn a_slow_provider_gets_fewer_calls() {
     let alice_agent = net.agent(SettlementMode::Batch).await;
     let bob_agent = net.start_other(&bob, |_| {}).await;
     let slow = slow_proxy(bob_agent.addr, Duration::from_millis(150)).await;
-    point(
-        &net,
+    net.point(
         LABEL,
         PROVIDER,
         Server::Url(format!("http://{}", alice_agent.addr)),
     )
     .await;
-    point(&net, "bob", 3, Server::Url(format!("http://{slow}"))).await;
+    net.point("bob", 3, Server::Url(format!("http://{slow}")))
+        .await;
     let gateway = routed_gateway(&net).await;
     let gw = gateway.addr.to_string();
     owner_reserves_at(&net, &[PROVIDER, 3], Usdc::from_whole(2)).await;
@@ -603,7 +587,30 @@ async fn a_slow_provider_gets_fewer_calls() {
         assert!(latency("bob").unwrap() > 100.0, "{table}");
     }
     assert!(latency("alice").unwrap() < 100.0, "{table}");
+    // A failure after the claim (the program runs out of time) is charged, and says so: it is answered as
+    // it is, never sent to the other provider, which would charge it again.
+    let mut spec = net
+        .spec(&example("cpu-heavy"), "cpu-heavy.wasm", &[], OWNER)
+        .await;
+    spec.provider = None;
+    spec.sign(&signer(OWNER)).await.unwrap();
+    let heavy = net.publish_open(&spec);
+    let r = call(&gw, &format!("{heavy}?n=100000000"), None).await;
+    assert_eq!((r.status, r.charged.as_str()), (504, "yes"), "{}", r.body);
+    assert!(
+        ["alice", "bob"].contains(&r.provider.as_str()),
+        "{}",
+        r.provider
+    );
     alice_agent.shutdown().await;
     bob_agent.shutdown().await;
+    let c = net.chain(0);
+    let earned = c.earnings(net.provider_address()).await.unwrap().units()
+        + c.earnings(net.devnet.address(3)).await.unwrap().units();
+    assert_eq!(
+        earned,
+        61 * PRICE.units(),
+        "60 answers and one charged failure, each once"
+    );
     gateway.shutdown().await;
 }
