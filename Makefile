@@ -14,7 +14,7 @@ VENV    := .venv
 CARGO   ?= cargo
 export PATH := $(BIN):$(PATH)
 
-.PHONY: help dev test bench toolchain contracts bindings examples sdk console \
+.PHONY: help dev test bench toolchain contracts bindings examples peer sdk console \
         test-contracts test-gas test-slither test-deploy test-bindings test-rust test-style test-sdk
 
 help:
@@ -55,6 +55,20 @@ $(STAMPS)/wrk:
 	@mkdir -p $(STAMPS)
 	@command -v wrk >/dev/null || { echo "==> installing wrk (the benchmarks' HTTP load generator)"; \
 	  apt-get update -qq && apt-get install -y -qq wrk; }
+	@touch $@
+
+# make bench's peer: the wasmtime CLI from crates.io (`wasmtime serve`), pinned, built once into target/tools.
+WASMTIME_CLI_VERSION := 48.0.8
+WASMTIME_CLI := target/tools/wasmtime-$(WASMTIME_CLI_VERSION)/bin/wasmtime
+
+$(WASMTIME_CLI):
+	@echo "==> installing the wasmtime CLI $(WASMTIME_CLI_VERSION) from crates.io (make bench's peer; about 12 minutes, once)"
+	$(CARGO) install wasmtime-cli --version $(WASMTIME_CLI_VERSION) --locked --root target/tools/wasmtime-$(WASMTIME_CLI_VERSION)
+
+$(STAMPS)/wasm32-wasip2:
+	@mkdir -p $(STAMPS)
+	@echo "==> adding the wasm32-wasip2 Rust target (the wasi:http hello that wasmtime serve runs)"
+	rustup target add wasm32-wasip2
 	@touch $@
 
 # The browser tests' Chromium: Debian's headless shell (playwright-core drives it; it downloads no browser).
@@ -158,7 +172,12 @@ test-rust: toolchain contracts examples sdk console $(STAMPS)/chromium
 # make bench: figures under target/bench/*.json (never a timed assertion in a test)
 # --------------------------------------------------------------------------------------------
 
-bench: toolchain contracts examples $(STAMPS)/wrk
+# The peer: examples/wasi-http-hello, the hello example as a wasi:http component, for `wasmtime serve`.
+peer: $(WASMTIME_CLI) $(STAMPS)/wasm32-wasip2
+	$(CARGO) build --manifest-path examples/wasi-http-hello/Cargo.toml --target wasm32-wasip2 --release --locked \
+	  --target-dir examples/target
+
+bench: toolchain contracts examples peer $(STAMPS)/wrk
 	@mkdir -p target/bench
-	$(CARGO) bench --workspace --all-features --locked
+	KHACHAPURI_WASMTIME_CLI=$(CURDIR)/$(WASMTIME_CLI) $(CARGO) bench --workspace --all-features --locked
 	@ls -1 target/bench

@@ -2,6 +2,7 @@
 pragma solidity 0.8.30;
 
 import {Test} from "forge-std/Test.sol";
+import {MerkleProof} from "@openzeppelin/contracts/utils/cryptography/MerkleProof.sol";
 
 import {Escrow} from "../contracts/Escrow.sol";
 import {TestUSDC} from "../contracts/TestUSDC.sol";
@@ -116,6 +117,35 @@ contract VectorsTest is Test {
         bytes32 digest = _digest(_separator(), structHash);
         assertEq(digest, vm.parseJsonBytes32(json, ".receipt.signingHash"));
         assertEq(_signer(digest, ".receipt.signature"), vm.parseJsonAddress(json, ".receipt.provider"));
+    }
+
+    /// @dev A `kr2.` receipt: its struct hash is a leaf, OpenZeppelin's `MerkleProof` leads it to the group's
+    /// root, and the provider signed `ReceiptGroup(bytes32 root)`: what a contract verifying receipts would do.
+    function test_receiptGroup() public {
+        bytes32 typeHash = keccak256("ReceiptGroup(bytes32 root)");
+        assertEq(typeHash, vm.parseJsonBytes32(json, ".typeHashes.ReceiptGroup"));
+        bytes32 root = vm.parseJsonBytes32(json, ".receiptGroup.root");
+        bytes32 digest = _digest(_separator(), keccak256(abi.encode(typeHash, root)));
+        assertEq(digest, vm.parseJsonBytes32(json, ".receiptGroup.signingHash"));
+        assertEq(_signer(digest, ".receiptGroup.signature"), vm.parseJsonAddress(json, ".receipt.provider"));
+        for (uint256 i; i < 3; ++i) {
+            string memory at = string.concat(".receiptGroup.receipts[", vm.toString(i), "]");
+            bytes32 leaf = keccak256(
+                abi.encode(
+                    vm.parseJsonBytes32(json, ".typeHashes.Receipt"),
+                    vm.parseJsonAddress(json, ".receipt.provider"),
+                    vm.parseJsonAddress(json, ".receipt.payer"),
+                    keccak256(bytes(vm.parseJsonString(json, ".receipt.spec"))),
+                    vm.parseJsonUint(json, ".receipt.price"),
+                    uint64(vm.parseJsonUint(json, string.concat(at, ".sequence"))),
+                    vm.parseJsonBytes32(json, ".receipt.requestDigest"),
+                    vm.parseJsonBytes32(json, ".receipt.responseDigest")
+                )
+            );
+            assertEq(leaf, vm.parseJsonBytes32(json, string.concat(at, ".leaf")));
+            bytes32[] memory proof = vm.parseJsonBytes32Array(json, string.concat(at, ".proof"));
+            assertTrue(MerkleProof.verify(proof, root, leaf), "the proof leads to the signed root");
+        }
     }
 
     function test_specTerms() public {

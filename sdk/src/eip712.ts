@@ -1,7 +1,7 @@
 /**
  * The escrow's EIP-712 domain and the structures signed in it (docs/PROTOCOL.md §6, §7, §4, §13):
- * `PayerToken`, `Receipt`, `SpecTerms`, `LogsAccess`. Every signature this SDK makes or checks is over one
- * of these, with viem's `hashTypedData`.
+ * `PayerToken`, `Receipt`, `ReceiptGroup`, `SpecTerms`, `LogsAccess`. Every signature this SDK makes or
+ * checks is over one of these, with viem's `hashTypedData`.
  */
 import type { Address } from "viem";
 
@@ -34,6 +34,7 @@ export const types = {
     { name: "requestDigest", type: "bytes32" },
     { name: "responseDigest", type: "bytes32" },
   ],
+  ReceiptGroup: [{ name: "root", type: "bytes32" }],
   SpecTerms: [
     { name: "program", type: "string" },
     { name: "entry", type: "string" },

@@ -1,10 +1,13 @@
 /**
- * The receipt `kr1.` (docs/PROTOCOL.md §7): what a provider signs for every charged answer. Decode it,
- * recompute both digests from your request and the answer you got, and check that its signer is the
- * provider's payee (from its resolver).
+ * The receipt (docs/PROTOCOL.md §7): what a provider signs for every charged answer. Decode it, recompute
+ * both digests from your request and the answer you got, and check that its signer is the provider's payee
+ * (from its resolver). Agents send `kr2.`: one signature covers a group of receipts through their Merkle
+ * root, and each receipt carries its inclusion proof. `kr1.` (signed alone) still decodes and verifies.
  */
 import {
+  concat,
   encodeAbiParameters,
+  hashStruct,
   hashTypedData,
   isAddressEqual,
   keccak256,
@@ -30,7 +33,15 @@ export interface Receipt {
   requestDigest: Hex;
   responseDigest: Hex;
   signature: Hex;
+  /**
+   * `kr2.`: the siblings from this receipt's struct hash up to the root its group's signature covers (empty:
+   * a group of one). Absent: `kr1.`, the signature is over the receipt itself.
+   */
+  proof?: Hex[];
 }
+
+/** The longest proof a `kr2.` receipt may carry (groups of up to 65,536). */
+export const MAX_PROOF = 16;
 
 type Body = string | Uint8Array;
 const asBytes = (b: Body) => (typeof b === "string" ? new TextEncoder().encode(b) : b);
@@ -63,30 +74,80 @@ const message = (r: Receipt) => ({
   responseDigest: r.responseDigest,
 });
 
-/** The EIP-712 digest a receipt's signature is over. */
-export function receiptHash(domain: TypedDataDomain, receipt: Receipt): Hex {
-  return hashTypedData({ domain, types, primaryType: "Receipt", message: message(receipt) });
+/** A receipt's EIP-712 struct hash: its leaf in a group's Merkle tree. */
+export function receiptLeaf(receipt: Omit<Receipt, "signature">): Hex {
+  return hashStruct({ types, primaryType: "Receipt", data: message({ ...receipt, signature: "0x" }) });
 }
 
-/** Signs a receipt as a provider's payee (what an agent does; for tests and other providers). */
+/** `keccak256` of two nodes, the smaller first (OpenZeppelin's `MerkleProof`). */
+const hashPair = (a: Hex, b: Hex): Hex => (BigInt(a) <= BigInt(b) ? keccak256(concat([a, b])) : keccak256(concat([b, a])));
+
+/** The root that `leaf` and its `proof` lead to. */
+export function processProof(leaf: Hex, proof: readonly Hex[]): Hex {
+  return proof.reduce(hashPair, leaf);
+}
+
+/** The root of `leaves` and each leaf's proof: adjacent pairs, a level's odd last node moves up unchanged. */
+export function merkleTree(leaves: readonly Hex[]): { root: Hex; proofs: Hex[][] } {
+  const proofs: Hex[][] = leaves.map(() => []);
+  let level = leaves.map((node, i) => ({ node, under: [i] }));
+  while (level.length > 1) {
+    const next: typeof level = [];
+    for (let i = 0; i < level.length; i += 2) {
+      const [left, right] = [level[i], level[i + 1]];
+      if (!right) {
+        next.push(left);
+        continue;
+      }
+      left.under.forEach((leaf) => proofs[leaf].push(right.node));
+      right.under.forEach((leaf) => proofs[leaf].push(left.node));
+      next.push({ node: hashPair(left.node, right.node), under: [...left.under, ...right.under] });
+    }
+    level = next;
+  }
+  return { root: level[0]?.node ?? `0x${"00".repeat(32)}`, proofs };
+}
+
+/** The EIP-712 digest a receipt's signature is over: its group's (`kr2.`), or its own (`kr1.`). */
+export function receiptHash(domain: TypedDataDomain, receipt: Receipt): Hex {
+  if (!receipt.proof) return hashTypedData({ domain, types, primaryType: "Receipt", message: message(receipt) });
+  const root = processProof(receiptLeaf(receipt), receipt.proof);
+  return hashTypedData({ domain, types, primaryType: "ReceiptGroup", message: { root } });
+}
+
+/**
+ * Signs receipts as a provider's payee, with one signature over their group (what an agent does; for tests
+ * and other providers): their `kr2.` encodings, in order.
+ */
+export async function signReceipts(
+  signer: Signer,
+  domain: TypedDataDomain,
+  receipts: readonly Omit<Receipt, "signature" | "proof">[],
+): Promise<string[]> {
+  const { root, proofs } = merkleTree(receipts.map(receiptLeaf));
+  const signature = await signTyped(signer, { domain, types, primaryType: "ReceiptGroup", message: { root } });
+  return receipts.map((r, i) => encodeReceipt({ ...r, signature, proof: proofs[i] }));
+}
+
+/** Signs one receipt alone (`kr2.`, a group of one). */
 export async function signReceipt(
   signer: Signer,
   domain: TypedDataDomain,
-  receipt: Omit<Receipt, "signature">,
+  receipt: Omit<Receipt, "signature" | "proof">,
 ): Promise<string> {
-  const signature = await signTyped(signer, {
-    domain,
-    types,
-    primaryType: "Receipt",
-    message: message({ ...receipt, signature: "0x" }),
-  });
-  return encodeReceipt({ ...receipt, signature });
+  const [encoded] = await signReceipts(signer, domain, [receipt]);
+  return encoded;
 }
 
-/** `kr1.` + base64url(provider ‖ payer ‖ price ‖ sequence ‖ requestDigest ‖ responseDigest ‖ signature ‖ spec). */
+/**
+ * `kr2.` + base64url(provider ‖ payer ‖ price ‖ sequence ‖ requestDigest ‖ responseDigest ‖ signature ‖
+ * proof length (1 byte) ‖ proof ‖ spec); without a proof, `kr1.` and neither the length nor the proof.
+ */
 export function encodeReceipt(r: Receipt): string {
   if (bytes(r.signature).length !== 65) throw new Error("the signature is 65 bytes, r ‖ s ‖ v");
-  return `kr1.${base64url(
+  if (r.proof && r.proof.length > MAX_PROOF) throw new Error(`a proof has at most ${MAX_PROOF} hashes`);
+  const proof = r.proof ? [Uint8Array.of(r.proof.length), ...r.proof.map(bytes)] : [];
+  return `${r.proof ? "kr2." : "kr1."}${base64url(
     concatBytes(
       bytes(r.provider),
       bytes(r.payer),
@@ -95,6 +156,7 @@ export function encodeReceipt(r: Receipt): string {
       bytes(r.requestDigest),
       bytes(r.responseDigest),
       bytes(r.signature),
+      ...proof,
       new TextEncoder().encode(r.spec),
     ),
   )}`;
@@ -105,21 +167,31 @@ export class MalformedReceiptError extends Error {
   override name = "MalformedReceiptError";
 }
 
-/** Reads a `kr1.` receipt. */
+/** Reads a `kr2.` or `kr1.` receipt. */
 export function decodeReceipt(text: string): Receipt {
   const t = text.trim();
-  if (!t.startsWith("kr1.")) throw new MalformedReceiptError("not a kr1. receipt");
+  const grouped = t.startsWith("kr2.");
+  if (!grouped && !t.startsWith("kr1.")) throw new MalformedReceiptError("not a kr2. (or kr1.) receipt");
   let raw: Uint8Array;
   try {
     raw = fromBase64url(t.slice(4));
   } catch (e) {
     throw new MalformedReceiptError((e as Error).message);
   }
-  if (raw.length < 209) throw new MalformedReceiptError("a kr1. receipt is at least 209 bytes");
+  if (raw.length < 209 + Number(grouped)) throw new MalformedReceiptError("a receipt is at least 209 bytes");
   if (![0, 1, 27, 28].includes(raw[208])) throw new MalformedReceiptError(`the signature's v is ${raw[208]}`);
+  let proof: Hex[] | undefined;
+  let at = 209;
+  if (grouped) {
+    const levels = raw[209];
+    at = 210 + 32 * levels;
+    if (levels > MAX_PROOF) throw new MalformedReceiptError(`a proof has at most ${MAX_PROOF} hashes, not ${levels}`);
+    if (raw.length < at) throw new MalformedReceiptError("the receipt ends inside its proof");
+    proof = Array.from({ length: levels }, (_, i) => hex(raw.slice(210 + 32 * i, 242 + 32 * i)));
+  }
   let spec: string;
   try {
-    spec = new TextDecoder("utf-8", { fatal: true }).decode(raw.slice(209));
+    spec = new TextDecoder("utf-8", { fatal: true }).decode(raw.slice(at));
   } catch {
     throw new MalformedReceiptError("the spec is not UTF-8");
   }
@@ -132,6 +204,7 @@ export function decodeReceipt(text: string): Receipt {
     responseDigest: hex(raw.slice(112, 144)),
     signature: hex(raw.slice(144, 209)),
     spec,
+    ...(proof && { proof }),
   };
 }
 

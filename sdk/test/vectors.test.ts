@@ -11,6 +11,12 @@ import { privateKeyToAccount } from "viem/accounts";
 import {
   decodePayerToken,
   decodeReceipt,
+  encodeReceipt,
+  MalformedReceiptError,
+  merkleTree,
+  processProof,
+  receiptLeaf,
+  signReceipts,
   envDigest,
   escrowDomain,
   formatUsdc,
@@ -93,9 +99,11 @@ test("a receipt has the protocol's digests and bytes, and verifies against its c
     responseDigest: r.responseDigest as Hex,
   };
   assert.equal(receiptHash(domain, { ...fields, signature: "0x" }), r.signingHash);
-  assert.equal(await signReceipt(privateKeyToAccount(r.signerKey), domain, fields), r.encoded);
+  // kr1 (signed alone, before groups) still decodes, re-encodes to the same bytes and verifies.
   const decoded = decodeReceipt(r.encoded);
   assert.equal(decoded.signature, r.signature);
+  assert.equal(decoded.proof, undefined);
+  assert.equal(encodeReceipt(decoded), r.encoded);
   const call = { payee: r.provider, request, response: r.response };
   await verifyReceipt(domain, decoded, call);
   await assert.rejects(verifyReceipt(domain, decoded, { ...call, payee: r.payer }), /not the payee/);
@@ -103,6 +111,48 @@ test("a receipt has the protocol's digests and bytes, and verifies against its c
     verifyReceipt(domain, decoded, { ...call, response: { ...r.response, body: "Gaumarjos, HI!\n" } }),
     /another answer/,
   );
+});
+
+test("a group's receipts share one signature over their root, and each verifies against its call", async () => {
+  const r = v.receipt;
+  const g = v.receiptGroup;
+  const fields = (sequence: bigint) => ({
+    provider: r.provider,
+    payer: r.payer,
+    spec: r.spec,
+    price: BigInt(r.price),
+    sequence,
+    requestDigest: r.requestDigest as Hex,
+    responseDigest: r.responseDigest as Hex,
+  });
+  const signed = await signReceipts(
+    privateKeyToAccount(r.signerKey),
+    domain,
+    g.receipts.map((x: { sequence: number }) => fields(BigInt(x.sequence))),
+  );
+  assert.deepEqual(signed, g.receipts.map((x: { encoded: string }) => x.encoded), "the same bytes as Rust");
+  const call = { payee: r.provider, request: r.request, response: r.response };
+  for (const [i, x] of g.receipts.entries()) {
+    const decoded = decodeReceipt(x.encoded);
+    assert.equal(receiptLeaf(decoded), x.leaf);
+    assert.deepEqual(decoded.proof, x.proof);
+    assert.equal(processProof(x.leaf, x.proof), g.root);
+    assert.equal(receiptHash(domain, decoded), g.signingHash);
+    await verifyReceipt(domain, decoded, call);
+    // Another receipt's proof, or a changed field, leads to another root: not the provider's signature.
+    const other = g.receipts[(i + 1) % g.receipts.length].proof;
+    await assert.rejects(verifyReceipt(domain, { ...decoded, proof: other }, call), /not by the provider's payee/);
+    await assert.rejects(verifyReceipt(domain, { ...decoded, price: 1n }, call), /not by the provider's payee/);
+  }
+  const alone = decodeReceipt(await signReceipt(privateKeyToAccount(r.signerKey), domain, fields(7n)));
+  assert.deepEqual(alone.proof, []);
+  await verifyReceipt(domain, alone, call);
+  const { root, proofs } = merkleTree(g.receipts.map((x: { leaf: Hex }) => x.leaf));
+  assert.equal(root, g.root);
+  assert.deepEqual(proofs, g.receipts.map((x: { proof: Hex[] }) => x.proof));
+  for (const bad of ["kr3.AAAA", "kr2.AAAA", `${g.receipts[0].encoded.slice(0, 300)}`]) {
+    assert.throws(() => decodeReceipt(bad), MalformedReceiptError, bad);
+  }
 });
 
 test("a spec's terms hash and its owner's signature are the protocol's", async () => {

@@ -5,6 +5,10 @@
 //! hello module through the same runtime (no spec, no claim, no receipt), so `paid / unpaid` is what
 //! payment costs; `paid_hello_token` is paid by a caller's payer token instead of the owner.
 //!
+//! The peer: `wasmtime serve` (the wasmtime CLI, pinned in the Makefile, which `make bench` installs on
+//! first use) serving the same hello as a wasi:http component (examples/wasi-http-hello), measured in the
+//! same run; `*_over_wasmtime_serve` are our figures over its.
+//!
 //! The same paid call also goes through the gateway (issue 8: "beside calling the provider directly"),
 //! forwarded over HTTP and through a tunnel the agent holds open; `gateway_*_over_direct` are the
 //! ratios. The gateway's own bench (`khachapuri-gateway`) measures it against a no-op upstream.
@@ -119,8 +123,15 @@ async fn run() {
     assert_eq!(res.status(), 200);
 
     let bare_figures = wrk(&format!("http://{bare}/"), script.path());
+    let peer = WasmtimeServe::start(&[("GREETING", "Hi")]).await;
+    let peer_figures = wrk(&peer.url, script.path());
+    drop(peer);
     let unpaid_figures = wrk(&format!("http://{unpaid}/"), script.path());
+    let metrics = format!("http://{}/metrics", agent.addr);
+    let before = receipt_counts(&metrics).await;
     let paid = wrk(&paid_url, script.path());
+    let after = receipt_counts(&metrics).await;
+    let group = (after.0 - before.0) as f64 / (after.1 - before.1).max(1) as f64;
     let paid_token = wrk(&paid_url, token_script.path());
     let via_gateway = wrk(
         &format!("http://{}/{LABEL}/{cid}", direct_gateway.addr),
@@ -131,7 +142,10 @@ async fn run() {
         script.path(),
     );
     // One connection: the latency of a paid call when the machine is not saturated.
+    let before = receipt_counts(&metrics).await;
     let paid_one = wrk_with(&paid_url, script.path(), "1", "1");
+    let after = receipt_counts(&metrics).await;
+    let group_one = (after.0 - before.0) as f64 / (after.1 - before.1).max(1) as f64;
     direct_gateway.shutdown().await;
     let before = std::time::Instant::now();
     agent.shutdown().await;
@@ -148,6 +162,7 @@ async fn run() {
         )
     };
     show("bare hyper hello:", &bare_figures);
+    show("wasmtime serve hello:", &peer_figures);
     show("hello, no payment:", &unpaid_figures);
     show("paid hello (batch):", &paid);
     show("paid with a token:", &paid_token);
@@ -162,15 +177,29 @@ async fn run() {
     println!(
         "paid / bare: {ratio:.2} (target >= 0.5); paid / unpaid hello: {over_unpaid:.2}; p50 target <= 1 ms"
     );
+    let unpaid_over_peer = unpaid_figures.requests_per_second / peer_figures.requests_per_second;
+    let paid_over_peer = paid.requests_per_second / peer_figures.requests_per_second;
+    println!(
+        "unpaid / wasmtime serve: {unpaid_over_peer:.2}; paid / wasmtime serve: {paid_over_peer:.2}; unpaid / bare: {:.2}",
+        unpaid_figures.requests_per_second / bare_figures.requests_per_second
+    );
+    println!("receipts per signature: {group:.1} (16 connections), {group_one:.2} (1 connection)");
     println!("settled on shutdown in {settle_ms:.0} ms; provider earned {earned}");
     let json = serde_json::json!({
         "bare_hyper_hello": bare_figures,
         "hello_unpaid": unpaid_figures,
+        "wasmtime_serve_hello": peer_figures,
+        "wasmtime_serve": WasmtimeServe::describe(),
+        "unpaid_over_bare": unpaid_figures.requests_per_second / bare_figures.requests_per_second,
+        "unpaid_over_wasmtime_serve": unpaid_over_peer,
+        "paid_over_wasmtime_serve": paid_over_peer,
         "paid_hello_batch": paid,
         "paid_hello_token": paid_token,
         "paid_hello_batch_one_connection": paid_one,
         "paid_over_bare": ratio,
         "paid_over_unpaid": over_unpaid,
+        "receipts_per_signature": group,
+        "receipts_per_signature_one_connection": group_one,
         "paid_via_gateway": via_gateway,
         "paid_via_tunnel": via_tunnel,
         "gateway_direct_over_direct": gw_direct,
@@ -181,6 +210,117 @@ async fn run() {
         "final_settlement_ms": settle_ms,
     });
     write_figures("provider", &json);
+}
+
+/// `wasmtime serve` running examples/wasi-http-hello on a free loopback port; stopped when dropped.
+struct WasmtimeServe {
+    child: std::process::Child,
+    url: String,
+}
+
+impl WasmtimeServe {
+    /// The CLI: `$KHACHAPURI_WASMTIME_CLI` (what `make bench` sets), or where `make bench` installs it.
+    fn cli() -> std::path::PathBuf {
+        std::env::var_os("KHACHAPURI_WASMTIME_CLI")
+            .map(Into::into)
+            .unwrap_or_else(|| workspace().join("target/tools/wasmtime-48.0.8/bin/wasmtime"))
+    }
+
+    fn component() -> std::path::PathBuf {
+        workspace().join("examples/target/wasm32-wasip2/release/wasi_http_hello.wasm")
+    }
+
+    /// The command line, for the figures.
+    fn describe() -> String {
+        let version = std::process::Command::new(Self::cli())
+            .arg("--version")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            .unwrap_or_default();
+        format!("{version}: wasmtime serve -S cli --addr 127.0.0.1:<port> wasi_http_hello.wasm")
+    }
+
+    async fn start(env: &[(&str, &str)]) -> Self {
+        let (cli, component) = (Self::cli(), Self::component());
+        for (path, what) in [
+            (&cli, "the wasmtime CLI"),
+            (&component, "the wasi:http hello"),
+        ] {
+            assert!(
+                path.exists(),
+                "{} is missing ({what}): run `make bench`, which installs and builds it",
+                path.display()
+            );
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut command = std::process::Command::new(&cli);
+        command.args(["serve", "-S", "cli", "--addr", &format!("127.0.0.1:{port}")]);
+        for (name, value) in env {
+            command.args(["--env", &format!("{name}={value}")]);
+        }
+        let child = command
+            .arg(&component)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", cli.display()));
+        let peer = Self {
+            child,
+            url: format!("http://127.0.0.1:{port}/"),
+        };
+        // It compiles the component first: wait for an answer, and check it is the same greeting.
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            match khachapuri_tls::http()
+                .post(&peer.url)
+                .body("bench")
+                .send()
+                .await
+            {
+                Ok(res) => {
+                    assert_eq!(res.status(), 200);
+                    assert_eq!(res.text().await.unwrap(), "Hi, bench!\n");
+                    return peer;
+                }
+                Err(_) if std::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("wasmtime serve did not answer within 60 s: {e}"),
+            }
+        }
+    }
+}
+
+impl Drop for WasmtimeServe {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The agent's `khachapuri_receipts_total` and `khachapuri_receipt_signatures_total`.
+async fn receipt_counts(metrics: &str) -> (u64, u64) {
+    let text = khachapuri_tls::http()
+        .get(metrics)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let read = |name: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in the agent's metrics"))
+    };
+    (
+        read("khachapuri_receipts_total"),
+        read("khachapuri_receipt_signatures_total"),
+    )
 }
 
 /// Serves `service` over HTTP/1.1 on a free loopback port.

@@ -75,7 +75,7 @@ pub enum StartError {
 
 struct Agent {
     config: Config,
-    receipts: ReceiptSigner,
+    receipts: crate::receipts::Receipts,
     domain: Eip712Domain,
     /// Set when the shutdown begins.
     closing: watch::Receiver<bool>,
@@ -159,7 +159,7 @@ pub async fn start(config: Config, signer: PrivateKeySigner) -> Result<RunningAg
     let (shutdown, rx) = watch::channel(false);
     let agent = Arc::new(Agent {
         closing: rx.clone(),
-        receipts: ReceiptSigner::new(&signer, domain.clone()),
+        receipts: crate::receipts::Receipts::new(ReceiptSigner::new(&signer, domain.clone())),
         domain,
         tokens: std::sync::Mutex::new(Lru::new(TOKEN_CACHE)),
         specs: SpecStore::new(fetcher.clone(), vec![key.clone()], 1024),
@@ -374,7 +374,9 @@ async fn metrics(State(agent): State<Arc<Agent>>) -> impl IntoResponse {
             axum::http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4",
         )],
-        agent.metrics.render(agent.ledger.outstanding()),
+        agent
+            .metrics
+            .render(agent.ledger.outstanding(), agent.receipts.counts()),
     )
 }
 
@@ -662,6 +664,8 @@ impl Agent {
             _ => None,
         };
         self.metrics.claim();
+        // Its receipt comes after the run: the receipt signer waits a little for it to sign it in a group.
+        let coming = self.receipts.coming();
         let owner_charged = if claimed.payer == spec.owner {
             charged
         } else {
@@ -721,7 +725,15 @@ impl Agent {
                 let status = err.status;
                 let answer = err.body();
                 let request = (&parts.method, path_and_query.as_str(), &body[..]);
-                let receipt = self.receipt(&claimed, &spec_id, request, &answer, status.as_u16());
+                let receipt = self
+                    .receipt(
+                        &claimed,
+                        &spec_id,
+                        request,
+                        (&answer, status.as_u16()),
+                        coming,
+                    )
+                    .await;
                 let mut failed = Response::builder()
                     .status(status)
                     .header(http::header::CONTENT_TYPE, "application/json")
@@ -746,7 +758,15 @@ impl Agent {
 
         let response = output.response;
         let request = (&parts.method, path_and_query.as_str(), &body[..]);
-        let receipt = self.receipt(&claimed, &spec_id, request, &response.body, response.status);
+        let receipt = self
+            .receipt(
+                &claimed,
+                &spec_id,
+                request,
+                (&response.body, response.status),
+                coming,
+            )
+            .await;
 
         let mut out = Response::builder()
             .status(StatusCode::from_u16(response.status).unwrap_or(StatusCode::OK));
@@ -828,23 +848,28 @@ impl Agent {
 
     /// The signed receipt of a charged answer: `status` and `answer` as sent, for the request (method,
     /// path and query, body) as received.
-    fn receipt(
+    async fn receipt(
         &self,
         claimed: &crate::ledger::Claimed,
         spec: &str,
         (method, path_and_query, request_body): (&http::Method, &str, &[u8]),
-        answer: &[u8],
-        status: u16,
+        (answer, status): (&[u8], u16),
+        coming: crate::receipts::Coming,
     ) -> khachapuri_protocol::SignedReceipt {
-        self.receipts.sign(Receipt {
-            provider: self.receipts.address(),
-            payer: claimed.payer,
-            spec: spec.to_owned(),
-            price: alloy::primitives::U256::from(claimed.price.units()),
-            sequence: claimed.id,
-            requestDigest: request_digest(method.as_str(), path_and_query, request_body),
-            responseDigest: response_digest(status, answer),
-        })
+        self.receipts
+            .sign(
+                Receipt {
+                    provider: self.receipts.address(),
+                    payer: claimed.payer,
+                    spec: spec.to_owned(),
+                    price: alloy::primitives::U256::from(claimed.price.units()),
+                    sequence: claimed.id,
+                    requestDigest: request_digest(method.as_str(), path_and_query, request_body),
+                    responseDigest: response_digest(status, answer),
+                },
+                Some(coming),
+            )
+            .await
     }
 
     /// Checks that depend on this provider: domain, label, price, limits.

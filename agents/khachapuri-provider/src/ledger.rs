@@ -10,7 +10,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use khachapuri_chain::{Address, Chain, ChainError, Charge, Settlement, Settler, Terms, Usdc};
+use futures::{FutureExt as _, StreamExt as _, stream::FuturesUnordered};
+use khachapuri_chain::{
+    Address, B256, Chain, ChainError, Charge, Settlement, SettlementHandle, Settler, Terms, Usdc,
+};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::wal::{OpenClaim, Record, Wal};
 
@@ -217,13 +221,35 @@ pub struct Claimed {
 pub struct Ledger {
     chain: Chain,
     settler: Settler,
-    wal: Arc<Wal>,
     provider: Address,
     config: LedgerConfig,
-    payers: Mutex<HashMap<Address, Arc<tokio::sync::Mutex<Payer>>>>,
+    books: Arc<Books>,
     next_id: AtomicU64,
-    outstanding: Arc<AtomicUsize>,
+    /// Claims whose settlement the outcomes task awaits.
+    settling: mpsc::UnboundedSender<Settling>,
+}
+
+/// What the ledger and its outcomes task share.
+struct Books {
+    wal: Arc<Wal>,
+    payers: Mutex<HashMap<Address, Arc<tokio::sync::Mutex<Payer>>>>,
+    outstanding: AtomicUsize,
     settled_tx: tokio::sync::watch::Sender<usize>,
+}
+
+/// A claim queued for settlement, and its settlement.
+struct Settling {
+    claim: Waiting,
+    settlement: SettlementHandle,
+}
+
+/// A claim whose outcome is awaited.
+struct Waiting {
+    id: u64,
+    payer: Address,
+    price: Usdc,
+    /// Told the outcome as well (the `sync` flow waits for it).
+    notify: Option<oneshot::Sender<Result<Settlement, ChainError>>>,
 }
 
 impl std::fmt::Debug for Ledger {
@@ -246,17 +272,22 @@ impl Ledger {
         config: LedgerConfig,
     ) -> Result<Arc<Self>, ChainError> {
         let provider = chain.address()?;
-        let (settled_tx, _) = tokio::sync::watch::channel(0);
+        let books = Arc::new(Books {
+            wal,
+            payers: Mutex::new(HashMap::new()),
+            outstanding: AtomicUsize::new(0),
+            settled_tx: tokio::sync::watch::channel(0).0,
+        });
+        let (settling, queue) = mpsc::unbounded_channel();
+        tokio::spawn(books.clone().record_outcomes(queue));
         let ledger = Arc::new(Self {
             chain,
             settler,
-            wal,
             provider,
             config,
-            payers: Mutex::new(HashMap::new()),
+            books,
             next_id: AtomicU64::new(next_id),
-            outstanding: Arc::new(AtomicUsize::new(0)),
-            settled_tx,
+            settling,
         });
         if !open.is_empty() {
             tracing::info!(
@@ -265,12 +296,12 @@ impl Ledger {
             );
         }
         for claim in open {
-            let payer = ledger.payer(claim.payer);
+            let payer = ledger.books.payer(claim.payer);
             // Not awaited: the payer's lock is free at start-up.
             if let Ok(mut p) = payer.try_lock() {
                 p.claimed += claim.price.units();
             }
-            drop(ledger.settle(claim.id, claim.payer, claim.price));
+            ledger.settle(claim.id, claim.payer, claim.price, None);
         }
         Ok(ledger)
     }
@@ -278,19 +309,20 @@ impl Ledger {
     /// Claims `price` from `payer`, or says why not. On success the claim is logged and queued for
     /// settlement: the program may run.
     pub async fn claim(&self, payer: Address, price: Usdc) -> Result<Claimed, ClaimError> {
-        self.claim_inner(payer, price)
-            .await
-            .map(|(claimed, _)| claimed)
+        self.claim_inner(payer, price, None).await
     }
 
     /// [`Ledger::claim`], then waits until the charge is on chain (the seed's `sync` flow).
     pub async fn claim_settled(&self, payer: Address, price: Usdc) -> Result<Claimed, ClaimError> {
-        let (claimed, settlement) = self.claim_inner(payer, price).await?;
-        match settlement.await {
+        let (notify, outcome) = oneshot::channel();
+        let claimed = self.claim_inner(payer, price, Some(notify)).await?;
+        match outcome.await {
             Ok(Ok(_)) => Ok(claimed),
             Ok(Err(err)) if err.is_unavailable() => Err(ClaimError::Chain(err.to_string())),
             Ok(Err(err)) => Err(ClaimError::Refused(err.to_string())),
-            Err(join) => Err(ClaimError::Unsettled(join.to_string())),
+            Err(_) => Err(ClaimError::Unsettled(
+                "the settlement's outcome was not reported".into(),
+            )),
         }
     }
 
@@ -298,14 +330,9 @@ impl Ledger {
         &self,
         payer: Address,
         price: Usdc,
-    ) -> Result<
-        (
-            Claimed,
-            tokio::task::JoinHandle<Result<Settlement, ChainError>>,
-        ),
-        ClaimError,
-    > {
-        let state = self.payer(payer);
+        notify: Option<oneshot::Sender<Result<Settlement, ChainError>>>,
+    ) -> Result<Claimed, ClaimError> {
+        let state = self.books.payer(payer);
         let mut p = state.lock().await;
         // A view stays exact as claims land: they are counted against `landed_at_read`. Only what others do
         // (deposits, approvals) needs a re-read, and that can only raise the terms.
@@ -325,7 +352,8 @@ impl Ledger {
         check(&view.terms, unsettled, payer, self.provider, price)?;
 
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        self.wal
+        self.books
+            .wal
             .append(&Record::Claim {
                 id,
                 payer,
@@ -334,8 +362,8 @@ impl Ledger {
             .map_err(|e| ClaimError::Log(e.to_string()))?;
         p.claimed += price.units();
         drop(p);
-        let settlement = self.settle(id, payer, price);
-        Ok((Claimed { id, payer, price }, settlement))
+        self.settle(id, payer, price, notify);
+        Ok(Claimed { id, payer, price })
     }
 
     /// Takes an x402 payment: logs it, then settles its transfer with the token before the program runs
@@ -348,7 +376,8 @@ impl Ledger {
     ) -> Result<(Claimed, Settlement), ClaimError> {
         let payer = payment.payload.authorization.from;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        self.wal
+        self.books
+            .wal
             .append(&Record::X402 {
                 id,
                 payer,
@@ -372,22 +401,17 @@ impl Ledger {
 
     /// Claims logged and not yet settled or failed.
     pub fn outstanding(&self) -> usize {
-        self.outstanding.load(Ordering::Acquire)
+        self.books.outstanding.load(Ordering::Acquire)
     }
 
     /// Waits until every claim made so far is settled or failed (graceful shutdown).
     pub async fn drain(&self) {
-        let mut rx = self.settled_tx.subscribe();
+        let mut rx = self.books.settled_tx.subscribe();
         while self.outstanding() > 0 {
             if rx.changed().await.is_err() {
                 return;
             }
         }
-    }
-
-    fn payer(&self, payer: Address) -> Arc<tokio::sync::Mutex<Payer>> {
-        let mut payers = self.payers.lock().unwrap_or_else(|e| e.into_inner());
-        payers.entry(payer).or_default().clone()
     }
 
     async fn read_view(&self, payer: Address, landed: u128) -> Result<View, ClaimError> {
@@ -403,48 +427,112 @@ impl Ledger {
         })
     }
 
-    /// Queues the claim for settlement and records its outcome when known.
+    /// Queues the claim for settlement; the outcomes task records how it ends.
     fn settle(
         &self,
         id: u64,
         payer: Address,
         price: Usdc,
-    ) -> tokio::task::JoinHandle<Result<Settlement, ChainError>> {
-        self.outstanding.fetch_add(1, Ordering::AcqRel);
-        let handle = self.settler.submit(Charge::one(payer, price));
-        let state = self.payer(payer);
-        let wal = self.wal.clone();
-        let outstanding = self.outstanding.clone();
-        let settled_tx = self.settled_tx.clone();
-        tokio::spawn(async move {
-            let outcome = handle.await;
+        notify: Option<oneshot::Sender<Result<Settlement, ChainError>>>,
+    ) {
+        self.books.outstanding.fetch_add(1, Ordering::AcqRel);
+        let settlement = self.settler.submit(Charge::one(payer, price));
+        let settling = Settling {
+            claim: Waiting {
+                id,
+                payer,
+                price,
+                notify,
+            },
+            settlement,
+        };
+        if self.settling.send(settling).is_err() {
+            // Only while the runtime shuts down: the log keeps the claim, and the next start settles it.
+            tracing::warn!(
+                id,
+                "the outcomes task stopped; the claim stays open in the log"
+            );
+        }
+    }
+}
+
+impl Books {
+    fn payer(&self, payer: Address) -> Arc<tokio::sync::Mutex<Payer>> {
+        let mut payers = self.payers.lock().unwrap_or_else(|e| e.into_inner());
+        payers.entry(payer).or_default().clone()
+    }
+
+    /// One task for every claim's outcome: those that end together (a batch lands) update the payers'
+    /// books and go to the log in one write, a line per transaction and per reason of failure.
+    async fn record_outcomes(self: Arc<Self>, mut queue: mpsc::UnboundedReceiver<Settling>) {
+        let mut waiting = FuturesUnordered::new();
+        let mut open = true;
+        loop {
+            tokio::select! {
+                next = queue.recv(), if open => match next {
+                    Some(Settling { claim, settlement }) => {
+                        waiting.push(settlement.map(move |outcome| (claim, outcome)));
+                    }
+                    None => open = false,
+                },
+                Some(first) = waiting.next(), if !waiting.is_empty() => {
+                    let mut ended = vec![first];
+                    while let Some(Some(more)) = waiting.next().now_or_never() {
+                        ended.push(more);
+                    }
+                    self.record(ended).await;
+                }
+                else => return,
+            }
+        }
+    }
+
+    async fn record(&self, ended: Vec<(Waiting, Result<Settlement, ChainError>)>) {
+        let mut landed: Vec<(B256, Vec<u64>)> = Vec::new();
+        let mut failed: Vec<(String, Vec<u64>)> = Vec::new();
+        let count = ended.len();
+        for (claim, outcome) in ended {
+            let state = self.payer(claim.payer);
             let mut p = state.lock().await;
-            let record = match &outcome {
+            match &outcome {
                 Ok(s) => {
-                    p.landed += price.units();
-                    Record::Landed {
-                        ids: vec![id],
-                        tx: s.receipt.tx_hash,
+                    p.landed += claim.price.units();
+                    match landed.iter_mut().find(|(tx, _)| *tx == s.receipt.tx_hash) {
+                        Some((_, ids)) => ids.push(claim.id),
+                        None => landed.push((s.receipt.tx_hash, vec![claim.id])),
                     }
                 }
                 Err(err) => {
+                    let (id, payer, price) = (claim.id, claim.payer, claim.price);
                     tracing::warn!(id, %payer, %price, %err, "claim could not be settled");
-                    p.failed += price.units();
+                    p.failed += claim.price.units();
                     p.view = None;
-                    Record::Failed {
-                        ids: vec![id],
-                        reason: err.to_string(),
+                    let reason = err.to_string();
+                    match failed.iter_mut().find(|(r, _)| *r == reason) {
+                        Some((_, ids)) => ids.push(claim.id),
+                        None => failed.push((reason, vec![claim.id])),
                     }
                 }
-            };
-            drop(p);
-            if let Err(err) = wal.append(&record) {
-                tracing::error!(id, %err, "cannot log a settlement outcome");
             }
-            let left = outstanding.fetch_sub(1, Ordering::AcqRel) - 1;
-            settled_tx.send_replace(left);
-            outcome
-        })
+            drop(p);
+            if let Some(notify) = claim.notify {
+                let _ = notify.send(outcome);
+            }
+        }
+        let records: Vec<Record> = landed
+            .into_iter()
+            .map(|(tx, ids)| Record::Landed { ids, tx })
+            .chain(
+                failed
+                    .into_iter()
+                    .map(|(reason, ids)| Record::Failed { ids, reason }),
+            )
+            .collect();
+        if let Err(err) = self.wal.append_all(&records) {
+            tracing::error!(%err, "cannot log settlement outcomes");
+        }
+        let left = self.outstanding.fetch_sub(count, Ordering::AcqRel) - count;
+        self.settled_tx.send_replace(left);
     }
 }
 

@@ -18,6 +18,7 @@ mod ledger;
 mod logs;
 mod lru;
 mod metrics;
+mod receipts;
 mod recover;
 mod revocations;
 mod specs;

@@ -74,8 +74,9 @@ impl Metrics {
         );
     }
 
-    /// The text exposition; `outstanding` and `settled` come from the ledger.
-    pub fn render(&self, outstanding: usize) -> String {
+    /// The text exposition; `outstanding` comes from the ledger, and `(receipts, signatures)` from the
+    /// receipt signer (their ratio is the mean group a signature covers).
+    pub fn render(&self, outstanding: usize, (receipts, signatures): (u64, u64)) -> String {
         let mut out = String::new();
         let _ = writeln!(
             out,
@@ -119,6 +120,18 @@ impl Metrics {
         );
         let _ = writeln!(out, "# TYPE khachapuri_claims_outstanding gauge");
         let _ = writeln!(out, "khachapuri_claims_outstanding {outstanding}");
+        let _ = writeln!(
+            out,
+            "# HELP khachapuri_receipts_total Receipts signed (one per charged answer)."
+        );
+        let _ = writeln!(out, "# TYPE khachapuri_receipts_total counter");
+        let _ = writeln!(out, "khachapuri_receipts_total {receipts}");
+        let _ = writeln!(
+            out,
+            "# HELP khachapuri_receipt_signatures_total Signatures made for them (one per group)."
+        );
+        let _ = writeln!(out, "# TYPE khachapuri_receipt_signatures_total counter");
+        let _ = writeln!(out, "khachapuri_receipt_signatures_total {signatures}");
         let _ = writeln!(out, "# HELP khachapuri_run_seconds Program run time.");
         let _ = writeln!(out, "# TYPE khachapuri_run_seconds histogram");
         for (i, bound) in BUCKETS.iter().enumerate() {

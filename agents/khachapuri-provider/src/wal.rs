@@ -1,5 +1,9 @@
 //! The claims write-ahead log: JSON lines, appended before a program runs.
 //!
+//! Appends are group-committed: records that arrive while a write is in progress go out together in the
+//! next single `write(2)` (and, with [`Durability::Always`], under one `fsync`), written by the first of
+//! their appenders to find the file free. An idle agent's claim is written at once.
+//!
 //! `write(2)` puts a record in the kernel's page cache at once, so a claim survives the agent being
 //! killed (SIGKILL, panic, OOM) the moment `append` returns. Surviving the machine itself needs `fsync`,
 //! which costs milliseconds: [`Durability::Always`] pays it on every claim, [`Durability::Interval`]
@@ -104,10 +108,29 @@ pub struct OpenClaim {
     pub price: Usdc,
 }
 
+/// Claims waiting to be written together.
+#[derive(Debug, Default)]
+struct Group {
+    /// Their lines.
+    lines: Vec<u8>,
+    /// The number of the group they will be written in.
+    number: u64,
+    /// An appender is writing a group now.
+    writing: bool,
+    /// The last group written, whatever its outcome.
+    written: u64,
+    /// Groups whose write failed, and why (their claims were refused).
+    failed: BTreeMap<u64, String>,
+}
+
 /// The log file.
 #[derive(Debug)]
 pub struct Wal {
     file: Mutex<File>,
+    /// Lines waiting for the next write, and who writes.
+    group: Mutex<Group>,
+    /// Signalled when a group's write ends.
+    wrote: std::sync::Condvar,
     /// The same file through another descriptor: `fsync` without holding the appenders' lock.
     sync_file: File,
     durability: Durability,
@@ -207,21 +230,75 @@ impl Wal {
         Ok(Self {
             sync_file: file.try_clone()?,
             file: Mutex::new(file),
+            group: Mutex::new(Group {
+                number: 1,
+                ..Group::default()
+            }),
+            wrote: std::sync::Condvar::new(),
             durability,
             dirty: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             path: path.to_path_buf(),
         })
     }
 
-    /// Appends `record`: in the page cache when this returns, on disk per the durability setting.
+    /// Appends `record` with whatever else is being appended now (one write for the group): in the page
+    /// cache when this returns, on disk per the durability setting. It blocks while another appender writes
+    /// (a `write(2)` into the page cache, or an `fsync` with [`Durability::Always`]), as a lock would, and
+    /// cannot be cancelled half way: a claim is logged and counted, or neither.
     pub fn append(&self, record: &Record) -> std::io::Result<()> {
         let mut line = serde_json::to_vec(record).map_err(std::io::Error::other)?;
         line.push(b'\n');
+        let mut group = self.lock_group();
+        group.lines.extend_from_slice(&line);
+        let number = group.number;
+        loop {
+            if group.written >= number {
+                return match group.failed.get(&number) {
+                    Some(err) => Err(std::io::Error::other(err.clone())),
+                    None => Ok(()),
+                };
+            }
+            if group.writing {
+                group = self.wrote.wait(group).unwrap_or_else(|e| e.into_inner());
+                continue;
+            }
+            // Nobody writes and ours is not written: it is queued, and we write the group.
+            group.writing = true;
+            let (lines, writing) = (std::mem::take(&mut group.lines), group.number);
+            group.number += 1;
+            drop(group);
+            let outcome = self.write(&lines);
+            group = self.lock_group();
+            group.writing = false;
+            group.written = writing;
+            if let Err(err) = outcome {
+                group.failed.insert(writing, err.to_string());
+            }
+            self.wrote.notify_all();
+        }
+    }
+
+    /// Appends `records` in one write (the outcomes of a settled batch).
+    pub fn append_all(&self, records: &[Record]) -> std::io::Result<()> {
+        let mut lines = Vec::new();
+        for record in records {
+            serde_json::to_writer(&mut lines, record).map_err(std::io::Error::other)?;
+            lines.push(b'\n');
+        }
+        self.write(&lines)
+    }
+
+    fn write(&self, lines: &[u8]) -> std::io::Result<()> {
         let mut file = self
             .file
             .lock()
             .map_err(|_| std::io::Error::other("WAL lock poisoned"))?;
-        file.write_all(&line)?;
+        file.write_all(lines)?;
+        self.durable(&file)
+    }
+
+    /// After a write: `fsync` now, or mark the log for the flusher.
+    fn durable(&self, file: &File) -> std::io::Result<()> {
         match self.durability {
             Durability::Always => file.sync_data(),
             Durability::Interval => {
@@ -229,6 +306,10 @@ impl Wal {
                 Ok(())
             }
         }
+    }
+
+    fn lock_group(&self) -> std::sync::MutexGuard<'_, Group> {
+        self.group.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Flushes to disk if anything was appended since the last flush. Appends go on meanwhile: the
@@ -261,5 +342,63 @@ impl Wal {
         if let Err(err) = spawned {
             tracing::error!(%err, "cannot start the WAL flusher; claims stay in the page cache until the OS writes them back");
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn claims_appended_together_are_all_in_the_log_once_and_outcomes_close_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("claims.wal");
+        let wal = Arc::new(Wal::create(&path, Durability::Interval, &[], 1, 0).unwrap());
+        let ids = Arc::new(std::sync::atomic::AtomicU64::new(1));
+        let threads: Vec<_> = (0..8)
+            .map(|t| {
+                let (wal, ids) = (wal.clone(), ids.clone());
+                std::thread::spawn(move || {
+                    for _ in 0..500 {
+                        let id = ids.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let payer = Address::repeat_byte(t);
+                        wal.append(&Record::Claim {
+                            id,
+                            payer,
+                            price: 10,
+                        })
+                        .unwrap();
+                    }
+                })
+            })
+            .collect();
+        threads.into_iter().for_each(|t| t.join().unwrap());
+        let replay = Wal::replay(&path).unwrap();
+        assert_eq!(replay.open.len(), 4000);
+        assert_eq!(replay.next_id, 4001);
+        let lines = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(
+            lines.lines().count(),
+            1 + 4000,
+            "each claim once, whole, after the header"
+        );
+
+        // One write closes a batch's claims (landed) and another's (failed).
+        wal.append_all(&[
+            Record::Landed {
+                ids: (1..=3000).collect(),
+                tx: B256::repeat_byte(1),
+            },
+            Record::Failed {
+                ids: (3001..=3999).collect(),
+                reason: "refused".into(),
+            },
+        ])
+        .unwrap();
+        let replay = Wal::replay(&path).unwrap();
+        assert_eq!(replay.open.len(), 1);
+        assert_eq!(replay.open[0].id, 4000);
+        assert_eq!(replay.landed.values().sum::<u128>(), 30_000);
     }
 }

@@ -10,11 +10,11 @@
 use std::path::PathBuf;
 
 use alloy::primitives::{Address, U256, address, b256, hex, keccak256};
-use alloy::signers::local::PrivateKeySigner;
+use alloy::signers::{SignerSync, local::PrivateKeySigner};
 use alloy::sol_types::{SolStruct, SolValue};
 use khachapuri_protocol::logs::{LogsAccess, SignedLogsAccess};
 use khachapuri_protocol::receipt::{
-    Receipt, ReceiptSigner, SignedReceipt, request_digest, response_digest,
+    Receipt, ReceiptGroup, ReceiptSigner, SignedReceipt, request_digest, response_digest,
 };
 use khachapuri_protocol::{PayerToken, SignedPayerToken, SpecTerms, eip712};
 use khachapuri_spec::{Limits, ProviderKey, Spec};
@@ -57,7 +57,7 @@ async fn compute() -> Value {
     let token_hash = token.eip712_signing_hash(&domain);
     let signed = token.clone().sign(&payer, &domain).await.unwrap();
 
-    // kr1: the provider's receipt of one paid response.
+    // kr1: the provider's receipt of one paid response, signed alone (as before groups).
     let (method, path_and_query, body) = (
         "POST",
         format!("/{SPEC_CID}/greet?lang=ka"),
@@ -74,7 +74,35 @@ async fn compute() -> Value {
         responseDigest: response_digest(status, answer),
     };
     let receipt_hash = receipt.eip712_signing_hash(&domain);
-    let signed_receipt = ReceiptSigner::new(&provider, domain.clone()).sign(receipt);
+    let signed_receipt = SignedReceipt {
+        signature: provider
+            .sign_hash_sync(&receipt_hash)
+            .unwrap()
+            .as_bytes()
+            .to_vec()
+            .into(),
+        receipt: receipt.clone(),
+        proof: None,
+    };
+
+    // kr2: that receipt and the next two claims' (same call), signed together by one signature over
+    // their root.
+    let group = ReceiptSigner::new(&provider, domain.clone()).sign_group(
+        (7..10)
+            .map(|sequence| Receipt {
+                sequence,
+                ..receipt.clone()
+            })
+            .collect(),
+    );
+    let root = khachapuri_protocol::merkle::tree(
+        &group
+            .iter()
+            .map(|g| g.receipt.eip712_hash_struct())
+            .collect::<Vec<_>>(),
+    )
+    .0;
+    let group_hash = ReceiptGroup { root }.eip712_signing_hash(&domain);
 
     // A spec signed by its owner.
     let mut spec = Spec {
@@ -130,6 +158,7 @@ async fn compute() -> Value {
             "PayerToken": h(keccak256(PayerToken::eip712_encode_type().as_bytes())),
             "SpecTerms": h(keccak256(SpecTerms::eip712_encode_type().as_bytes())),
             "Receipt": h(keccak256(Receipt::eip712_encode_type().as_bytes())),
+            "ReceiptGroup": h(keccak256(ReceiptGroup::eip712_encode_type().as_bytes())),
             "LogsAccess": h(keccak256(LogsAccess::eip712_encode_type().as_bytes())),
         },
         "payerToken": {
@@ -159,6 +188,18 @@ async fn compute() -> Value {
             "signingHash": h(receipt_hash),
             "signature": h(&signed_receipt.signature),
             "encoded": signed_receipt.encode(),
+        },
+        "receiptGroup": {
+            "comment": "the receipt above with sequences 7, 8 and 9, signed as one group (kr2.)",
+            "root": h(root),
+            "signingHash": h(group_hash),
+            "signature": h(&group[0].signature),
+            "receipts": group.iter().map(|g| json!({
+                "sequence": g.receipt.sequence,
+                "leaf": h(g.receipt.eip712_hash_struct()),
+                "proof": g.proof.as_deref().unwrap_or_default().iter().map(h).collect::<Vec<_>>(),
+                "encoded": g.encode(),
+            })).collect::<Vec<_>>(),
         },
         "spec": {
             "signerKey": h(owner.to_bytes()),
@@ -268,6 +309,7 @@ async fn this_implementation_makes_exactly_the_protocols_vectors() {
         "typeHashes",
         "payerToken",
         "receipt",
+        "receiptGroup",
         "spec",
         "logsAccess",
         "envelope",
@@ -322,6 +364,27 @@ async fn the_vectors_decode_and_verify() {
         Some(addr(&v["receipt"]["provider"]))
     );
     assert_eq!(receipt.receipt.sequence, 7);
+    assert_eq!(receipt.proof, None, "kr1 is signed alone");
+    let group = &v["receiptGroup"];
+    for (i, r) in group["receipts"].as_array().unwrap().iter().enumerate() {
+        let signed = SignedReceipt::decode(r["encoded"].as_str().unwrap()).unwrap();
+        assert_eq!(
+            signed.signer(&domain),
+            Some(addr(&v["receipt"]["provider"]))
+        );
+        assert_eq!(signed.receipt.sequence, 7 + i as u64);
+        assert_eq!(
+            h(signed.signing_hash(&domain)),
+            group["signingHash"].as_str().unwrap()
+        );
+        let proof = signed.proof.unwrap();
+        let leaf = signed.receipt.eip712_hash_struct();
+        assert_eq!(h(leaf), r["leaf"].as_str().unwrap());
+        assert_eq!(
+            h(khachapuri_protocol::merkle::process_proof(leaf, &proof)),
+            group["root"].as_str().unwrap()
+        );
+    }
     // The request digest's preimage is Solidity's abi.encode(method, pathAndQuery, keccak256(body)): a head
     // of three words (the two strings' offsets, 0x60 and 0xa0, then the body's hash), then the strings.
     let preimage = hex::decode(v["receipt"]["requestDigestPreimage"].as_str().unwrap()).unwrap();

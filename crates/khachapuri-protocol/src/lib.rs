@@ -6,7 +6,8 @@
 //! - [`label`]: provider labels, validated exactly as the Registry does.
 //! - [`eip712`]: the escrow's domain; the payer token [`PayerToken`] (`kp2.`) and the spec terms
 //!   [`SpecTerms`] an owner signs.
-//! - [`receipt`]: the provider's signed receipt of a paid response (`kr1.`).
+//! - [`receipt`]: the provider's signed receipt of a paid response (`kr2.`, signed in groups over a
+//!   [`merkle`] root; `kr1.` alone).
 //! - [`Server`]: where a provider answers (a URL, or a gateway's tunnel).
 //! - [`tunnel`]: the handshake of a provider's tunnel to a gateway.
 //! - [`http`]: header and environment-variable names.
@@ -17,6 +18,7 @@ pub mod http;
 pub mod label;
 pub mod logs;
 pub mod measure;
+pub mod merkle;
 pub mod receipt;
 pub mod reputation;
 pub mod server;

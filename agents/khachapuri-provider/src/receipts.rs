@@ -1,0 +1,324 @@
+//! Receipts by group commit: one signature for every receipt that became ready while the previous one was
+//! being made (PROTOCOL §7, `kr2.`).
+//!
+//! A caller that finds nobody signing leads: it yields to the executor for as long as other paid calls
+//! are running their programs (announced by [`Receipts::coming`]), but at most [`MAX_WAIT`]; a lone
+//! call waits for nothing. It then takes its own receipt and every one
+//! queued meanwhile (at most [`MAX_GROUP`]), signs their root and answers the queued callers. Receipts
+//! queued while it signs wait for that signature to end; then the first of them leads the next group.
+//! Every group is signed by a caller whose own receipt is in it.
+
+use std::sync::{Arc, Mutex};
+
+use khachapuri_protocol::receipt::{Receipt, ReceiptSigner, SignedReceipt};
+use tokio::sync::oneshot;
+
+/// The most receipts one signature covers (an inclusion proof of at most 6 hashes).
+pub const MAX_GROUP: usize = 64;
+
+/// The longest a leader waits for the receipts of calls still running.
+pub const MAX_WAIT: std::time::Duration = std::time::Duration::from_micros(200);
+
+/// Signs receipts by group commit; shared by every request of the agent.
+#[derive(Debug)]
+pub struct Receipts(Arc<Inner>);
+
+#[derive(Debug)]
+struct Inner {
+    signer: ReceiptSigner,
+    state: Mutex<State>,
+    /// Paid calls whose receipt will be asked for soon (their program is running).
+    coming: std::sync::atomic::AtomicUsize,
+}
+
+/// A receipt announced: a paid call running its program. Handed to [`Receipts::sign`], or dropped if the
+/// call ends without one.
+#[derive(Debug)]
+pub struct Coming(Arc<Inner>);
+
+impl Drop for Coming {
+    fn drop(&mut self) {
+        self.0
+            .coming
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// A caller leads a group now: the others queue.
+    leading: bool,
+    queued: Vec<Waiter>,
+    /// Receipts signed and signatures made, for the metrics.
+    receipts: u64,
+    signatures: u64,
+}
+
+#[derive(Debug)]
+struct Waiter {
+    receipt: Receipt,
+    reply: oneshot::Sender<Turn>,
+}
+
+/// What a queued caller gets: its signed receipt, or the next group to lead.
+#[derive(Debug)]
+enum Turn {
+    Signed(SignedReceipt),
+    Lead(Leadership),
+}
+
+/// A group to sign: the leader's own receipt and those it signs for. Dropped unsigned (its caller went
+/// away before taking it), it signs the others anyway and passes the lead on, so nobody is left waiting.
+#[derive(Debug)]
+struct Leadership {
+    inner: Arc<Inner>,
+    own: Option<Receipt>,
+    others: Vec<Waiter>,
+    /// Signed, or handed back unsent by `hand_off`: nothing left to do when dropped.
+    done: bool,
+}
+
+impl Receipts {
+    /// Group-commits receipts signed by `signer`.
+    pub fn new(signer: ReceiptSigner) -> Self {
+        Self(Arc::new(Inner {
+            signer,
+            state: Mutex::new(State::default()),
+            coming: std::sync::atomic::AtomicUsize::new(0),
+        }))
+    }
+
+    /// Announces a receipt that will be asked for once a program has run: leaders wait a little for it.
+    pub fn coming(&self) -> Coming {
+        self.0
+            .coming
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Coming(self.0.clone())
+    }
+
+    /// The payee address receipts are signed by.
+    pub fn address(&self) -> khachapuri_chain::Address {
+        self.0.signer.address()
+    }
+
+    /// Receipts signed so far, and the signatures that covered them.
+    pub fn counts(&self) -> (u64, u64) {
+        let state = self.0.lock();
+        (state.receipts, state.signatures)
+    }
+
+    /// Signs `receipt` in the next group; `coming` is its announcement, if it was announced.
+    pub async fn sign(&self, receipt: Receipt, coming: Option<Coming>) -> SignedReceipt {
+        drop(coming);
+        let queued = {
+            let mut state = self.0.lock();
+            if state.leading {
+                let (reply, turn) = oneshot::channel();
+                state.queued.push(Waiter { receipt, reply });
+                Err(turn)
+            } else {
+                state.leading = true;
+                Ok(receipt)
+            }
+        };
+        let lead = match queued {
+            Ok(receipt) => {
+                let mut lead = Leadership {
+                    inner: self.0.clone(),
+                    own: Some(receipt),
+                    others: Vec::new(),
+                    done: false,
+                };
+                // Calls running their programs go first, and join the group if they get to their receipt.
+                let started = std::time::Instant::now();
+                while self.0.coming.load(std::sync::atomic::Ordering::Relaxed) > 0
+                    && started.elapsed() < MAX_WAIT
+                {
+                    tokio::task::yield_now().await;
+                }
+                lead.others = self.0.take_queued();
+                lead
+            }
+            Err(turn) => match turn.await {
+                Ok(Turn::Signed(signed)) => return signed,
+                Ok(Turn::Lead(lead)) => lead,
+                Err(_) => unreachable!("a queued receipt is always answered"),
+            },
+        };
+        lead.sign()
+    }
+}
+
+impl Inner {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn take_queued(&self) -> Vec<Waiter> {
+        let mut state = self.lock();
+        let n = state.queued.len().min(MAX_GROUP - 1);
+        state.queued.drain(..n).collect()
+    }
+
+    /// Passes the lead to the first queued caller with its group, or ends leading if none is queued. A
+    /// caller that went away is skipped (its turn comes back to us unsent).
+    fn hand_off(self: &Arc<Self>) {
+        let mut group = Vec::new();
+        loop {
+            if group.is_empty() {
+                let mut state = self.lock();
+                if state.queued.is_empty() {
+                    state.leading = false;
+                    return;
+                }
+                let n = state.queued.len().min(MAX_GROUP);
+                group = state.queued.drain(..n).collect();
+            }
+            let first = group.remove(0);
+            let lead = Leadership {
+                inner: self.clone(),
+                own: Some(first.receipt),
+                others: std::mem::take(&mut group),
+                done: false,
+            };
+            match first.reply.send(Turn::Lead(lead)) {
+                Ok(()) => return,
+                Err(Turn::Lead(mut unsent)) => {
+                    unsent.done = true;
+                    group = std::mem::take(&mut unsent.others);
+                }
+                Err(Turn::Signed(_)) => unreachable!("a lead was sent"),
+            }
+        }
+    }
+}
+
+impl Leadership {
+    /// Signs the group, answers the others, passes the lead on, and returns the leader's receipt.
+    fn sign(mut self) -> SignedReceipt {
+        let own = self.own.take();
+        self.finish(own)
+            .unwrap_or_else(|| unreachable!("a leader has its own receipt"))
+    }
+
+    /// Signs `own` (if any) and the others, answers them, and passes the lead on.
+    fn finish(&mut self, own: Option<Receipt>) -> Option<SignedReceipt> {
+        self.done = true;
+        let others = std::mem::take(&mut self.others);
+        if own.is_none() && others.is_empty() {
+            self.inner.hand_off();
+            return None;
+        }
+        let had_own = own.is_some();
+        let (receipts, replies): (Vec<Receipt>, Vec<_>) = own
+            .into_iter()
+            .map(|r| (r, None))
+            .chain(others.into_iter().map(|w| (w.receipt, Some(w.reply))))
+            .unzip();
+        let count = receipts.len() as u64;
+        let mut signed = self.inner.signer.sign_group(receipts).into_iter();
+        let mine = if had_own { signed.next() } else { None };
+        for (signed, reply) in signed.zip(replies.into_iter().skip(usize::from(had_own))) {
+            if let Some(reply) = reply {
+                // A caller that went away no longer needs its receipt.
+                let _ = reply.send(Turn::Signed(signed));
+            }
+        }
+        {
+            let mut state = self.inner.lock();
+            state.receipts += count;
+            state.signatures += u64::from(count > 0);
+        }
+        self.inner.hand_off();
+        mine
+    }
+}
+
+impl Drop for Leadership {
+    fn drop(&mut self) {
+        // A lead whose caller went away: sign for the others, and pass the lead on.
+        if !self.done {
+            self.own = None;
+            let _ = self.finish(None);
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use alloy::primitives::{Address, B256, U256};
+    use alloy::signers::local::PrivateKeySigner;
+
+    use super::*;
+
+    fn receipt(provider: Address, sequence: u64) -> Receipt {
+        Receipt {
+            provider,
+            payer: Address::repeat_byte(7),
+            spec: "bafy".into(),
+            price: U256::from(10_000),
+            sequence,
+            requestDigest: B256::repeat_byte(1),
+            responseDigest: B256::repeat_byte(2),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_receipts_share_signatures_and_each_verifies() {
+        let key = PrivateKeySigner::random();
+        let domain = khachapuri_protocol::eip712::domain(31337, Address::repeat_byte(0xe5));
+        let receipts = Arc::new(Receipts::new(ReceiptSigner::new(&key, domain.clone())));
+        // Alone: a group of one, at once.
+        let one = receipts.sign(receipt(key.address(), 0), None).await;
+        assert_eq!(one.proof.as_deref(), Some(&[][..]));
+        assert_eq!(one.signer(&domain), Some(key.address()));
+
+        let calls: Vec<_> = (1..=500)
+            .map(|i| {
+                let receipts = receipts.clone();
+                let provider = key.address();
+                tokio::spawn(async move { receipts.sign(receipt(provider, i), None).await })
+            })
+            .collect();
+        let mut signatures = std::collections::HashSet::new();
+        for (i, call) in calls.into_iter().enumerate() {
+            let signed = call.await.unwrap();
+            assert_eq!(signed.receipt.sequence, i as u64 + 1, "its own receipt");
+            assert_eq!(signed.signer(&domain), Some(key.address()));
+            signatures.insert(signed.signature);
+        }
+        let (count, made) = receipts.counts();
+        assert_eq!(count, 501);
+        assert_eq!(made as usize, signatures.len() + 1);
+        assert!(made < 250, "{made} signatures for 501 receipts");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_caller_that_goes_away_leaves_nobody_waiting() {
+        let key = PrivateKeySigner::random();
+        let domain = khachapuri_protocol::eip712::domain(31337, Address::repeat_byte(0xe5));
+        let receipts = Arc::new(Receipts::new(ReceiptSigner::new(&key, domain.clone())));
+        for round in 0..50u64 {
+            let calls: Vec<_> = (0..20u64)
+                .map(|i| {
+                    let receipts = receipts.clone();
+                    let provider = key.address();
+                    tokio::spawn(async move { receipts.sign(receipt(provider, i), None).await })
+                })
+                .collect();
+            // Abort every other call wherever it is: queued, handed the lead, or done.
+            for call in calls.iter().step_by(2) {
+                call.abort();
+            }
+            for (i, call) in calls.into_iter().enumerate() {
+                match tokio::time::timeout(std::time::Duration::from_secs(5), call).await {
+                    Ok(Ok(signed)) => assert_eq!(signed.signer(&domain), Some(key.address())),
+                    Ok(Err(join)) => assert!(join.is_cancelled() && i % 2 == 0, "{join}"),
+                    Err(_) => panic!("round {round}: call {i} waits forever"),
+                }
+            }
+        }
+        assert!(!receipts.0.lock().leading, "the lead is free again");
+    }
+}
