@@ -664,8 +664,6 @@ impl Agent {
             _ => None,
         };
         self.metrics.claim();
-        // Its receipt comes after the run: the receipt signer waits a little for it to sign it in a group.
-        let coming = self.receipts.coming();
         let owner_charged = if claimed.payer == spec.owner {
             charged
         } else {
@@ -726,13 +724,7 @@ impl Agent {
                 let answer = err.body();
                 let request = (&parts.method, path_and_query.as_str(), &body[..]);
                 let receipt = self
-                    .receipt(
-                        &claimed,
-                        &spec_id,
-                        request,
-                        (&answer, status.as_u16()),
-                        coming,
-                    )
+                    .receipt(&claimed, &spec_id, request, (&answer, status.as_u16()))
                     .await;
                 let mut failed = Response::builder()
                     .status(status)
@@ -764,7 +756,6 @@ impl Agent {
                 &spec_id,
                 request,
                 (&response.body, response.status),
-                coming,
             )
             .await;
 
@@ -854,21 +845,17 @@ impl Agent {
         spec: &str,
         (method, path_and_query, request_body): (&http::Method, &str, &[u8]),
         (answer, status): (&[u8], u16),
-        coming: crate::receipts::Coming,
     ) -> khachapuri_protocol::SignedReceipt {
         self.receipts
-            .sign(
-                Receipt {
-                    provider: self.receipts.address(),
-                    payer: claimed.payer,
-                    spec: spec.to_owned(),
-                    price: alloy::primitives::U256::from(claimed.price.units()),
-                    sequence: claimed.id,
-                    requestDigest: request_digest(method.as_str(), path_and_query, request_body),
-                    responseDigest: response_digest(status, answer),
-                },
-                Some(coming),
-            )
+            .sign(Receipt {
+                provider: self.receipts.address(),
+                payer: claimed.payer,
+                spec: spec.to_owned(),
+                price: alloy::primitives::U256::from(claimed.price.units()),
+                sequence: claimed.id,
+                requestDigest: request_digest(method.as_str(), path_and_query, request_body),
+                responseDigest: response_digest(status, answer),
+            })
             .await
     }
 

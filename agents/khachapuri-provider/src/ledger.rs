@@ -124,15 +124,36 @@ struct View {
     landed_at_read: u128,
 }
 
+/// One payer's books: its claims behind an async lock (held across a chain read, so one payer's claims
+/// check against one view at a time), and what settled of them behind a plain one, which the outcomes
+/// task takes without waiting for any claim.
+#[derive(Debug, Default)]
+struct PayerState {
+    claims: tokio::sync::Mutex<Payer>,
+    settled: Mutex<Settled>,
+}
+
 #[derive(Debug, Default)]
 struct Payer {
     view: Option<View>,
     /// Every claim made (base units), settled or not.
     claimed: u128,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Settled {
     /// Claims confirmed on chain.
     landed: u128,
     /// Claims that will never settle.
     failed: u128,
+    /// A claim failed since the view was read (a freeze, a moved reserve): read it again.
+    stale: bool,
+}
+
+impl PayerState {
+    fn settled(&self) -> std::sync::MutexGuard<'_, Settled> {
+        self.settled.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// Whether `price` can be claimed from `payer` under `terms` when `unsettled` (base units) is already
@@ -232,7 +253,7 @@ pub struct Ledger {
 /// What the ledger and its outcomes task share.
 struct Books {
     wal: Arc<Wal>,
-    payers: Mutex<HashMap<Address, Arc<tokio::sync::Mutex<Payer>>>>,
+    payers: Mutex<HashMap<Address, Arc<PayerState>>>,
     outstanding: AtomicUsize,
     settled_tx: tokio::sync::watch::Sender<usize>,
 }
@@ -298,7 +319,7 @@ impl Ledger {
         for claim in open {
             let payer = ledger.books.payer(claim.payer);
             // Not awaited: the payer's lock is free at start-up.
-            if let Ok(mut p) = payer.try_lock() {
+            if let Ok(mut p) = payer.claims.try_lock() {
                 p.claimed += claim.price.units();
             }
             ledger.settle(claim.id, claim.payer, claim.price, None);
@@ -333,21 +354,28 @@ impl Ledger {
         notify: Option<oneshot::Sender<Result<Settlement, ChainError>>>,
     ) -> Result<Claimed, ClaimError> {
         let state = self.books.payer(payer);
-        let mut p = state.lock().await;
+        let mut p = state.claims.lock().await;
         // A view stays exact as claims land: they are counted against `landed_at_read`. Only what others do
         // (deposits, approvals) needs a re-read, and that can only raise the terms.
-        let fresh = p
-            .view
-            .is_some_and(|v| v.read_at.elapsed() < self.config.view_ttl);
+        let (landed, stale) = {
+            let mut settled = state.settled();
+            (settled.landed, std::mem::take(&mut settled.stale))
+        };
+        let fresh = !stale
+            && p.view
+                .is_some_and(|v| v.read_at.elapsed() < self.config.view_ttl);
         if !fresh {
-            p.view = Some(self.read_view(payer, p.landed).await?);
+            // `landed` as it was before the read: a batch whose outcome arrives during the read counts as
+            // unsettled until the next one (too cautious for a moment, never too generous).
+            p.view = Some(self.read_view(payer, landed).await?);
         }
         let view = p.view.unwrap_or_else(|| unreachable!("view was just read"));
 
         // What the chain does not know yet: claims made but not landed when the view was read.
+        let failed = state.settled().failed;
         let unsettled = p
             .claimed
-            .saturating_sub(p.failed)
+            .saturating_sub(failed)
             .saturating_sub(view.landed_at_read);
         check(&view.terms, unsettled, payer, self.provider, price)?;
 
@@ -452,12 +480,14 @@ impl Ledger {
                 id,
                 "the outcomes task stopped; the claim stays open in the log"
             );
+            let left = self.books.outstanding.fetch_sub(1, Ordering::AcqRel) - 1;
+            self.books.settled_tx.send_replace(left);
         }
     }
 }
 
 impl Books {
-    fn payer(&self, payer: Address) -> Arc<tokio::sync::Mutex<Payer>> {
+    fn payer(&self, payer: Address) -> Arc<PayerState> {
         let mut payers = self.payers.lock().unwrap_or_else(|e| e.into_inner());
         payers.entry(payer).or_default().clone()
     }
@@ -480,20 +510,21 @@ impl Books {
                     while let Some(Some(more)) = waiting.next().now_or_never() {
                         ended.push(more);
                     }
-                    self.record(ended).await;
+                    self.record(ended);
                 }
                 else => return,
             }
         }
     }
 
-    async fn record(&self, ended: Vec<(Waiting, Result<Settlement, ChainError>)>) {
+    fn record(&self, ended: Vec<(Waiting, Result<Settlement, ChainError>)>) {
         let mut landed: Vec<(B256, Vec<u64>)> = Vec::new();
         let mut failed: Vec<(String, Vec<u64>)> = Vec::new();
+        let mut told = Vec::new();
         let count = ended.len();
         for (claim, outcome) in ended {
             let state = self.payer(claim.payer);
-            let mut p = state.lock().await;
+            let mut p = state.settled();
             match &outcome {
                 Ok(s) => {
                     p.landed += claim.price.units();
@@ -506,7 +537,7 @@ impl Books {
                     let (id, payer, price) = (claim.id, claim.payer, claim.price);
                     tracing::warn!(id, %payer, %price, %err, "claim could not be settled");
                     p.failed += claim.price.units();
-                    p.view = None;
+                    p.stale = true;
                     let reason = err.to_string();
                     match failed.iter_mut().find(|(r, _)| *r == reason) {
                         Some((_, ids)) => ids.push(claim.id),
@@ -516,7 +547,7 @@ impl Books {
             }
             drop(p);
             if let Some(notify) = claim.notify {
-                let _ = notify.send(outcome);
+                told.push((notify, outcome));
             }
         }
         let records: Vec<Record> = landed
@@ -530,6 +561,10 @@ impl Books {
             .collect();
         if let Err(err) = self.wal.append_all(&records) {
             tracing::error!(%err, "cannot log settlement outcomes");
+        }
+        // Told once logged, as a claim is acknowledged once logged.
+        for (notify, outcome) in told {
+            let _ = notify.send(outcome);
         }
         let left = self.outstanding.fetch_sub(count, Ordering::AcqRel) - count;
         self.settled_tx.send_replace(left);

@@ -288,13 +288,21 @@ impl Wal {
         self.write(&lines)
     }
 
+    /// Writes `lines` whole, or takes back what part of them reached the file: the claims of a failed
+    /// write are refused, and must not replay as open after a restart.
     fn write(&self, lines: &[u8]) -> std::io::Result<()> {
         let mut file = self
             .file
             .lock()
             .map_err(|_| std::io::Error::other("WAL lock poisoned"))?;
-        file.write_all(lines)?;
-        self.durable(&file)
+        let before = file.metadata()?.len();
+        let written = file.write_all(lines).and_then(|()| self.durable(&file));
+        if written.is_err()
+            && let Err(err) = file.set_len(before)
+        {
+            tracing::error!(path = %self.path.display(), %err, "cannot take back a failed write: refused claims may replay as open");
+        }
+        written
     }
 
     /// After a write: `fsync` now, or mark the log for the flusher.

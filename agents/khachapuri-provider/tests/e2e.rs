@@ -1635,3 +1635,51 @@ async fn the_typescript_sdk_pays_a_call_and_verifies_its_receipt() {
     );
     agent.shutdown().await;
 }
+
+/// Claims that a batch settles go back to the claims log as one line for its transaction, written once,
+/// not a line (and a task) per claim.
+#[tokio::test]
+async fn a_settled_batch_closes_its_claims_in_one_log_line() {
+    let net = Net::start().await;
+    let spec = net
+        .spec(
+            &example("hello"),
+            "hello.wasm",
+            &[("GREETING", "Hi")],
+            OWNER,
+        )
+        .await;
+    let cid = net.publish(&spec);
+    net.fund(OWNER, Usdc::from_whole(1), PRICE, Usdc::from_whole(1))
+        .await;
+    let mut config = net.config(SettlementMode::Batch);
+    config.batch_linger = std::time::Duration::from_millis(500);
+    let wal = config.data_dir.join("claims.wal");
+    let agent = khachapuri_provider::start(config, signer(PROVIDER))
+        .await
+        .expect("agent");
+    let calls = (0..5).map(|i| {
+        khachapuri_tls::http()
+            .post(url(&agent, &cid))
+            .body(format!("caller {i}"))
+            .send()
+    });
+    for res in futures::future::join_all(calls).await {
+        assert_eq!(res.unwrap().status(), 200);
+    }
+    agent.shutdown().await;
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&wal)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let claims = lines.iter().filter(|l| l.get("claim").is_some()).count();
+    let landed: Vec<_> = lines.iter().filter_map(|l| l.get("landed")).collect();
+    assert_eq!(claims, 5, "{lines:?}");
+    assert_eq!(landed.len(), 1, "one line for the batch: {lines:?}");
+    assert_eq!(landed[0]["ids"].as_array().unwrap().len(), 5, "{lines:?}");
+    assert_eq!(
+        net.chain(0).earnings(net.provider_address()).await.unwrap(),
+        Usdc::from_units(5 * PRICE.units())
+    );
+}

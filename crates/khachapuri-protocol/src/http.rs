@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 pub const PRICE_HEADER: &str = "x-khachapuri-price";
 /// Response: who paid (an address).
 pub const PAYER_HEADER: &str = "x-khachapuri-payer";
-/// Response: the provider's signed receipt, `kr1.…` ([`crate::receipt::SignedReceipt::encode`]).
+/// Response: the provider's signed receipt, `kr2.…` ([`crate::receipt::SignedReceipt::encode`]).
 pub const RECEIPT_HEADER: &str = "x-khachapuri-receipt";
 
 /// Response: whether the provider charged for this request, `yes` or `no`, on every answer of an agent

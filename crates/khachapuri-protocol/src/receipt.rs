@@ -125,7 +125,15 @@ impl ReceiptSigner {
     }
 
     /// Signs `receipts` with one signature over their [`ReceiptGroup`] (`kr2.`), in their order.
+    ///
+    /// # Panics
+    ///
+    /// With more than 2^[`MAX_PROOF`] receipts: their proofs would be longer than a receipt may carry.
     pub fn sign_group(&self, receipts: Vec<Receipt>) -> Vec<SignedReceipt> {
+        assert!(
+            receipts.len() <= 1 << MAX_PROOF,
+            "a group holds at most 2^{MAX_PROOF} receipts"
+        );
         let leaves: Vec<B256> = receipts.iter().map(|r| r.eip712_hash_struct()).collect();
         let (root, proofs) = crate::merkle::tree(&leaves);
         let signature = self.sign_struct(ReceiptGroup { root }.eip712_hash_struct());

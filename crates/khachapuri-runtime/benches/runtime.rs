@@ -8,7 +8,14 @@ use std::path::PathBuf;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use khachapuri_runtime::{EngineKind, Limits, Origin, Request, Runtime, RuntimeConfig};
+use khachapuri_runtime::{Limits, Origin, Request, Runtime, RuntimeConfig};
+
+/// The engines compared: wasmtime (this crate's) and wasmer (khachapuri-runtime-wasmer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum EngineKind {
+    Wasmtime,
+    Wasmer,
+}
 use serde_json::{Value, json};
 
 fn root() -> PathBuf {
@@ -29,7 +36,6 @@ fn example(name: &str) -> Vec<u8> {
 
 fn runtime(engine: EngineKind, cache_dir: Option<PathBuf>, memory_cache_entries: usize) -> Runtime {
     let config = RuntimeConfig {
-        engine,
         limits: Limits {
             memory_bytes: 64 << 20,
             ..Limits::default()
@@ -38,8 +44,13 @@ fn runtime(engine: EngineKind, cache_dir: Option<PathBuf>, memory_cache_entries:
         memory_cache_entries,
         max_instances: 128,
         tiering: khachapuri_runtime::Tiering::Tiered,
+        ..RuntimeConfig::default()
     };
-    Runtime::new(config).expect("runtime builds")
+    match engine {
+        EngineKind::Wasmtime => Runtime::new(config),
+        EngineKind::Wasmer => khachapuri_runtime_wasmer::runtime(&config),
+    }
+    .expect("runtime builds")
 }
 
 fn micros(d: Duration) -> f64 {
@@ -160,7 +171,6 @@ fn bench_engine(engine: EngineKind, name: &str) -> Value {
     };
     let (warm_n, cold_n) = match engine {
         EngineKind::Wasmtime => (5000, 20),
-        #[cfg(feature = "wasmer")]
         EngineKind::Wasmer => (2000, 10),
     };
 
@@ -231,7 +241,6 @@ fn bench_engine(engine: EngineKind, name: &str) -> Value {
 fn main() {
     let results = vec![
         bench_engine(EngineKind::Wasmtime, "wasmtime"),
-        #[cfg(feature = "wasmer")]
         bench_engine(EngineKind::Wasmer, "wasmer"),
     ];
 

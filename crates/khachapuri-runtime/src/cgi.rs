@@ -297,17 +297,18 @@ mod tests {
     }
 }
 
-/// A program's stdout or stderr in memory, shared by both engines' pipe types: keeps at most `cap` bytes
+/// A program's stdout or stderr in memory, shared by the engines' pipe types (wasmtime's here, wasmer's in
+/// khachapuri-runtime-wasmer): keeps at most `cap` bytes
 /// and remembers whether more were written. What happens past the cap (trap or drop) is the engine's.
 #[derive(Debug, Clone)]
-pub(crate) struct BoundedBuffer {
+pub struct BoundedBuffer {
     buf: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
     cap: usize,
     overflow: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl BoundedBuffer {
-    pub(crate) fn new(cap: usize) -> Self {
+    pub fn new(cap: usize) -> Self {
         Self {
             buf: Default::default(),
             cap,
@@ -316,27 +317,32 @@ impl BoundedBuffer {
     }
 
     /// The cap, bytes.
-    pub(crate) fn cap(&self) -> usize {
+    pub fn cap(&self) -> usize {
         self.cap
     }
 
     /// Bytes held.
-    pub(crate) fn len(&self) -> usize {
+    pub fn len(&self) -> usize {
         self.buf.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 
+    /// Whether nothing was written.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// Whether a write went past the cap.
-    pub(crate) fn overflowed(&self) -> bool {
+    pub fn overflowed(&self) -> bool {
         self.overflow.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Takes what was written.
-    pub(crate) fn take(&self) -> Vec<u8> {
+    pub fn take(&self) -> Vec<u8> {
         std::mem::take(&mut *self.buf.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// Appends what fits; `false` if some bytes did not fit.
-    pub(crate) fn append(&self, bytes: &[u8]) -> bool {
+    pub fn append(&self, bytes: &[u8]) -> bool {
         let mut buf = self.buf.lock().unwrap_or_else(|e| e.into_inner());
         let room = self.cap - buf.len();
         buf.extend_from_slice(&bytes[..bytes.len().min(room)]);

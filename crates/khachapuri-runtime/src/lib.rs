@@ -20,15 +20,14 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Two engines implement [`Engine`]: wasmtime (the default) and, with the cargo feature
-//! `wasmer`, wasmer + wasmer-wasix.
+//! Two engines implement [`Engine`]: wasmtime (this crate's, what the agents run) and wasmer +
+//! wasmer-wasix (the crate khachapuri-runtime-wasmer, which the conformance tests and the runtime bench
+//! use through [`Runtime::with_engine`]; no binary links it, so `make dev` never compiles wasmer).
 
 pub mod cache;
 pub mod cgi;
 mod error;
 pub mod package;
-#[cfg(feature = "wasmer")]
-mod wasmer_engine;
 mod wasmtime_engine;
 
 use std::path::PathBuf;
@@ -38,8 +37,6 @@ use std::time::Duration;
 pub use cgi::{Request, Response, RunOutput, Stats};
 pub use error::{Error, Result};
 pub use package::PackageLimits;
-#[cfg(feature = "wasmer")]
-pub use wasmer_engine::WasmerEngine;
 pub use wasmtime_engine::WasmtimeEngine;
 
 /// Caps applied to every program.
@@ -106,12 +103,10 @@ impl RunLimits {
 /// Which engine runs programs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum EngineKind {
-    /// wasmtime (the default).
+    /// wasmtime (the default, and the only engine built in: wasmer is khachapuri-runtime-wasmer's, given
+    /// to [`Runtime::with_engine`]).
     #[default]
     Wasmtime,
-    /// wasmer + wasmer-wasix (cargo feature `wasmer`).
-    #[cfg(feature = "wasmer")]
-    Wasmer,
 }
 
 /// How to build a [`Runtime`].
@@ -291,14 +286,18 @@ impl Runtime {
                 dir,
                 config.tiering,
             )?),
-            #[cfg(feature = "wasmer")]
-            EngineKind::Wasmer => Box::new(WasmerEngine::new(config.limits, dir)?),
         };
-        Ok(Self {
+        Ok(Self::with_engine(engine, &config))
+    }
+
+    /// A runtime over another `engine` (wasmer's, from khachapuri-runtime-wasmer), with `config`'s
+    /// limits and memory cache (its `engine`, `max_instances` and `tiering` are wasmtime's settings).
+    pub fn with_engine(engine: Box<dyn Engine>, config: &RuntimeConfig) -> Self {
+        Self {
             engine,
             memory: cache::MemoryCache::new(config.memory_cache_entries),
             limits: config.limits,
-        })
+        }
     }
 
     /// The engine's name.

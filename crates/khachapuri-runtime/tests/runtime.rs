@@ -1,6 +1,6 @@
 //! The runtime end to end: the example functions through the curl interface, the hostile-program
-//! suite, program packaging, the disk cache, and (with feature `wasmer`) the conformance suite
-//! that runs the same programs on both engines and compares their outputs.
+//! suite, program packaging, the disk cache, and the conformance suite that runs the same programs on
+//! both engines (wasmer from khachapuri-runtime-wasmer) and compares their outputs.
 //!
 //! The examples must be built first: `make examples` (or `make test`, which does it).
 
@@ -9,8 +9,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use khachapuri_runtime::{
-    EngineKind, Error, Limits, Origin, PackageLimits, Request, Response, RunLimits, Runtime,
-    RuntimeConfig, Tiering,
+    Error, Limits, Origin, PackageLimits, Request, Response, RunLimits, Runtime, RuntimeConfig,
+    Tiering,
 };
 use sha2::{Digest, Sha256};
 
@@ -29,12 +29,23 @@ fn example(name: &str) -> Vec<u8> {
     })
 }
 
+/// The two engines the suites run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum EngineKind {
+    Wasmtime,
+    Wasmer,
+}
+
 fn engines() -> Vec<EngineKind> {
-    vec![
-        EngineKind::Wasmtime,
-        #[cfg(feature = "wasmer")]
-        EngineKind::Wasmer,
-    ]
+    vec![EngineKind::Wasmtime, EngineKind::Wasmer]
+}
+
+/// A runtime on `engine` with `config`.
+fn on(engine: EngineKind, config: RuntimeConfig) -> Result<Runtime, Error> {
+    match engine {
+        EngineKind::Wasmtime => Runtime::new(config),
+        EngineKind::Wasmer => khachapuri_runtime_wasmer::runtime(&config),
+    }
 }
 
 fn test_limits() -> Limits {
@@ -51,12 +62,14 @@ fn test_limits() -> Limits {
 }
 
 fn runtime(engine: EngineKind) -> Runtime {
-    Runtime::new(RuntimeConfig {
+    on(
         engine,
-        limits: test_limits(),
-        max_instances: 8,
-        ..RuntimeConfig::default()
-    })
+        RuntimeConfig {
+            limits: test_limits(),
+            max_instances: 8,
+            ..RuntimeConfig::default()
+        },
+    )
     .expect("runtime builds")
 }
 
@@ -919,7 +932,6 @@ fn cache_file_for(dir: &std::path::Path, key: &str) -> PathBuf {
 // ---------------------------------------------------------------------------------------------
 // conformance: the same programs on both engines give the same outputs
 
-#[cfg(feature = "wasmer")]
 #[test]
 fn engines_agree_on_the_examples() {
     let wasmtime = runtime(EngineKind::Wasmtime);

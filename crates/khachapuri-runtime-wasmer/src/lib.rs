@@ -1,4 +1,6 @@
-//! The second engine: wasmer (cranelift) + wasmer-wasix, behind the cargo feature `wasmer`.
+//! The second engine: wasmer (cranelift) + wasmer-wasix, as a [`khachapuri_runtime::Engine`] for
+//! [`khachapuri_runtime::Runtime::with_engine`]. A crate of its own so that only what tests it compiles
+//! wasmer: no binary of the workspace links it.
 //!
 //! Where it differs from the wasmtime engine:
 //! - deadline: a watchdog thread per run calls wasmer's host interrupter (signal based,
@@ -28,9 +30,10 @@ use wasmer_wasix::virtual_fs::{self, StaticFile, VirtualFile};
 use wasmer_wasix::wasmer_wasix_types::wasi::Signal;
 use wasmer_wasix::{PluggableRuntime, UnsupportedVirtualNetworking, WasiEnv, WasiError};
 
-use crate::cgi::{self, Request, RunOutput, Stats};
-use crate::error::{Error, Result};
-use crate::{Engine, Limits, Loaded, Origin, RunFailure, RunLimits};
+use khachapuri_runtime::cgi::{self, Request, RunOutput, Stats};
+use khachapuri_runtime::{
+    Engine, Error, Limits, Loaded, Origin, Result, RunFailure, RunLimits, Runtime, RuntimeConfig,
+};
 
 /// A trap with memory this close to the cap counts as hitting the memory limit (wasmer's
 /// `memory.grow` fails with -1 rather than telling us).
@@ -394,4 +397,10 @@ impl VirtualFile for BoundedFile {
     fn poll_write_ready(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
         Poll::Ready(Ok(64 * 1024))
     }
+}
+
+/// A [`Runtime`] on wasmer, with `config`'s limits and memory cache.
+pub fn runtime(config: &RuntimeConfig) -> Result<Runtime> {
+    let engine = WasmerEngine::new(config.limits, config.cache_dir.as_deref())?;
+    Ok(Runtime::with_engine(Box::new(engine), config))
 }
