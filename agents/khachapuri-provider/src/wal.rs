@@ -295,12 +295,26 @@ impl Wal {
             .file
             .lock()
             .map_err(|_| std::io::Error::other("WAL lock poisoned"))?;
-        let before = file.metadata()?.len();
-        let written = file.write_all(lines).and_then(|()| self.durable(&file));
-        if written.is_err()
-            && let Err(err) = file.set_len(before)
-        {
-            tracing::error!(path = %self.path.display(), %err, "cannot take back a failed write: refused claims may replay as open");
+        // Counted as it goes (no `stat` per write): on a failure, the file's end less what reached it.
+        let mut done = 0;
+        let written = loop {
+            if done == lines.len() {
+                break self.durable(&file);
+            }
+            match file.write(&lines[done..]) {
+                Ok(0) => break Err(std::io::ErrorKind::WriteZero.into()),
+                Ok(n) => done += n,
+                Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(err) => break Err(err),
+            }
+        };
+        if written.is_err() {
+            let taken_back = file
+                .metadata()
+                .and_then(|m| file.set_len(m.len().saturating_sub(done as u64)));
+            if let Err(err) = taken_back {
+                tracing::error!(path = %self.path.display(), %err, "cannot take back a failed write: refused claims may replay as open");
+            }
         }
         written
     }
