@@ -1,6 +1,10 @@
 //! wrk, run and read: what every bench of this crate measures HTTP with.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+/// The agents' allocator (see their `main.rs`), so that what is measured here is what they run.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::process::Command;
 
 /// How long each wrk run lasts.
