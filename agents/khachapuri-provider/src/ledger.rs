@@ -357,13 +357,19 @@ impl Ledger {
         let mut p = state.claims.lock().await;
         // A view stays exact as claims land: they are counted against `landed_at_read`. Only what others do
         // (deposits, approvals) needs a re-read, and that can only raise the terms.
-        let (landed, stale) = {
+        // One look at what settled: a failure since the last read drops the view (before any await, so a
+        // read that fails or is cancelled leaves none), and a failure after this look only makes the
+        // check below more cautious.
+        let (landed, failed) = {
             let mut settled = state.settled();
-            (settled.landed, std::mem::take(&mut settled.stale))
+            if std::mem::take(&mut settled.stale) {
+                p.view = None;
+            }
+            (settled.landed, settled.failed)
         };
-        let fresh = !stale
-            && p.view
-                .is_some_and(|v| v.read_at.elapsed() < self.config.view_ttl);
+        let fresh = p
+            .view
+            .is_some_and(|v| v.read_at.elapsed() < self.config.view_ttl);
         if !fresh {
             // `landed` as it was before the read: a batch whose outcome arrives during the read counts as
             // unsettled until the next one (too cautious for a moment, never too generous).
@@ -372,7 +378,6 @@ impl Ledger {
         let view = p.view.unwrap_or_else(|| unreachable!("view was just read"));
 
         // What the chain does not know yet: claims made but not landed when the view was read.
-        let failed = state.settled().failed;
         let unsettled = p
             .claimed
             .saturating_sub(failed)

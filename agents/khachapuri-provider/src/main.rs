@@ -1,6 +1,7 @@
 //! `khachapuri-provider`: run a provider agent.
 
-/// mimalloc, as in every binary and bench here: glibc's malloc took about a fifth of a paid call's CPU.
+/// mimalloc, as in the other agents and the gateway crate's HTTP benches: glibc's malloc took about a
+/// fifth of a paid call's CPU.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -4,7 +4,8 @@
 //! A caller that finds nobody signing leads: it signs its own receipt at once (a lone call waits for
 //! nothing). Receipts that become ready while it signs queue; when its signature is made, the first of
 //! them is handed the lead with the rest (at most [`MAX_GROUP`]), signs their root and answers the
-//! others. So a receipt waits for at most the signature in progress and its own group's. (Waiting for
+//! others. So a receipt waits for the signature in progress, its new leader's turn on the executor
+//! (woken on the signing worker, it usually runs next), and its own group's signature. (Waiting for
 //! calls still running their programs was tried: it barely grew the groups, and a leader that yields
 //! can wait behind a CPU-bound program for a whole epoch tick.) A leader whose caller went away signs
 //! for the others all the same.
@@ -104,7 +105,7 @@ impl Receipts {
             Err(turn) => match turn.await {
                 Ok(Turn::Signed(signed)) => return signed,
                 Ok(Turn::Lead(lead)) => lead,
-                Err(_) => unreachable!("a queued receipt is always answered"),
+                Err(_) => panic!("the receipt signer failed while signing this receipt's group"),
             },
         };
         lead.sign()

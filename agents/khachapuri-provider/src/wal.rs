@@ -131,6 +131,8 @@ pub struct Wal {
     group: Mutex<Group>,
     /// Signalled when a group's write ends.
     wrote: std::sync::Condvar,
+    /// A failed write could not be taken back: every claim is refused from then on.
+    broken: std::sync::atomic::AtomicBool,
     /// The same file through another descriptor: `fsync` without holding the appenders' lock.
     sync_file: File,
     durability: Durability,
@@ -235,6 +237,7 @@ impl Wal {
                 ..Group::default()
             }),
             wrote: std::sync::Condvar::new(),
+            broken: std::sync::atomic::AtomicBool::new(false),
             durability,
             dirty: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             path: path.to_path_buf(),
@@ -295,6 +298,11 @@ impl Wal {
             .file
             .lock()
             .map_err(|_| std::io::Error::other("WAL lock poisoned"))?;
+        if self.broken.load(std::sync::atomic::Ordering::Acquire) {
+            return Err(std::io::Error::other(
+                "the claims log could not take back a failed write: restart the agent (it replays the log)",
+            ));
+        }
         // Counted as it goes (no `stat` per write): on a failure, the file's end less what reached it.
         let mut done = 0;
         let written = loop {
@@ -309,11 +317,16 @@ impl Wal {
             }
         };
         if written.is_err() {
-            let taken_back = file
-                .metadata()
-                .and_then(|m| file.set_len(m.len().saturating_sub(done as u64)));
+            // Taken back for good (the flusher may have synced the part already), or the log takes no
+            // more lines: the next one would join a torn one, and an acknowledged claim would be lost.
+            let taken_back = file.metadata().and_then(|m| {
+                file.set_len(m.len().saturating_sub(done as u64))?;
+                file.sync_data()
+            });
             if let Err(err) = taken_back {
-                tracing::error!(path = %self.path.display(), %err, "cannot take back a failed write: refused claims may replay as open");
+                self.broken
+                    .store(true, std::sync::atomic::Ordering::Release);
+                tracing::error!(path = %self.path.display(), %err, "cannot take back a failed write: the claims log refuses every claim until the agent restarts");
             }
         }
         written
