@@ -127,11 +127,9 @@ async fn run() {
     let peer_figures = wrk(&peer.url, script.path());
     drop(peer);
     let unpaid_figures = wrk(&format!("http://{unpaid}/"), script.path());
-    let metrics = format!("http://{}/metrics", agent.addr);
-    let before = receipt_counts(&metrics).await;
+    let before = receipt_counts(&agent).await;
     let paid = wrk(&paid_url, script.path());
-    let after = receipt_counts(&metrics).await;
-    let group = (after.0 - before.0) as f64 / (after.1 - before.1).max(1) as f64;
+    let group = receipts_per_signature(before, receipt_counts(&agent).await);
     let paid_token = wrk(&paid_url, token_script.path());
     let via_gateway = wrk(
         &format!("http://{}/{LABEL}/{cid}", direct_gateway.addr),
@@ -142,10 +140,9 @@ async fn run() {
         script.path(),
     );
     // One connection: the latency of a paid call when the machine is not saturated.
-    let before = receipt_counts(&metrics).await;
+    let before = receipt_counts(&agent).await;
     let paid_one = wrk_with(&paid_url, script.path(), "1", "1");
-    let after = receipt_counts(&metrics).await;
-    let group_one = (after.0 - before.0) as f64 / (after.1 - before.1).max(1) as f64;
+    let group_one = receipts_per_signature(before, receipt_counts(&agent).await);
     direct_gateway.shutdown().await;
     let before = std::time::Instant::now();
     agent.shutdown().await;
@@ -303,24 +300,17 @@ impl Drop for WasmtimeServe {
 }
 
 /// The agent's `khachapuri_receipts_total` and `khachapuri_receipt_signatures_total`.
-async fn receipt_counts(metrics: &str) -> (u64, u64) {
-    let text = khachapuri_tls::http()
-        .get(metrics)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let read = |name: &str| -> u64 {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-            .unwrap_or_else(|| panic!("no {name} in the agent's metrics"))
-    };
+async fn receipt_counts(agent: &khachapuri_provider::RunningAgent) -> (u64, u64) {
+    let text = metrics(agent).await;
     (
-        read("khachapuri_receipts_total"),
-        read("khachapuri_receipt_signatures_total"),
+        metric(&text, "khachapuri_receipts_total"),
+        metric(&text, "khachapuri_receipt_signatures_total"),
     )
+}
+
+/// The mean group a signature covered between two [`receipt_counts`].
+fn receipts_per_signature(before: (u64, u64), after: (u64, u64)) -> f64 {
+    (after.0 - before.0) as f64 / (after.1 - before.1).max(1) as f64
 }
 
 /// Serves `service` over HTTP/1.1 on a free loopback port.

@@ -140,7 +140,7 @@ struct Payer {
     claimed: u128,
 }
 
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default)]
 struct Settled {
     /// Claims confirmed on chain.
     landed: u128,

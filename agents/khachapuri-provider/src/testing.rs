@@ -296,6 +296,25 @@ pub struct Other {
     pub data_dir: PathBuf,
 }
 
+/// The agent's `/metrics` text.
+pub async fn metrics(agent: &RunningAgent) -> String {
+    khachapuri_tls::http()
+        .get(format!("http://{}/metrics", agent.addr))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// The value of an unlabelled counter or gauge `name` in [`metrics`]' text.
+pub fn metric(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in the agent's metrics:\n{text}"))
+}
+
 pub fn signer(index: u32) -> PrivateKeySigner {
     anvil_signer(index)
 }

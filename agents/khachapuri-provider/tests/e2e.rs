@@ -485,14 +485,7 @@ async fn failures_get_the_right_status_and_a_reason() {
     let body: serde_json::Value = serde_json::from_slice(&answer).unwrap();
     assert_eq!(body["error"], "program_trap");
     // Still healthy, metrics count what happened.
-    let metrics = http
-        .get(format!("http://{}/metrics", agent.addr))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics(&agent).await;
     assert!(
         metrics.contains("khachapuri_requests_total{status=\"504\"} 1"),
         "{metrics}"
@@ -637,21 +630,7 @@ async fn cors_preflights_run_nothing_and_charge_nothing() {
         .await;
     let agent = net.agent(SettlementMode::Batch).await;
     let http = khachapuri_tls::http();
-    let claims = || async {
-        let metrics = http
-            .get(format!("http://{}/metrics", agent.addr))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix("khachapuri_claims_total "))
-            .unwrap_or("0")
-            .to_owned()
-    };
+    let claims = || async { metric(&metrics(&agent).await, "khachapuri_claims_total") };
 
     let res = http
         .request(reqwest::Method::OPTIONS, url(&agent, &cid))
@@ -668,7 +647,7 @@ async fn cors_preflights_run_nothing_and_charge_nothing() {
         "authorization"
     );
     assert!(res.headers().get(PRICE_HEADER).is_none(), "nothing charged");
-    assert_eq!(claims().await, "0", "nothing claimed");
+    assert_eq!(claims().await, 0, "nothing claimed");
 
     let res = http
         .post(url(&agent, &cid))
@@ -685,7 +664,7 @@ async fn cors_preflights_run_nothing_and_charge_nothing() {
             .unwrap()
             .contains("x-khachapuri-receipt")
     );
-    assert_eq!(claims().await, "1");
+    assert_eq!(claims().await, 1);
     agent.shutdown().await;
 }
 
@@ -1681,5 +1660,67 @@ async fn a_settled_batch_closes_its_claims_in_one_log_line() {
     assert_eq!(
         net.chain(0).earnings(net.provider_address()).await.unwrap(),
         Usdc::from_units(5 * PRICE.units())
+    );
+}
+
+/// A claim that fails to settle (its payer was frozen after the agent read its terms) makes the next claim
+/// read the chain again, however fresh the cached terms: otherwise that payer's calls would run for free
+/// until the cache expired.
+#[tokio::test]
+async fn a_claim_that_fails_to_settle_makes_the_next_one_read_the_chain_again() {
+    const PAYER: u32 = 5;
+    let net = Net::start().await;
+    let spec = net
+        .spec(
+            &example("hello"),
+            "hello.wasm",
+            &[("GREETING", "Hi")],
+            OWNER,
+        )
+        .await;
+    let cid = net.publish(&spec);
+    net.fund(PAYER, Usdc::from_whole(1), PRICE, Usdc::from_whole(1))
+        .await;
+    let mut config = net.config(SettlementMode::Batch);
+    config.batch_linger = std::time::Duration::from_millis(100);
+    let agent = khachapuri_provider::start(config, signer(PROVIDER))
+        .await
+        .expect("agent");
+    let token = net.payer_token(PAYER, &cid).await.encode();
+    let http = khachapuri_tls::http();
+    let call = || {
+        http.post(url(&agent, &cid))
+            .bearer_auth(&token)
+            .body("hi")
+            .send()
+    };
+
+    // The terms are read (and cached for 2 s) by this call; the payer is frozen before its batch goes out.
+    let read_at = std::time::Instant::now();
+    assert_eq!(call().await.unwrap().status(), 200);
+    net.devnet
+        .freeze(net.devnet.address(PAYER), true)
+        .await
+        .unwrap();
+    // The batch is refused; wait until the agent has recorded it.
+    while metric(&metrics(&agent).await, "khachapuri_claims_outstanding") > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(
+        read_at.elapsed() < std::time::Duration::from_secs(2),
+        "the cached terms expired before the second call: this test proves nothing on a machine this slow"
+    );
+    let res = call().await.unwrap();
+    assert_eq!(
+        res.status(),
+        402,
+        "the cached terms were used: the call ran unpaid"
+    );
+    let body: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(body["error"], "payer_frozen", "{body}");
+    agent.shutdown().await;
+    assert_eq!(
+        net.chain(0).earnings(net.provider_address()).await.unwrap(),
+        Usdc::ZERO
     );
 }
