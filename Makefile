@@ -111,30 +111,48 @@ test: test-style test-contracts test-gas test-slither test-deploy test-bindings 
 
 # The TypeScript SDK (sdk/): compiled with the pinned tsc (the Rust tests run it against a live agent too),
 # its own tests run by node's test runner.
-sdk: $(STAMPS)/npm
+sdk: sdk/dist/.built
+
+# (Directories too: a file removed or renamed changes its directory, not the files that remain.)
+sdk/dist/.built: $(STAMPS)/npm sdk/tsconfig.json sdk/package.json $(shell find sdk/src sdk/test 2>/dev/null)
 	rm -rf sdk/dist
 	$(BIN)/tsc -p sdk
+	@touch $@
 
 # The web console (console/): type-checked, bundled with the SDK by esbuild into console/dist, which
 # `khachapuri dev` and the gateway (--console) serve at /_console/.
-console: $(STAMPS)/npm
+console: console/dist/.built
+
+console/dist/.built: $(STAMPS)/npm console/tsconfig.json console/index.html console/console.css \
+                     $(shell find console/src sdk/src 2>/dev/null)
 	$(BIN)/tsc -p console
 	rm -rf console/dist
 	$(BIN)/esbuild console/src/main.ts --bundle --format=esm --target=es2022 --minify --sourcemap \
 	  --log-level=warning --outfile=console/dist/console.js
 	cp console/index.html console/console.css console/dist/
+	@touch $@
+
+# The inputs of the Solidity steps, as far as this list knows them: `script/once.sh` skips a step that
+# already passed on exactly these files, these environment variables and the step's command, so a warm
+# `make test` after an edit to an agent checks the contracts again only when one of them changed. Add an
+# input here when a step starts reading one. `FRESH=1 make test` runs every step anyway.
+SOLIDITY := contracts test script tools foundry.toml remappings.txt .env package.json package-lock.json \
+            snapshots slither.config.json requirements-dev.txt
+# What forge reads from the environment, and what script/Deploy.s.sol reads.
+SOLIDITY_ENV := FOUNDRY_|DAPP_|ETH_RPC_URL=|USDC=|WITHDRAWAL_DELAY=|MIN_COMMITMENT_AGE=|MAX_COMMITMENT_AGE=
+ONCE := ONCE_ENV='$(SOLIDITY_ENV)' script/once.sh
 
 test-sdk: sdk
 	@echo "==> TypeScript SDK: its tests (conformance with test/vectors/protocol.json, the escrow on anvil)"
-	node --test sdk/dist/test/*.test.js
+	$(ONCE) test-sdk $(SOLIDITY) bindings sdk -- node --test sdk/dist/test/*.test.js
 
 test-contracts: contracts
 	@echo "==> forge test (ci profile: 10k fuzz runs, invariant depth 64)"
-	FOUNDRY_PROFILE=ci $(FORGE) test
+	$(ONCE) test-contracts $(SOLIDITY) -- env FOUNDRY_PROFILE=ci $(FORGE) test
 
 test-gas: contracts
 	@echo "==> whole-transaction gas against snapshots/GasTest.json (targets asserted in test/Gas.t.sol)"
-	FOUNDRY_PROFILE=gas FORGE_SNAPSHOT_CHECK=true $(FORGE) test
+	$(ONCE) test-gas $(SOLIDITY) -- env FOUNDRY_PROFILE=gas FORGE_SNAPSHOT_CHECK=true $(FORGE) test
 
 gas-snapshot: contracts
 	FOUNDRY_PROFILE=gas $(FORGE) test
@@ -142,16 +160,16 @@ gas-snapshot: contracts
 test-slither: contracts $(STAMPS)/slither
 	@echo "==> slither over contracts/"
 	@# slither runs `forge clean` + its own build: keep that away from out/ in a folder of its own.
-	FOUNDRY_OUT=target/slither/out FOUNDRY_CACHE_PATH=target/slither/cache \
+	$(ONCE) test-slither $(SOLIDITY) -- env FOUNDRY_OUT=target/slither/out FOUNDRY_CACHE_PATH=target/slither/cache \
 	  $(VENV)/bin/slither . --config-file slither.config.json
 
 test-deploy: contracts
 	@echo "==> forge script deploy against a fresh anvil; checks deployments/<chainId>.json"
-	script/test-deploy.sh
+	$(ONCE) test-deploy $(SOLIDITY) -- script/test-deploy.sh
 
 test-bindings: contracts
 	@echo "==> bindings are current against the contracts"
-	script/bindings.sh --check
+	$(ONCE) test-bindings $(SOLIDITY) bindings -- script/bindings.sh --check
 
 # One style, enforced: what `cargo fmt` / `forge fmt` would change, and every clippy or rustc warning, fail.
 test-style: toolchain $(STAMPS)/rust-components

@@ -385,6 +385,100 @@ impl Wal {
 mod tests {
     use super::*;
 
+    /// Set in the child process of the test below: the directory of its log.
+    const FULL_DISK_CHILD: &str = "KHACHAPURI_WAL_FULL_DISK_CHILD";
+    /// The child's file size limit: the header and a few dozen claims.
+    const FILE_LIMIT: u64 = 4096;
+
+    /// A disk that fills up mid-write: the claim whose line did not fit is refused, and what part of it
+    /// reached the file is taken back, so it never replays as open (an agent restarted on this log would
+    /// settle a charge whose call it refused). The kernel refuses the write: the test runs itself again
+    /// under `prlimit --fsize` (SIGXFSZ ignored), and the parent replays what the child left.
+    #[test]
+    fn a_write_the_disk_refuses_is_taken_back_and_its_claim_never_replays() {
+        if let Some(dir) = std::env::var_os(FULL_DISK_CHILD) {
+            return fill_the_disk(Path::new(&dir));
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let name = format!(
+            "{}::a_write_the_disk_refuses_is_taken_back_and_its_claim_never_replays",
+            module_path!().split_once("::").unwrap().1
+        );
+        let child = std::process::Command::new("bash")
+            .args([
+                "-c",
+                r#"trap '' XFSZ; exec prlimit --fsize="$0" -- "$@""#,
+                &FILE_LIMIT.to_string(),
+            ])
+            .arg(std::env::current_exe().unwrap())
+            .args(["--exact", &name, "--nocapture", "--test-threads=1"])
+            .env(FULL_DISK_CHILD, dir.path())
+            .output()
+            .expect("bash and util-linux's prlimit");
+        assert!(
+            child.status.success(),
+            "the child failed ({}):\n{}{}",
+            child.status,
+            String::from_utf8_lossy(&child.stdout),
+            String::from_utf8_lossy(&child.stderr)
+        );
+
+        let path = dir.path().join("claims.wal");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let tail = &text[text.len().saturating_sub(100)..];
+        assert!(text.ends_with('\n'), "no torn line is left: …{tail:?}");
+        let acknowledged: Vec<u64> = std::fs::read_to_string(dir.path().join("acknowledged"))
+            .unwrap()
+            .split_whitespace()
+            .map(|id| id.parse().unwrap())
+            .collect();
+        assert!(acknowledged.len() > 10, "{acknowledged:?}");
+        let replay = Wal::replay(&path).unwrap();
+        let open: Vec<u64> = replay.open.iter().map(|c| c.id).collect();
+        assert_eq!(open, acknowledged, "exactly the acknowledged claims replay");
+        assert_eq!(
+            text.lines().count(),
+            1 + acknowledged.len(),
+            "every line whole"
+        );
+    }
+
+    /// The child: appends claims until the file limit refuses one, writes down the acknowledged ids.
+    fn fill_the_disk(dir: &Path) {
+        let wal = Wal::create(&dir.join("claims.wal"), Durability::Always, &[], 1, 0).unwrap();
+        let mut acknowledged = Vec::new();
+        // About 47 claims fit; a limit that is not enforced (some sandboxes) must not fill the disk.
+        let refused = (1..=10_000).find_map(|id| {
+            let claim = Record::Claim {
+                id,
+                payer: Address::repeat_byte(7),
+                price: 10_000,
+            };
+            match wal.append(&claim) {
+                Ok(()) => {
+                    acknowledged.push(id.to_string());
+                    None
+                }
+                Err(err) => Some(err),
+            }
+        });
+        let refused = refused.expect("the file size limit was not enforced: no write was refused");
+        assert!(
+            refused.to_string().contains("too large"),
+            "the kernel's EFBIG: {refused}"
+        );
+        // Taken back, not broken: the next claim is refused by the disk again, not by a closed log.
+        let again = wal
+            .append(&Record::Claim {
+                id: u64::MAX,
+                payer: Address::repeat_byte(7),
+                price: 1,
+            })
+            .unwrap_err();
+        assert!(!again.to_string().contains("restart"), "{again}");
+        std::fs::write(dir.join("acknowledged"), acknowledged.join(" ")).unwrap();
+    }
+
     #[test]
     fn claims_appended_together_are_all_in_the_log_once_and_outcomes_close_them() {
         let dir = tempfile::tempdir().unwrap();

@@ -1724,3 +1724,110 @@ async fn a_claim_that_fails_to_settle_makes_the_next_one_read_the_chain_again() 
         Usdc::ZERO
     );
 }
+
+/// An RPC endpoint in front of `upstream` that goes down on demand: while `down` holds, every call gets a
+/// 503, as from a node behind a load balancer that lost it.
+async fn switchable_rpc(
+    upstream: String,
+    down: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> String {
+    let http = khachapuri_tls::http();
+    let forward = move |body: axum::body::Bytes| {
+        let (http, upstream, down) = (http.clone(), upstream.clone(), down.clone());
+        async move {
+            if down.load(std::sync::atomic::Ordering::SeqCst) {
+                return (axum::http::StatusCode::SERVICE_UNAVAILABLE, Vec::new());
+            }
+            let res = http
+                .post(&upstream)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            let status = axum::http::StatusCode::from_u16(res.status().as_u16()).unwrap();
+            (status, res.bytes().await.unwrap().to_vec())
+        }
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(axum::serve(listener, axum::Router::new().fallback(forward)).into_future());
+    format!("http://{addr}")
+}
+
+/// The same attack with the chain out of reach when the next call comes: the payer's terms were read (and
+/// cached for 2 s), its batch was refused, and then the RPC node goes down. The read the failure calls for
+/// fails, and the cached terms must stay dropped: neither that call nor the next one runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_the_chain_read_after_a_failed_settlement_fails_no_call_runs_on_the_old_terms() {
+    const PAYER: u32 = 5;
+    let net = Net::start().await;
+    let spec = net
+        .spec(
+            &example("hello"),
+            "hello.wasm",
+            &[("GREETING", "Hi")],
+            OWNER,
+        )
+        .await;
+    let cid = net.publish(&spec);
+    net.fund(PAYER, Usdc::from_whole(1), PRICE, Usdc::from_whole(1))
+        .await;
+    let down = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut config = net.config(SettlementMode::Batch);
+    config.batch_linger = std::time::Duration::from_millis(100);
+    config.rpc_url = switchable_rpc(config.rpc_url.clone(), down.clone()).await;
+    let wal = config.data_dir.join("claims.wal");
+    let agent = khachapuri_provider::start(config, signer(PROVIDER))
+        .await
+        .expect("agent");
+    let token = net.payer_token(PAYER, &cid).await.encode();
+    let http = khachapuri_tls::http();
+    let call = || {
+        http.post(url(&agent, &cid))
+            .bearer_auth(&token)
+            .body("hi")
+            .send()
+    };
+
+    let read_at = std::time::Instant::now();
+    assert_eq!(call().await.unwrap().status(), 200);
+    net.devnet
+        .freeze(net.devnet.address(PAYER), true)
+        .await
+        .unwrap();
+    while metric(&metrics(&agent).await, "khachapuri_claims_outstanding") > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let log = std::fs::read_to_string(&wal).unwrap();
+    assert!(
+        log.contains("\"failed\""),
+        "the batch landed before the freeze (a slow machine): nothing is stale, the test proves nothing\n{log}"
+    );
+    down.store(true, std::sync::atomic::Ordering::SeqCst);
+    for attempt in ["the read fails", "the old terms are not back"] {
+        let res = call().await.unwrap();
+        let status = res.status();
+        let body = res.text().await.unwrap();
+        assert_eq!(
+            status, 503,
+            "{attempt}: the call ran on the old terms: {body}"
+        );
+        // The ledger's read of the terms failed (not the revocation check's, which says otherwise).
+        assert!(body.contains("chain unavailable:"), "{attempt}: {body}");
+    }
+    assert!(
+        read_at.elapsed() < std::time::Duration::from_secs(2),
+        "the cached terms expired before the last call: this test proves nothing on a machine this slow"
+    );
+
+    // Back up: the chain says what the cached terms did not.
+    down.store(false, std::sync::atomic::Ordering::SeqCst);
+    let res = call().await.unwrap();
+    assert_eq!(res.status(), 402);
+    agent.shutdown().await;
+    assert_eq!(
+        net.chain(0).earnings(net.provider_address()).await.unwrap(),
+        Usdc::ZERO
+    );
+}

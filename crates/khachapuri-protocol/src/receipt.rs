@@ -35,6 +35,31 @@ alloy::sol! {
     }
 }
 
+impl Receipt {
+    /// `hashStruct(receipt)`: [`SolStruct::eip712_hash_struct`] with the type hash computed once, where
+    /// alloy hashes the type string again on every call (two of a paid response's keccaks).
+    pub fn struct_hash(&self) -> B256 {
+        static TYPE_HASH: std::sync::LazyLock<B256> =
+            std::sync::LazyLock::new(|| keccak256(Receipt::eip712_encode_type().as_bytes()));
+        let mut preimage = Vec::with_capacity(32 * 8);
+        preimage.extend_from_slice(TYPE_HASH.as_slice());
+        preimage.extend_from_slice(&self.eip712_encode_data());
+        keccak256(preimage)
+    }
+}
+
+impl ReceiptGroup {
+    /// `hashStruct(group)`, with the type hash computed once (as [`Receipt::struct_hash`]).
+    pub fn struct_hash(&self) -> B256 {
+        static TYPE_HASH: std::sync::LazyLock<B256> =
+            std::sync::LazyLock::new(|| keccak256(ReceiptGroup::eip712_encode_type().as_bytes()));
+        let mut preimage = [0u8; 64];
+        preimage[..32].copy_from_slice(TYPE_HASH.as_slice());
+        preimage[32..].copy_from_slice(self.root.as_slice());
+        keccak256(preimage)
+    }
+}
+
 /// `keccak256(abi.encode(method, pathAndQuery, keccak256(body)))`, as Solidity's `abi.encode` of the three
 /// values (no outer tuple offset): test/Vectors.t.sol computes it in Solidity.
 pub fn request_digest(method: &str, path_and_query: &str, body: &[u8]) -> B256 {
@@ -116,9 +141,9 @@ impl ReceiptSigner {
 
     /// Signs `receipt` alone (`kr2.`, a group of one).
     pub fn sign(&self, receipt: Receipt) -> SignedReceipt {
-        let root = receipt.eip712_hash_struct();
+        let root = receipt.struct_hash();
         SignedReceipt {
-            signature: self.sign_struct(ReceiptGroup { root }.eip712_hash_struct()),
+            signature: self.sign_struct(ReceiptGroup { root }.struct_hash()),
             receipt,
             proof: Some(Vec::new()),
         }
@@ -134,9 +159,9 @@ impl ReceiptSigner {
             receipts.len() <= 1 << MAX_PROOF,
             "a group holds at most 2^{MAX_PROOF} receipts"
         );
-        let leaves: Vec<B256> = receipts.iter().map(|r| r.eip712_hash_struct()).collect();
+        let leaves: Vec<B256> = receipts.iter().map(Receipt::struct_hash).collect();
         let (root, proofs) = crate::merkle::tree(&leaves);
-        let signature = self.sign_struct(ReceiptGroup { root }.eip712_hash_struct());
+        let signature = self.sign_struct(ReceiptGroup { root }.struct_hash());
         receipts
             .into_iter()
             .zip(proofs)
@@ -245,7 +270,7 @@ impl SignedReceipt {
         match &self.proof {
             None => self.receipt.eip712_signing_hash(domain),
             Some(proof) => ReceiptGroup {
-                root: crate::merkle::process_proof(self.receipt.eip712_hash_struct(), proof),
+                root: crate::merkle::process_proof(self.receipt.struct_hash(), proof),
             }
             .eip712_signing_hash(domain),
         }
@@ -331,6 +356,8 @@ mod tests {
             let group = ReceiptGroup {
                 root: receipt.eip712_hash_struct(),
             };
+            assert_eq!(receipt.struct_hash(), group.root, "the cached type hash");
+            assert_eq!(group.struct_hash(), group.eip712_hash_struct());
             let alloy = key
                 .sign_hash_sync(&group.eip712_signing_hash(&domain))
                 .unwrap();

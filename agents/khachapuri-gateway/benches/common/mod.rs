@@ -20,6 +20,22 @@ pub struct Figures {
     pub p99_ms: f64,
 }
 
+impl Figures {
+    /// The median of each figure over `runs` (an odd number of runs of one thing).
+    pub fn median(runs: Vec<Figures>) -> Figures {
+        let median = |field: fn(&Figures) -> f64| {
+            let mut values: Vec<f64> = runs.iter().map(field).collect();
+            values.sort_by(f64::total_cmp);
+            values[values.len() / 2]
+        };
+        Figures {
+            requests_per_second: median(|f| f.requests_per_second),
+            p50_ms: median(|f| f.p50_ms),
+            p99_ms: median(|f| f.p99_ms),
+        }
+    }
+}
+
 /// Writes a bench's figures to `target/bench/{name}.json`.
 pub fn write_figures(name: &str, figures: &serde_json::Value) {
     let dir = khachapuri_provider::testing::workspace().join("target/bench");
@@ -43,8 +59,23 @@ pub fn wrk(url: &str, script: &std::path::Path) -> Figures {
     wrk_with(url, script, "2", CONNECTIONS)
 }
 
+/// Runs wrk against `url` for `duration` (wrk's syntax: `4s`), as [`wrk`] does otherwise.
+pub fn wrk_for(url: &str, script: &std::path::Path, duration: &str) -> Figures {
+    run_wrk(url, script, "2", CONNECTIONS, duration)
+}
+
 /// Runs wrk with `threads` threads and `connections` connections.
 pub fn wrk_with(url: &str, script: &std::path::Path, threads: &str, connections: &str) -> Figures {
+    run_wrk(url, script, threads, connections, DURATION)
+}
+
+fn run_wrk(
+    url: &str,
+    script: &std::path::Path,
+    threads: &str,
+    connections: &str,
+    duration: &str,
+) -> Figures {
     let out = Command::new("wrk")
         .args([
             "-t",
@@ -52,7 +83,7 @@ pub fn wrk_with(url: &str, script: &std::path::Path, threads: &str, connections:
             "-c",
             connections,
             "-d",
-            DURATION,
+            duration,
             "--latency",
             "-s",
         ])
