@@ -1668,49 +1668,12 @@ async fn a_settled_batch_closes_its_claims_in_one_log_line() {
 /// until the cache expired.
 #[tokio::test]
 async fn a_claim_that_fails_to_settle_makes_the_next_one_read_the_chain_again() {
-    const PAYER: u32 = 5;
-    let net = Net::start().await;
-    let spec = net
-        .spec(
-            &example("hello"),
-            "hello.wasm",
-            &[("GREETING", "Hi")],
-            OWNER,
-        )
-        .await;
-    let cid = net.publish(&spec);
-    net.fund(PAYER, Usdc::from_whole(1), PRICE, Usdc::from_whole(1))
-        .await;
-    let mut config = net.config(SettlementMode::Batch);
-    config.batch_linger = std::time::Duration::from_millis(100);
-    let agent = khachapuri_provider::start(config, signer(PROVIDER))
-        .await
-        .expect("agent");
-    let token = net.payer_token(PAYER, &cid).await.encode();
-    let http = khachapuri_tls::http();
-    let call = || {
-        http.post(url(&agent, &cid))
-            .bearer_auth(&token)
-            .body("hi")
-            .send()
-    };
-
-    // The terms are read (and cached for 2 s) by this call; the payer is frozen before its batch goes out.
-    let read_at = std::time::Instant::now();
-    assert_eq!(call().await.unwrap().status(), 200);
-    net.devnet
-        .freeze(net.devnet.address(PAYER), true)
-        .await
-        .unwrap();
-    // The batch is refused; wait until the agent has recorded it.
-    while metric(&metrics(&agent).await, "khachapuri_claims_outstanding") > 0 {
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    let frozen = FrozenPayer::start(None).await;
     assert!(
-        read_at.elapsed() < std::time::Duration::from_secs(2),
+        frozen.read_at.elapsed() < std::time::Duration::from_secs(2),
         "the cached terms expired before the second call: this test proves nothing on a machine this slow"
     );
-    let res = call().await.unwrap();
+    let res = frozen.call().await;
     assert_eq!(
         res.status(),
         402,
@@ -1718,11 +1681,92 @@ async fn a_claim_that_fails_to_settle_makes_the_next_one_read_the_chain_again() 
     );
     let body: serde_json::Value = res.json().await.unwrap();
     assert_eq!(body["error"], "payer_frozen", "{body}");
-    agent.shutdown().await;
-    assert_eq!(
-        net.chain(0).earnings(net.provider_address()).await.unwrap(),
-        Usdc::ZERO
-    );
+    frozen.earned_nothing().await;
+}
+
+/// The setup of the attacks on a payer's cached terms: an agent batching every 100 ms (through `rpc` when
+/// given) read PAYER's terms in one paid call, then PAYER was frozen, and its batch has been settled or
+/// refused.
+struct FrozenPayer {
+    net: Net,
+    agent: khachapuri_provider::RunningAgent,
+    cid: String,
+    token: String,
+    wal: std::path::PathBuf,
+    /// When the terms were read (they stay cached for 2 s).
+    read_at: std::time::Instant,
+}
+
+impl FrozenPayer {
+    const PAYER: u32 = 5;
+
+    async fn start(rpc: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>) -> Self {
+        let net = Net::start().await;
+        let spec = net
+            .spec(
+                &example("hello"),
+                "hello.wasm",
+                &[("GREETING", "Hi")],
+                OWNER,
+            )
+            .await;
+        let cid = net.publish(&spec);
+        net.fund(Self::PAYER, Usdc::from_whole(1), PRICE, Usdc::from_whole(1))
+            .await;
+        let mut config = net.config(SettlementMode::Batch);
+        config.batch_linger = std::time::Duration::from_millis(100);
+        if let Some(down) = rpc {
+            config.rpc_url = switchable_rpc(config.rpc_url.clone(), down).await;
+        }
+        let wal = config.data_dir.join("claims.wal");
+        let agent = khachapuri_provider::start(config, signer(PROVIDER))
+            .await
+            .expect("agent");
+        let token = net.payer_token(Self::PAYER, &cid).await.encode();
+        let frozen = Self {
+            net,
+            agent,
+            cid,
+            token,
+            wal,
+            read_at: std::time::Instant::now(),
+        };
+        assert_eq!(frozen.call().await.status(), 200);
+        let payer = frozen.net.devnet.address(Self::PAYER);
+        frozen.net.devnet.freeze(payer, true).await.unwrap();
+        // The batch is refused; wait until the agent has recorded it.
+        while metric(
+            &metrics(&frozen.agent).await,
+            "khachapuri_claims_outstanding",
+        ) > 0
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        frozen
+    }
+
+    async fn call(&self) -> reqwest::Response {
+        khachapuri_tls::http()
+            .post(url(&self.agent, &self.cid))
+            .bearer_auth(&self.token)
+            .body("hi")
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Stops the agent (settling what it claimed) and checks that the provider earned nothing.
+    async fn earned_nothing(self) {
+        self.agent.shutdown().await;
+        assert_eq!(
+            self.net
+                .chain(0)
+                .earnings(self.net.provider_address())
+                .await
+                .unwrap(),
+            Usdc::ZERO
+        );
+    }
 }
 
 /// An RPC endpoint in front of `upstream` that goes down on demand: while `down` holds, every call gets a
@@ -1760,53 +1804,16 @@ async fn switchable_rpc(
 /// fails, and the cached terms must stay dropped: neither that call nor the next one runs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn when_the_chain_read_after_a_failed_settlement_fails_no_call_runs_on_the_old_terms() {
-    const PAYER: u32 = 5;
-    let net = Net::start().await;
-    let spec = net
-        .spec(
-            &example("hello"),
-            "hello.wasm",
-            &[("GREETING", "Hi")],
-            OWNER,
-        )
-        .await;
-    let cid = net.publish(&spec);
-    net.fund(PAYER, Usdc::from_whole(1), PRICE, Usdc::from_whole(1))
-        .await;
     let down = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let mut config = net.config(SettlementMode::Batch);
-    config.batch_linger = std::time::Duration::from_millis(100);
-    config.rpc_url = switchable_rpc(config.rpc_url.clone(), down.clone()).await;
-    let wal = config.data_dir.join("claims.wal");
-    let agent = khachapuri_provider::start(config, signer(PROVIDER))
-        .await
-        .expect("agent");
-    let token = net.payer_token(PAYER, &cid).await.encode();
-    let http = khachapuri_tls::http();
-    let call = || {
-        http.post(url(&agent, &cid))
-            .bearer_auth(&token)
-            .body("hi")
-            .send()
-    };
-
-    let read_at = std::time::Instant::now();
-    assert_eq!(call().await.unwrap().status(), 200);
-    net.devnet
-        .freeze(net.devnet.address(PAYER), true)
-        .await
-        .unwrap();
-    while metric(&metrics(&agent).await, "khachapuri_claims_outstanding") > 0 {
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    let log = std::fs::read_to_string(&wal).unwrap();
+    let frozen = FrozenPayer::start(Some(down.clone())).await;
+    let log = std::fs::read_to_string(&frozen.wal).unwrap();
     assert!(
         log.contains("\"failed\""),
         "the batch landed before the freeze (a slow machine): nothing is stale, the test proves nothing\n{log}"
     );
     down.store(true, std::sync::atomic::Ordering::SeqCst);
     for attempt in ["the read fails", "the old terms are not back"] {
-        let res = call().await.unwrap();
+        let res = frozen.call().await;
         let status = res.status();
         let body = res.text().await.unwrap();
         assert_eq!(
@@ -1817,17 +1824,12 @@ async fn when_the_chain_read_after_a_failed_settlement_fails_no_call_runs_on_the
         assert!(body.contains("chain unavailable:"), "{attempt}: {body}");
     }
     assert!(
-        read_at.elapsed() < std::time::Duration::from_secs(2),
+        frozen.read_at.elapsed() < std::time::Duration::from_secs(2),
         "the cached terms expired before the last call: this test proves nothing on a machine this slow"
     );
 
     // Back up: the chain says what the cached terms did not.
     down.store(false, std::sync::atomic::Ordering::SeqCst);
-    let res = call().await.unwrap();
-    assert_eq!(res.status(), 402);
-    agent.shutdown().await;
-    assert_eq!(
-        net.chain(0).earnings(net.provider_address()).await.unwrap(),
-        Usdc::ZERO
-    );
+    assert_eq!(frozen.call().await.status(), 402);
+    frozen.earned_nothing().await;
 }
