@@ -195,6 +195,16 @@ async fn run() {
         "unpaid / wasmtime serve: {unpaid_over_peer:.2}; paid / wasmtime serve: {paid_over_peer:.2}; unpaid / bare: {:.2}",
         unpaid_figures.requests_per_second / bare_figures.requests_per_second
     );
+    // What payment adds to a call, in CPU time: the machine is saturated under 16 connections, so each
+    // call costs `cores / rate` of it (the agent's, wrk's and the kernel's alike).
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let cpu_us = |f: &Figures| cores * 1e6 / f.requests_per_second;
+    let paid_extra_us = cpu_us(&paid) - cpu_us(&unpaid_figures);
+    println!(
+        "CPU per call on {cores} cores: unpaid {:.1} µs, paid {:.1} µs ({paid_extra_us:.1} µs for the payment)",
+        cpu_us(&unpaid_figures),
+        cpu_us(&paid)
+    );
     println!("receipts per signature: {group:.1} (16 connections), {group_one:.2} (1 connection)");
     println!("settled on shutdown in {settle_ms:.0} ms; provider earned {earned}");
     let json = serde_json::json!({
@@ -210,6 +220,10 @@ async fn run() {
         "paid_hello_batch_one_connection": paid_one,
         "paid_over_bare": ratio,
         "paid_over_unpaid": over_unpaid,
+        "cores": cores,
+        "unpaid_cpu_us_per_call": cpu_us(&unpaid_figures),
+        "paid_cpu_us_per_call": cpu_us(&paid),
+        "paid_extra_cpu_us_per_call": paid_extra_us,
         "receipts_per_signature": group,
         "receipts_per_signature_one_connection": group_one,
         "paid_via_gateway": via_gateway,

@@ -311,7 +311,10 @@ async fn open_ledger(chain: &Chain, config: &Config) -> Result<Arc<Ledger>, Star
         wal,
         next_id,
         open,
-        LedgerConfig::default(),
+        LedgerConfig {
+            reconciled_block: reconciled.from_block.saturating_sub(1),
+            ..LedgerConfig::default()
+        },
     )?)
 }
 

@@ -144,6 +144,9 @@ struct Payer {
 struct Settled {
     /// Claims confirmed on chain.
     landed: u128,
+    /// The newest block one of them landed in: a view must be read at this block or later, or a lagging
+    /// RPC node's terms would leave out charges `landed` counts (and the agent claim them twice).
+    landed_block: u64,
     /// Claims that will never settle.
     failed: u128,
     /// A claim failed since the view was read (a freeze, a moved reserve): read it again.
@@ -217,12 +220,16 @@ pub struct LedgerConfig {
     /// else can touch it. The one exception is the token's issuer freezing the payer: claims made in the
     /// `view_ttl` after a freeze will not settle (the escrow's stated exception to its promise).
     pub view_ttl: Duration,
+    /// The oldest block a view may be read at: the chain's head when the claims log was reconciled at
+    /// start, which holds every charge that landed before (the books of this run count none of them).
+    pub reconciled_block: u64,
 }
 
 impl Default for LedgerConfig {
     fn default() -> Self {
         Self {
             view_ttl: Duration::from_secs(2),
+            reconciled_block: 0,
         }
     }
 }
@@ -360,12 +367,12 @@ impl Ledger {
         // One look at what settled: a failure since the last read drops the view (before any await, so a
         // read that fails or is cancelled leaves none), and a failure after this look only makes the
         // check below more cautious.
-        let (landed, failed) = {
+        let (landed, landed_block, failed) = {
             let mut settled = state.settled();
             if std::mem::take(&mut settled.stale) {
                 p.view = None;
             }
-            (settled.landed, settled.failed)
+            (settled.landed, settled.landed_block, settled.failed)
         };
         let fresh = p
             .view
@@ -373,7 +380,7 @@ impl Ledger {
         if !fresh {
             // `landed` as it was before the read: a batch whose outcome arrives during the read counts as
             // unsettled until the next one (too cautious for a moment, never too generous).
-            p.view = Some(self.read_view(payer, landed).await?);
+            p.view = Some(self.read_view(payer, landed, landed_block).await?);
         }
         let view = p.view.unwrap_or_else(|| unreachable!("view was just read"));
 
@@ -447,10 +454,19 @@ impl Ledger {
         }
     }
 
-    async fn read_view(&self, payer: Address, landed: u128) -> Result<View, ClaimError> {
+    async fn read_view(
+        &self,
+        payer: Address,
+        landed: u128,
+        landed_block: u64,
+    ) -> Result<View, ClaimError> {
         let terms = self
             .chain
-            .terms(payer, self.provider)
+            .terms_since(
+                payer,
+                self.provider,
+                landed_block.max(self.config.reconciled_block),
+            )
             .await
             .map_err(|e| ClaimError::Chain(e.to_string()))?;
         Ok(View {
@@ -533,6 +549,7 @@ impl Books {
             match &outcome {
                 Ok(s) => {
                     p.landed += claim.price.units();
+                    p.landed_block = p.landed_block.max(s.receipt.block_number);
                     match landed.iter_mut().find(|(tx, _)| *tx == s.receipt.tx_hash) {
                         Some((_, ids)) => ids.push(claim.id),
                         None => landed.push((s.receipt.tx_hash, vec![claim.id])),

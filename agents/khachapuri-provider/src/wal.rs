@@ -113,14 +113,17 @@ pub struct OpenClaim {
 struct Group {
     /// Their lines.
     lines: Vec<u8>,
+    /// How many appenders wait for them.
+    members: usize,
     /// The number of the group they will be written in.
     number: u64,
     /// An appender is writing a group now.
     writing: bool,
     /// The last group written, whatever its outcome.
     written: u64,
-    /// Groups whose write failed, and why (their claims were refused).
-    failed: BTreeMap<u64, String>,
+    /// Groups whose write failed: why (their claims were refused), and how many of their appenders have
+    /// yet to read it; the last one removes it.
+    failed: BTreeMap<u64, (String, usize)>,
 }
 
 /// The log file.
@@ -253,13 +256,19 @@ impl Wal {
         line.push(b'\n');
         let mut group = self.lock_group();
         group.lines.extend_from_slice(&line);
+        group.members += 1;
         let number = group.number;
         loop {
             if group.written >= number {
-                return match group.failed.get(&number) {
-                    Some(err) => Err(std::io::Error::other(err.clone())),
-                    None => Ok(()),
+                let Some((err, unread)) = group.failed.get_mut(&number) else {
+                    return Ok(());
                 };
+                let err = std::io::Error::other(err.clone());
+                *unread -= 1;
+                if *unread == 0 {
+                    group.failed.remove(&number);
+                }
+                return Err(err);
             }
             if group.writing {
                 group = self.wrote.wait(group).unwrap_or_else(|e| e.into_inner());
@@ -268,6 +277,7 @@ impl Wal {
             // Nobody writes and ours is not written: it is queued, and we write the group.
             group.writing = true;
             let (lines, writing) = (std::mem::take(&mut group.lines), group.number);
+            let members = std::mem::take(&mut group.members);
             group.number += 1;
             drop(group);
             let outcome = self.write(&lines);
@@ -275,7 +285,7 @@ impl Wal {
             group.writing = false;
             group.written = writing;
             if let Err(err) = outcome {
-                group.failed.insert(writing, err.to_string());
+                group.failed.insert(writing, (err.to_string(), members));
             }
             self.wrote.notify_all();
         }
@@ -476,6 +486,31 @@ mod tests {
             })
             .unwrap_err();
         assert!(!again.to_string().contains("restart"), "{again}");
+        // Refused together (in groups of several appenders, as they come): each is told, once.
+        let refused = std::thread::scope(|scope| {
+            let appenders: Vec<_> = (0..8u64)
+                .map(|i| {
+                    let wal = &wal;
+                    scope.spawn(move || {
+                        wal.append(&Record::Claim {
+                            id: u64::MAX - 1 - i,
+                            payer: Address::repeat_byte(7),
+                            price: 1,
+                        })
+                    })
+                })
+                .collect();
+            appenders
+                .into_iter()
+                .filter_map(|a| a.join().unwrap().err())
+                .count()
+        });
+        assert_eq!(refused, 8);
+        // Every refused appender read its group's failure, so none is kept.
+        assert!(
+            wal.lock_group().failed.is_empty(),
+            "failures read are forgotten"
+        );
         std::fs::write(dir.join("acknowledged"), acknowledged.join(" ")).unwrap();
     }
 

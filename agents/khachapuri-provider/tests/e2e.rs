@@ -1700,7 +1700,7 @@ struct FrozenPayer {
 impl FrozenPayer {
     const PAYER: u32 = 5;
 
-    async fn start(rpc: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>) -> Self {
+    async fn start(rpc: Option<std::sync::Arc<RpcFault>>) -> Self {
         let net = Net::start().await;
         let spec = net
             .spec(
@@ -1715,8 +1715,8 @@ impl FrozenPayer {
             .await;
         let mut config = net.config(SettlementMode::Batch);
         config.batch_linger = std::time::Duration::from_millis(100);
-        if let Some(down) = rpc {
-            config.rpc_url = switchable_rpc(config.rpc_url.clone(), down).await;
+        if let Some(fault) = rpc {
+            config.rpc_url = faulty_rpc(config.rpc_url.clone(), fault).await;
         }
         let wal = config.data_dir.join("claims.wal");
         let agent = khachapuri_provider::start(config, signer(PROVIDER))
@@ -1769,23 +1769,212 @@ impl FrozenPayer {
     }
 }
 
-/// An RPC endpoint in front of `upstream` that goes down on demand: while `down` holds, every call gets a
-/// 503, as from a node behind a load balancer that lost it.
-async fn switchable_rpc(
-    upstream: String,
-    down: std::sync::Arc<std::sync::atomic::AtomicBool>,
-) -> String {
+/// A lagging RPC node (a replica behind a load balancer, or one an attacker serves): PAYER's reserve covers
+/// 3 calls, and 2 were charged in a batch. The node the agent reads next is stuck at the block before that
+/// batch, so its terms still show the whole reserve; counted against the 2 charges the agent saw land,
+/// they would let 3 more calls run, 2 of them unpaid. The agent must read no terms older than its last
+/// landed charge: it refuses (503) until the node catches up, then runs the one call left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn terms_from_a_node_behind_the_last_landed_charge_are_not_used() {
+    const PAYER: u32 = 5;
+    let net = Net::start().await;
+    let spec = net
+        .spec(
+            &example("hello"),
+            "hello.wasm",
+            &[("GREETING", "Hi")],
+            OWNER,
+        )
+        .await;
+    let cid = net.publish(&spec);
+    let reserve = PRICE.checked_mul(3).unwrap();
+    net.fund(PAYER, Usdc::from_whole(1), PRICE, reserve).await;
+    let fault = std::sync::Arc::new(RpcFault::default());
+    let rpc = faulty_rpc(net.devnet.anvil.url(), fault.clone()).await;
+    let start = || async {
+        let mut config = net.config(SettlementMode::Batch);
+        config.batch_linger = std::time::Duration::from_millis(100);
+        config.rpc_url = rpc.clone();
+        khachapuri_provider::start(config, signer(PROVIDER))
+            .await
+            .expect("agent")
+    };
+    let agent = start().await;
+    let token = net.payer_token(PAYER, &cid).await.encode();
+    let call = |agent: &khachapuri_provider::RunningAgent| {
+        let (url, token) = (url(agent, &cid), token.clone());
+        async move {
+            let res = khachapuri_tls::http()
+                .post(url)
+                .bearer_auth(&token)
+                .body("hi")
+                .send()
+                .await
+                .unwrap();
+            (res.status(), res.text().await.unwrap())
+        }
+    };
+    for _ in 0..2 {
+        assert_eq!(call(&agent).await.0, 200);
+    }
+    while metric(&metrics(&agent).await, "khachapuri_claims_outstanding") > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // The replica is stuck just before the block the batch landed in.
+    let log = std::fs::read_to_string(
+        net.config(SettlementMode::Batch)
+            .data_dir
+            .join("claims.wal"),
+    )
+    .unwrap();
+    let tx: B256 = log
+        .lines()
+        .find_map(|line| {
+            let record: serde_json::Value = serde_json::from_str(line).ok()?;
+            record["landed"]["tx"].as_str()?.parse().ok()
+        })
+        .expect("the batch's line in the claims log");
+    let landed = {
+        use alloy::providers::Provider;
+        let receipt = net
+            .chain(0)
+            .provider()
+            .get_transaction_receipt(tx)
+            .await
+            .unwrap();
+        receipt.expect("the batch is mined").block_number.unwrap()
+    };
+    fault
+        .stuck_at
+        .store(landed - 1, std::sync::atomic::Ordering::SeqCst);
+    fault
+        .stuck_head
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    tokio::time::sleep(std::time::Duration::from_millis(2_100)).await; // the agent's view of the terms expires
+
+    for attempt in ["the first call", "the second call"] {
+        let (status, body) = call(&agent).await;
+        assert_eq!(
+            status, 503,
+            "{attempt} ran on terms without the landed charges: {body}"
+        );
+        assert!(body.contains("behind block"), "{attempt}: {body}");
+    }
+    // Behind a load balancer: an up-to-date node names the head, the stuck one answers the read.
+    fault
+        .stuck_head
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    let (status, body) = call(&agent).await;
+    assert_eq!(
+        status, 503,
+        "the call ran on a stuck replica's terms: {body}"
+    );
+    assert!(body.contains("header not found"), "{body}");
+    // Caught up: one call is left of the reserve.
+    fault.stuck_at.store(0, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(call(&agent).await.0, 200);
+    let (status, body) = call(&agent).await;
+    assert_eq!(status, 402, "{body}");
+    assert!(body.contains("insufficient_reserve"), "{body}");
+    agent.shutdown().await;
+    assert_eq!(
+        net.chain(0).earnings(net.provider_address()).await.unwrap(),
+        reserve,
+        "exactly the reserve was earned, nothing claimed beyond it"
+    );
+
+    // Restarted, the agent's books hold none of those charges: the head it reconciled its log at is the
+    // oldest block it reads terms at, so the stuck replica still gets nothing.
+    let agent = start().await;
+    fault
+        .stuck_at
+        .store(landed - 1, std::sync::atomic::Ordering::SeqCst);
+    fault
+        .stuck_head
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let (status, body) = call(&agent).await;
+    assert_eq!(
+        status, 503,
+        "after a restart, the call ran on terms without the landed charges: {body}"
+    );
+    assert!(body.contains("behind block"), "{body}");
+    fault.stuck_at.store(0, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(call(&agent).await.0, 402);
+    agent.shutdown().await;
+}
+
+/// What the RPC endpoint of [`faulty_rpc`] does wrong, switched on and off as a test goes.
+#[derive(Debug, Default)]
+struct RpcFault {
+    /// Every call gets a 503, as from a node behind a load balancer that lost it.
+    down: std::sync::atomic::AtomicBool,
+    /// Not 0: a replica stuck at this block answers `eth_call`: it reads at it for `latest`, and has no
+    /// state for a later block.
+    stuck_at: std::sync::atomic::AtomicU64,
+    /// The same replica answers `eth_blockNumber` too (else a node that is up to date does, as behind a
+    /// load balancer).
+    stuck_head: std::sync::atomic::AtomicBool,
+}
+
+/// An RPC endpoint in front of `upstream` with `fault`.
+async fn faulty_rpc(upstream: String, fault: std::sync::Arc<RpcFault>) -> String {
+    use std::sync::atomic::Ordering::SeqCst;
     let http = khachapuri_tls::http();
     let forward = move |body: axum::body::Bytes| {
-        let (http, upstream, down) = (http.clone(), upstream.clone(), down.clone());
+        let (http, upstream, fault) = (http.clone(), upstream.clone(), fault.clone());
         async move {
-            if down.load(std::sync::atomic::Ordering::SeqCst) {
+            if fault.down.load(SeqCst) {
                 return (axum::http::StatusCode::SERVICE_UNAVAILABLE, Vec::new());
+            }
+            let mut call: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            let stuck = fault.stuck_at.load(SeqCst);
+            if stuck != 0 {
+                let id = call["id"].clone();
+                let answer = |result: serde_json::Value| {
+                    let mut reply = serde_json::json!({ "jsonrpc": "2.0", "id": id });
+                    reply
+                        .as_object_mut()
+                        .unwrap()
+                        .extend(result.as_object().unwrap().clone());
+                    (
+                        axum::http::StatusCode::OK,
+                        serde_json::to_vec(&reply).unwrap(),
+                    )
+                };
+                assert!(
+                    call.is_object(),
+                    "a JSON-RPC batch, which this proxy does not fault: {call}"
+                );
+                match call["method"].as_str() {
+                    Some("eth_blockNumber") if fault.stuck_head.load(SeqCst) => {
+                        return answer(serde_json::json!({ "result": format!("{stuck:#x}") }));
+                    }
+                    Some("eth_call") => {
+                        let params = call["params"].as_array_mut().unwrap();
+                        let block = params.get(1).cloned().unwrap_or("latest".into());
+                        let number = match block.as_str() {
+                            Some("latest" | "pending" | "safe" | "finalized") => stuck,
+                            Some("earliest") => 0,
+                            Some(hex) => {
+                                u64::from_str_radix(hex.trim_start_matches("0x"), 16).unwrap()
+                            }
+                            None => panic!("a block this proxy does not fault: {block}"),
+                        };
+                        if number > stuck {
+                            return answer(serde_json::json!({
+                                "error": { "code": -32000, "message": "header not found" }
+                            }));
+                        }
+                        params.truncate(1);
+                        params.push(format!("{number:#x}").into());
+                    }
+                    _ => {}
+                }
             }
             let res = http
                 .post(&upstream)
                 .header("content-type", "application/json")
-                .body(body)
+                .body(serde_json::to_vec(&call).unwrap())
                 .send()
                 .await
                 .unwrap();
@@ -1804,14 +1993,14 @@ async fn switchable_rpc(
 /// fails, and the cached terms must stay dropped: neither that call nor the next one runs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn when_the_chain_read_after_a_failed_settlement_fails_no_call_runs_on_the_old_terms() {
-    let down = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let frozen = FrozenPayer::start(Some(down.clone())).await;
+    let fault = std::sync::Arc::new(RpcFault::default());
+    let frozen = FrozenPayer::start(Some(fault.clone())).await;
     let log = std::fs::read_to_string(&frozen.wal).unwrap();
     assert!(
         log.contains("\"failed\""),
         "the batch landed before the freeze (a slow machine): nothing is stale, the test proves nothing\n{log}"
     );
-    down.store(true, std::sync::atomic::Ordering::SeqCst);
+    fault.down.store(true, std::sync::atomic::Ordering::SeqCst);
     for attempt in ["the read fails", "the old terms are not back"] {
         let res = frozen.call().await;
         let status = res.status();
@@ -1829,7 +2018,7 @@ async fn when_the_chain_read_after_a_failed_settlement_fails_no_call_runs_on_the
     );
 
     // Back up: the chain says what the cached terms did not.
-    down.store(false, std::sync::atomic::Ordering::SeqCst);
+    fault.down.store(false, std::sync::atomic::Ordering::SeqCst);
     assert_eq!(frozen.call().await.status(), 402);
     frozen.earned_nothing().await;
 }

@@ -147,9 +147,45 @@ impl Chain {
 
     /// What `payer` has with `provider`: terms in force, credits, pending changes.
     pub async fn terms(&self, payer: Address, provider: Address) -> Result<Terms, ChainError> {
+        self.terms_at(payer, provider, alloy::eips::BlockId::latest())
+            .await
+    }
+
+    /// [`Chain::terms`] as of the node's newest block, which must be `block` or later: a charge that
+    /// landed in `block` is in them. A node behind it (a lagging replica behind a load balancer) is
+    /// [`ChainError::Unavailable`], as is one that cannot serve the block it named. Block 0 asks nothing of
+    /// the node: [`Chain::terms`], in one round trip.
+    pub async fn terms_since(
+        &self,
+        payer: Address,
+        provider: Address,
+        block: u64,
+    ) -> Result<Terms, ChainError> {
+        use alloy::providers::Provider;
+        if block == 0 {
+            return self.terms(payer, provider).await;
+        }
+        let head = self.provider().get_block_number().await?;
+        if head < block {
+            return Err(ChainError::Unavailable {
+                message: format!(
+                    "the RPC node is at block {head}, behind block {block} where this provider's last charge landed; retry when it catches up, or use another node"
+                ),
+            });
+        }
+        self.terms_at(payer, provider, alloy::eips::BlockId::number(head))
+            .await
+    }
+
+    async fn terms_at(
+        &self,
+        payer: Address,
+        provider: Address,
+        block: alloy::eips::BlockId,
+    ) -> Result<Terms, ChainError> {
         let escrow = self.escrow();
-        let terms = escrow.terms(payer, provider);
-        let frozen = escrow.isFrozen(payer);
+        let terms = escrow.terms(payer, provider).block(block);
+        let frozen = escrow.isFrozen(payer).block(block);
         let (t, frozen) =
             futures::try_join!(terms.call().into_future(), frozen.call().into_future())?;
         Ok(Terms {
