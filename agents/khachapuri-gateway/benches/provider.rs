@@ -158,6 +158,8 @@ async fn run() {
     let before = receipt_counts(&agent).await;
     let paid_one = wrk_with(&paid_url, script.path(), "1", "1");
     let group_one = receipts_per_signature(before, receipt_counts(&agent).await);
+    // The same unpaid: what a lone call's payment adds to its latency.
+    let unpaid_one = wrk_with(&format!("http://{unpaid}/"), script.path(), "1", "1");
     direct_gateway.shutdown().await;
     let before = std::time::Instant::now();
     agent.shutdown().await;
@@ -179,6 +181,7 @@ async fn run() {
     show("paid hello (batch):", &paid);
     show("paid with a token:", &paid_token);
     show("paid, 1 connection:", &paid_one);
+    show("unpaid, 1 connection:", &unpaid_one);
     show("paid, via gateway:", &via_gateway);
     show("paid, via tunnel:", &via_tunnel);
     let gw_direct = via_gateway.requests_per_second / paid.requests_per_second;
@@ -195,15 +198,16 @@ async fn run() {
         "unpaid / wasmtime serve: {unpaid_over_peer:.2}; paid / wasmtime serve: {paid_over_peer:.2}; unpaid / bare: {:.2}",
         unpaid_figures.requests_per_second / bare_figures.requests_per_second
     );
-    // What payment adds to a call, in CPU time: the machine is saturated under 16 connections, so each
-    // call costs `cores / rate` of it (the agent's, wrk's and the kernel's alike).
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
-    let cpu_us = |f: &Figures| cores * 1e6 / f.requests_per_second;
+    // What payment adds to a call in the machine's CPU time (the agent's, wrk's and the kernel's alike).
+    let cpu_us = Figures::cpu_us_per_request;
     let paid_extra_us = cpu_us(&paid) - cpu_us(&unpaid_figures);
     println!(
-        "CPU per call on {cores} cores: unpaid {:.1} µs, paid {:.1} µs ({paid_extra_us:.1} µs for the payment)",
+        "CPU per call: bare {:.1} µs, unpaid {:.1} µs, paid {:.1} µs ({paid_extra_us:.1} µs for the payment; {:.2} and {:.2} cores busy)",
+        cpu_us(&bare_figures),
         cpu_us(&unpaid_figures),
-        cpu_us(&paid)
+        cpu_us(&paid),
+        unpaid_figures.busy_cores,
+        paid.busy_cores,
     );
     println!("receipts per signature: {group:.1} (16 connections), {group_one:.2} (1 connection)");
     println!("settled on shutdown in {settle_ms:.0} ms; provider earned {earned}");
@@ -218,9 +222,10 @@ async fn run() {
         "paid_hello_batch": paid,
         "paid_hello_token": paid_token,
         "paid_hello_batch_one_connection": paid_one,
+        "hello_unpaid_one_connection": unpaid_one,
         "paid_over_bare": ratio,
         "paid_over_unpaid": over_unpaid,
-        "cores": cores,
+        "bare_cpu_us_per_call": cpu_us(&bare_figures),
         "unpaid_cpu_us_per_call": cpu_us(&unpaid_figures),
         "paid_cpu_us_per_call": cpu_us(&paid),
         "paid_extra_cpu_us_per_call": paid_extra_us,

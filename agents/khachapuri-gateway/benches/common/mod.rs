@@ -18,6 +18,9 @@ pub struct Figures {
     pub requests_per_second: f64,
     pub p50_ms: f64,
     pub p99_ms: f64,
+    /// How many of the machine's cores were busy during the run, on average (from /proc/stat: everyone's
+    /// time, the server's, wrk's and the kernel's).
+    pub busy_cores: f64,
 }
 
 impl Figures {
@@ -32,7 +35,14 @@ impl Figures {
             requests_per_second: median(|f| f.requests_per_second),
             p50_ms: median(|f| f.p50_ms),
             p99_ms: median(|f| f.p99_ms),
+            busy_cores: median(|f| f.busy_cores),
         }
+    }
+
+    /// The machine's CPU time per request, in µs: what a request cost, whether or not the run kept every
+    /// core busy.
+    pub fn cpu_us_per_request(&self) -> f64 {
+        self.busy_cores * 1e6 / self.requests_per_second
     }
 }
 
@@ -76,6 +86,7 @@ fn run_wrk(
     connections: &str,
     duration: &str,
 ) -> Figures {
+    let before = CpuTimes::read();
     let out = Command::new("wrk")
         .args([
             "-t",
@@ -91,6 +102,7 @@ fn run_wrk(
         .arg(url)
         .output()
         .expect("run wrk");
+    let busy_cores = CpuTimes::read().busy_cores_since(&before);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         !text.contains("Non-2xx"),
@@ -109,6 +121,45 @@ fn run_wrk(
         requests_per_second: field("Requests/sec:"),
         p50_ms: field("50%"),
         p99_ms: field("99%"),
+        busy_cores,
+    }
+}
+
+/// The machine's CPU time so far (the first line of /proc/stat), in clock ticks.
+struct CpuTimes {
+    busy: u64,
+    total: u64,
+    cores: usize,
+}
+
+impl CpuTimes {
+    fn read() -> Self {
+        let stat = std::fs::read_to_string("/proc/stat").expect("read /proc/stat");
+        let ticks: Vec<u64> = stat
+            .lines()
+            .next()
+            .and_then(|line| line.strip_prefix("cpu "))
+            .expect("/proc/stat's cpu line")
+            .split_whitespace()
+            .map(|n| n.parse().unwrap())
+            .collect();
+        // user nice system idle iowait irq softirq steal (guest time is inside user already)
+        let total: u64 = ticks.iter().take(8).sum();
+        let idle = ticks[3] + ticks.get(4).copied().unwrap_or(0);
+        let cores = stat
+            .lines()
+            .filter(|l| l.starts_with("cpu") && !l.starts_with("cpu "))
+            .count();
+        Self {
+            busy: total - idle,
+            total,
+            cores,
+        }
+    }
+
+    fn busy_cores_since(&self, before: &Self) -> f64 {
+        let total = self.total.saturating_sub(before.total).max(1) as f64;
+        self.cores as f64 * self.busy.saturating_sub(before.busy) as f64 / total
     }
 }
 
