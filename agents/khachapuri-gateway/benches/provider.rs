@@ -9,6 +9,10 @@
 //! first use) serving the same hello as a wasi:http component (examples/wasi-http-hello), measured in the
 //! same run; `*_over_wasmtime_serve` are our figures over its.
 //!
+//! Each figure carries the machine's busy cores during its run (from /proc/stat) and so its CPU time per
+//! request; `paid_extra_cpu_us_per_call` is what payment adds. A paid and an unpaid call alone (one
+//! connection) give what payment adds to latency.
+//!
 //! The same paid call also goes through the gateway (issue 8: "beside calling the provider directly"),
 //! forwarded over HTTP and through a tunnel the agent holds open; `gateway_*_over_direct` are the
 //! ratios. The gateway's own bench (`khachapuri-gateway`) measures it against a no-op upstream.
@@ -199,7 +203,7 @@ async fn run() {
         unpaid_figures.requests_per_second / bare_figures.requests_per_second
     );
     // What payment adds to a call in the machine's CPU time (the agent's, wrk's and the kernel's alike).
-    let cpu_us = Figures::cpu_us_per_request;
+    let cpu_us = |f: &Figures| f.cpu_us_per_request;
     let paid_extra_us = cpu_us(&paid) - cpu_us(&unpaid_figures);
     println!(
         "CPU per call: bare {:.1} µs, unpaid {:.1} µs, paid {:.1} µs ({paid_extra_us:.1} µs for the payment; {:.2} and {:.2} cores busy)",

@@ -1,8 +1,8 @@
 //! Receipts by group commit: one signature for every receipt that became ready while the previous one was
 //! being made (PROTOCOL §7, `kr2.`).
 //!
-//! A caller that finds nobody signing leads: it signs its own receipt at once (a lone call waits for
-//! nothing). Receipts that become ready while it signs queue; when its signature is made, the first of
+//! A caller that finds nobody signing leads: it signs its own receipt at once, unless calls overlap
+//! (below; a lone call waits for nothing). Receipts that become ready while it signs queue; when its signature is made, the first of
 //! them is handed the lead with the rest (at most [`MAX_GROUP`]), signs their root and answers the
 //! others. So a receipt waits for the signature in progress, its new leader's turn on the executor
 //! (woken on the signing worker, it usually runs next), and its own group's signature. A leader whose
@@ -94,7 +94,8 @@ impl Receipts {
         (state.receipts, state.signatures)
     }
 
-    /// Signs `receipt` now if nobody is signing, else in the next group.
+    /// Signs `receipt` now if nobody is signing (after gathering others, under load), else in the next
+    /// group.
     pub async fn sign(&self, receipt: Receipt) -> SignedReceipt {
         let queued = {
             let mut state = self.0.lock();
@@ -167,8 +168,8 @@ impl Leadership {
     /// turns, at most [`GATHER`] in all, before it signs: calls that were read but not yet answered reach
     /// their receipts and join this group rather than the next one (what PostgreSQL's `commit_delay` does
     /// for commits). A signature costs about as much CPU as a warm call of a small program, so at 16
-    /// connections this roughly halves a paid call's CPU; alone, or when calls do not overlap, a receipt is
-    /// signed at once.
+    /// connections it cut a paid call's CPU by about a fifth (groups of about 7 instead of 1.7); alone,
+    /// or when calls do not overlap, a receipt is signed at once.
     async fn gather(mut self) -> Self {
         if !self.inner.lock().overlapping {
             return self;

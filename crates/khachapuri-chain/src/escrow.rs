@@ -153,7 +153,8 @@ impl Chain {
 
     /// [`Chain::terms`] as of the node's newest block, which must be `block` or later: a charge that
     /// landed in `block` is in them. A node behind it (a lagging replica behind a load balancer) is
-    /// [`ChainError::Unavailable`], as is one that cannot serve the block it named. Block 0 asks nothing of
+    /// [`ChainError::Unavailable`]; one that cannot serve the block it named answers with an error (a
+    /// lagging replica behind the same load balancer: "header not found"). Block 0 asks nothing of
     /// the node: [`Chain::terms`], in one round trip.
     pub async fn terms_since(
         &self,

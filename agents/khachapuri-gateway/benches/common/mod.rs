@@ -19,8 +19,11 @@ pub struct Figures {
     pub p50_ms: f64,
     pub p99_ms: f64,
     /// How many of the machine's cores were busy during the run, on average (from /proc/stat: everyone's
-    /// time, the server's, wrk's and the kernel's).
+    /// time, the server's, wrk's and the kernel's; not time a hypervisor stole). NaN without /proc/stat.
     pub busy_cores: f64,
+    /// The machine's CPU time per request, in µs: what a request cost, whether or not the run kept every
+    /// core busy.
+    pub cpu_us_per_request: f64,
 }
 
 impl Figures {
@@ -36,13 +39,8 @@ impl Figures {
             p50_ms: median(|f| f.p50_ms),
             p99_ms: median(|f| f.p99_ms),
             busy_cores: median(|f| f.busy_cores),
+            cpu_us_per_request: median(|f| f.cpu_us_per_request),
         }
-    }
-
-    /// The machine's CPU time per request, in µs: what a request cost, whether or not the run kept every
-    /// core busy.
-    pub fn cpu_us_per_request(&self) -> f64 {
-        self.busy_cores * 1e6 / self.requests_per_second
     }
 }
 
@@ -102,7 +100,10 @@ fn run_wrk(
         .arg(url)
         .output()
         .expect("run wrk");
-    let busy_cores = CpuTimes::read().busy_cores_since(&before);
+    let busy_cores = match (before, CpuTimes::read()) {
+        (Some(before), Some(after)) => after.busy_cores_since(&before),
+        _ => f64::NAN,
+    };
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         !text.contains("Non-2xx"),
@@ -122,10 +123,12 @@ fn run_wrk(
         p50_ms: field("50%"),
         p99_ms: field("99%"),
         busy_cores,
+        cpu_us_per_request: busy_cores * 1e6 / field("Requests/sec:"),
     }
 }
 
-/// The machine's CPU time so far (the first line of /proc/stat), in clock ticks.
+/// The machine's CPU time so far (the first line of /proc/stat), in clock ticks; `None` where there is no
+/// /proc/stat (macOS). Inside a container it is the host's: other tenants' load counts.
 struct CpuTimes {
     busy: u64,
     total: u64,
@@ -133,28 +136,29 @@ struct CpuTimes {
 }
 
 impl CpuTimes {
-    fn read() -> Self {
-        let stat = std::fs::read_to_string("/proc/stat").expect("read /proc/stat");
+    fn read() -> Option<Self> {
+        let stat = std::fs::read_to_string("/proc/stat").ok()?;
         let ticks: Vec<u64> = stat
             .lines()
-            .next()
-            .and_then(|line| line.strip_prefix("cpu "))
-            .expect("/proc/stat's cpu line")
+            .next()?
+            .strip_prefix("cpu ")?
             .split_whitespace()
-            .map(|n| n.parse().unwrap())
-            .collect();
-        // user nice system idle iowait irq softirq steal (guest time is inside user already)
+            .map(|n| n.parse().ok())
+            .collect::<Option<_>>()?;
+        // user nice system idle iowait irq softirq steal (guest time is inside user already); steal is
+        // the hypervisor's, not this machine's work
+        let tick = |i: usize| ticks.get(i).copied().unwrap_or(0);
         let total: u64 = ticks.iter().take(8).sum();
-        let idle = ticks[3] + ticks.get(4).copied().unwrap_or(0);
+        let idle = tick(3) + tick(4) + tick(7);
         let cores = stat
             .lines()
             .filter(|l| l.starts_with("cpu") && !l.starts_with("cpu "))
             .count();
-        Self {
-            busy: total - idle,
+        Some(Self {
+            busy: total.saturating_sub(idle),
             total,
             cores,
-        }
+        })
     }
 
     fn busy_cores_since(&self, before: &Self) -> f64 {
